@@ -1,0 +1,1 @@
+"""otel_resilience: circuit breakers driven by OpenTelemetry spans."""
