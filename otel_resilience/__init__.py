@@ -1,1 +1,34 @@
-"""otel_resilience: circuit breakers driven by OpenTelemetry spans."""
+"""otel_resilience: circuit breakers driven by the OpenTelemetry spans a service emits.
+
+The public names are re-exported here from private modules; see DESIGN.md section 3.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._breaker import BreakerSnapshot, CircuitBreaker, State
+from ._config import load_config
+from ._dependency import Criticality, Dependency
+from ._errors import CircuitOpenError, ConfigError, UnknownDependencyError
+from ._policy import BreakerPolicy
+from ._registry import Registry
+
+try:
+    __version__ = version("otel-resilience")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BreakerPolicy",
+    "BreakerSnapshot",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "ConfigError",
+    "Criticality",
+    "Dependency",
+    "Registry",
+    "State",
+    "UnknownDependencyError",
+    "load_config",
+]

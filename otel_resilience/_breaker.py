@@ -1,0 +1,407 @@
+"""The circuit breaker: five states, sliding-window failure rates, injected clock.
+
+The lock guards bookkeeping only: it is never held across the protected call, and
+listeners are called after it is released, so a slow listener cannot stall callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._policy import BreakerPolicy
+from ._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
+
+__all__ = ["BreakerSnapshot", "CircuitBreaker", "Listener", "State"]
+
+_log = logging.getLogger("otel_resilience")
+
+
+class State(enum.Enum):
+    """A breaker's state; ``.value`` is the lower-case name used in metrics and JSON."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    FORCED_OPEN = "forced_open"
+    DISABLED = "disabled"
+
+
+_CLOSED = State.CLOSED
+_OPEN = State.OPEN
+_HALF_OPEN = State.HALF_OPEN
+_FORCED_OPEN = State.FORCED_OPEN
+_DISABLED = State.DISABLED
+
+Listener = Callable[["CircuitBreaker", State, State], None]
+"""Called as ``fn(breaker, old_state, new_state)`` after each transition."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """A consistent view of one breaker at one instant.
+
+    Times (``opened_at``, ``last_failure_at``) are readings of the breaker's clock;
+    ``retry_after`` is seconds until an OPEN breaker admits a probe (None when it is not
+    waiting on time: closed, disabled, or forced open until a manual reset).
+    """
+
+    name: str
+    state: State
+    failure_rate: float
+    slow_call_rate: float
+    calls: int
+    failures: int
+    slow_calls: int
+    consecutive_failures: int
+    opened_at: float | None
+    open_seconds: float
+    retry_after: float | None
+    last_failure_at: float | None
+    last_error_type: str | None
+    total_successes: int
+    total_failures: int
+    total_slow: int
+    total_rejected: int
+
+
+class CircuitBreaker:
+    """A circuit breaker following DESIGN.md section 4.
+
+    ``allow()`` asks for permission before a call; ``record_success`` and
+    ``record_failure`` report its outcome. A call that was admitted and then neither
+    succeeded nor failed (cancelled) gives its half-open permit back with ``release()``.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_consecutive",
+        "_half_open_in_flight",
+        "_half_open_successes",
+        "_last_error_type",
+        "_last_failure_at",
+        "_listeners",
+        "_lock",
+        "_open_duration",
+        "_opened_at",
+        "_slow_threshold",
+        "_state",
+        "_timed_window",
+        "_total_failures",
+        "_total_rejected",
+        "_total_slow",
+        "_total_successes",
+        "_window",
+        "name",
+        "policy",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        policy: BreakerPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"breaker name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.policy = policy if policy is not None else BreakerPolicy()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        self._window: Window
+        if self.policy.window_seconds is not None:
+            self._window = TimeWindow(self.policy.window_seconds)
+            self._timed_window = True
+        else:
+            self._window = CountWindow(self.policy.window_size)
+            self._timed_window = False
+        self._slow_threshold = self.policy.slow_call_seconds
+        self._state = _CLOSED
+        self._consecutive = 0
+        self._opened_at: float | None = None
+        self._open_duration = self.policy.open_seconds
+        self._half_open_in_flight = 0
+        self._half_open_successes = 0
+        self._last_failure_at: float | None = None
+        self._last_error_type: str | None = None
+        self._total_successes = 0
+        self._total_failures = 0
+        self._total_slow = 0
+        self._total_rejected = 0
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self._state.value}>"
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The current state; an OPEN breaker whose time is up reads as HALF_OPEN."""
+        if self._state is not _OPEN:
+            return self._state
+        with self._lock:
+            changes = self._expire_open(self._clock())
+            state = self._state
+        self._notify(changes)
+        return state
+
+    def snapshot(self) -> BreakerSnapshot:
+        """Counts, rates and timings of this breaker, read under its lock."""
+        with self._lock:
+            now = self._clock()
+            changes = self._expire_open(now)
+            window = self._window
+            if self._timed_window:
+                window.refresh(now)
+            calls = window.calls
+            retry_after: float | None = None
+            if self._state is _OPEN and self._opened_at is not None:
+                retry_after = max(0.0, self._opened_at + self._open_duration - now)
+            elif self._state is _HALF_OPEN:
+                retry_after = 0.0
+            snap = BreakerSnapshot(
+                name=self.name,
+                state=self._state,
+                failure_rate=window.failures / calls if calls else 0.0,
+                slow_call_rate=window.slow / calls if calls else 0.0,
+                calls=calls,
+                failures=window.failures,
+                slow_calls=window.slow,
+                consecutive_failures=self._consecutive,
+                opened_at=self._opened_at,
+                open_seconds=self._open_duration,
+                retry_after=retry_after,
+                last_failure_at=self._last_failure_at,
+                last_error_type=self._last_error_type,
+                total_successes=self._total_successes,
+                total_failures=self._total_failures,
+                total_slow=self._total_slow,
+                total_rejected=self._total_rejected,
+            )
+        self._notify(changes)
+        return snap
+
+    def retry_after(self) -> float:
+        """Seconds until this breaker may admit a call (``inf`` while forced open)."""
+        with self._lock:
+            if self._state is _FORCED_OPEN:
+                return float("inf")
+            if self._state is _OPEN and self._opened_at is not None:
+                return max(0.0, self._opened_at + self._open_duration - self._clock())
+            return 0.0
+
+    # -- admitting calls -----------------------------------------------------------
+
+    def allow(self) -> bool:
+        """Whether a call may go ahead now; a False answer is counted as rejected."""
+        state = self._state
+        if state is _CLOSED or state is _DISABLED:
+            return True
+        with self._lock:
+            changes = self._expire_open(self._clock()) if state is _OPEN else None
+            state = self._state
+            if state is _HALF_OPEN and self._half_open_in_flight < self.policy.half_open_calls:
+                self._half_open_in_flight += 1
+                allowed = True
+            elif state is _CLOSED or state is _DISABLED:
+                allowed = True
+            else:
+                self._total_rejected += 1
+                allowed = False
+        if changes:
+            self._notify(changes)
+        return allowed
+
+    def release(self) -> None:
+        """Give back a half-open permit of a call that ended without an outcome."""
+        with self._lock:
+            if self._state is _HALF_OPEN and self._half_open_in_flight > 0:
+                self._half_open_in_flight -= 1
+
+    # -- recording outcomes --------------------------------------------------------
+
+    def record_success(self, duration: float = 0.0) -> None:
+        """Record a call that completed; it is slow when ``duration`` reaches the policy's bound."""
+        slow_threshold = self._slow_threshold
+        outcome = SLOW if slow_threshold is not None and duration >= slow_threshold else SUCCESS
+        with self._lock:
+            state = self._state
+            if state is _CLOSED or state is _DISABLED:
+                if outcome:
+                    self._total_slow += 1
+                else:
+                    self._total_successes += 1
+                self._consecutive = 0
+                window = self._window
+                window.record(outcome, self._clock() if self._timed_window else 0.0)
+                changes = (
+                    self._evaluate()
+                    if (window.failures or window.slow) and state is _CLOSED
+                    else None
+                )
+            elif state is _HALF_OPEN:
+                if outcome:
+                    self._total_slow += 1
+                    # A probe that is still slow says the dependency has not recovered.
+                    changes = self._reopen()
+                else:
+                    self._total_successes += 1
+                    changes = self._half_open_success()
+            else:
+                # A late outcome of a call admitted before the breaker opened.
+                if outcome:
+                    self._total_slow += 1
+                else:
+                    self._total_successes += 1
+                changes = None
+        if changes:
+            self._notify(changes)
+
+    def record_failure(self, duration: float = 0.0, error_type: str | None = None) -> None:
+        """Record a call that failed (``error_type`` names the error, for health reports)."""
+        with self._lock:
+            now = self._clock()
+            self._total_failures += 1
+            self._last_failure_at = now
+            if error_type is not None:
+                self._last_error_type = error_type
+            state = self._state
+            changes = None
+            if state is _CLOSED or state is _DISABLED:
+                self._consecutive += 1
+                outcome = FAILURE
+                if self._slow_threshold is not None and duration >= self._slow_threshold:
+                    outcome |= SLOW
+                self._window.record(outcome, now)
+                if state is _CLOSED:
+                    changes = self._evaluate()
+            elif state is _HALF_OPEN:
+                self._consecutive += 1
+                changes = self._reopen()
+        if changes:
+            self._notify(changes)
+
+    # -- manual control ------------------------------------------------------------
+
+    def force_open(self) -> None:
+        """Reject every call until ``reset()``."""
+        self._manual(_FORCED_OPEN)
+
+    def disable(self) -> None:
+        """Admit every call and keep counting, never opening, until ``reset()``."""
+        self._manual(_DISABLED)
+
+    def reset(self) -> None:
+        """Back to CLOSED with an empty window and the base open time."""
+        self._manual(_CLOSED)
+
+    def half_open(self) -> bool:
+        """Move an OPEN breaker to HALF_OPEN now (a health probe passed); True if it moved."""
+        with self._lock:
+            if self._state is not _OPEN:
+                return False
+            changes = [self._set_state(_HALF_OPEN)]
+        self._notify(changes)
+        return True
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(breaker, old_state, new_state)`` after each transition."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; unknown listeners are ignored."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    # -- internals (called with the lock held unless said otherwise) ---------------
+
+    def _manual(self, target: State) -> None:
+        with self._lock:
+            old = self._state
+            self._window.clear()
+            self._consecutive = 0
+            self._opened_at = None
+            self._open_duration = self.policy.open_seconds
+            self._half_open_in_flight = 0
+            self._half_open_successes = 0
+            self._state = target
+        if old is not target:
+            self._notify([(old, target)])
+
+    def _set_state(self, new: State) -> tuple[State, State]:
+        old = self._state
+        self._state = new
+        if new is _HALF_OPEN:
+            self._half_open_in_flight = 0
+            self._half_open_successes = 0
+        return (old, new)
+
+    def _expire_open(self, now: float) -> list[tuple[State, State]] | None:
+        if (
+            self._state is _OPEN
+            and self._opened_at is not None
+            and now - self._opened_at >= self._open_duration
+        ):
+            return [self._set_state(_HALF_OPEN)]
+        return None
+
+    def _evaluate(self) -> list[tuple[State, State]] | None:
+        policy = self.policy
+        window = self._window
+        tripped = policy.consecutive_failures is not None and (
+            self._consecutive >= policy.consecutive_failures
+        )
+        calls = window.calls
+        if not tripped and calls >= policy.minimum_calls:
+            tripped = (
+                window.failures > 0 and window.failures / calls >= policy.failure_rate_threshold
+            ) or (
+                self._slow_threshold is not None
+                and window.slow > 0
+                and window.slow / calls >= policy.slow_call_rate_threshold
+            )
+        if not tripped:
+            return None
+        self._opened_at = self._clock()
+        self._open_duration = policy.open_seconds
+        return [self._set_state(_OPEN)]
+
+    def _reopen(self) -> list[tuple[State, State]]:
+        self._opened_at = self._clock()
+        self._open_duration = min(self._open_duration * 2, self.policy.max_open_seconds)
+        return [self._set_state(_OPEN)]
+
+    def _half_open_success(self) -> list[tuple[State, State]] | None:
+        if self._half_open_in_flight > 0:
+            self._half_open_in_flight -= 1
+        self._half_open_successes += 1
+        if self._half_open_successes < self.policy.half_open_calls:
+            return None
+        self._window.clear()
+        self._consecutive = 0
+        self._opened_at = None
+        self._open_duration = self.policy.open_seconds
+        return [self._set_state(_CLOSED)]
+
+    def _notify(self, changes: list[tuple[State, State]] | None) -> None:
+        """Tell listeners about ``changes``; called without the lock, never raises."""
+        if not changes:
+            return
+        for old, new in changes:
+            for listener in tuple(self._listeners):
+                try:
+                    listener(self, old, new)
+                except Exception:
+                    _log.exception(
+                        "otel_resilience: breaker listener %r failed on %s -> %s",
+                        listener,
+                        old.value,
+                        new.value,
+                    )

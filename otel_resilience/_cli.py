@@ -1,0 +1,111 @@
+"""The ``otel-resilience`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from ._config import load_config
+from ._errors import ConfigError
+from ._registry import Registry
+
+__all__ = ["main"]
+
+
+def _policy_summary(registry: Registry, name: str) -> str:
+    policy = registry[name].policy
+    parts = []
+    if policy.window_seconds is not None:
+        parts.append(f"window {policy.window_seconds:g}s")
+    else:
+        parts.append(f"window {policy.window_size} calls")
+    parts.append(f"opens at {policy.failure_rate_threshold:.0%} of >= {policy.minimum_calls}")
+    if policy.consecutive_failures is not None:
+        parts.append(f"or {policy.consecutive_failures} in a row")
+    if policy.slow_call_seconds is not None:
+        parts.append(
+            f"or {policy.slow_call_rate_threshold:.0%} slower than {policy.slow_call_seconds:g}s"
+        )
+    parts.append(f"open {policy.open_seconds:g}s (max {policy.max_open_seconds:g}s)")
+    parts.append(f"{policy.half_open_calls} probe(s)")
+    if policy.call_timeout_seconds is not None:
+        parts.append(f"timeout {policy.call_timeout_seconds:g}s")
+    return ", ".join(parts)
+
+
+def check_config(path: str, console: Console) -> int:
+    """Validate ``path`` and print its dependencies; 0 when valid, 2 when not."""
+    try:
+        registry = load_config(path)
+    except ConfigError as exc:
+        Console(stderr=True).print(f"[bold red]invalid config[/]: {exc}", highlight=False)
+        return 2
+    table = Table(title=f"{path}: service {registry.service!r}", title_justify="left")
+    table.add_column("dependency", style="bold")
+    table.add_column("criticality")
+    table.add_column("match")
+    table.add_column("fallback")
+    table.add_column("breaker policy")
+    for dependency in registry.dependencies:
+        match = ", ".join(f"{k}={v}" for k, v in dependency.match.items()) or "-"
+        fallback = dependency.fallback
+        fallback_name = (
+            "-" if fallback is None else getattr(fallback, "__qualname__", repr(fallback))
+        )
+        table.add_row(
+            dependency.name,
+            dependency.criticality.value,
+            match,
+            fallback_name,
+            _policy_summary(registry, dependency.name),
+        )
+    console.print(table)
+    console.print(f"ok: {len(registry)} dependencies")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-resilience",
+        description="Circuit breakers driven by OpenTelemetry spans.",
+    )
+    parser.add_argument("--version", action="version", version=f"otel-resilience {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check-config", help="validate a resilience.yaml and print the effective policies"
+    )
+    check.add_argument("file", help="path to a YAML, TOML or JSON config")
+    demo = commands.add_parser(
+        "demo", help="watch a breaker ride through an outage of a simulated dependency"
+    )
+    demo.add_argument(
+        "--seconds", type=float, default=8.0, help="how long the walk-through runs (default 8)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    if args.command == "check-config":
+        return check_config(args.file, console)
+    if args.command == "demo":
+        from ._walkthrough import run_walkthrough
+
+        try:
+            return run_walkthrough(console, seconds=args.seconds)
+        except KeyboardInterrupt:
+            console.print("stopped")
+            return 130
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The registry: the service's dependencies, their breakers, and guarded calls."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar, overload
+
+from ._breaker import CircuitBreaker
+from ._dependency import Dependency
+from ._errors import UnknownDependencyError
+from ._guard import MISSING, Entry, Guard
+from ._semconv import normalize
+
+__all__ = ["Registry", "TelemetrySettings"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TelemetrySettings:
+    """The ``telemetry:`` section of a config: how telemetry export protects itself."""
+
+    __slots__ = ("export_timeout_seconds",)
+
+    def __init__(self, export_timeout_seconds: float = 1.0) -> None:
+        self.export_timeout_seconds = export_timeout_seconds
+
+    def __repr__(self) -> str:
+        return f"TelemetrySettings(export_timeout_seconds={self.export_timeout_seconds!r})"
+
+
+class Registry:
+    """The declared dependencies of a service, each with its own circuit breaker.
+
+    ``Registry.from_config`` builds one from a ``resilience.yaml`` (or TOML, or a dict).
+    """
+
+    def __init__(
+        self,
+        dependencies: Iterable[Dependency] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        service: str | None = None,
+        telemetry: TelemetrySettings | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.clock = clock
+        self.service = service or os.environ.get("OTEL_SERVICE_NAME") or "unknown_service"
+        self.telemetry = telemetry if telemetry is not None else TelemetrySettings()
+        self.source = source
+        self._lock = threading.Lock()
+        self._entries: dict[str, Entry] = {}
+        self._matchers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+        self._fallback_counts: dict[tuple[str, str], int] = {}
+        for dependency in dependencies:
+            self.add(dependency)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any] | str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Registry:
+        """Build a registry from a config file path (YAML or TOML) or a dict (DESIGN.md 7)."""
+        from ._config import load_config
+
+        return load_config(config, clock=clock)
+
+    # -- the dependencies ------------------------------------------------------------
+
+    def add(self, dependency: Dependency) -> Dependency:
+        """Declare ``dependency`` (its name must be new) and give it a breaker."""
+        if not isinstance(dependency, Dependency):
+            raise TypeError(f"expected a Dependency, got {dependency!r}")
+        with self._lock:
+            if dependency.name in self._entries:
+                raise ValueError(f"dependency {dependency.name!r} is declared twice")
+            breaker = CircuitBreaker(dependency.name, dependency.policy, clock=self.clock)
+            entries = dict(self._entries)
+            entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
+            self._entries = entries
+            self._matchers = tuple(
+                (name, tuple(entry.dependency.match.items()))
+                for name, entry in entries.items()
+                if entry.dependency.match
+            )
+        return dependency
+
+    def _entry(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownDependencyError(name, self._entries) from None
+
+    def __getitem__(self, name: str) -> Dependency:
+        return self._entry(name).dependency
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Dependency]:
+        return iter([entry.dependency for entry in self._entries.values()])
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<Registry service={self.service!r} dependencies={list(self._entries)}>"
+
+    @property
+    def dependencies(self) -> tuple[Dependency, ...]:
+        """The declared dependencies, in declaration order."""
+        return tuple(entry.dependency for entry in self._entries.values())
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        """The circuit breaker of dependency ``name``."""
+        return self._entry(name).breaker
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """Every breaker by dependency name."""
+        return {name: entry.breaker for name, entry in self._entries.items()}
+
+    # -- classification --------------------------------------------------------------
+
+    def classify(self, attributes: Mapping[str, Any]) -> str | None:
+        """The first declared dependency whose ``match`` holds for these span attributes."""
+        matchers = self._matchers
+        if not matchers:
+            return None
+        normalized = normalize(attributes)
+        for name, pairs in matchers:
+            for key, value in pairs:
+                if normalized.get(key) != value:
+                    break
+            else:
+                return name
+        return None
+
+    # -- fallbacks -------------------------------------------------------------------
+
+    def _count_fallback(self, name: str, reason: str) -> None:
+        key = (name, reason)
+        with self._lock:
+            self._fallback_counts[key] = self._fallback_counts.get(key, 0) + 1
+
+    def fallback_counts(self) -> dict[tuple[str, str], int]:
+        """How many fallbacks were served, by (dependency, reason: open, error, timeout)."""
+        with self._lock:
+            return dict(self._fallback_counts)
+
+    # -- guarded calls ---------------------------------------------------------------
+
+    def call(
+        self, name: str, fn: Callable[..., T], /, *args: Any, fallback: Any = MISSING, **kwargs: Any
+    ) -> T:
+        """Call ``fn(*args, **kwargs)`` through dependency ``name``'s breaker.
+
+        Rejected (breaker open) or failed calls return ``fallback(*args, **kwargs)`` when
+        there is one (the argument, else the dependency's own; ``fallback=None`` turns it
+        off); otherwise a rejection raises ``CircuitOpenError`` and a failure re-raises.
+        """
+        try:
+            entry = self._entries[name]
+        except KeyError:
+            raise UnknownDependencyError(name, self._entries) from None
+        return entry.call(fn, args, kwargs, fallback)
+
+    async def acall(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        fallback: Any = MISSING,
+        **kwargs: Any,
+    ) -> T:
+        """``await fn(*args, **kwargs)`` through the breaker; a timeout cancels the call."""
+        try:
+            entry = self._entries[name]
+        except KeyError:
+            raise UnknownDependencyError(name, self._entries) from None
+        return await entry.acall(fn, args, kwargs, fallback)
+
+    @overload
+    def protect(self, name: str, fn: F, /) -> F: ...
+
+    @overload
+    def protect(self, name: str, /, *, fallback: Any = MISSING) -> Callable[[F], F]: ...
+
+    def protect(self, name: str, fn: Any = None, /, *, fallback: Any = MISSING) -> Any:
+        """Decorate a sync or async function so every call goes through the breaker."""
+
+        def decorate(function: F) -> F:
+            if inspect.iscoroutinefunction(function):
+
+                @functools.wraps(function)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    try:
+                        entry = self._entries[name]
+                    except KeyError:
+                        entry = self._entry(name)
+                    return await entry.acall(function, args, kwargs, fallback)
+
+                return async_wrapper  # type: ignore[return-value]
+
+            @functools.wraps(function)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    entry = self._entries[name]
+                except KeyError:
+                    entry = self._entry(name)
+                return entry.call(function, args, kwargs, fallback)
+
+            return wrapper  # type: ignore[return-value]
+
+        if fn is not None:
+            return decorate(fn)
+        return decorate
+
+    def guard(self, name: str) -> Guard:
+        """A context manager (``with`` and ``async with``) guarding one block of code."""
+        return Guard(self._entry(name))
