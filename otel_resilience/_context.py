@@ -1,0 +1,32 @@
+"""Context shared by client guards and the span processor, so each call counts once.
+
+A client guard (``instrumentation/``) records the outcome of the call it wraps itself,
+because it sees calls that have no span (asyncpg connects, unsampled traces) and must
+decide on a fallback. Spans of guarded calls must then not be counted again:
+
+- the guard sets ``GUARDED`` to the dependency name for the duration of the call, so a
+  span that starts and ends inside the guarded call is skipped by the processor; and
+- when the client span is already current as the guard runs (the instrumentation wraps
+  the guard), the guard sets ``GUARDED_ATTRIBUTE`` on it (``True``; and
+  ``REJECTED_ATTRIBUTE`` when the guard rejected the call or served a fallback), which the
+  processor also honours.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+__all__ = ["GUARDED", "GUARDED_ATTRIBUTE", "REJECTED_ATTRIBUTE", "http_status_is_failure"]
+
+GUARDED: ContextVar[str | None] = ContextVar("otel_resilience_guarded", default=None)
+
+GUARDED_ATTRIBUTE = "otel_resilience.guarded"
+REJECTED_ATTRIBUTE = "otel_resilience.rejected"
+
+
+def http_status_is_failure(status: int) -> bool:
+    """Whether an HTTP response status means the dependency failed (DESIGN.md 5).
+
+    5xx and 429 are failures; other statuses, 4xx included, mean the server answered.
+    """
+    return status >= 500 or status == 429
