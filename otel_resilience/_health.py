@@ -250,6 +250,8 @@ def _message(  # noqa: PLR0917 - a private helper called once, with every field 
     has_fallback: bool,
     check_error: str | None,
 ) -> str:
+    if healthy and state is State.HALF_OPEN:
+        return f"{name} may have recovered: trial calls are admitted (half_open)"
     if healthy:
         return f"{name} recovered ({state.value})"
     why = state.value if state in _DOWN_STATES else "health check failing"
