@@ -180,7 +180,7 @@ def test_evaluate_health_agrees_with_rules(
 
 
 def test_document_has_the_fields_of_design_8() -> None:
-    """to_dict() is the DESIGN.md 8 document: status, service, checked_at, per-dependency details."""
+    """to_dict() is the DESIGN.md 8 document: status, service, checked_at, dependencies."""
     clock = FakeClock()
     registry = make_registry(clock, redis="optional", postgres="critical")
     trip(registry, "redis")

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from support.health_servers import FaultProxy, RedisServer, free_port, redis_server
 
 from otel_resilience import ConfigError, Registry
 from otel_resilience._health_checks import (
@@ -15,7 +16,6 @@ from otel_resilience._health_checks import (
     redact,
     run_check,
 )
-from support.health_servers import FaultProxy, RedisServer, free_port, redis_server
 
 PG_DSN = "postgresql://postgres:hunter2@127.0.0.1:{port}/test"
 SECRET = "hunter2"
