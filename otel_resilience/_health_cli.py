@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -71,10 +72,13 @@ def render(document: dict[str, Any], console: Console) -> None:
         f"{document.get('service', '?')}: [{_STYLES[status]}]{status}[/] "
         f"at {document.get('checked_at', '?')}"
     )
-    table = Table(title=title, title_justify="left")
-    for column in ("dependency", "criticality", "state", "healthy", "failure rate", "retry after"):
-        table.add_column(column)
-    table.add_column("last error")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("dependency", "criticality", "state"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("healthy")
+    table.add_column("failure rate", justify="right", min_width=5)
+    table.add_column("retry after", justify="right", min_width=6)
+    table.add_column("last error", overflow="fold", min_width=10)
     dependencies = document.get("dependencies") or {}
     for name, entry in dependencies.items():
         if not isinstance(entry, dict):
@@ -82,8 +86,8 @@ def render(document: dict[str, Any], console: Console) -> None:
         healthy = entry.get("healthy")
         mark = "[green]yes[/]" if healthy else "[red]no[/]"
         criticality = str(entry.get("criticality", "?"))
-        if entry.get("monitoring"):
-            criticality += " (not decisive)"
+        if entry.get("observe_only"):
+            criticality += " (observed)"
         rate = entry.get("failure_rate")
         error = entry.get("last_error_type") or "-"
         check = entry.get("health_check")
