@@ -146,6 +146,10 @@ class HealthReport:
         """Whether a readiness probe should pass: every status but ``unhealthy``."""
         return self.status != UNHEALTHY
 
+    def status_one_hot(self) -> dict[str, int]:
+        """1 for the current status, 0 for the others: the ``resilience.health.status`` gauge."""
+        return {status: int(status == self.status) for status in (HEALTHY, DEGRADED, UNHEALTHY)}
+
     def to_dict(self) -> dict[str, Any]:
         """The health document of DESIGN.md 8, JSON-ready."""
         return {
@@ -408,9 +412,8 @@ def health_report(
     """The health of ``registry`` now, from in-memory state only (never waits on a probe)."""
     monitor = health_monitor(registry)
     monitor.sync()
-    breakers = registry.breakers()
-    dependencies = registry.dependencies
-    snapshots = {name: breaker.snapshot() for name, breaker in breakers.items()}
+    dependencies = registry.dependencies  # one read: a dependency added meanwhile waits
+    snapshots = {dep.name: registry.breaker(dep.name).snapshot() for dep in dependencies}
     mono_now = registry.clock()
     wall_now = wall_clock()
     return evaluate_health(
@@ -446,7 +449,7 @@ class HealthEvents:
         if max_queued < 1:
             raise ValueError(f"max_queued must be >= 1, got {max_queued!r}")
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[HealthEvent] = asyncio.Queue()
+        queue: asyncio.Queue[HealthEvent | None] = asyncio.Queue()  # None: closed
         self._queue = queue
 
         def put(event: HealthEvent) -> None:
@@ -466,11 +469,16 @@ class HealthEvents:
     async def __anext__(self) -> HealthEvent:
         if not self._unsubscribe.alive:
             raise StopAsyncIteration
-        return await self._queue.get()
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
 
     async def aclose(self) -> None:
-        """Stop listening; a pending ``async for`` ends at its next step."""
-        self._unsubscribe()
+        """Stop listening; a pending ``async for`` ends."""
+        if self._unsubscribe.alive:
+            self._unsubscribe()
+            self._queue.put_nowait(None)
 
     async def __aenter__(self) -> HealthEvents:
         return self

@@ -154,7 +154,23 @@ def test_evaluate_health_agrees_with_rules(
     for index, (level, state, check, observe_only) in enumerate(entries):
         name = f"dep{index}"
         snapshots[name] = BreakerSnapshot(
-            name, state, 0.0, 0.0, 0, 0, 0, 0, None, 1.0, None, None, None, 0, 0, 0, 0
+            name=name,
+            state=state,
+            failure_rate=0.0,
+            slow_call_rate=0.0,
+            calls=0,
+            failures=0,
+            slow_calls=0,
+            consecutive_failures=0,
+            opened_at=None,
+            open_seconds=1.0,
+            retry_after=None,
+            last_failure_at=None,
+            last_error_type=None,
+            total_successes=0,
+            total_failures=0,
+            total_slow=0,
+            total_rejected=0,
         )
         levels[name] = level
         checks[name] = None if check is None else CheckResult(check, 0.0, 0.0)
@@ -170,6 +186,8 @@ def test_evaluate_health_agrees_with_rules(
         observe_only=observers,
     )
     assert report.status == reference_status(entries)
+    assert report.status_one_hot()[report.status] == 1
+    assert sum(report.status_one_hot().values()) == 1
     for index, (level, state, check, observe_only) in enumerate(entries):
         entry = report.dependencies[f"dep{index}"]
         assert entry.healthy is dependency_healthy(state, check)
@@ -371,3 +389,20 @@ async def test_async_iterator_drops_oldest_when_full() -> None:
     assert [event.healthy for event in got] == [False, True]
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
+
+
+async def test_aclose_ends_a_waiting_async_for() -> None:
+    """aclose() from another task ends an async for that is waiting for the next event."""
+    registry = make_registry(FakeClock(), redis="optional")
+    stream = health_events(registry)
+    received: list[HealthEvent] = []
+
+    async def consume() -> None:
+        async for event in stream:
+            received.append(event)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)
+    await stream.aclose()
+    await asyncio.wait_for(task, 1.0)
+    assert received == []
