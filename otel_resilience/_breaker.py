@@ -38,6 +38,9 @@ _HALF_OPEN = State.HALF_OPEN
 _FORCED_OPEN = State.FORCED_OPEN
 _DISABLED = State.DISABLED
 
+# Marks "the fast path did not apply" (a distinct list object, never a real change list).
+_SLOW_PATH: list[tuple[State, State]] = []
+
 Listener = Callable[["CircuitBreaker", State, State], None]
 """Called as ``fn(breaker, old_state, new_state)`` after each transition."""
 
@@ -81,6 +84,8 @@ class CircuitBreaker:
     __slots__ = (
         "_clock",
         "_consecutive",
+        "_count_window",
+        "_fast_success",
         "_half_open_in_flight",
         "_half_open_successes",
         "_last_error_type",
@@ -116,13 +121,17 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._window: Window
+        self._count_window = CountWindow(
+            self.policy.window_size if self.policy.window_seconds is None else 1
+        )
         if self.policy.window_seconds is not None:
             self._window = TimeWindow(self.policy.window_seconds)
             self._timed_window = True
         else:
-            self._window = CountWindow(self.policy.window_size)
+            self._window = self._count_window
             self._timed_window = False
         self._slow_threshold = self.policy.slow_call_seconds
+        self._fast_success = not self._timed_window and self._slow_threshold is None
         self._state = _CLOSED
         self._consecutive = 0
         self._opened_at: float | None = None
@@ -229,10 +238,44 @@ class CircuitBreaker:
 
     def record_success(self, duration: float = 0.0) -> None:
         """Record a call that completed; it is slow when ``duration`` reaches the policy's bound."""
+        if self._fast_success:
+            # The hot path (a closed breaker, count window, no slow-call bound), inlined:
+            # this runs once per successful call and is most of a guard's overhead.
+            with self._lock:
+                if self._state is _CLOSED:
+                    self._total_successes += 1
+                    ring = self._count_window
+                    if not ring.failures:
+                        # An all-success ring: its slots are all equal, so only the count moves.
+                        # (No failure in the ring also means no run of consecutive failures.)
+                        calls = ring.calls
+                        if calls < ring.size:
+                            calls += 1
+                            ring.calls = calls
+                            ring.next_index = calls if calls < ring.size else 0
+                        return
+                    self._consecutive = 0
+                    ring.record(SUCCESS)
+                    changes = self._evaluate()
+                else:
+                    changes = _SLOW_PATH
+            if changes is not _SLOW_PATH:
+                if changes:
+                    self._notify(changes)
+                return
+        self._record_success(duration)
+
+    def _record_success(self, duration: float) -> None:
         slow_threshold = self._slow_threshold
         outcome = SLOW if slow_threshold is not None and duration >= slow_threshold else SUCCESS
         with self._lock:
             state = self._state
+            expired = None
+            if state is _OPEN:
+                # An outcome can arrive with no allow() before it (a span of an unguarded
+                # call): an OPEN breaker whose time is up takes it as a half-open probe.
+                expired = self._expire_open(self._clock())
+                state = self._state
             if state is _CLOSED or state is _DISABLED:
                 if outcome:
                     self._total_slow += 1
@@ -261,6 +304,8 @@ class CircuitBreaker:
                 else:
                     self._total_successes += 1
                 changes = None
+            if expired:
+                changes = expired + (changes or [])
         if changes:
             self._notify(changes)
 
@@ -272,6 +317,7 @@ class CircuitBreaker:
             self._last_failure_at = now
             if error_type is not None:
                 self._last_error_type = error_type
+            expired = self._expire_open(now) if self._state is _OPEN else None
             state = self._state
             changes = None
             if state is _CLOSED or state is _DISABLED:
@@ -285,6 +331,8 @@ class CircuitBreaker:
             elif state is _HALF_OPEN:
                 self._consecutive += 1
                 changes = self._reopen()
+            if expired:
+                changes = expired + (changes or [])
         if changes:
             self._notify(changes)
 

@@ -15,7 +15,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._breaker import CircuitBreaker
+from ._breaker import CircuitBreaker, State
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError
 
@@ -57,6 +57,7 @@ class Entry:
         "business_errors",
         "dependency",
         "fallback",
+        "fast",
         "is_failure",
         "name",
         "on_fallback",
@@ -73,6 +74,8 @@ class Entry:
         policy = dependency.policy
         self.timed = policy.slow_call_seconds is not None
         self.timeout = policy.call_timeout_seconds
+        # No timing and no timeout: a call on a closed breaker can skip straight to it.
+        self.fast = not self.timed and self.timeout is None
         self.fallback = (
             dependency.fallback if dependency.criticality is not Criticality.CRITICAL else None
         )
@@ -121,6 +124,13 @@ class Entry:
 
     def call(self, fn: Callable[..., T], args: Any, kwargs: Any, fallback: Any) -> T:
         breaker = self.breaker
+        if self.fast and breaker._state is _CLOSED:
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                return self.failed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
+            breaker.record_success()
+            return result
         if not breaker.allow():
             return self.rejected(fallback)(*args, **kwargs)  # type: ignore[no-any-return]
         if self.timeout is not None:
@@ -129,18 +139,18 @@ class Entry:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                return self._failed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
+                return self.failed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
             breaker.record_success()
             return result
         start = perf_counter()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            return self._failed(exc, perf_counter() - start, fallback, args, kwargs)  # type: ignore[no-any-return]
+            return self.failed(exc, perf_counter() - start, fallback, args, kwargs)  # type: ignore[no-any-return]
         breaker.record_success(perf_counter() - start)
         return result
 
-    def _failed(
+    def failed(
         self, exc: BaseException, duration: float, fallback: Any, args: Any, kwargs: Any
     ) -> Any:
         failed = self.record_exception(exc, duration)
@@ -165,9 +175,9 @@ class Entry:
             error = TimeoutError(
                 f"call to dependency {self.name!r} took longer than {self.timeout}s"
             )
-            return self._failed(error, perf_counter() - start, fallback, args, kwargs)  # type: ignore[no-any-return]
+            return self.failed(error, perf_counter() - start, fallback, args, kwargs)  # type: ignore[no-any-return]
         except BaseException as exc:
-            return self._failed(exc, perf_counter() - start, fallback, args, kwargs)  # type: ignore[no-any-return]
+            return self.failed(exc, perf_counter() - start, fallback, args, kwargs)  # type: ignore[no-any-return]
         self.breaker.record_success(perf_counter() - start)
         return result
 
@@ -177,6 +187,13 @@ class Entry:
         self, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any, fallback: Any
     ) -> T:
         breaker = self.breaker
+        if self.fast and breaker._state is _CLOSED:
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                return await self._afailed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
+            breaker.record_success()
+            return result
         if not breaker.allow():
             return await _maybe_await(self.rejected(fallback)(*args, **kwargs))  # type: ignore[no-any-return]
         start = perf_counter() if self.timed or self.timeout is not None else 0.0
@@ -185,20 +202,29 @@ class Entry:
                 result = await fn(*args, **kwargs)
             else:
                 result = await asyncio.wait_for(fn(*args, **kwargs), self.timeout)
-        except BaseException as exc:
+        except BaseException as raised:
             duration = perf_counter() - start if start else 0.0
-            if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, TimeoutError):
-                exc = TimeoutError(str(exc))  # Python 3.10: asyncio's own TimeoutError
-            failed = self.record_exception(exc, duration)
-            if failed:
-                chosen = self.pick_fallback(fallback)
-                if chosen is not None:
-                    reason = "timeout" if isinstance(exc, TimeoutError) else "error"
-                    self.on_fallback(self.name, reason)
-                    return await _maybe_await(chosen(*args, **kwargs))  # type: ignore[no-any-return]
-            raise
+            return await self._afailed(raised, duration, fallback, args, kwargs)  # type: ignore[no-any-return]
         breaker.record_success(perf_counter() - start if start else 0.0)
         return result
+
+    async def _afailed(
+        self, raised: BaseException, duration: float, fallback: Any, args: Any, kwargs: Any
+    ) -> Any:
+        exc = raised
+        if isinstance(raised, asyncio.TimeoutError) and not isinstance(raised, TimeoutError):
+            exc = TimeoutError(str(raised))  # Python 3.10: asyncio's own TimeoutError
+        if self.record_exception(exc, duration):
+            chosen = self.pick_fallback(fallback)
+            if chosen is not None:
+                self.on_fallback(self.name, "timeout" if isinstance(exc, TimeoutError) else "error")
+                return await _maybe_await(chosen(*args, **kwargs))
+        if exc is not raised:
+            raise exc from raised
+        raise raised
+
+
+_CLOSED = State.CLOSED
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
-from ._breaker import CircuitBreaker
+from ._breaker import CircuitBreaker, State
 from ._dependency import Dependency
 from ._errors import UnknownDependencyError
 from ._guard import MISSING, Entry, Guard
@@ -18,6 +18,8 @@ from ._health import HealthReport, health_report
 from ._semconv import normalize
 
 __all__ = ["Registry", "TelemetrySettings"]
+
+_CLOSED = State.CLOSED
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -170,6 +172,15 @@ class Registry:
             entry = self._entries[name]
         except KeyError:
             raise UnknownDependencyError(name, self._entries) from None
+        breaker = entry.breaker
+        if entry.fast and breaker._state is _CLOSED:
+            # Entry.call's fast path, inlined: one Python call less per guarded call.
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                return entry.failed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
+            breaker.record_success()
+            return result
         return entry.call(fn, args, kwargs, fallback)
 
     async def acall(
@@ -198,24 +209,38 @@ class Registry:
         """Decorate a sync or async function so every call goes through the breaker."""
 
         def decorate(function: F) -> F:
+            # Entries are never replaced once added, so the wrapper binds its entry on the
+            # first call (the dependency may be declared after the function is decorated).
+            bound: list[Entry] = []
+
+            def entry_of() -> Entry:
+                if not bound:
+                    bound.append(self._entry(name))
+                return bound[0]
+
+            if name in self._entries:
+                entry_of()
+
             if inspect.iscoroutinefunction(function):
 
                 @functools.wraps(function)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    try:
-                        entry = self._entries[name]
-                    except KeyError:
-                        entry = self._entry(name)
+                    entry = bound[0] if bound else entry_of()
                     return await entry.acall(function, args, kwargs, fallback)
 
                 return async_wrapper  # type: ignore[return-value]
 
             @functools.wraps(function)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    entry = self._entries[name]
-                except KeyError:
-                    entry = self._entry(name)
+                entry = bound[0] if bound else entry_of()
+                breaker = entry.breaker
+                if entry.fast and breaker._state is _CLOSED:
+                    try:
+                        result = function(*args, **kwargs)
+                    except BaseException as exc:
+                        return entry.failed(exc, 0.0, fallback, args, kwargs)
+                    breaker.record_success()
+                    return result
                 return entry.call(function, args, kwargs, fallback)
 
             return wrapper  # type: ignore[return-value]

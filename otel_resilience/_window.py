@@ -33,38 +33,39 @@ class Window(Protocol):
 class CountWindow:
     """The last ``size`` outcomes, in a ring buffer with running totals."""
 
-    __slots__ = ("_next", "_ring", "_size", "calls", "failures", "slow")
+    __slots__ = ("calls", "failures", "next_index", "ring", "size", "slow")
 
     def __init__(self, size: int) -> None:
-        self._size = size
-        self._ring = bytearray(size)
-        self._next = 0
+        # Public so the breaker's hot path can inline a success; nothing else writes them.
+        self.size = size
+        self.ring = bytearray(size)
+        self.next_index = 0
         self.calls = 0
         self.failures = 0
         self.slow = 0
 
     def record(self, outcome: int, now: float = 0.0) -> None:
-        index = self._next
-        if self.calls == self._size:
-            evicted = self._ring[index]
+        index = self.next_index
+        if self.calls == self.size:
+            evicted = self.ring[index]
             if evicted:
                 self.failures -= evicted & FAILURE
                 self.slow -= (evicted & SLOW) >> 1
         else:
             self.calls += 1
-        self._ring[index] = outcome
+        self.ring[index] = outcome
         if outcome:
             self.failures += outcome & FAILURE
             self.slow += (outcome & SLOW) >> 1
         index += 1
-        self._next = 0 if index == self._size else index
+        self.next_index = 0 if index == self.size else index
 
     def refresh(self, now: float) -> None:
         """A count window does not age."""
 
     def clear(self) -> None:
-        self._ring = bytearray(self._size)
-        self._next = 0
+        self.ring = bytearray(self.size)
+        self.next_index = 0
         self.calls = self.failures = self.slow = 0
 
 

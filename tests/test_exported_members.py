@@ -1,0 +1,39 @@
+"""The public surface of otel_resilience is pinned."""
+
+from __future__ import annotations
+
+import otel_resilience
+
+CONTRACT = {
+    "BreakerPolicy",
+    "CircuitBreaker",
+    "State",
+    "Criticality",
+    "Dependency",
+    "Registry",
+    "CircuitOpenError",
+}
+
+
+def test_all_is_pinned() -> None:
+    """__all__ lists exactly the names the package means to export, each importable."""
+    assert set(otel_resilience.__all__) == {
+        "BreakerPolicy",
+        "BreakerSnapshot",
+        "CircuitBreaker",
+        "CircuitOpenError",
+        "ConfigError",
+        "Criticality",
+        "Dependency",
+        "Registry",
+        "State",
+        "UnknownDependencyError",
+        "load_config",
+    }
+    for name in otel_resilience.__all__:
+        assert getattr(otel_resilience, name) is not None
+
+
+def test_contract_names_are_exported() -> None:
+    """Every name that DESIGN.md section 3 promises (so far built) is exported."""
+    assert set(otel_resilience.__all__) >= CONTRACT
