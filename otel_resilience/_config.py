@@ -127,11 +127,10 @@ class _Loader:
             fallback = resolve_fallback(fallback_spec)
         except ValueError as exc:
             raise self.error(_join(path, "fallback"), str(exc)) from None
-        health_check = parse_health_check(
-            values.get("health_check"),
-            match=match,
-            path=_join(path, "health_check"),
-            error=self.error,
+        health_check = values.get("health_check")
+        # Validated now (a bad check fails at load); kept as written, parsed again by the prober.
+        parse_health_check(
+            health_check, match=match, path=_join(path, "health_check"), error=self.error
         )
         business_errors = self.exception_types(values.get("business_errors"), path)
         try:

@@ -19,7 +19,6 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from support.health_servers import FaultProxy, RedisServer, redis_server, serve_asgi
 
 from otel_resilience import (
     BreakerPolicy,
@@ -32,6 +31,7 @@ from otel_resilience import (
     on_health_change,
 )
 from otel_resilience._cli import main as cli_main
+from tests.support.health_servers import FaultProxy, RedisServer, redis_server, serve_asgi
 
 SECRET = "hunter2"
 FAST = BreakerPolicy(consecutive_failures=2, minimum_calls=2, open_seconds=0.5)
@@ -414,7 +414,7 @@ def test_cli_status_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_status_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     """An unreachable URL exits 3 with a message on stderr."""
-    from support.health_servers import free_port
+    from tests.support.health_servers import free_port
 
     assert cli_main(["status", f"127.0.0.1:{free_port()}", "--timeout", "1"]) == 3
     assert "unreachable" in capsys.readouterr().err

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support.health_servers import FaultProxy, RedisServer, free_port, redis_server
 
 from otel_resilience import ConfigError, Registry
 from otel_resilience._health_checks import (
@@ -16,6 +15,7 @@ from otel_resilience._health_checks import (
     redact,
     run_check,
 )
+from tests.support.health_servers import FaultProxy, RedisServer, free_port, redis_server
 
 PG_DSN = "postgresql://postgres:hunter2@127.0.0.1:{port}/test"
 SECRET = "hunter2"
@@ -50,9 +50,13 @@ def config_with(check: object, match: dict[str, object] | None = None) -> dict[s
         ({"type": "pingg"}, "health_check.type", "unknown health check"),
         ("pingg", "dependencies.db.health_check", "unknown health check"),
         ({"type": "no_such_module_x:check"}, "health_check.type", "cannot import"),
-        ("support.health_checks_helpers:missing", "health_check", "no attribute"),
-        ("support.health_checks_helpers:NOT_CALLABLE", "health_check", "not callable"),
-        ({"type": "support.health_checks_helpers:sync_ok", "url": "x"}, "health_check.url", "no"),
+        ("tests.support.health_checks_helpers:missing", "health_check", "no attribute"),
+        ("tests.support.health_checks_helpers:NOT_CALLABLE", "health_check", "not callable"),
+        (
+            {"type": "tests.support.health_checks_helpers:sync_ok", "url": "x"},
+            "health_check.url",
+            "no",
+        ),
         ({"type": "sql", "dsn_env": "1BAD"}, "health_check.dsn_env", "environment variable"),
         (["sql"], "dependencies.db.health_check", "built-in name"),
         ({"timeout_seconds": 1}, "health_check.type", "must name"),
@@ -74,7 +78,7 @@ def test_config_error_never_shows_the_password() -> None:
 
 
 def test_valid_health_checks_load_as_specs() -> None:
-    """Built-in names, mappings and import paths load into HealthCheckSpecs."""
+    """Built-in names, mappings and import paths load and parse into HealthCheckSpecs."""
     registry = Registry.from_config(
         {
             "dependencies": {
@@ -94,14 +98,14 @@ def test_valid_health_checks_load_as_specs() -> None:
                         "interval_seconds": 3,
                     }
                 },
-                "search": {"health_check": "support.health_checks_helpers:sync_ok"},
+                "search": {"health_check": "tests.support.health_checks_helpers:sync_ok"},
             }
         }
     )
-    db = registry["db"].health_check
-    cache = registry["cache"].health_check
-    api = registry["api"].health_check
-    search = registry["search"].health_check
+    db, cache, api, search = (
+        parse_health_check(registry[name].health_check, match=registry[name].match)
+        for name in ("db", "cache", "api", "search")
+    )
     assert isinstance(db, HealthCheckSpec)
     assert db.kind == "sql"
     assert isinstance(cache, HealthCheckSpec)
@@ -254,16 +258,16 @@ async def test_http_check_status_codes() -> None:
 @pytest.mark.parametrize(
     ("path", "passing", "error"),
     [
-        ("support.health_checks_helpers:sync_ok", True, None),
-        ("support.health_checks_helpers:async_ok", True, None),
-        ("support.health_checks_helpers:sync_false", False, "sync_false returned False"),
+        ("tests.support.health_checks_helpers:sync_ok", True, None),
+        ("tests.support.health_checks_helpers:async_ok", True, None),
+        ("tests.support.health_checks_helpers:sync_false", False, "sync_false returned False"),
         (
-            "support.health_checks_helpers:sync_raises",
+            "tests.support.health_checks_helpers:sync_raises",
             False,
             "ConnectionError: cannot reach postgresql://***@db.internal:5432/app",
         ),
-        ("support.health_checks_helpers:async_hangs", False, "timed out after 0.2s"),
-        ("support.health_checks_helpers:sync_slow", False, "timed out after 0.2s"),
+        ("tests.support.health_checks_helpers:async_hangs", False, "timed out after 0.2s"),
+        ("tests.support.health_checks_helpers:sync_slow", False, "timed out after 0.2s"),
     ],
 )
 async def test_callable_checks(path: str, passing: bool, error: str | None) -> None:
