@@ -11,7 +11,10 @@ from ._breaker import BreakerSnapshot, CircuitBreaker, State
 from ._config import load_config
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError, ConfigError, UnknownDependencyError
+from ._health import DependencyHealth, HealthEvent, HealthReport, health_events, on_health_change
+from ._health_app import health_app
 from ._policy import BreakerPolicy
+from ._prober import HealthProber
 from ._registry import Registry
 
 try:
@@ -27,8 +30,15 @@ __all__ = [
     "ConfigError",
     "Criticality",
     "Dependency",
+    "DependencyHealth",
+    "HealthEvent",
+    "HealthProber",
+    "HealthReport",
     "Registry",
     "State",
     "UnknownDependencyError",
+    "health_app",
+    "health_events",
     "load_config",
+    "on_health_change",
 ]

@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--seconds", type=float, default=8.0, help="how long the walk-through runs (default 8)"
     )
+    status = commands.add_parser(
+        "status",
+        help="fetch a service's /health and print it; exit 0 healthy, 1 degraded, "
+        "2 unhealthy, 3 unreachable",
+    )
+    status.add_argument("url", help="the service's health URL (a bare host:port gets /health)")
+    status.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)"
+    )
+    status.add_argument("--json", action="store_true", help="print the document as JSON")
     return parser
 
 
@@ -103,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             console.print("stopped")
             return 130
+    if args.command == "status":
+        from ._health_cli import show_status
+
+        return show_status(args.url, console, timeout=args.timeout, as_json=args.json)
     parser.print_help()
     return 0
 

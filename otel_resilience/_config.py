@@ -20,6 +20,7 @@ import yaml
 from ._dependency import Criticality, Dependency
 from ._errors import ConfigError, did_you_mean
 from ._fallbacks import import_object, resolve_fallback
+from ._health_checks import parse_health_check
 from ._policy import BreakerPolicy
 from ._registry import Registry, TelemetrySettings
 
@@ -127,12 +128,10 @@ class _Loader:
         except ValueError as exc:
             raise self.error(_join(path, "fallback"), str(exc)) from None
         health_check = values.get("health_check")
-        if health_check is not None and not isinstance(health_check, (str, Mapping)):
-            raise self.error(
-                _join(path, "health_check"),
-                "must be a built-in name, an import path or a mapping, "
-                f"got {_describe(health_check)}",
-            )
+        # Validated now (a bad check fails at load); kept as written, parsed again by the prober.
+        parse_health_check(
+            health_check, match=match, path=_join(path, "health_check"), error=self.error
+        )
         business_errors = self.exception_types(values.get("business_errors"), path)
         try:
             return Dependency(

@@ -14,6 +14,7 @@ from ._breaker import CircuitBreaker, State
 from ._dependency import Dependency
 from ._errors import UnknownDependencyError
 from ._guard import MISSING, Entry, Guard
+from ._health import HealthReport, health_report
 from ._semconv import normalize
 
 __all__ = ["Registry", "TelemetrySettings"]
@@ -251,3 +252,9 @@ class Registry:
     def guard(self, name: str) -> Guard:
         """A context manager (``with`` and ``async with``) guarding one block of code."""
         return Guard(self._entry(name))
+
+    # -- health ----------------------------------------------------------------------
+
+    def health(self) -> HealthReport:
+        """The service's health now (DESIGN.md 8), from in-memory state only: never waits."""
+        return health_report(self)

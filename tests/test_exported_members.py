@@ -12,6 +12,7 @@ CONTRACT = {
     "Dependency",
     "Registry",
     "CircuitOpenError",
+    "health_app",
 }
 
 
@@ -29,6 +30,14 @@ def test_all_is_pinned() -> None:
         "State",
         "UnknownDependencyError",
         "load_config",
+        # health (issue 5)
+        "DependencyHealth",
+        "HealthEvent",
+        "HealthProber",
+        "HealthReport",
+        "health_app",
+        "health_events",
+        "on_health_change",
     }
     for name in otel_resilience.__all__:
         assert getattr(otel_resilience, name) is not None

@@ -1,0 +1,495 @@
+"""The health of a service from what each dependency means to it (DESIGN.md 8).
+
+The rules are pure: ``dependency_healthy`` and ``evaluate_health`` take breaker snapshots,
+criticalities and the last health-check results and do no I/O. ``health_report(registry)``
+gathers those inputs from a registry; it reads only in-memory state, so it answers at once
+even while every dependency hangs. ``HealthMonitor`` keeps the last check results of a
+registry and tells listeners when a dependency degrades or recovers (the degradation feed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ._breaker import BreakerSnapshot, CircuitBreaker, State
+from ._dependency import Criticality
+from ._health_checks import CheckResult
+
+if TYPE_CHECKING:
+    from ._registry import Registry
+
+__all__ = [
+    "DependencyHealth",
+    "HealthEvent",
+    "HealthEvents",
+    "HealthListener",
+    "HealthMonitor",
+    "HealthReport",
+    "dependency_healthy",
+    "evaluate_health",
+    "health_events",
+    "health_monitor",
+    "health_report",
+    "iso_utc",
+    "on_health_change",
+    "overall_status",
+]
+
+_log = logging.getLogger("otel_resilience")
+
+HEALTHY = "healthy"
+DEGRADED = "degraded"
+UNHEALTHY = "unhealthy"
+
+# Breaker states in which a dependency is not healthy. HALF_OPEN is not among them: the
+# breaker admits trial calls, and a readiness probe that kept the pod out of rotation while
+# half-open would starve it of the very traffic that closes the breaker.
+_DOWN_STATES = frozenset({State.OPEN, State.FORCED_OPEN})
+
+
+def iso_utc(wall_seconds: float) -> str:
+    """A wall-clock time (seconds since the epoch) as UTC ISO 8601 with a ``Z``."""
+    moment = datetime.fromtimestamp(wall_seconds, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dependency_healthy(state: State, check_passing: bool | None) -> bool:
+    """Whether one dependency is healthy: its breaker admits calls and its check (if any) passes.
+
+    Open and forced open are not healthy; closed, half-open and disabled are, unless the
+    last active health check failed (``check_passing`` False; None means no check result).
+    """
+    return state not in _DOWN_STATES and check_passing is not False
+
+
+def overall_status(dependencies: Iterable[tuple[Criticality, bool, bool]]) -> str:
+    """The service status from ``(criticality, healthy, decisive)`` per dependency.
+
+    Unhealthy when a decisive CRITICAL dependency is not healthy, degraded when a decisive
+    IMPORTANT or OPTIONAL one is not, else healthy. MONITORING and non-decisive
+    (observe-only, auto-discovered) dependencies never change the status.
+    """
+    status = HEALTHY
+    for criticality, healthy, decisive in dependencies:
+        if healthy or not decisive or criticality is Criticality.MONITORING:
+            continue
+        if criticality is Criticality.CRITICAL:
+            return UNHEALTHY
+        status = DEGRADED
+    return status
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyHealth:
+    """One dependency's entry in the health document (DESIGN.md 8).
+
+    Times are UTC ISO 8601 strings. ``monitoring`` flags a dependency that is reported but
+    never changes the status (MONITORING criticality, or observe-only); ``check`` is the
+    last active health-check result as a dict (``passing``, ``checked_at``, ``error``), or
+    None when the dependency has no check or it has not run yet.
+    """
+
+    name: str
+    criticality: Criticality
+    state: State
+    healthy: bool
+    failure_rate: float
+    consecutive_failures: int
+    last_failure_at: str | None
+    last_error_type: str | None
+    retry_after_seconds: float | None
+    monitoring: bool = False
+    observe_only: bool = False
+    check: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """This entry as JSON-ready data."""
+        document: dict[str, Any] = {
+            "criticality": self.criticality.value,
+            "state": self.state.value,
+            "healthy": self.healthy,
+            "failure_rate": round(self.failure_rate, 4),
+            "consecutive_failures": self.consecutive_failures,
+            "last_failure_at": self.last_failure_at,
+            "last_error_type": self.last_error_type,
+            "retry_after_seconds": self.retry_after_seconds,
+        }
+        if self.monitoring:
+            document["monitoring"] = True
+        if self.observe_only:
+            document["observe_only"] = True
+        if self.check is not None:
+            document["health_check"] = dict(self.check)
+        return document
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """The health of the service: ``status`` is ``healthy``, ``degraded`` or ``unhealthy``."""
+
+    status: str
+    service: str
+    checked_at: str
+    dependencies: Mapping[str, DependencyHealth] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        """Whether a readiness probe should pass: every status but ``unhealthy``."""
+        return self.status != UNHEALTHY
+
+    def status_one_hot(self) -> dict[str, int]:
+        """1 for the current status, 0 for the others: the ``resilience.health.status`` gauge."""
+        return {status: int(status == self.status) for status in (HEALTHY, DEGRADED, UNHEALTHY)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The health document of DESIGN.md 8, JSON-ready."""
+        return {
+            "status": self.status,
+            "service": self.service,
+            "checked_at": self.checked_at,
+            "dependencies": {name: dep.to_dict() for name, dep in self.dependencies.items()},
+        }
+
+
+def evaluate_health(
+    snapshots: Mapping[str, BreakerSnapshot],
+    criticality: Mapping[str, Criticality],
+    checks: Mapping[str, CheckResult | None] | None = None,
+    *,
+    service: str,
+    wall_now: float,
+    mono_now: float,
+    observe_only: Iterable[str] = (),
+) -> HealthReport:
+    """A HealthReport from breaker snapshots, criticalities and last check results.
+
+    Pure: the caller reads the clocks. Snapshot and check times are readings of the
+    registry's monotonic clock, turned into wall time as ``wall_now - (mono_now - reading)``.
+    """
+    checks = checks or {}
+    observers = frozenset(observe_only)
+    entries: dict[str, DependencyHealth] = {}
+    verdicts: list[tuple[Criticality, bool, bool]] = []
+    for name, snap in snapshots.items():
+        level = criticality[name]
+        result = checks.get(name)
+        healthy = dependency_healthy(snap.state, None if result is None else result.passing)
+        is_observer = name in observers
+        decisive = not is_observer and level is not Criticality.MONITORING
+        verdicts.append((level, healthy, decisive))
+        last_failure = snap.last_failure_at
+        retry_after = snap.retry_after
+        check_document = None
+        if result is not None:
+            check_document = {
+                "passing": result.passing,
+                "checked_at": iso_utc(wall_now - (mono_now - result.checked_at)),
+                "duration_seconds": round(result.duration_seconds, 4),
+                "error": result.error,
+            }
+        entries[name] = DependencyHealth(
+            name=name,
+            criticality=level,
+            state=snap.state,
+            healthy=healthy,
+            failure_rate=snap.failure_rate,
+            consecutive_failures=snap.consecutive_failures,
+            last_failure_at=(
+                None if last_failure is None else iso_utc(wall_now - (mono_now - last_failure))
+            ),
+            last_error_type=snap.last_error_type,
+            retry_after_seconds=None if retry_after is None else round(retry_after, 3),
+            monitoring=not decisive,
+            observe_only=is_observer,
+            check=check_document,
+        )
+    return HealthReport(
+        status=overall_status(verdicts),
+        service=service,
+        checked_at=iso_utc(wall_now),
+        dependencies=entries,
+    )
+
+
+# -- the degradation feed --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    """A dependency degraded (``healthy`` False) or recovered (``healthy`` True).
+
+    ``message`` is a sentence an application can show or log, such as
+    ``"redis is unavailable (open): calls get its fallback"``; ``status`` is the service's
+    status right after the change.
+    """
+
+    dependency: str
+    criticality: Criticality
+    was_healthy: bool
+    healthy: bool
+    state: State
+    status: str
+    message: str
+    check_error: str | None = None
+
+
+HealthListener = Callable[[HealthEvent], None]
+"""Called as ``fn(event)`` on the thread where the change happened; must be quick."""
+
+
+def _message(  # noqa: PLR0917 - a private helper called once, with every field named
+    name: str,
+    level: Criticality,
+    healthy: bool,
+    state: State,
+    has_fallback: bool,
+    check_error: str | None,
+) -> str:
+    if healthy and state is State.HALF_OPEN:
+        return f"{name} may have recovered: trial calls are admitted (half_open)"
+    if healthy:
+        return f"{name} recovered ({state.value})"
+    why = state.value if state in _DOWN_STATES else "health check failing"
+    if level is Criticality.MONITORING:
+        consequence = "telemetry may be dropped; the service is unaffected"
+    elif has_fallback and state in _DOWN_STATES:
+        consequence = "calls get its fallback"
+    elif state in _DOWN_STATES:
+        consequence = "calls to it fail fast"
+    else:
+        consequence = "calls to it may fail"
+    if check_error and state not in _DOWN_STATES:
+        why = f"health check failing: {check_error}"
+    return f"{name} is unavailable ({why}): {consequence}"
+
+
+class HealthMonitor:
+    """The health bookkeeping of one registry: last check results and change listeners.
+
+    It listens to every breaker's transitions and to check results, and calls health
+    listeners when a dependency's ``healthy`` flips. Thread-safe; listeners run outside the
+    lock and their exceptions are logged, never raised into the caller.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry_ref = weakref.ref(registry)
+        self._lock = threading.Lock()
+        self._checks: dict[str, CheckResult] = {}
+        self._healthy: dict[str, bool] = {}
+        self._watched: set[str] = set()
+        self._listeners: list[HealthListener] = []
+        self.sync()
+
+    def _registry(self) -> Registry | None:
+        return self._registry_ref()
+
+    def sync(self) -> None:
+        """Listen to breakers added to the registry since the last call (auto-discovery)."""
+        registry = self._registry()
+        if registry is None:
+            return
+        breakers = registry.breakers()
+        if len(breakers) == len(self._watched):
+            return
+        with self._lock:
+            for name, breaker in breakers.items():
+                if name in self._watched:
+                    continue
+                self._watched.add(name)
+                check = self._checks.get(name)
+                self._healthy[name] = dependency_healthy(
+                    breaker.state, None if check is None else check.passing
+                )
+                breaker.add_listener(self._on_transition)
+
+    def check_results(self) -> dict[str, CheckResult]:
+        """The last active health-check result of each dependency that has one."""
+        with self._lock:
+            return dict(self._checks)
+
+    def record_check(self, name: str, result: CheckResult) -> None:
+        """Keep ``result`` as the last check of ``name`` and tell listeners if health flipped."""
+        with self._lock:
+            self._checks[name] = result
+        self._reevaluate(name)
+
+    def add_listener(self, listener: HealthListener) -> Callable[[], None]:
+        """Call ``listener(event)`` on each change; returns a function that unsubscribes."""
+        self.sync()
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _on_transition(self, breaker: CircuitBreaker, old: State, new: State) -> None:
+        self._reevaluate(breaker.name, new)
+
+    def _reevaluate(self, name: str, state: State | None = None) -> None:
+        registry = self._registry()
+        if registry is None or name not in registry:
+            return
+        breaker = registry.breaker(name)
+        dependency = registry[name]
+        if state is None:
+            state = breaker.state
+        with self._lock:
+            check = self._checks.get(name)
+            healthy = dependency_healthy(state, None if check is None else check.passing)
+            was_healthy = self._healthy.get(name, True)
+            self._healthy[name] = healthy
+            listeners = tuple(self._listeners) if healthy != was_healthy else ()
+        if not listeners:
+            return
+        check_error = None if check is None or check.passing else check.error
+        event = HealthEvent(
+            dependency=name,
+            criticality=dependency.criticality,
+            was_healthy=was_healthy,
+            healthy=healthy,
+            state=state,
+            status=self._status(registry),
+            message=_message(
+                name,
+                dependency.criticality,
+                healthy,
+                state,
+                dependency.fallback is not None,
+                check_error,
+            ),
+            check_error=check_error,
+        )
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                _log.exception("otel_resilience: health listener %r failed", listener)
+
+    def _status(self, registry: Registry) -> str:
+        with self._lock:
+            healthy = dict(self._healthy)
+        return overall_status(
+            (
+                dep.criticality,
+                healthy.get(dep.name, True),
+                not dep.observe_only,
+            )
+            for dep in registry.dependencies
+        )
+
+
+_MONITORS: weakref.WeakKeyDictionary[Registry, HealthMonitor] = weakref.WeakKeyDictionary()
+_MONITORS_LOCK = threading.Lock()
+
+
+def health_monitor(registry: Registry) -> HealthMonitor:
+    """The one HealthMonitor of ``registry``, made on first use."""
+    monitor = _MONITORS.get(registry)
+    if monitor is None:
+        with _MONITORS_LOCK:
+            monitor = _MONITORS.get(registry)
+            if monitor is None:
+                monitor = HealthMonitor(registry)
+                _MONITORS[registry] = monitor
+    return monitor
+
+
+def health_report(
+    registry: Registry, *, wall_clock: Callable[[], float] = time.time
+) -> HealthReport:
+    """The health of ``registry`` now, from in-memory state only (never waits on a probe)."""
+    monitor = health_monitor(registry)
+    monitor.sync()
+    dependencies = registry.dependencies  # one read: a dependency added meanwhile waits
+    snapshots = {dep.name: registry.breaker(dep.name).snapshot() for dep in dependencies}
+    mono_now = registry.clock()
+    wall_now = wall_clock()
+    return evaluate_health(
+        snapshots,
+        {dep.name: dep.criticality for dep in dependencies},
+        monitor.check_results(),
+        service=registry.service,
+        wall_now=wall_now,
+        mono_now=mono_now,
+        observe_only=[dep.name for dep in dependencies if dep.observe_only],
+    )
+
+
+def on_health_change(registry: Registry, listener: HealthListener) -> Callable[[], None]:
+    """Call ``listener(event)`` whenever a dependency of ``registry`` degrades or recovers.
+
+    Returns a function that unsubscribes. The listener runs on the thread where the change
+    happened (a request's, or the prober's); it must be quick and should not raise.
+    """
+    return health_monitor(registry).add_listener(listener)
+
+
+class HealthEvents:
+    """An async iterator over the HealthEvents of a registry, subscribed from creation on.
+
+    Made by ``health_events(registry)`` inside a running event loop; events from any thread
+    are handed to that loop. At most ``max_queued`` events wait for a slow consumer (the
+    oldest are dropped first). ``aclose()``, leaving ``async with``, or garbage collection
+    unsubscribes.
+    """
+
+    def __init__(self, registry: Registry, *, max_queued: int = 100) -> None:
+        if max_queued < 1:
+            raise ValueError(f"max_queued must be >= 1, got {max_queued!r}")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[HealthEvent | None] = asyncio.Queue()  # None: closed
+        self._queue = queue
+
+        def put(event: HealthEvent) -> None:
+            while queue.qsize() >= max_queued:
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+        def listener(event: HealthEvent) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                loop.call_soon_threadsafe(put, event)
+
+        self._unsubscribe = weakref.finalize(self, on_health_change(registry, listener))
+
+    def __aiter__(self) -> HealthEvents:
+        return self
+
+    async def __anext__(self) -> HealthEvent:
+        if not self._unsubscribe.alive:
+            raise StopAsyncIteration
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        """Stop listening; a pending ``async for`` ends."""
+        if self._unsubscribe.alive:
+            self._unsubscribe()
+            self._queue.put_nowait(None)
+
+    async def __aenter__(self) -> HealthEvents:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def health_events(registry: Registry, *, max_queued: int = 100) -> HealthEvents:
+    """``async for event in health_events(registry)``: each degradation and recovery.
+
+    Call it inside a running event loop; it listens from that moment on.
+    """
+    return HealthEvents(registry, max_queued=max_queued)

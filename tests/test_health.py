@@ -1,0 +1,408 @@
+"""Health rules (DESIGN.md 8), the report document, and the degradation feed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from otel_resilience import (
+    BreakerPolicy,
+    Criticality,
+    Dependency,
+    HealthEvent,
+    Registry,
+    State,
+    health_events,
+    on_health_change,
+)
+from otel_resilience._health import (
+    dependency_healthy,
+    evaluate_health,
+    health_monitor,
+    health_report,
+    overall_status,
+)
+from otel_resilience._health_checks import CheckResult
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+WALL = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a test says so."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+POLICY = BreakerPolicy(consecutive_failures=2, minimum_calls=2, open_seconds=10.0)
+
+
+def make_registry(clock: FakeClock, **criticalities: str) -> Registry:
+    return Registry(
+        [Dependency(name, level, policy=POLICY) for name, level in criticalities.items()],
+        clock=clock,
+        service="chat-api",
+    )
+
+
+def trip(registry: Registry, name: str, error_type: str = "ConnectionError") -> None:
+    for _ in range(2):
+        registry.breaker(name).record_failure(error_type=error_type)
+
+
+# -- pure rules ----------------------------------------------------------------------------
+
+DOWN = {State.OPEN, State.FORCED_OPEN}
+
+
+@pytest.mark.parametrize(
+    ("state", "check", "expected"),
+    [
+        (state, check, state not in DOWN and check is not False)
+        for state, check in itertools.product(State, (None, True, False))
+    ],
+)
+def test_dependency_healthy_table(state: State, check: bool | None, expected: bool) -> None:
+    """Open and forced open are down; closed, half-open, disabled are up unless the check fails."""
+    assert dependency_healthy(state, check) is expected
+
+
+def reference_status(entries: list[tuple[Criticality, State, bool | None, bool]]) -> str:
+    """DESIGN.md 8 written out plainly: the model the implementation is checked against."""
+    down = [
+        level
+        for level, state, check, observe_only in entries
+        if not observe_only
+        and level is not Criticality.MONITORING
+        and (state in (State.OPEN, State.FORCED_OPEN) or check is False)
+    ]
+    if Criticality.CRITICAL in down:
+        return "unhealthy"
+    if Criticality.IMPORTANT in down or Criticality.OPTIONAL in down:
+        return "degraded"
+    return "healthy"
+
+
+ONE_DEPENDENCY = list(itertools.product(Criticality, State, (None, True, False), (False, True)))
+
+
+@pytest.mark.parametrize(("level", "state", "check", "observe_only"), ONE_DEPENDENCY)
+def test_status_of_every_single_dependency_combination(
+    level: Criticality, state: State, check: bool | None, observe_only: bool
+) -> None:
+    """Every criticality x state x check x observe-only gives the status DESIGN.md 8 says."""
+    healthy = dependency_healthy(state, check)
+    status = overall_status([(level, healthy, not observe_only)])
+    assert status == reference_status([(level, state, check, observe_only)])
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), list(itertools.combinations_with_replacement(Criticality, 2))
+)
+def test_pairs_of_down_dependencies(first: Criticality, second: Criticality) -> None:
+    """With two dependencies down, the worst decisive criticality decides."""
+    status = overall_status([(first, False, True), (second, False, True)])
+    assert status == reference_status(
+        [(first, State.OPEN, None, False), (second, State.OPEN, None, False)]
+    )
+
+
+entry_strategy = st.tuples(
+    st.sampled_from(Criticality),
+    st.sampled_from(State),
+    st.sampled_from([None, True, False]),
+    st.booleans(),
+)
+
+
+@given(st.lists(entry_strategy, max_size=8))
+def test_status_matches_reference_for_any_mix(
+    entries: list[tuple[Criticality, State, bool | None, bool]],
+) -> None:
+    """Any mix of dependencies gets the status of the reference model."""
+    verdicts = [
+        (level, dependency_healthy(state, check), not observe_only)
+        for level, state, check, observe_only in entries
+    ]
+    assert overall_status(verdicts) == reference_status(entries)
+
+
+@given(st.lists(entry_strategy, min_size=1, max_size=6))
+def test_evaluate_health_agrees_with_rules(
+    entries: list[tuple[Criticality, State, bool | None, bool]],
+) -> None:
+    """evaluate_health applies the same rules per dependency and overall."""
+    from otel_resilience import BreakerSnapshot
+
+    snapshots = {}
+    levels = {}
+    checks: dict[str, CheckResult | None] = {}
+    observers = []
+    for index, (level, state, check, observe_only) in enumerate(entries):
+        name = f"dep{index}"
+        snapshots[name] = BreakerSnapshot(
+            name=name,
+            state=state,
+            failure_rate=0.0,
+            slow_call_rate=0.0,
+            calls=0,
+            failures=0,
+            slow_calls=0,
+            consecutive_failures=0,
+            opened_at=None,
+            open_seconds=1.0,
+            retry_after=None,
+            last_failure_at=None,
+            last_error_type=None,
+            total_successes=0,
+            total_failures=0,
+            total_slow=0,
+            total_rejected=0,
+        )
+        levels[name] = level
+        checks[name] = None if check is None else CheckResult(check, 0.0, 0.0)
+        if observe_only:
+            observers.append(name)
+    report = evaluate_health(
+        snapshots,
+        levels,
+        checks,
+        service="s",
+        wall_now=WALL,
+        mono_now=0.0,
+        observe_only=observers,
+    )
+    assert report.status == reference_status(entries)
+    assert report.status_one_hot()[report.status] == 1
+    assert sum(report.status_one_hot().values()) == 1
+    for index, (level, state, check, observe_only) in enumerate(entries):
+        entry = report.dependencies[f"dep{index}"]
+        assert entry.healthy is dependency_healthy(state, check)
+        assert entry.monitoring is (observe_only or level is Criticality.MONITORING)
+
+
+# -- the document --------------------------------------------------------------------------
+
+
+def test_document_has_the_fields_of_design_8() -> None:
+    """to_dict() is the DESIGN.md 8 document: status, service, checked_at, dependencies."""
+    clock = FakeClock()
+    registry = make_registry(clock, redis="optional", postgres="critical")
+    trip(registry, "redis")
+    clock.advance(2.5)
+    document = health_report(registry, wall_clock=lambda: WALL).to_dict()
+    assert set(document) == {"status", "service", "checked_at", "dependencies"}
+    assert document["status"] == "degraded"
+    assert document["service"] == "chat-api"
+    assert document["checked_at"] == "2027-01-15T08:00:00.000Z"
+    redis = document["dependencies"]["redis"]
+    assert redis == {
+        "criticality": "optional",
+        "state": "open",
+        "healthy": False,
+        "failure_rate": 1.0,
+        "consecutive_failures": 2,
+        "last_failure_at": "2027-01-15T07:59:57.500Z",
+        "last_error_type": "ConnectionError",
+        "retry_after_seconds": 7.5,
+    }
+    assert document["dependencies"]["postgres"]["healthy"] is True
+    assert document["dependencies"]["postgres"]["last_failure_at"] is None
+
+
+def test_registry_health_uses_wall_clock_iso_z() -> None:
+    """Registry.health() stamps checked_at as UTC ISO 8601 ending in Z."""
+    registry = make_registry(FakeClock(), postgres="critical")
+    report = registry.health()
+    assert ISO_Z.match(report.checked_at)
+    assert report.status == "healthy"
+    assert report.ready is True
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [("critical", "unhealthy"), ("important", "degraded"), ("optional", "degraded")],
+)
+def test_open_breaker_sets_status_by_criticality(level: str, expected: str) -> None:
+    """An open breaker makes the service unhealthy or degraded according to its criticality."""
+    registry = make_registry(FakeClock(), dep=level)
+    trip(registry, "dep")
+    assert registry.health().status == expected
+
+
+def test_forced_open_counts_as_down() -> None:
+    """A forced-open critical dependency makes the service unhealthy."""
+    registry = make_registry(FakeClock(), postgres="critical")
+    registry.breaker("postgres").force_open()
+    assert registry.health().status == "unhealthy"
+
+
+def test_half_open_counts_as_healthy() -> None:
+    """Once open_seconds pass the breaker is half-open, admits trial calls, and counts healthy."""
+    clock = FakeClock()
+    registry = make_registry(clock, postgres="critical")
+    trip(registry, "postgres")
+    clock.advance(10.0)
+    report = registry.health()
+    assert report.dependencies["postgres"].state is State.HALF_OPEN
+    assert report.status == "healthy"
+
+
+def test_monitoring_and_observe_only_are_reported_never_decisive() -> None:
+    """A down MONITORING or observe-only dependency is in the document, flagged, status healthy."""
+    clock = FakeClock()
+    registry = Registry(
+        [
+            Dependency("telemetry", "monitoring", policy=POLICY),
+            Dependency("auto:10.0.0.9", "critical", policy=POLICY, observe_only=True),
+        ],
+        clock=clock,
+    )
+    trip(registry, "telemetry")
+    trip(registry, "auto:10.0.0.9")
+    document = registry.health().to_dict()
+    assert document["status"] == "healthy"
+    assert document["dependencies"]["telemetry"]["monitoring"] is True
+    assert document["dependencies"]["telemetry"]["healthy"] is False
+    assert document["dependencies"]["auto:10.0.0.9"]["observe_only"] is True
+
+
+def test_dependency_added_later_is_reported() -> None:
+    """A dependency added after the first report (auto-discovery) appears in the next one."""
+    registry = make_registry(FakeClock(), postgres="critical")
+    registry.health()
+    registry.add(Dependency("auto:redis", observe_only=True, policy=POLICY))
+    assert "auto:redis" in registry.health().dependencies
+
+
+def test_failing_check_marks_a_closed_dependency_unhealthy() -> None:
+    """A closed critical dependency whose last health check failed makes the service unhealthy."""
+    clock = FakeClock()
+    registry = make_registry(clock, postgres="critical")
+    monitor = health_monitor(registry)
+    monitor.record_check("postgres", CheckResult(False, clock(), 0.1, "timed out after 2s"))
+    document = registry.health().to_dict()
+    assert document["status"] == "unhealthy"
+    assert document["dependencies"]["postgres"]["state"] == "closed"
+    assert document["dependencies"]["postgres"]["health_check"]["error"] == "timed out after 2s"
+    monitor.record_check("postgres", CheckResult(True, clock(), 0.1))
+    assert registry.health().status == "healthy"
+
+
+# -- the degradation feed ------------------------------------------------------------------
+
+
+def test_listener_hears_degradation_and_recovery() -> None:
+    """on_health_change tells of a dependency going down and coming back, with a message."""
+    clock = FakeClock()
+    registry = Registry(
+        [Dependency("redis", "optional", policy=POLICY, fallback="none")], clock=clock
+    )
+    events: list[HealthEvent] = []
+    unsubscribe = on_health_change(registry, events.append)
+    trip(registry, "redis")
+    assert len(events) == 1
+    down = events[0]
+    assert (down.dependency, down.was_healthy, down.healthy) == ("redis", True, False)
+    assert down.criticality is Criticality.OPTIONAL
+    assert down.state is State.OPEN
+    assert down.status == "degraded"
+    assert down.message == "redis is unavailable (open): calls get its fallback"
+    clock.advance(10.0)
+    registry.breaker("redis").allow()  # half-open: a trial call goes ahead
+    registry.breaker("redis").record_success()
+    assert [e.healthy for e in events] == [False, True]
+    assert events[1].status == "healthy"
+    unsubscribe()
+    trip(registry, "redis")
+    assert len(events) == 2
+
+
+def test_listener_hears_failing_check_on_critical() -> None:
+    """A failing check on a closed critical dependency is announced with its reason."""
+    clock = FakeClock()
+    registry = make_registry(clock, postgres="critical")
+    events: list[HealthEvent] = []
+    on_health_change(registry, events.append)
+    health_monitor(registry).record_check(
+        "postgres", CheckResult(False, clock(), 2.0, "timed out after 2s")
+    )
+    assert len(events) == 1
+    assert events[0].status == "unhealthy"
+    assert events[0].message == (
+        "postgres is unavailable (health check failing: timed out after 2s): calls to it may fail"
+    )
+
+
+def test_a_raising_listener_never_reaches_the_caller(caplog: pytest.LogCaptureFixture) -> None:
+    """A listener that raises is logged; the call that tripped the breaker goes on."""
+    registry = make_registry(FakeClock(), redis="optional")
+
+    def broken(event: HealthEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    seen: list[HealthEvent] = []
+    on_health_change(registry, broken)
+    on_health_change(registry, seen.append)
+    trip(registry, "redis")
+    assert len(seen) == 1
+    assert "health listener" in caplog.text
+
+
+async def test_async_iterator_yields_events_from_another_thread() -> None:
+    """health_events() delivers changes made on another thread into the event loop."""
+    clock = FakeClock()
+    registry = make_registry(clock, redis="important")
+    received: list[HealthEvent] = []
+    async with health_events(registry) as events:
+        await asyncio.to_thread(trip, registry, "redis")
+        received.append(await asyncio.wait_for(events.__anext__(), 1.0))
+    assert received[0].healthy is False
+    assert received[0].status == "degraded"
+
+
+async def test_async_iterator_drops_oldest_when_full() -> None:
+    """A slow consumer sees at most max_queued events, the newest ones."""
+    clock = FakeClock()
+    registry = make_registry(clock, redis="optional")
+    stream = health_events(registry, max_queued=2)
+    breaker = registry.breaker("redis")
+    for _ in range(3):  # down, up, down, up, down, up
+        trip(registry, "redis")
+        breaker.reset()
+    await asyncio.sleep(0)
+    got: list[Any] = [await stream.__anext__(), await stream.__anext__()]
+    await stream.aclose()
+    assert [event.healthy for event in got] == [False, True]
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+
+
+async def test_aclose_ends_a_waiting_async_for() -> None:
+    """aclose() from another task ends an async for that is waiting for the next event."""
+    registry = make_registry(FakeClock(), redis="optional")
+    stream = health_events(registry)
+    received: list[HealthEvent] = []
+
+    async def consume() -> None:
+        async for event in stream:
+            received.append(event)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)
+    await stream.aclose()
+    await asyncio.wait_for(task, 1.0)
+    assert received == []
