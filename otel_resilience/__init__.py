@@ -9,13 +9,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._breaker import BreakerSnapshot, CircuitBreaker, State
 from ._config import load_config
+from ._configure import configure, get_registry
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError, ConfigError, UnknownDependencyError
 from ._health import DependencyHealth, HealthEvent, HealthReport, health_events, on_health_change
 from ._health_app import health_app
 from ._policy import BreakerPolicy
 from ._prober import HealthProber
+from ._processor import BreakerSpanProcessor
 from ._registry import Registry
+from ._sampler import ResilienceSampler
 
 try:
     __version__ = version("otel-resilience")
@@ -25,6 +28,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "BreakerPolicy",
     "BreakerSnapshot",
+    "BreakerSpanProcessor",
     "CircuitBreaker",
     "CircuitOpenError",
     "ConfigError",
@@ -35,8 +39,11 @@ __all__ = [
     "HealthProber",
     "HealthReport",
     "Registry",
+    "ResilienceSampler",
     "State",
     "UnknownDependencyError",
+    "configure",
+    "get_registry",
     "health_app",
     "health_events",
     "load_config",

@@ -10,12 +10,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
-from ._breaker import CircuitBreaker, State
+from ._breaker import CircuitBreaker, Listener, State
 from ._dependency import Dependency
 from ._errors import UnknownDependencyError
 from ._guard import MISSING, Entry, Guard
 from ._health import HealthReport, health_report
-from ._semconv import normalize
+from ._semconv import lookup
 
 __all__ = ["Registry", "TelemetrySettings"]
 
@@ -60,6 +60,7 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._matchers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
         self._fallback_counts: dict[tuple[str, str], int] = {}
+        self._transition_listeners: list[Listener] = []
         for dependency in dependencies:
             self.add(dependency)
 
@@ -85,6 +86,10 @@ class Registry:
             if dependency.name in self._entries:
                 raise ValueError(f"dependency {dependency.name!r} is declared twice")
             breaker = CircuitBreaker(dependency.name, dependency.policy, clock=self.clock)
+            for listener in self._transition_listeners:
+                breaker.add_listener(listener)
+            if dependency.observe_only:
+                breaker.disable()  # counts every outcome, never rejects
             entries = dict(self._entries)
             entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
             self._entries = entries
@@ -129,6 +134,25 @@ class Registry:
         """Every breaker by dependency name."""
         return {name: entry.breaker for name, entry in self._entries.items()}
 
+    def add_transition_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(breaker, old, new)`` on every breaker's transitions, present and
+        future; returns a function that removes it again."""
+        with self._lock:
+            self._transition_listeners.append(listener)
+            breakers = [entry.breaker for entry in self._entries.values()]
+        for breaker in breakers:
+            breaker.add_listener(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._transition_listeners:
+                    self._transition_listeners.remove(listener)
+                current = [entry.breaker for entry in self._entries.values()]
+            for breaker in current:
+                breaker.remove_listener(listener)
+
+        return remove
+
     # -- classification --------------------------------------------------------------
 
     def classify(self, attributes: Mapping[str, Any]) -> str | None:
@@ -136,10 +160,9 @@ class Registry:
         matchers = self._matchers
         if not matchers:
             return None
-        normalized = normalize(attributes)
         for name, pairs in matchers:
             for key, value in pairs:
-                if normalized.get(key) != value:
+                if lookup(attributes, key) != value:
                     break
             else:
                 return name

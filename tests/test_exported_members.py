@@ -13,6 +13,9 @@ CONTRACT = {
     "Registry",
     "CircuitOpenError",
     "health_app",
+    "configure",
+    "get_registry",
+    "BreakerSpanProcessor",
 }
 
 
@@ -21,12 +24,14 @@ def test_all_is_pinned() -> None:
     assert set(otel_resilience.__all__) == {
         "BreakerPolicy",
         "BreakerSnapshot",
+        "BreakerSpanProcessor",
         "CircuitBreaker",
         "CircuitOpenError",
         "ConfigError",
         "Criticality",
         "Dependency",
         "Registry",
+        "ResilienceSampler",
         "State",
         "UnknownDependencyError",
         "load_config",
@@ -38,6 +43,9 @@ def test_all_is_pinned() -> None:
         "health_app",
         "health_events",
         "on_health_change",
+        # spans drive breakers (issue 3)
+        "configure",
+        "get_registry",
     }
     for name in otel_resilience.__all__:
         assert getattr(otel_resilience, name) is not None

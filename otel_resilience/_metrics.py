@@ -1,0 +1,244 @@
+"""The metrics of DESIGN.md 6 on meter ``otel_resilience``.
+
+The hot path pays nothing for them: breakers keep cumulative counts, and observable
+instruments read those counts (and the registry's fallback counts) at collection time.
+Only transitions, which are rare, are counted as they happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+from ._breaker import CircuitBreaker, State
+
+if TYPE_CHECKING:
+    from ._registry import Registry
+
+__all__ = [
+    "BREAKER_FAILURE_RATE",
+    "BREAKER_STATE",
+    "BREAKER_TRANSITIONS",
+    "DEPENDENCY_CALLS",
+    "DEPENDENCY_FALLBACKS",
+    "HEALTH_STATUS",
+    "METER_NAME",
+    "TELEMETRY_DROPPED",
+    "ResilienceMetrics",
+    "install_metrics",
+]
+
+_log = logging.getLogger("otel_resilience")
+
+METER_NAME = "otel_resilience"
+BREAKER_STATE = "resilience.breaker.state"
+BREAKER_TRANSITIONS = "resilience.breaker.transitions"
+BREAKER_FAILURE_RATE = "resilience.breaker.failure_rate"
+DEPENDENCY_CALLS = "resilience.dependency.calls"
+DEPENDENCY_FALLBACKS = "resilience.dependency.fallbacks"
+HEALTH_STATUS = "resilience.health.status"
+TELEMETRY_DROPPED = "resilience.telemetry.dropped"
+
+_STATES = tuple(State)
+_HEALTH_STATUSES = ("healthy", "degraded", "unhealthy")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class ResilienceMetrics:
+    """The instruments for one meter provider, reporting on whichever registry is current.
+
+    ``configure()`` called again points the same instruments at the new registry instead
+    of creating a second set (OTel has no way to remove an instrument).
+    """
+
+    def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+        provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+        meter = provider.get_meter(METER_NAME, _version())
+        self._registry_ref: weakref.ref[Registry] | None = None
+        self._remove_listener: object = None
+        self._lock = threading.Lock()
+        meter.create_observable_gauge(
+            BREAKER_STATE,
+            callbacks=[self._observe_state],
+            unit="1",
+            description="Circuit breaker state: 1 for the current state, 0 for the others.",
+        )
+        self._transitions = meter.create_counter(
+            BREAKER_TRANSITIONS,
+            unit="{transition}",
+            description="Circuit breaker state transitions.",
+        )
+        meter.create_observable_gauge(
+            BREAKER_FAILURE_RATE,
+            callbacks=[self._observe_failure_rate],
+            unit="1",
+            description="Failures over calls in the breaker's window (0 to 1).",
+        )
+        meter.create_observable_counter(
+            DEPENDENCY_CALLS,
+            callbacks=[self._observe_calls],
+            unit="{call}",
+            description="Calls to a dependency by outcome: success, failure, slow, rejected.",
+        )
+        meter.create_observable_counter(
+            DEPENDENCY_FALLBACKS,
+            callbacks=[self._observe_fallbacks],
+            unit="{call}",
+            description="Calls answered by a fallback, by reason: open, error, timeout.",
+        )
+        meter.create_observable_gauge(
+            HEALTH_STATUS,
+            callbacks=[self._observe_health],
+            unit="1",
+            description="Service health, one-hot: healthy, degraded, unhealthy.",
+        )
+
+    # -- which registry ----------------------------------------------------------------
+
+    def attach(self, registry: Registry) -> None:
+        """Report on ``registry`` from now on (and stop counting the previous one's transitions)."""
+        with self._lock:
+            remove = self._remove_listener
+            if callable(remove):
+                remove()
+            self._registry_ref = weakref.ref(registry)
+            self._remove_listener = registry.add_transition_listener(self._on_transition)
+
+    def detach(self) -> None:
+        """Stop reporting."""
+        with self._lock:
+            remove = self._remove_listener
+            if callable(remove):
+                remove()
+            self._remove_listener = None
+            self._registry_ref = None
+
+    def _registry(self) -> Registry | None:
+        ref = self._registry_ref
+        return None if ref is None else ref()
+
+    # -- callbacks (never raise: a failing callback would drop the whole collection) ----
+
+    def _on_transition(self, breaker: CircuitBreaker, old: State, new: State) -> None:
+        self._transitions.add(
+            1,
+            {
+                "dependency.name": breaker.name,
+                "breaker.from_state": old.value,
+                "breaker.state": new.value,
+            },
+        )
+
+    def _observe_state(self, options: CallbackOptions) -> Iterable[Observation]:
+        registry = self._registry()
+        if registry is None:
+            return []
+        observations = []
+        try:
+            for dependency in registry.dependencies:
+                state = registry.breaker(dependency.name).state
+                base = {
+                    "dependency.name": dependency.name,
+                    "dependency.criticality": dependency.criticality.value,
+                }
+                for candidate in _STATES:
+                    observations.append(
+                        Observation(
+                            1 if candidate is state else 0,
+                            {**base, "breaker.state": candidate.value},
+                        )
+                    )
+        except Exception:
+            _log.debug("otel_resilience: breaker state callback failed", exc_info=True)
+        return observations
+
+    def _observe_failure_rate(self, options: CallbackOptions) -> Iterable[Observation]:
+        registry = self._registry()
+        if registry is None:
+            return []
+        observations = []
+        try:
+            for name, breaker in registry.breakers().items():
+                observations.append(
+                    Observation(breaker.snapshot().failure_rate, {"dependency.name": name})
+                )
+        except Exception:
+            _log.debug("otel_resilience: failure rate callback failed", exc_info=True)
+        return observations
+
+    def _observe_calls(self, options: CallbackOptions) -> Iterable[Observation]:
+        registry = self._registry()
+        if registry is None:
+            return []
+        observations = []
+        try:
+            for name, breaker in registry.breakers().items():
+                snap = breaker.snapshot()
+                for outcome, value in (
+                    ("success", snap.total_successes),
+                    ("failure", snap.total_failures),
+                    ("slow", snap.total_slow),
+                    ("rejected", snap.total_rejected),
+                ):
+                    observations.append(
+                        Observation(value, {"dependency.name": name, "outcome": outcome})
+                    )
+        except Exception:
+            _log.debug("otel_resilience: calls callback failed", exc_info=True)
+        return observations
+
+    def _observe_fallbacks(self, options: CallbackOptions) -> Iterable[Observation]:
+        registry = self._registry()
+        if registry is None:
+            return []
+        try:
+            return [
+                Observation(value, {"dependency.name": name, "reason": reason})
+                for (name, reason), value in registry.fallback_counts().items()
+            ]
+        except Exception:
+            _log.debug("otel_resilience: fallbacks callback failed", exc_info=True)
+            return []
+
+    def _observe_health(self, options: CallbackOptions) -> Iterable[Observation]:
+        registry = self._registry()
+        if registry is None:
+            return []
+        try:
+            status = registry.health().status
+        except Exception:
+            _log.debug("otel_resilience: health callback failed", exc_info=True)
+            return []
+        return [
+            Observation(1 if candidate == status else 0, {"health.status": candidate})
+            for candidate in _HEALTH_STATUSES
+        ]
+
+
+_installed: dict[int, tuple[MeterProvider, ResilienceMetrics]] = {}
+_installed_lock = threading.Lock()
+
+
+def install_metrics(
+    registry: Registry, meter_provider: MeterProvider | None = None
+) -> ResilienceMetrics:
+    """The metrics for ``meter_provider`` (created once per provider), reporting on ``registry``."""
+    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    with _installed_lock:
+        known = _installed.get(id(provider))
+        if known is None or known[0] is not provider:
+            known = (provider, ResilienceMetrics(provider))
+            _installed[id(provider)] = known
+    known[1].attach(registry)
+    return known[1]

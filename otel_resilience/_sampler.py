@@ -1,0 +1,65 @@
+"""A sampler wrapper that keeps dependency client spans recorded whatever the sampling rate.
+
+A span that is not recorded never reaches a span processor, so a breaker behind a 1%
+sampler would see 1% of the calls. Where the wrapped sampler drops a client span that
+belongs to a dependency, this one answers RECORD_ONLY instead: processors see the span,
+exporters do not (it is not sampled), so export volume still follows the user's sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+from ._registry import Registry
+from ._semconv import lookup
+
+__all__ = ["ResilienceSampler"]
+
+
+class ResilienceSampler(Sampler):
+    """Wraps ``sampler``; dropped client spans of dependencies become RECORD_ONLY."""
+
+    def __init__(
+        self, sampler: Sampler, registry: Registry, *, include_discovered: bool = True
+    ) -> None:
+        self.wrapped = sampler
+        self.registry = registry
+        self.include_discovered = include_discovered
+
+    def should_sample(  # noqa: PLR0917 - the SDK's Sampler signature
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        result = self.wrapped.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+        if result.decision is not Decision.DROP or kind is not SpanKind.CLIENT or not attributes:
+            return result
+        try:
+            keep = self.registry.classify(attributes) is not None or (
+                self.include_discovered
+                and (
+                    lookup(attributes, "db.system") is not None
+                    or lookup(attributes, "server.address") is not None
+                )
+            )
+        except Exception:  # a sampler must never fail span creation
+            return result
+        if not keep:
+            return result
+        return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
+
+    def get_description(self) -> str:
+        return f"ResilienceSampler{{{self.wrapped.get_description()}}}"

@@ -1,0 +1,199 @@
+"""configure(), get_registry() and auto-instrumentation, with real redis-server instances."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from otel_resilience import State, configure, get_registry
+from otel_resilience._configure import reset_for_tests
+from tests.support.health_servers import free_port, redis_server
+
+# redis-py retries a refused connection for seconds by default: the tests want each
+# call's own outcome.
+NO_RETRY = Retry(NoBackoff(), 0)
+
+CONFIG = {
+    "service": "svc",
+    "dependencies": {
+        "redis": {
+            "criticality": "optional",
+            "match": {"db.system": "redis"},
+            "breaker": {"consecutive_failures": 3, "open_seconds": 0.3},
+        }
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> Iterator[None]:
+    yield
+    reset_for_tests()
+
+
+def client_span(provider: TracerProvider) -> None:
+    span = provider.get_tracer("t").start_span(
+        "GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}
+    )
+    span.end()
+
+
+def test_configure_returns_and_remembers_the_registry() -> None:
+    """configure() returns the registry it built and get_registry() gives it back."""
+    provider = TracerProvider()
+    registry = configure(
+        CONFIG, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False
+    )
+    assert get_registry() is registry
+    assert registry.service == "svc"
+    client_span(provider)
+    assert registry.breaker("redis").snapshot().total_successes == 1
+
+
+def test_configure_twice_does_not_double_wire() -> None:
+    """A second configure() replaces the first: each span is counted once, on the new registry."""
+    provider = TracerProvider()
+    meter_provider = MeterProvider(metric_readers=[reader := InMemoryMetricReader()])
+    first = configure(
+        CONFIG, tracer_provider=provider, meter_provider=meter_provider, instrument=False
+    )
+    second = configure(
+        CONFIG, tracer_provider=provider, meter_provider=meter_provider, instrument=False
+    )
+    client_span(provider)
+    assert first.breaker("redis").snapshot().total_successes == 0
+    assert second.breaker("redis").snapshot().total_successes == 1
+    assert len(provider._active_span_processor._span_processors) == 1
+    assert "ResilienceSampler{ResilienceSampler" not in provider.sampler.get_description()
+    data = reader.get_metrics_data()
+    assert data is not None
+    calls = [
+        point
+        for rm in data.resource_metrics
+        for scope in rm.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "resilience.dependency.calls"
+        for point in metric.data.data_points
+        if point.attributes
+        and point.attributes["outcome"] == "success"
+        and point.attributes["dependency.name"] == "redis"
+    ]
+    assert [point.value for point in calls] == [1]
+
+
+def test_spans_alone_open_and_close_the_breaker() -> None:
+    """With the redis instrumentation and no guards, a killed redis-server opens the breaker
+    and, once it is back, a call after open_seconds closes it."""
+    provider = TracerProvider()
+    registry = configure(
+        CONFIG, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False
+    )
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    try:
+        with redis_server() as server:
+            client = redis.Redis(
+                port=server.port, socket_timeout=1, socket_connect_timeout=1, retry=NO_RETRY
+            )
+            client.set("k", "v")
+            server.stop()
+            for _ in range(3):
+                with pytest.raises(redis.exceptions.ConnectionError):
+                    client.get("k")
+            breaker = registry.breaker("redis")
+            assert breaker.state is State.OPEN
+            assert breaker.snapshot().total_failures == 3
+            server.start()
+            import time
+
+            time.sleep(0.35)
+            assert client.get("k") is None  # a fresh server: the value is gone, the call works
+            assert breaker.state is State.CLOSED
+    finally:
+        RedisInstrumentor().uninstrument()
+
+
+SCRIPT = """
+import json, redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from otel_resilience import get_registry
+
+good = redis.Redis(port={good_port}, socket_timeout=1)
+bad = redis.Redis(port={bad_port}, socket_timeout=1, socket_connect_timeout=1,
+                  retry=Retry(NoBackoff(), 0))
+good.set("k", "v")
+for _ in range(3):
+    try:
+        bad.get("k")
+    except redis.exceptions.ConnectionError:
+        pass
+registry = get_registry()
+print(json.dumps({{
+    "service": registry.service,
+    "states": {{name: b.state.value for name, b in registry.breakers().items()}},
+    "good_value": good.get("k").decode(),
+}}))
+"""
+
+
+def test_opentelemetry_instrument_wires_everything(tmp_path: Path) -> None:
+    """`opentelemetry-instrument python app.py` with OTEL_RESILIENCE_CONFIG wires the breakers
+    from spans with no code change."""
+    instrument = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+    assert instrument is not None, "opentelemetry-instrument is part of the test install"
+    config = tmp_path / "resilience.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            service: auto-svc
+            dependencies:
+              cache:
+                criticality: optional
+                match: {db.system: redis, server.port: %d}
+                breaker: {consecutive_failures: 3, open_seconds: 30}
+            """
+        )
+        % (bad_port := free_port())
+    )
+    with redis_server() as server:
+        app = tmp_path / "app.py"
+        app.write_text(SCRIPT.format(good_port=server.port, bad_port=bad_port))
+        env = {
+            **os.environ,
+            "OTEL_RESILIENCE_CONFIG": str(config),
+            "OTEL_PYTHON_DISTRO": "otel_resilience",
+            "OTEL_PYTHON_CONFIGURATOR": "otel_resilience",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+        result = subprocess.run(
+            [instrument, sys.executable, str(app)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["service"] == "auto-svc"
+    assert report["states"]["cache"] == "open"
+    assert report["states"]["redis"] == "disabled"  # the good server: observe-only
+    assert report["good_value"] == "v"

@@ -1,0 +1,255 @@
+"""BreakerSpanProcessor and ResilienceSampler with real SDK spans."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_resilience import (
+    BreakerPolicy,
+    BreakerSpanProcessor,
+    Criticality,
+    Dependency,
+    Registry,
+    ResilienceSampler,
+    State,
+)
+from otel_resilience._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE
+
+POLICY = BreakerPolicy(consecutive_failures=3, open_seconds=60)
+
+
+def make_registry() -> Registry:
+    return Registry(
+        [
+            Dependency("redis", Criticality.OPTIONAL, match={"db.system": "redis"}, policy=POLICY),
+            Dependency(
+                "pg", Criticality.CRITICAL, match={"db.system": "postgresql"}, policy=POLICY
+            ),
+            Dependency("api", match={"server.address": "api.internal"}, policy=POLICY),
+        ]
+    )
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return make_registry()
+
+
+@pytest.fixture
+def provider(registry: Registry) -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    yield provider
+    provider.shutdown()
+
+
+def emit(
+    provider: TracerProvider,
+    attributes: dict[str, Any],
+    *,
+    kind: SpanKind = SpanKind.CLIENT,
+    error: bool = False,
+    exception: BaseException | None = None,
+) -> None:
+    tracer = provider.get_tracer("test")
+    span = tracer.start_span("call", kind=kind, attributes=attributes)
+    if exception is not None:
+        span.record_exception(exception)
+    if error or exception is not None:
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+def totals(registry: Registry, name: str) -> tuple[int, int]:
+    snap = registry.breaker(name).snapshot()
+    return snap.total_successes, snap.total_failures
+
+
+def test_client_spans_feed_their_breaker(provider: TracerProvider, registry: Registry) -> None:
+    """Ended client spans are counted on the dependency they match; errors open it."""
+    emit(provider, {"db.system": "redis", "net.peer.name": "localhost"})
+    for _ in range(3):
+        emit(provider, {"db.system": "redis"}, exception=ConnectionError("refused"))
+    assert totals(registry, "redis") == (1, 3)
+    snap = registry.breaker("redis").snapshot()
+    assert snap.state is State.OPEN
+    assert snap.last_error_type == "ConnectionError"
+
+
+def test_new_semantic_conventions(provider: TracerProvider, registry: Registry) -> None:
+    """db.system.name and url.full classify like their old names."""
+    emit(provider, {"db.system.name": "postgresql"})
+    emit(provider, {"url.full": "https://api.internal/v1/x", "http.response.status_code": 200})
+    assert totals(registry, "pg") == (1, 0)
+    assert totals(registry, "api") == (1, 0)
+
+
+def test_non_client_spans_are_ignored(provider: TracerProvider, registry: Registry) -> None:
+    """Server and internal spans never feed breakers."""
+    emit(provider, {"db.system": "redis"}, kind=SpanKind.SERVER, error=True)
+    emit(provider, {"db.system": "redis"}, kind=SpanKind.INTERNAL, error=True)
+    assert totals(registry, "redis") == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("status", "failed"),
+    [(200, False), (302, False), (404, False), (409, False), (429, True), (500, True), (503, True)],
+)
+def test_http_status_decides(
+    provider: TracerProvider, registry: Registry, status: int, failed: bool
+) -> None:
+    """5xx and 429 are failures; other 4xx are not, although the span status is ERROR."""
+    emit(
+        provider,
+        {"http.url": "http://api.internal/x", "http.status_code": status},
+        error=status >= 400,
+    )
+    assert totals(registry, "api") == ((0, 1) if failed else (1, 0))
+
+
+def test_http_error_without_status_is_a_failure(
+    provider: TracerProvider, registry: Registry
+) -> None:
+    """A refused or timed-out HTTP call (no response status) is a failure."""
+    emit(provider, {"server.address": "api.internal", "error.type": "ConnectError"})
+    assert totals(registry, "api") == (0, 1)
+    assert registry.breaker("api").snapshot().last_error_type == "ConnectError"
+
+
+def test_guarded_and_rejected_spans_are_skipped(
+    provider: TracerProvider, registry: Registry
+) -> None:
+    """Spans of calls a guard recorded (context or span marks) are not counted again."""
+    token = GUARDED.set("redis")
+    try:
+        emit(provider, {"db.system": "redis"}, error=True)
+        emit(provider, {"db.system": "postgresql"})  # guarded for another dependency: counted
+    finally:
+        GUARDED.reset(token)
+    emit(provider, {"db.system": "redis", GUARDED_ATTRIBUTE: True}, error=True)
+    emit(provider, {"db.system": "redis", REJECTED_ATTRIBUTE: True}, error=True)
+    assert totals(registry, "redis") == (0, 0)
+    assert totals(registry, "pg") == (1, 0)
+
+
+def test_unmatched_spans_are_discovered_observe_only(registry: Registry) -> None:
+    """Unmatched client spans become observe-only dependencies, capped in number."""
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry, max_discovered=2))
+    for _ in range(10):
+        emit(provider, {"db.system": "mysql"}, error=True)
+    emit(provider, {"http.url": "https://search.example.com/q"})
+    emit(provider, {"http.url": "https://third.example.com/q"})  # over the cap
+    emit(provider, {"rpc.system": "grpc"})  # nothing to group by
+    assert "mysql" in registry
+    assert registry["mysql"].observe_only
+    breaker = registry.breaker("mysql")
+    assert breaker.state is State.DISABLED  # counts, never rejects
+    assert breaker.snapshot().total_failures == 10
+    assert breaker.allow()
+    assert "search.example.com" in registry
+    assert "third.example.com" not in registry
+
+
+def test_discovered_name_never_shadows_a_declared_one() -> None:
+    """An unmatched span whose group name is taken by a declared dependency gets 'auto:'."""
+    registry = Registry([Dependency("redis", match={"db.system": "redis", "server.port": 6380})])
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    emit(provider, {"db.system": "redis", "server.port": 6379})
+    assert registry["auto:redis"].observe_only
+    assert totals(registry, "auto:redis") == (1, 0)
+    assert totals(registry, "redis") == (0, 0)
+
+
+def test_slow_spans_use_the_span_duration() -> None:
+    """The span's own duration decides whether the call was slow."""
+    registry = Registry(
+        [
+            Dependency(
+                "redis",
+                match={"db.system": "redis"},
+                policy=BreakerPolicy(slow_call_seconds=0.5, minimum_calls=2),
+            )
+        ]
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    tracer = provider.get_tracer("test")
+    for _ in range(2):
+        span = tracer.start_span(
+            "GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}, start_time=1_000_000_000
+        )
+        span.end(end_time=2_000_000_000)  # one second
+    snap = registry.breaker("redis").snapshot()
+    assert snap.total_slow == 2
+    assert snap.state is State.OPEN
+
+
+attribute_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=50),
+    st.lists(st.text(max_size=5), max_size=3),
+)
+attribute_keys = st.sampled_from(
+    [
+        "db.system",
+        "db.system.name",
+        "server.address",
+        "net.peer.name",
+        "server.port",
+        "http.url",
+        "url.full",
+        "http.status_code",
+        "http.response.status_code",
+        "error.type",
+        GUARDED_ATTRIBUTE,
+        "other",
+    ]
+)
+
+
+@given(
+    attributes=st.dictionaries(attribute_keys, attribute_values, max_size=8),
+    error=st.booleans(),
+)
+def test_malformed_spans_never_raise(attributes: dict[str, Any], error: bool) -> None:
+    """Any mix of missing attributes and odd value types is handled without raising."""
+    registry = make_registry()
+    processor = BreakerSpanProcessor(registry)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    clean = {k: v for k, v in attributes.items() if v is not None}
+    emit(provider, clean, error=error)
+    processor.on_end(object())  # type: ignore[arg-type]  # not a span at all
+
+
+def test_sampler_keeps_dependency_spans_recorded(registry: Registry) -> None:
+    """With a sampler that drops everything, dependency spans still reach the breakers but
+    are not exported."""
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ResilienceSampler(ALWAYS_OFF, registry))
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    for _ in range(3):
+        emit(provider, {"db.system": "redis"}, error=True)
+    emit(provider, {"db.system": "redis"}, kind=SpanKind.INTERNAL)
+    assert totals(registry, "redis") == (0, 3)
+    assert registry.breaker("redis").state is State.OPEN
+    assert exported.get_finished_spans() == ()
+    tracer = provider.get_tracer("test")
+    assert not tracer.start_span("internal").is_recording()
+    assert "AlwaysOffSampler" in provider.sampler.get_description()
