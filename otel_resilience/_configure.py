@@ -41,6 +41,7 @@ class _Wiring:
         self.processors: dict[int, tuple[SDKTracerProvider, BreakerSpanProcessor]] = {}
         self.metrics: ResilienceMetrics | None = None
         self.uninstall_guards: Callable[[], None] | None = None
+        self.instrumentors: list[Any] = []
 
 
 _wiring = _Wiring()
@@ -101,6 +102,7 @@ def _instrument_clients(provider: SDKTracerProvider | None) -> None:
             instrumentor = getattr(module, class_name)()
             if not instrumentor.is_instrumented_by_opentelemetry:
                 instrumentor.instrument(tracer_provider=provider)
+                _wiring.instrumentors.append(instrumentor)
         except ImportError:
             continue
         except Exception:
@@ -109,7 +111,7 @@ def _instrument_clients(provider: SDKTracerProvider | None) -> None:
 
 def _install_guards(registry: Registry) -> Callable[[], None] | None:
     try:
-        from .instrumentation import install  # type: ignore[attr-defined,unused-ignore]
+        from .instrumentation import install
     except ImportError:
         _log.debug("otel_resilience: client guards are not available")
         return None
@@ -181,6 +183,9 @@ def reset_for_tests() -> None:
         if _wiring.metrics is not None:
             _wiring.metrics.detach()
             _wiring.metrics = None
+        for instrumentor in _wiring.instrumentors:
+            instrumentor.uninstrument()
+        _wiring.instrumentors.clear()
         for _, processor in _wiring.processors.values():
             processor.enabled = False
         _wiring.processors.clear()

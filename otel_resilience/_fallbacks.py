@@ -16,8 +16,15 @@ def none_fallback(*args: Any, **kwargs: Any) -> None:
 
 # Built-in fallbacks by config name. Each entry is a factory returning a fresh fallback,
 # so state (such as a cache) is never shared between dependencies.
+def _memory() -> Callable[..., Any]:
+    from ._memory_cache import MemoryCache
+
+    return MemoryCache()
+
+
 BUILTIN_FALLBACKS: dict[str, Callable[[], Callable[..., Any]]] = {
     "none": lambda: none_fallback,
+    "memory": _memory,
 }
 
 

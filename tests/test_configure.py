@@ -197,3 +197,32 @@ def test_opentelemetry_instrument_wires_everything(tmp_path: Path) -> None:
     assert report["states"]["cache"] == "open"
     assert report["states"]["redis"] == "disabled"  # the good server: observe-only
     assert report["good_value"] == "v"
+
+
+def test_configure_guards_and_spans_count_each_call_once() -> None:
+    """configure(instrument=True): the OTel redis instrumentation and the guard both see each
+    call, which is counted once; an outage is then served by the memory fallback."""
+    provider = TracerProvider()
+    with redis_server() as server:
+        config = {
+            "dependencies": {
+                "redis": {
+                    "criticality": "optional",
+                    "match": {"db.system": "redis", "server.port": server.port},
+                    "fallback": "memory",
+                    "breaker": {"consecutive_failures": 2, "open_seconds": 30},
+                }
+            }
+        }
+        registry = configure(config, tracer_provider=provider, meter_provider=MeterProvider())
+        try:
+            client = redis.Redis(port=server.port, socket_timeout=1, retry=NO_RETRY)
+            client.set("k", "v")
+            assert client.get("k") == b"v"
+            assert registry.breaker("redis").snapshot().total_successes == 2
+            server.stop()
+            assert [client.get("k") for _ in range(4)] == [b"v"] * 4
+            snap = registry.breaker("redis").snapshot()
+            assert (snap.state, snap.total_failures, snap.total_rejected) == (State.OPEN, 2, 2)
+        finally:
+            reset_for_tests()

@@ -1,0 +1,136 @@
+"""Guards for asyncpg: connection query methods and connecting (which has no span).
+
+Imported only when asyncpg is installed (``instrumentation.install``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import asyncpg.connection
+
+from .._errors import CircuitOpenError
+from ._common import Call, Patcher
+
+__all__ = ["PostgresCircuitOpenError", "install_asyncpg"]
+
+_QUERY_METHODS = (
+    "execute",
+    "executemany",
+    "fetch",
+    "fetchval",
+    "fetchrow",
+    "copy_from_query",
+    "copy_from_table",
+    "copy_to_table",
+    "copy_records_to_table",
+)
+
+# SQLSTATE classes that mean the server is unavailable rather than that it answered:
+# connection exceptions, insufficient resources, operator intervention, system errors.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "58")
+
+
+class PostgresCircuitOpenError(
+    CircuitOpenError,
+    asyncpg.exceptions.InterfaceError,  # type: ignore[misc]  # asyncpg is untyped
+    ConnectionError,
+):
+    """The PostgreSQL breaker is open: raised before any network I/O.
+
+    Also an ``asyncpg.exceptions.InterfaceError`` and a ``ConnectionError`` (an ``OSError``,
+    what asyncpg raises when it cannot connect), so existing ``except`` clauses still work.
+    """
+
+    def __init__(self, dependency: str, retry_after: float) -> None:
+        CircuitOpenError.__init__(self, dependency, retry_after)
+
+
+def _is_failure(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.exceptions.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    return True
+
+
+def install_asyncpg(patcher: Patcher) -> None:
+    """Wrap the query methods of ``asyncpg.Connection`` and ``asyncpg.connect``."""
+    registry = patcher.registry
+    names: dict[Any, str | None] = {}
+
+    def classify(host: Any, port: Any) -> str | None:
+        key = (host, port)
+        try:
+            return names[key]
+        except KeyError:
+            pass
+        attributes: dict[str, Any] = {"db.system": "postgresql", "server.address": host}
+        if port is not None:
+            attributes["server.port"] = port
+        name = registry.classify(attributes)
+        if len(names) < 1024:
+            names[key] = name
+        return name
+
+    async def guarded(call: Call, coroutine_factory: Any, fallback_args: tuple[Any, ...]) -> Any:
+        entry = call.entry
+        if not call.admit():
+            if entry.fallback is not None:
+                entry.on_fallback(entry.name, "open")
+                return entry.fallback(*fallback_args)
+            raise PostgresCircuitOpenError(entry.name, entry.breaker.retry_after())
+        try:
+            if entry.timeout is None:
+                result = await coroutine_factory()
+            else:
+                result = await asyncio.wait_for(coroutine_factory(), entry.timeout)
+        except BaseException as exc:
+            if call.raised(exc) and entry.fallback is not None:
+                reason = "timeout" if isinstance(exc, asyncio.TimeoutError) else "error"
+                entry.on_fallback(entry.name, reason)
+                return entry.fallback(*fallback_args)
+            raise
+        call.succeeded()
+        return result
+
+    def query_wrapper(method: str) -> Any:
+        async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            addr = getattr(instance, "_addr", None)
+            host, port = addr if isinstance(addr, tuple) else (addr, None)
+            name = classify(host, port)
+            if name is None:
+                return await wrapped(*args, **kwargs)
+            call = Call(patcher.entry(name), _is_failure)
+            return await guarded(call, lambda: wrapped(*args, **kwargs), (method, *args))
+
+        return wrapper
+
+    async def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        dsn = args[0] if args else kwargs.get("dsn")
+        host, port = kwargs.get("host"), kwargs.get("port")
+        if dsn and (host is None or port is None):
+            try:
+                parts = urlsplit(dsn)
+                host = host or parts.hostname
+                port = port or parts.port
+            except ValueError:
+                pass
+        host = host or os.environ.get("PGHOST") or "localhost"
+        port = port or os.environ.get("PGPORT") or 5432
+        if isinstance(host, list):  # several hosts: classify by the first
+            host = host[0]
+        name = classify(host, port)
+        if name is None:
+            return await wrapped(*args, **kwargs)
+        call = Call(patcher.entry(name), _is_failure)
+        return await guarded(call, lambda: wrapped(*args, **kwargs), ("connect", *args))
+
+    for method in _QUERY_METHODS:
+        patcher.wrap(asyncpg.connection.Connection, method, query_wrapper(method))
+    patcher.wrap(asyncpg.connection, "connect", connect)
+    # ``asyncpg.connect`` is the same function under the package's name.
+    patcher.wrap(asyncpg, "connect", connect)

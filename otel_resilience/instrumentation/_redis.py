@@ -1,0 +1,195 @@
+"""Guards for redis-py: sync and asyncio clients and pipelines.
+
+Imported only when redis-py is installed (``instrumentation.install``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.client
+import redis.client
+
+from .._errors import CircuitOpenError
+from .._memory_cache import MemoryCache, UnsupportedCommand
+from ._common import Call, Patcher
+
+__all__ = ["RedisCircuitOpenError", "install_redis"]
+
+
+class RedisCircuitOpenError(CircuitOpenError, redis.exceptions.ConnectionError):
+    """The Redis breaker is open: raised before any network I/O.
+
+    Also a ``redis.exceptions.ConnectionError``, so ``except ConnectionError`` clauses
+    written for redis-py keep working.
+    """
+
+
+def _is_failure(exc: BaseException) -> bool:
+    # An error reply (WRONGTYPE, a script error...) means Redis answered.
+    return not isinstance(exc, (redis.exceptions.ResponseError, redis.exceptions.DataError)) or (
+        isinstance(exc, redis.exceptions.ConnectionError)
+    )
+
+
+def install_redis(patcher: Patcher) -> None:
+    """Wrap ``execute_command`` and pipeline ``execute`` of the sync and asyncio clients."""
+    registry = patcher.registry
+    names: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+
+    def dependency_of(instance: Any) -> tuple[str | None, bool]:
+        pool = getattr(instance, "connection_pool", None)
+        if pool is None:
+            return None, False
+        kwargs = getattr(pool, "connection_kwargs", {})
+        decode = bool(kwargs.get("decode_responses", False))
+        try:
+            return names[pool], decode
+        except KeyError:
+            pass
+        except TypeError:  # not weak-referenceable
+            return None, decode
+        attributes: dict[str, Any] = {"db.system": "redis"}
+        if "path" in kwargs:
+            attributes["server.address"] = kwargs["path"]
+        else:
+            attributes["server.address"] = kwargs.get("host", "localhost")
+            attributes["server.port"] = kwargs.get("port", 6379)
+        name = registry.classify(attributes)
+        names[pool] = name
+        return name, decode
+
+    def rejected(call: Call, commands: list[tuple[Any, ...]], decode: bool) -> list[Any]:
+        """Serve ``commands`` from the fallback, or raise the open-circuit error."""
+        entry = call.entry
+        fallback = entry.fallback
+        if fallback is not None:
+            try:
+                if isinstance(fallback, MemoryCache):
+                    results = [fallback.execute(args, decode=decode) for args in commands]
+                else:
+                    results = [fallback(*args) for args in commands]
+            except UnsupportedCommand:
+                pass
+            else:
+                entry.on_fallback(entry.name, "open")
+                return results
+        raise RedisCircuitOpenError(entry.name, entry.breaker.retry_after())
+
+    def failed_over(
+        call: Call, exc: BaseException, commands: list[tuple[Any, ...]], decode: bool
+    ) -> list[Any] | None:
+        """After a failed call: fallback results, or None to re-raise."""
+        entry = call.entry
+        fallback = entry.fallback
+        if fallback is None:
+            return None
+        try:
+            if isinstance(fallback, MemoryCache):
+                results = [fallback.execute(args, decode=decode) for args in commands]
+            else:
+                results = [fallback(*args) for args in commands]
+        except UnsupportedCommand:
+            return None
+        reason = "timeout" if isinstance(exc, redis.exceptions.TimeoutError) else "error"
+        entry.on_fallback(entry.name, reason)
+        return results
+
+    def observe(call: Call, commands: list[tuple[Any, ...]], results: list[Any]) -> None:
+        fallback = call.entry.fallback
+        if isinstance(fallback, MemoryCache):
+            for args, result in zip(commands, results, strict=False):
+                if not isinstance(result, Exception):
+                    fallback.observe(args, result)
+
+    def start(instance: Any) -> tuple[Call | None, bool]:
+        name, decode = dependency_of(instance)
+        if name is None:
+            return None, decode
+        return Call(patcher.entry(name), _is_failure), decode
+
+    # -- sync ------------------------------------------------------------------------
+
+    def execute_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        call, decode = start(instance)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        commands = [tuple(args)]
+        if not call.admit():
+            return rejected(call, commands, decode)[0]
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if call.raised(exc) and (served := failed_over(call, exc, commands, decode)):
+                return served[0]
+            raise
+        call.succeeded()
+        observe(call, commands, [result])
+        return result
+
+    def pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        call, decode = start(instance)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        commands = [tuple(cmd_args) for cmd_args, _ in instance.command_stack]
+        if not call.admit():
+            try:
+                return rejected(call, commands, decode)
+            finally:
+                instance.reset()
+        try:
+            results = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if call.raised(exc) and (served := failed_over(call, exc, commands, decode)):
+                return served
+            raise
+        call.succeeded()
+        observe(call, commands, results)
+        return results
+
+    # -- asyncio ---------------------------------------------------------------------
+
+    async def async_execute_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        call, decode = start(instance)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        commands = [tuple(args)]
+        if not call.admit():
+            return rejected(call, commands, decode)[0]
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if call.raised(exc) and (served := failed_over(call, exc, commands, decode)):
+                return served[0]
+            raise
+        call.succeeded()
+        observe(call, commands, [result])
+        return result
+
+    async def async_pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        call, decode = start(instance)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        commands = [tuple(cmd_args) for cmd_args, _ in instance.command_stack]
+        if not call.admit():
+            try:
+                return rejected(call, commands, decode)
+            finally:
+                await instance.reset()
+        try:
+            results = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if call.raised(exc) and (served := failed_over(call, exc, commands, decode)):
+                return served
+            raise
+        call.succeeded()
+        observe(call, commands, results)
+        return results
+
+    patcher.wrap(redis.client.Redis, "execute_command", execute_command)
+    patcher.wrap(redis.client.Pipeline, "execute", pipeline_execute)
+    patcher.wrap(redis.asyncio.client.Redis, "execute_command", async_execute_command)
+    patcher.wrap(redis.asyncio.client.Pipeline, "execute", async_pipeline_execute)
