@@ -81,6 +81,7 @@ def _wire_tracing(registry: Registry, provider: SDKTracerProvider) -> None:
     known = _wiring.processors.get(id(provider))
     if known is not None and known[0] is provider:
         known[1].registry = registry
+        known[1].enabled = True
     else:
         processor = BreakerSpanProcessor(registry)
         provider.add_span_processor(processor)
@@ -186,7 +187,8 @@ def reset_for_tests() -> None:
         for instrumentor in _wiring.instrumentors:
             instrumentor.uninstrument()
         _wiring.instrumentors.clear()
+        # Processors stay attached to their providers (the SDK cannot remove them), off,
+        # and are switched on again by the next configure() on the same provider.
         for _, processor in _wiring.processors.values():
             processor.enabled = False
-        _wiring.processors.clear()
         _wiring.registry = None

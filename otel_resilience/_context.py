@@ -5,7 +5,8 @@ because it sees calls that have no span (asyncpg connects, unsampled traces) and
 decide on a fallback. Spans of guarded calls must then not be counted again:
 
 - the guard sets ``GUARDED`` to the dependency name for the duration of the call, so a
-  span that starts and ends inside the guarded call is skipped by the processor; and
+  span that ends inside the guarded call (the client span of that very call: context
+  variables are per thread and per asyncio task) is skipped by the processor; and
 - when the client span is already current as the guard runs (the instrumentation wraps
   the guard), the guard sets ``GUARDED_ATTRIBUTE`` on it (``True``; and
   ``REJECTED_ATTRIBUTE`` when the guard rejected the call or served a fallback), which the

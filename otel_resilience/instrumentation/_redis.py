@@ -5,7 +5,7 @@ Imported only when redis-py is installed (``instrumentation.install``).
 
 from __future__ import annotations
 
-import weakref
+import contextlib
 from typing import Any
 
 import redis
@@ -38,20 +38,19 @@ def _is_failure(exc: BaseException) -> bool:
 def install_redis(patcher: Patcher) -> None:
     """Wrap ``execute_command`` and pipeline ``execute`` of the sync and asyncio clients."""
     registry = patcher.registry
-    names: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+    # The answer is kept on the connection pool itself, tagged with this install, so the
+    # hot path is one attribute read.
+    cache_attribute = "_otel_resilience_dependency"
 
     def dependency_of(instance: Any) -> tuple[str | None, bool]:
         pool = getattr(instance, "connection_pool", None)
         if pool is None:
             return None, False
+        cached = getattr(pool, cache_attribute, None)
+        if cached is not None and cached[0] is patcher:
+            return cached[1], cached[2]
         kwargs = getattr(pool, "connection_kwargs", {})
         decode = bool(kwargs.get("decode_responses", False))
-        try:
-            return names[pool], decode
-        except KeyError:
-            pass
-        except TypeError:  # not weak-referenceable
-            return None, decode
         attributes: dict[str, Any] = {"db.system": "redis"}
         if "path" in kwargs:
             attributes["server.address"] = kwargs["path"]
@@ -59,7 +58,8 @@ def install_redis(patcher: Patcher) -> None:
             attributes["server.address"] = kwargs.get("host", "localhost")
             attributes["server.port"] = kwargs.get("port", 6379)
         name = registry.classify(attributes)
-        names[pool] = name
+        with contextlib.suppress(AttributeError):  # a pool with __slots__: classify each time
+            setattr(pool, cache_attribute, (patcher, name, decode))
         return name, decode
 
     def rejected(call: Call, commands: list[tuple[Any, ...]], decode: bool) -> list[Any]:
