@@ -226,3 +226,128 @@ def test_configure_guards_and_spans_count_each_call_once() -> None:
             assert (snap.state, snap.total_failures, snap.total_rejected) == (State.OPEN, 2, 2)
         finally:
             reset_for_tests()
+
+
+GOLDEN_SCRIPT = """
+import asyncio, json, sys
+import asyncpg, redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from otel_resilience import CircuitOpenError, get_registry
+
+cache = redis.Redis(port={redis_port}, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+DSN = "postgresql://postgres@127.0.0.1:{pg_port}/test"
+
+async def query():
+    connection = await asyncpg.connect(DSN, timeout=2)
+    try:
+        return await connection.fetchval("SELECT 41 + 1")
+    finally:
+        await connection.close()
+
+def step(name):
+    print(name, flush=True)
+    assert sys.stdin.readline().strip() == "go"
+
+def attempt():
+    try:
+        return asyncio.run(query())
+    except CircuitOpenError as exc:
+        return "fail-fast:" + type(exc).__name__
+    except OSError as exc:
+        return "error:" + type(exc).__name__
+
+cache.set("greeting", "hello")
+report = {{"before": [cache.get("greeting").decode(), attempt()]}}
+step("outage")  # the test kills redis and stops PostgreSQL's proxy
+report["outage"] = [[cache.get("greeting").decode() for _ in range(3)],
+                    [attempt() for _ in range(4)]]
+report["states"] = {{n: b.state.value for n, b in get_registry().breakers().items()}}
+step("recovery")  # the test restarts both
+import time; time.sleep(0.6)
+report["after"] = [attempt(), cache.set("k", "v")]
+report["states_after"] = {{n: b.state.value for n, b in get_registry().breakers().items()}}
+print("REPORT " + json.dumps(report), flush=True)
+"""
+
+
+def test_golden_path_through_opentelemetry_instrument(tmp_path: Path) -> None:
+    """A plain script under opentelemetry-instrument keeps answering through a Redis outage
+    (memory fallback), fails fast during a PostgreSQL outage, recovers by itself, and
+    exports the breaker metrics."""
+    from tests.support.health_servers import FaultProxy
+
+    instrument = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+    assert instrument is not None
+    proxy = FaultProxy("127.0.0.1", 5432)
+    proxy.start()
+    with redis_server() as server:
+        config = tmp_path / "resilience.yaml"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                service: golden
+                dependencies:
+                  cache:
+                    criticality: optional
+                    match: {{db.system: redis, server.port: {server.port}}}
+                    fallback: memory
+                    breaker: {{consecutive_failures: 2, open_seconds: 0.5}}
+                  postgres:
+                    criticality: critical
+                    match: {{db.system: postgresql, server.port: {proxy.port}}}
+                    breaker: {{consecutive_failures: 2, open_seconds: 0.5}}
+                """
+            )
+        )
+        app = tmp_path / "app.py"
+        app.write_text(GOLDEN_SCRIPT.format(redis_port=server.port, pg_port=proxy.port))
+        env = {
+            **os.environ,
+            "OTEL_RESILIENCE_CONFIG": str(config),
+            "OTEL_PYTHON_DISTRO": "otel_resilience",
+            "OTEL_PYTHON_CONFIGURATOR": "otel_resilience",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "console",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+        process = subprocess.Popen(
+            [instrument, sys.executable, str(app)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            assert process.stdout.readline().strip() == "outage"
+            server.stop()
+            proxy.stop()
+            process.stdin.write("go\n")
+            process.stdin.flush()
+            assert process.stdout.readline().strip() == "recovery"
+            server.start()
+            proxy.start()
+            process.stdin.write("go\n")
+            process.stdin.flush()
+            output, errors = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            proxy.close()
+    assert process.returncode == 0, errors
+    report = json.loads(output.split("REPORT ", 1)[1].splitlines()[0])
+    assert report["before"] == ["hello", 42]
+    cached, queries = report["outage"]
+    assert cached == ["hello"] * 3
+    assert queries[:2] == ["error:ConnectionRefusedError"] * 2
+    assert queries[2:] == ["fail-fast:PostgresCircuitOpenError"] * 2
+    assert report["states"]["cache"] == "open"
+    assert report["states"]["postgres"] == "open"
+    assert report["after"] == [42, True]
+    assert report["states_after"]["postgres"] == "closed"
+    assert report["states_after"]["cache"] == "closed"
+    assert '"name": "resilience.breaker.state"' in output
+    assert '"name": "resilience.breaker.transitions"' in output
