@@ -256,6 +256,21 @@ class AnalyticsForwarder:
                     self.sent += len(batch)
 
 
+class MemoryStore:
+    """An in-process stand-in for PostgreSQL (``postgres_dsn="memory://"``), for machines
+    without PostgreSQL. Its calls go through the postgres breaker with ``registry.acall``;
+    ``down`` makes them fail as a refused connection would."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+        self.down = False
+
+    async def insert(self, user: str, role: str, message_id: str, body: str) -> None:
+        if self.down:
+            raise ConnectionRefusedError("in-process PostgreSQL stand-in is down")
+        self.rows.append((user, role, message_id, body))
+
+
 class _Connection:
     """One WebSocket connection: an outbound queue drained by one task, so frames of
     different senders (the agent, a broadcast notice) never interleave."""
@@ -309,6 +324,7 @@ class ChatService:
         self.timeline: deque[dict[str, Any]] = deque(maxlen=500)
         self.redis: redis.asyncio.Redis | None = None
         self.pool: Any = None
+        self.memory = MemoryStore() if postgres_dsn.startswith("memory:") else None
         self._schema_ready = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._remove_listener: Any = None
@@ -324,12 +340,13 @@ class ChatService:
             socket_connect_timeout=0.5,
             retry=Retry(NoBackoff(), 0),
         )
-        # min_size 0: the service starts (and fails fast) while PostgreSQL is down.
-        self.pool = await asyncpg.create_pool(
-            self.postgres_dsn, min_size=0, max_size=10, timeout=1.0, command_timeout=2.0
-        )
-        with contextlib.suppress(Exception):
-            await self._ensure_schema()
+        if self.memory is None:
+            # min_size 0: the service starts (and fails fast) while PostgreSQL is down.
+            self.pool = await asyncpg.create_pool(
+                self.postgres_dsn, min_size=0, max_size=10, timeout=1.0, command_timeout=2.0
+            )
+            with contextlib.suppress(Exception):
+                await self._ensure_schema()
         self.analytics.start()
         await self.health.prober.astart()
 
@@ -378,6 +395,11 @@ class ChatService:
         """Store one message; raises within ``_STORE_DEADLINE_SECONDS`` when it cannot."""
 
         async def store() -> None:
+            if self.memory is not None:
+                await self.registry.acall(
+                    "postgres", self.memory.insert, user, role, message_id, body
+                )
+                return
             if not self._schema_ready:
                 await self._ensure_schema()
             await self._execute(
@@ -393,6 +415,8 @@ class ChatService:
 
     async def stored_messages(self, user: str) -> list[tuple[str, str, str]]:
         """(role, message_id, body) of ``user``'s stored messages, oldest first."""
+        if self.memory is not None:
+            return [row[1:] for row in self.memory.rows if row[0] == user]
         rows = await self.pool.fetch(
             f"SELECT role, message_id, body FROM {self.schema}.messages"
             " WHERE user_name = $1 ORDER BY id",
