@@ -12,6 +12,7 @@ from ._config import load_config
 from ._configure import configure, get_registry
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError, ConfigError, UnknownDependencyError
+from ._exporter import ResilientLogExporter, ResilientMetricExporter, ResilientSpanExporter
 from ._health import DependencyHealth, HealthEvent, HealthReport, health_events, on_health_change
 from ._health_app import health_app
 from ._policy import BreakerPolicy
@@ -40,6 +41,9 @@ __all__ = [
     "HealthReport",
     "Registry",
     "ResilienceSampler",
+    "ResilientLogExporter",
+    "ResilientMetricExporter",
+    "ResilientSpanExporter",
     "State",
     "UnknownDependencyError",
     "configure",

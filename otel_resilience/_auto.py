@@ -19,6 +19,7 @@ import logging
 import os
 from typing import Any
 
+from opentelemetry import metrics
 from opentelemetry.environment_variables import (
     OTEL_LOGS_EXPORTER,
     OTEL_METRICS_EXPORTER,
@@ -32,6 +33,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from . import _configure
 from ._config import load_config
+from ._exporter import (
+    wrap_log_exporter,
+    wrap_metric_exporter,
+    wrap_provider_exporters,
+    wrap_span_exporter,
+)
 from ._processor import BreakerSpanProcessor
 from ._registry import Registry
 from ._sampler import ResilienceSampler
@@ -52,15 +59,12 @@ class ResilienceDistro(BaseDistro):  # type: ignore[misc]
 
 
 def wrap_exporter(exporter: Any, registry: Registry, signal: str) -> Any:
-    """The exporter made resilient when the resilient exporters are available, else as is."""
-    try:
-        from . import _exporter  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return exporter
-    wrap = getattr(_exporter, f"wrap_{signal}_exporter", None)
-    if wrap is None:
-        return exporter
-    return wrap(exporter, registry=registry)
+    """``exporter`` made resilient (``signal``: span, metric or log)."""
+    if signal == "span":
+        return wrap_span_exporter(exporter, registry)
+    if signal == "metric":
+        return wrap_metric_exporter(exporter, registry)
+    return wrap_log_exporter(exporter, registry)
 
 
 class ResilienceConfigurator(_OTelSDKConfigurator):
@@ -79,9 +83,19 @@ class ResilienceConfigurator(_OTelSDKConfigurator):
                 return BatchSpanProcessor(wrap_exporter(exporter, registry, "span"))
 
             kwargs["export_span_processor"] = export_span_processor
+        if kwargs.get("export_log_record_processor") is None:
+
+            def export_log_record_processor(exporter: Any) -> Any:
+                from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+                return BatchLogRecordProcessor(wrap_exporter(exporter, registry, "log"))
+
+            kwargs["export_log_record_processor"] = export_log_record_processor
         super()._configure(**kwargs)  # type: ignore[no-untyped-call]
-        # The SDK's configurator has set the global providers: take them over.
+        # The SDK's configurator has set the global providers: take them over, and wrap
+        # the metric exporters (the SDK offers no hook for those).
         _configure.adopt(registry, processor)
+        wrap_provider_exporters(None, metrics.get_meter_provider(), registry)
 
 
 def post_instrument(**kwargs: Any) -> None:

@@ -82,6 +82,7 @@ class CircuitBreaker:
     """
 
     __slots__ = (
+        "__weakref__",
         "_clock",
         "_consecutive",
         "_count_window",

@@ -8,11 +8,12 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
 from ._config import load_config
+from ._exporter import wrap_provider_exporters
 from ._metrics import ResilienceMetrics, install_metrics
 from ._processor import BreakerSpanProcessor
 from ._registry import Registry
@@ -145,6 +146,11 @@ def configure(
         provider = _sdk_tracer_provider(tracer_provider)
         if provider is not None:
             _wire_tracing(registry, provider)
+        wrap_provider_exporters(
+            provider,
+            meter_provider if meter_provider is not None else metrics.get_meter_provider(),
+            registry,
+        )
         if _wiring.metrics is not None:
             _wiring.metrics.detach()
         _wiring.metrics = install_metrics(registry, meter_provider)

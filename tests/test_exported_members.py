@@ -16,6 +16,8 @@ CONTRACT = {
     "configure",
     "get_registry",
     "BreakerSpanProcessor",
+    "ResilientSpanExporter",
+    "ResilientMetricExporter",
 }
 
 
@@ -46,6 +48,10 @@ def test_all_is_pinned() -> None:
         # spans drive breakers (issue 3)
         "configure",
         "get_registry",
+        # telemetry that survives its backend (issue 4)
+        "ResilientLogExporter",
+        "ResilientMetricExporter",
+        "ResilientSpanExporter",
     }
     for name in otel_resilience.__all__:
         assert getattr(otel_resilience, name) is not None

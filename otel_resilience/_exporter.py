@@ -1,0 +1,498 @@
+"""Exporters that survive their own backend: hard deadlines, a breaker, quiet logs.
+
+With the collector down, the stock OTLP exporters retry with backoff for up to their
+timeout on every batch, log a warning per retry, and make ``shutdown()`` wait. Wrapped in
+a ``ResilientSpanExporter`` (or the metric and log ones), every call returns within
+``export_timeout_seconds``: the inner call runs on one worker thread per wrapper and the
+caller stops waiting at the deadline. A failed or late export opens the ``telemetry``
+breaker; while it is open batches are dropped at once and counted in
+``resilience.telemetry.dropped``; after ``open_seconds`` one probe export tries again.
+One log line when export stops working, one when it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from opentelemetry import metrics
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from ._breaker import CircuitBreaker, State
+from ._config import TELEMETRY_DEPENDENCY, TELEMETRY_POLICY
+from ._metrics import METER_NAME, TELEMETRY_DROPPED
+from ._policy import BreakerPolicy
+from ._registry import Registry
+
+__all__ = [
+    "ResilientLogExporter",
+    "ResilientMetricExporter",
+    "ResilientSpanExporter",
+    "wrap_log_exporter",
+    "wrap_metric_exporter",
+    "wrap_provider_exporters",
+    "wrap_span_exporter",
+]
+
+_log = logging.getLogger("otel_resilience")
+
+R = TypeVar("R")
+
+_WORKER_PREFIX = "otel-resilience-export"
+_TIMED_OUT = object()
+_BUSY = object()
+
+
+class _Job:
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _Worker:
+    """One daemon thread running one inner call at a time, with instrumentation suppressed."""
+
+    def __init__(self, name: str) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._job: _Job | None = None
+        self._busy = False
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[[], Any], timeout: float) -> Any:
+        """``fn()``'s result, ``_BUSY`` if a previous call is still running, or
+        ``_TIMED_OUT`` once ``timeout`` seconds have passed (the call goes on)."""
+        job = _Job(fn)
+        with self._lock:
+            if self._busy or self._stopped:
+                return _BUSY
+            self._busy = True
+            self._job = job
+            self._wake.notify()
+        if not job.done.wait(timeout):
+            return _TIMED_OUT
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._job is None and not self._stopped:
+                    self._wake.wait()
+                if self._job is None:
+                    return
+                job, self._job = self._job, None
+            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            try:
+                job.result = job.fn()
+            except BaseException as exc:  # handed to the caller, if it still waits
+                job.error = exc
+            finally:
+                detach(token)
+                with self._lock:
+                    self._busy = False
+                job.done.set()
+
+
+class _QuietInner(logging.Filter):
+    """Drops what the inner exporter logs from the wrapper's worker threads.
+
+    The wrapper reports export health itself, once per state change; the inner exporter's
+    per-retry warnings are kept as the last error instead of being printed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_message: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.threadName and record.threadName.startswith(_WORKER_PREFIX):
+            if record.levelno >= logging.WARNING:
+                try:
+                    self.last_message = record.getMessage()
+                except Exception:
+                    self.last_message = str(record.msg)
+            return False
+        return True
+
+
+_quiet = _QuietInner()
+_quieted: set[str] = set()
+_logged_breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+_module_lock = threading.Lock()
+
+
+def _quiet_loggers_of(exporter: Any) -> None:
+    names = {
+        cls.__module__
+        for cls in type(exporter).__mro__
+        if cls.__module__.startswith("opentelemetry.exporter")
+    }
+    with _module_lock:
+        for name in names - _quieted:
+            logging.getLogger(name).addFilter(_quiet)
+            _quieted.add(name)
+
+
+def _log_transitions(breaker: CircuitBreaker) -> None:
+    """One line when telemetry export stops working and one when it is back, per breaker."""
+    with _module_lock:
+        if breaker in _logged_breakers:
+            return
+        _logged_breakers.add(breaker)
+
+    def on_transition(_: CircuitBreaker, old: State, new: State) -> None:
+        if new is State.OPEN and old is State.CLOSED:
+            detail = f" ({_quiet.last_message})" if _quiet.last_message else ""
+            _log.warning(
+                "otel_resilience: telemetry export is failing%s; dropping telemetry and "
+                "retrying every %.3gs until it works again",
+                detail,
+                breaker.policy.open_seconds,
+            )
+        elif new is State.CLOSED and old is State.HALF_OPEN:
+            _log.info("otel_resilience: telemetry export works again")
+
+    breaker.add_listener(on_transition)
+
+
+class _Resilient(Generic[R]):
+    """The shared machinery of the three wrappers."""
+
+    signal = "traces"
+
+    def _setup(  # noqa: PLR0917 - private, called once from each wrapper's __init__
+        self,
+        exporter: Any,
+        export_timeout_seconds: float,
+        policy: BreakerPolicy | None,
+        breaker: CircuitBreaker | None,
+        registry: Registry | None,
+        meter_provider: MeterProvider | None,
+    ) -> None:
+        if not export_timeout_seconds > 0:
+            raise ValueError(f"export_timeout_seconds must be > 0, got {export_timeout_seconds!r}")
+        self.exporter = exporter
+        self.export_timeout_seconds = float(export_timeout_seconds)
+        if breaker is None and registry is not None and TELEMETRY_DEPENDENCY in registry:
+            breaker = registry.breaker(TELEMETRY_DEPENDENCY)
+        if breaker is None:
+            breaker = CircuitBreaker(TELEMETRY_DEPENDENCY, policy or TELEMETRY_POLICY)
+        self.breaker = breaker
+        provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+        self._dropped = provider.get_meter(METER_NAME).create_counter(
+            TELEMETRY_DROPPED,
+            unit="{item}",
+            description="Telemetry items dropped because export was failing.",
+        )
+        self._dropped_attributes = {"signal": self.signal}
+        self._worker = _Worker(f"{_WORKER_PREFIX}-{self.signal}")
+        self._shutdown = False
+        # Let a stuck inner call free the worker no later than the inner exporter allows,
+        # and sooner where the exporter exposes its timeout (the OTLP exporters do).
+        inner_timeout = getattr(exporter, "_timeout", None)
+        if isinstance(inner_timeout, (int, float)) and inner_timeout > export_timeout_seconds:
+            exporter._timeout = export_timeout_seconds
+        _quiet_loggers_of(exporter)
+        _log_transitions(breaker)
+
+    def _drop(self, count: int) -> None:
+        if count:
+            self._dropped.add(count, self._dropped_attributes)
+
+    def _export(self, call: Callable[[], Any], count: int, ok: Callable[[Any], bool]) -> bool:
+        """Run one export under the breaker and the deadline; True when it went through."""
+        if self._shutdown:
+            self._drop(count)
+            return False
+        breaker = self.breaker
+        if not breaker.allow():
+            self._drop(count)
+            return False
+        started = time.monotonic()
+        try:
+            result = self._worker.run(call, self.export_timeout_seconds)
+        except Exception as exc:
+            breaker.record_failure(time.monotonic() - started, type(exc).__name__)
+            self._drop(count)
+            return False
+        if result is _BUSY:
+            # The previous export is still stuck: this batch cannot wait behind it.
+            breaker.record_failure(time.monotonic() - started, "ExportBusy")
+            self._drop(count)
+            return False
+        if result is _TIMED_OUT:
+            breaker.record_failure(time.monotonic() - started, "ExportTimeout")
+            self._drop(count)
+            return False
+        if not ok(result):
+            breaker.record_failure(time.monotonic() - started, "ExportFailed")
+            self._drop(count)
+            return False
+        breaker.record_success(time.monotonic() - started)
+        return True
+
+    def _bounded(self, call: Callable[[], Any], timeout_millis: float | None) -> Any:
+        """Run a flush or shutdown of the inner exporter, waiting at most the deadline."""
+        deadline = self.export_timeout_seconds
+        if timeout_millis is not None:
+            deadline = min(deadline, max(0.0, timeout_millis / 1000))
+        result = self._worker.run(call, deadline)
+        if result is _BUSY:
+            # A stuck export holds the worker: run this on its own short-lived thread.
+            done = _Job(call)
+
+            def run() -> None:
+                try:
+                    done.result = call()
+                except BaseException as exc:
+                    done.error = exc
+                done.done.set()
+
+            threading.Thread(target=run, name=f"{_WORKER_PREFIX}-close", daemon=True).start()
+            if not done.done.wait(deadline):
+                return _TIMED_OUT
+            return done.result
+        return result
+
+    def _close(self, call: Callable[[], Any]) -> None:
+        if self._shutdown:
+            return
+        self._shutdown = True
+        try:
+            self._bounded(call, None)
+        except Exception:
+            _log.debug("otel_resilience: inner exporter shutdown failed", exc_info=True)
+        finally:
+            self._worker.stop()
+
+
+class ResilientSpanExporter(SpanExporter, _Resilient[SpanExportResult]):
+    """A span exporter that never blocks past ``export_timeout_seconds`` and goes quiet,
+    dropping and counting spans, while its backend is failing."""
+
+    signal = "traces"
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        export_timeout_seconds: float = 1.0,
+        policy: BreakerPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        registry: Registry | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self._setup(exporter, export_timeout_seconds, policy, breaker, registry, meter_provider)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        inner = self.exporter
+        ok = self._export(
+            lambda: inner.export(spans),
+            len(spans),
+            lambda result: result is SpanExportResult.SUCCESS,
+        )
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self._shutdown:
+            return False
+        try:
+            result = self._bounded(
+                lambda: self.exporter.force_flush(timeout_millis), timeout_millis
+            )
+        except Exception:
+            return False
+        return result is True
+
+    def shutdown(self) -> None:
+        self._close(self.exporter.shutdown)
+
+
+def _data_points(data: MetricsData) -> int:
+    try:
+        return sum(
+            len(metric.data.data_points)
+            for resource_metrics in data.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+        )
+    except Exception:
+        return 0
+
+
+class ResilientMetricExporter(MetricExporter, _Resilient[MetricExportResult]):
+    """A metric exporter with the same deadline, breaker and quiet as the span one.
+
+    It keeps the wrapped exporter's preferred temporality and aggregation.
+    """
+
+    signal = "metrics"
+
+    def __init__(
+        self,
+        exporter: MetricExporter,
+        *,
+        export_timeout_seconds: float = 1.0,
+        policy: BreakerPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        registry: Registry | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        super().__init__(
+            preferred_temporality=exporter._preferred_temporality,
+            preferred_aggregation=exporter._preferred_aggregation,
+        )
+        self._setup(exporter, export_timeout_seconds, policy, breaker, registry, meter_provider)
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        inner = self.exporter
+        ok = self._export(
+            lambda: inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs),
+            _data_points(metrics_data),
+            lambda result: result is MetricExportResult.SUCCESS,
+        )
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        if self._shutdown:
+            return False
+        try:
+            result = self._bounded(
+                lambda: self.exporter.force_flush(timeout_millis), timeout_millis
+            )
+        except Exception:
+            return False
+        return result is True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        inner = self.exporter
+        self._close(lambda: inner.shutdown(timeout_millis=timeout_millis, **kwargs))
+
+
+class ResilientLogExporter(_Resilient[Any]):
+    """A log record exporter with the same deadline, breaker and quiet."""
+
+    signal = "logs"
+
+    def __init__(
+        self,
+        exporter: Any,
+        *,
+        export_timeout_seconds: float = 1.0,
+        policy: BreakerPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        registry: Registry | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self._setup(exporter, export_timeout_seconds, policy, breaker, registry, meter_provider)
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+        inner = self.exporter
+        ok = self._export(
+            lambda: inner.export(batch),
+            len(batch),
+            lambda result: result is LogRecordExportResult.SUCCESS,
+        )
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self._shutdown:
+            return False
+        try:
+            result = self._bounded(
+                lambda: self.exporter.force_flush(timeout_millis), timeout_millis
+            )
+        except Exception:
+            return False
+        return result is True
+
+    def shutdown(self) -> None:
+        self._close(self.exporter.shutdown)
+
+
+def _timeout_of(registry: Registry | None) -> float:
+    return registry.telemetry.export_timeout_seconds if registry is not None else 1.0
+
+
+def wrap_span_exporter(exporter: SpanExporter, registry: Registry | None = None) -> SpanExporter:
+    """``exporter`` made resilient with the registry's telemetry breaker and timeout."""
+    if isinstance(exporter, ResilientSpanExporter):
+        return exporter
+    return ResilientSpanExporter(
+        exporter, export_timeout_seconds=_timeout_of(registry), registry=registry
+    )
+
+
+def wrap_metric_exporter(
+    exporter: MetricExporter, registry: Registry | None = None
+) -> MetricExporter:
+    """``exporter`` made resilient with the registry's telemetry breaker and timeout."""
+    if isinstance(exporter, ResilientMetricExporter):
+        return exporter
+    return ResilientMetricExporter(
+        exporter, export_timeout_seconds=_timeout_of(registry), registry=registry
+    )
+
+
+def wrap_log_exporter(exporter: Any, registry: Registry | None = None) -> Any:
+    """``exporter`` made resilient with the registry's telemetry breaker and timeout."""
+    if isinstance(exporter, ResilientLogExporter):
+        return exporter
+    return ResilientLogExporter(
+        exporter, export_timeout_seconds=_timeout_of(registry), registry=registry
+    )
+
+
+def wrap_provider_exporters(
+    tracer_provider: Any, meter_provider: Any, registry: Registry | None = None
+) -> int:
+    """Wrap the exporters already inside the SDK providers' processors and readers.
+
+    For configure() on a setup the application built itself. It reaches into the SDK's
+    batch processors and periodic readers (private attributes, checked before use), and
+    leaves anything it does not recognise alone. Returns how many exporters it wrapped.
+    """
+    wrapped = 0
+    active = getattr(tracer_provider, "_active_span_processor", None)
+    for processor in getattr(active, "_span_processors", ()):
+        holder = getattr(processor, "_batch_processor", None)
+        if holder is not None and isinstance(getattr(holder, "_exporter", None), SpanExporter):
+            if not isinstance(holder._exporter, ResilientSpanExporter):
+                holder._exporter = wrap_span_exporter(holder._exporter, registry)
+                wrapped += 1
+        elif isinstance(getattr(processor, "span_exporter", None), SpanExporter) and not isinstance(
+            processor.span_exporter, ResilientSpanExporter
+        ):
+            processor.span_exporter = wrap_span_exporter(processor.span_exporter, registry)
+            wrapped += 1
+    for reader in getattr(meter_provider, "_metric_readers", ()):
+        inner = getattr(reader, "_exporter", None)
+        if isinstance(inner, MetricExporter) and not isinstance(inner, ResilientMetricExporter):
+            reader._exporter = wrap_metric_exporter(inner, registry)
+            wrapped += 1
+    return wrapped
