@@ -51,7 +51,7 @@ from .._errors import CircuitOpenError
 from .._health_app import HealthApp
 from .._registry import Registry
 from ._page import RESILIENCE_PAGE
-from ._telemetry import Telemetry, build_telemetry, prometheus_text
+from ._telemetry import Telemetry, build_telemetry, export_spans, prometheus_text
 from ._tokens import InvalidToken, sign_token, verify_token
 
 __all__ = ["AGENT_EVENTS", "DEFAULT_CONFIG", "LIMITATIONS", "ChatService", "create_app"]
@@ -642,10 +642,13 @@ class ChatService:
         breakers = {}
         for name, breaker in self.registry.breakers().items():
             snapshot = breaker.snapshot()
+            dependency = self.registry[name]
             breakers[name] = {
                 "state": snapshot.state.value,
                 "failure_rate": snapshot.failure_rate,
-                "criticality": self.registry[name].criticality.value,
+                "criticality": "observe-only"
+                if dependency.observe_only
+                else dependency.criticality.value,
             }
         fallbacks: dict[str, int] = {}
         for (name, _), count in self.registry.fallback_counts().items():
@@ -672,7 +675,7 @@ class ChatService:
                 "analytics_kept": len(self.analytics.kept),
                 "analytics_flushed": self.analytics.flushed,
                 "analytics_dropped": self.analytics.dropped,
-                "telemetry_resilient": self.telemetry.resilient_exporters,
+                "telemetry_export": self.telemetry.otlp_endpoint is not None,
             },
         }
 
@@ -700,6 +703,7 @@ def create_app(
     registry = configure(
         prepare_config(config, analytics_url), meter_provider=telemetry.meter_provider
     )
+    export_spans(telemetry, registry)
     for name in ("postgres", "redis", "analytics"):
         if name not in registry:
             raise ValueError(f"the chat service's config must declare a {name!r} dependency")

@@ -1,9 +1,8 @@
 """Telemetry for the example chat service: Prometheus ``/metrics`` and OTLP export.
 
 The OTLP exporters are wrapped in ``ResilientSpanExporter`` / ``ResilientMetricExporter``
-(DESIGN.md 3) when this version of otel_resilience has them, so a collector that is down
-or black-holed costs the service nothing; without them the plain exporters run with a
-short timeout in the SDK's background threads.
+(DESIGN.md 3) on the registry's ``telemetry`` breaker, so a collector that is down or
+black-holed costs the service nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -19,7 +17,10 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-__all__ = ["Telemetry", "build_telemetry", "prometheus_text"]
+from .._exporter import ResilientSpanExporter
+from .._registry import Registry
+
+__all__ = ["Telemetry", "build_telemetry", "export_spans", "prometheus_text"]
 
 _log = logging.getLogger("otel_resilience.demo")
 
@@ -33,7 +34,7 @@ class Telemetry:
     """What ``build_telemetry`` set up, and how to take it down again."""
 
     meter_provider: MeterProvider
-    resilient_exporters: bool
+    otlp_endpoint: str | None
     span_processors: list[BatchSpanProcessor] = field(default_factory=list)
 
     def flush(self) -> None:
@@ -60,65 +61,60 @@ def prometheus_text() -> tuple[bytes, str] | None:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def _resilient(kind: str) -> Any:
-    import otel_resilience
-
-    return getattr(otel_resilience, kind, None)
-
-
 def build_telemetry(otlp_endpoint: str | None = None, *, timeout_seconds: float = 1.0) -> Telemetry:
     """A meter provider with the Prometheus reader (and OTLP export when an endpoint is given).
 
-    Spans go to OTLP through a batch processor on the global SDK tracer provider. Made once
-    per process: a later call returns the first one's setup.
+    Made once per process: a later call returns the first one's setup. ``configure()``
+    wraps the OTLP metric exporter in ``ResilientMetricExporter``; ``export_spans`` adds
+    the span export once the registry exists.
     """
     global _shared  # noqa: PLW0603 - one meter provider per process, made on first use
     if _shared is not None:
-        if otlp_endpoint is not None and not _shared.span_processors:
+        if otlp_endpoint is not None and _shared.otlp_endpoint is None:
             _log.warning("telemetry was set up earlier without OTLP; %s is ignored", otlp_endpoint)
         return _shared
     readers: list[MetricReader] = []
     prometheus = _prometheus()
-    span_processors: list[BatchSpanProcessor] = []
-    resilient = False
+    if prometheus is not None:
+        readers.append(prometheus)
     if otlp_endpoint is not None:
         try:
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
                 OTLPMetricExporter,
             )
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         except ImportError:
-            _log.warning("OTLP exporters are not installed; telemetry stays in-process")
+            _log.warning("the OTLP exporters are not installed; telemetry stays in-process")
+            otlp_endpoint = None
         else:
-            span_exporter: Any = OTLPSpanExporter(
-                endpoint=otlp_endpoint, insecure=True, timeout=timeout_seconds
-            )
-            metric_exporter: Any = OTLPMetricExporter(
-                endpoint=otlp_endpoint, insecure=True, timeout=timeout_seconds
-            )
-            span_wrapper = _resilient("ResilientSpanExporter")
-            metric_wrapper = _resilient("ResilientMetricExporter")
-            if span_wrapper is not None and metric_wrapper is not None:
-                resilient = True
-                span_exporter = span_wrapper(span_exporter, export_timeout_seconds=timeout_seconds)
-                metric_exporter = metric_wrapper(
-                    metric_exporter, export_timeout_seconds=timeout_seconds
-                )
             readers.append(
                 PeriodicExportingMetricReader(
-                    metric_exporter,
+                    OTLPMetricExporter(
+                        endpoint=otlp_endpoint, insecure=True, timeout=timeout_seconds
+                    ),
                     export_interval_millis=2000,
                     export_timeout_millis=timeout_seconds * 1000,
                 )
             )
-            provider = trace.get_tracer_provider()
-            if isinstance(provider, TracerProvider):
-                processor = BatchSpanProcessor(
-                    span_exporter, schedule_delay_millis=500, export_timeout_millis=1000
-                )
-                provider.add_span_processor(processor)
-                span_processors.append(processor)
-    if prometheus is not None:
-        readers.insert(0, prometheus)
-    _shared = Telemetry(MeterProvider(metric_readers=readers), resilient, span_processors)
+    _shared = Telemetry(MeterProvider(metric_readers=readers), otlp_endpoint)
     return _shared
+
+
+def export_spans(telemetry: Telemetry, registry: Registry) -> None:
+    """Send spans to the OTLP endpoint through ``ResilientSpanExporter`` (the registry's
+    ``telemetry`` breaker), on the global SDK tracer provider. Once per process."""
+    if telemetry.otlp_endpoint is None or telemetry.span_processors:
+        return
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        return
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    timeout = registry.telemetry.export_timeout_seconds
+    exporter = ResilientSpanExporter(
+        OTLPSpanExporter(endpoint=telemetry.otlp_endpoint, insecure=True, timeout=timeout),
+        export_timeout_seconds=timeout,
+        registry=registry,
+    )
+    processor = BatchSpanProcessor(exporter, schedule_delay_millis=500)
+    provider.add_span_processor(processor)
+    telemetry.span_processors.append(processor)
