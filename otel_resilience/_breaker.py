@@ -102,6 +102,7 @@ class CircuitBreaker:
         "_total_rejected",
         "_total_slow",
         "_total_successes",
+        "_transitions",
         "_window",
         "name",
         "policy",
@@ -145,6 +146,7 @@ class CircuitBreaker:
         self._total_failures = 0
         self._total_slow = 0
         self._total_rejected = 0
+        self._transitions: dict[tuple[State, State], int] = {}
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self._state.value}>"
@@ -197,6 +199,11 @@ class CircuitBreaker:
             )
         self._notify(changes)
         return snap
+
+    def transition_counts(self) -> dict[tuple[State, State], int]:
+        """How many times each transition happened, as ``{(old, new): count}``."""
+        with self._lock:
+            return dict(self._transitions)
 
     def retry_after(self) -> float:
         """Seconds until this breaker may admit a call (``inf`` while forced open)."""
@@ -381,12 +388,15 @@ class CircuitBreaker:
             self._half_open_in_flight = 0
             self._half_open_successes = 0
             self._state = target
+            if old is not target:
+                self._transitions[(old, target)] = self._transitions.get((old, target), 0) + 1
         if old is not target:
             self._notify([(old, target)])
 
     def _set_state(self, new: State) -> tuple[State, State]:
         old = self._state
         self._state = new
+        self._transitions[(old, new)] = self._transitions.get((old, new), 0) + 1
         if new is _HALF_OPEN:
             self._half_open_in_flight = 0
             self._half_open_successes = 0

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._breaker import CircuitBreaker, State
 from ._config import TELEMETRY_DEPENDENCY, TELEMETRY_POLICY
-from ._metrics import METER_NAME, TELEMETRY_DROPPED
+from ._metrics import METER_NAME, SPECS, TELEMETRY_DROPPED
 from ._policy import BreakerPolicy
 from ._registry import Registry
 
@@ -200,12 +200,13 @@ class _Resilient(Generic[R]):
             breaker = CircuitBreaker(TELEMETRY_DEPENDENCY, policy or TELEMETRY_POLICY)
         self.breaker = breaker
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+        spec = SPECS[TELEMETRY_DROPPED]
         self._dropped = provider.get_meter(METER_NAME).create_counter(
-            TELEMETRY_DROPPED,
-            unit="{item}",
-            description="Telemetry items dropped because export was failing.",
+            TELEMETRY_DROPPED, unit=spec.unit, description=spec.description
         )
         self._dropped_attributes = {"signal": self.signal}
+        # The series exists from the start, so increase() sees the first drops.
+        self._dropped.add(0, self._dropped_attributes)
         self._worker = _Worker(f"{_WORKER_PREFIX}-{self.signal}")
         self._shutdown = False
         # Let a stuck inner call free the worker no later than the inner exporter allows,

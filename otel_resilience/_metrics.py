@@ -11,12 +11,13 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from ._breaker import CircuitBreaker, State
+from ._breaker import State
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -29,7 +30,10 @@ __all__ = [
     "DEPENDENCY_FALLBACKS",
     "HEALTH_STATUS",
     "METER_NAME",
+    "METRICS",
+    "SPECS",
     "TELEMETRY_DROPPED",
+    "MetricSpec",
     "ResilienceMetrics",
     "install_metrics",
 ]
@@ -45,7 +49,90 @@ DEPENDENCY_FALLBACKS = "resilience.dependency.fallbacks"
 HEALTH_STATUS = "resilience.health.status"
 TELEMETRY_DROPPED = "resilience.telemetry.dropped"
 
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One instrument of DESIGN.md 6, with the name Prometheus gives it on both paths."""
+
+    name: str
+    kind: str
+    unit: str
+    attributes: tuple[str, ...]
+    prometheus: str
+    description: str
+
+
+# Gauges carry the unit "" rather than "1": the collector's Prometheus exporter turns a
+# gauge of unit "1" into "<name>_ratio", the Python exporter does not. With "" both paths
+# give the names of DESIGN.md 6; annotation units such as "{call}" add nothing on either.
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        BREAKER_STATE,
+        "observable_gauge",
+        "",
+        ("dependency.name", "dependency.criticality", "breaker.state"),
+        "resilience_breaker_state",
+        "Circuit breaker state: 1 for the current state, 0 for the others.",
+    ),
+    MetricSpec(
+        BREAKER_TRANSITIONS,
+        "counter",
+        "{transition}",
+        ("dependency.name", "breaker.from_state", "breaker.state"),
+        "resilience_breaker_transitions_total",
+        "Circuit breaker state transitions.",
+    ),
+    MetricSpec(
+        BREAKER_FAILURE_RATE,
+        "observable_gauge",
+        "",
+        ("dependency.name",),
+        "resilience_breaker_failure_rate",
+        "Failures over calls in the breaker's window (0 to 1).",
+    ),
+    MetricSpec(
+        DEPENDENCY_CALLS,
+        "counter",
+        "{call}",
+        ("dependency.name", "outcome"),
+        "resilience_dependency_calls_total",
+        "Calls to a dependency by outcome: success, failure, slow, rejected.",
+    ),
+    MetricSpec(
+        DEPENDENCY_FALLBACKS,
+        "counter",
+        "{call}",
+        ("dependency.name", "reason"),
+        "resilience_dependency_fallbacks_total",
+        "Calls answered by a fallback, by reason: open, error, timeout.",
+    ),
+    MetricSpec(
+        HEALTH_STATUS,
+        "observable_gauge",
+        "",
+        ("health.status",),
+        "resilience_health_status",
+        "Service health, one-hot: healthy, degraded, unhealthy.",
+    ),
+    MetricSpec(
+        TELEMETRY_DROPPED,
+        "counter",
+        "{item}",
+        ("signal",),
+        "resilience_telemetry_dropped_total",
+        "Telemetry items dropped because export was failing.",
+    ),
+)
+SPECS = {spec.name: spec for spec in METRICS}
+
 _STATES = tuple(State)
+# Reported from the start (at 0) so that increase() sees the first real transition.
+_WATCHED_TRANSITIONS = (
+    (State.CLOSED, State.OPEN),
+    (State.OPEN, State.HALF_OPEN),
+    (State.HALF_OPEN, State.OPEN),
+    (State.HALF_OPEN, State.CLOSED),
+)
 _HEALTH_STATUSES = ("healthy", "degraded", "unhealthy")
 
 
@@ -66,63 +153,40 @@ class ResilienceMetrics:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         meter = provider.get_meter(METER_NAME, _version())
         self._registry_ref: weakref.ref[Registry] | None = None
-        self._remove_listener: object = None
-        self._lock = threading.Lock()
+
+        def spec(name: str) -> dict[str, str]:
+            return {"unit": SPECS[name].unit, "description": SPECS[name].description}
+
         meter.create_observable_gauge(
-            BREAKER_STATE,
-            callbacks=[self._observe_state],
-            unit="1",
-            description="Circuit breaker state: 1 for the current state, 0 for the others.",
+            BREAKER_STATE, callbacks=[self._observe_state], **spec(BREAKER_STATE)
         )
-        self._transitions = meter.create_counter(
-            BREAKER_TRANSITIONS,
-            unit="{transition}",
-            description="Circuit breaker state transitions.",
+        meter.create_observable_counter(
+            BREAKER_TRANSITIONS, callbacks=[self._observe_transitions], **spec(BREAKER_TRANSITIONS)
         )
         meter.create_observable_gauge(
             BREAKER_FAILURE_RATE,
             callbacks=[self._observe_failure_rate],
-            unit="1",
-            description="Failures over calls in the breaker's window (0 to 1).",
+            **spec(BREAKER_FAILURE_RATE),
         )
         meter.create_observable_counter(
-            DEPENDENCY_CALLS,
-            callbacks=[self._observe_calls],
-            unit="{call}",
-            description="Calls to a dependency by outcome: success, failure, slow, rejected.",
+            DEPENDENCY_CALLS, callbacks=[self._observe_calls], **spec(DEPENDENCY_CALLS)
         )
         meter.create_observable_counter(
-            DEPENDENCY_FALLBACKS,
-            callbacks=[self._observe_fallbacks],
-            unit="{call}",
-            description="Calls answered by a fallback, by reason: open, error, timeout.",
+            DEPENDENCY_FALLBACKS, callbacks=[self._observe_fallbacks], **spec(DEPENDENCY_FALLBACKS)
         )
         meter.create_observable_gauge(
-            HEALTH_STATUS,
-            callbacks=[self._observe_health],
-            unit="1",
-            description="Service health, one-hot: healthy, degraded, unhealthy.",
+            HEALTH_STATUS, callbacks=[self._observe_health], **spec(HEALTH_STATUS)
         )
 
     # -- which registry ----------------------------------------------------------------
 
     def attach(self, registry: Registry) -> None:
-        """Report on ``registry`` from now on (and stop counting the previous one's transitions)."""
-        with self._lock:
-            remove = self._remove_listener
-            if callable(remove):
-                remove()
-            self._registry_ref = weakref.ref(registry)
-            self._remove_listener = registry.add_transition_listener(self._on_transition)
+        """Report on ``registry`` from now on."""
+        self._registry_ref = weakref.ref(registry)
 
     def detach(self) -> None:
         """Stop reporting."""
-        with self._lock:
-            remove = self._remove_listener
-            if callable(remove):
-                remove()
-            self._remove_listener = None
-            self._registry_ref = None
+        self._registry_ref = None
 
     def _registry(self) -> Registry | None:
         ref = self._registry_ref
@@ -130,15 +194,26 @@ class ResilienceMetrics:
 
     # -- callbacks (never raise: a failing callback would drop the whole collection) ----
 
-    def _on_transition(self, breaker: CircuitBreaker, old: State, new: State) -> None:
-        self._transitions.add(
-            1,
-            {
-                "dependency.name": breaker.name,
-                "breaker.from_state": old.value,
-                "breaker.state": new.value,
-            },
-        )
+    def _observe_transitions(self, options: CallbackOptions) -> Iterable[Observation]:
+        registry = self._registry()
+        if registry is None:
+            return []
+        observations = []
+        try:
+            for name, breaker in registry.breakers().items():
+                counts = breaker.transition_counts()
+                for key in _WATCHED_TRANSITIONS:
+                    counts.setdefault(key, 0)
+                for (old, new), count in counts.items():
+                    attributes = {
+                        "dependency.name": name,
+                        "breaker.from_state": old.value,
+                        "breaker.state": new.value,
+                    }
+                    observations.append(Observation(count, attributes))
+        except Exception:
+            _log.debug("otel_resilience: transitions callback failed", exc_info=True)
+        return observations
 
     def _observe_state(self, options: CallbackOptions) -> Iterable[Observation]:
         registry = self._registry()
