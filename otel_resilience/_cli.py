@@ -81,9 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", help="path to a YAML, TOML or JSON config")
     demo = commands.add_parser(
-        "demo", help="watch a breaker ride through an outage of a simulated dependency"
+        "demo",
+        help="run the example chat service through five real outages (needs the 'demo' extra)",
     )
     demo.add_argument(
+        "--duration", type=float, default=75.0, help="seconds of simulated traffic (default 75)"
+    )
+    demo.add_argument("--users", type=int, default=12, help="simulated users (default 12)")
+    demo.add_argument(
+        "--scenarios",
+        default=None,
+        help="comma-separated, in order: redis-killed, analytics-500, collector-blackholed, "
+        "redis-hung, postgres-down (default: all)",
+    )
+    demo.add_argument(
+        "--port", type=int, default=0, help="the chat service's port (default 8765, or a free one)"
+    )
+    walkthrough = commands.add_parser(
+        "walkthrough", help="watch a breaker ride through an outage of a simulated dependency"
+    )
+    walkthrough.add_argument(
         "--seconds", type=float, default=8.0, help="how long the walk-through runs (default 8)"
     )
     status = commands.add_parser(
@@ -106,6 +123,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file, console)
     if args.command == "demo":
+        from .demo._runner import run_demo
+
+        scenarios = [s.strip() for s in args.scenarios.split(",")] if args.scenarios else None
+        if args.duration <= 0 or args.users < 1:
+            console.print("--duration must be > 0 and --users >= 1")
+            return 2
+        return run_demo(
+            console,
+            duration=args.duration,
+            users=args.users,
+            scenarios=scenarios,
+            port=args.port,
+        )
+    if args.command == "walkthrough":
         from ._walkthrough import run_walkthrough
 
         try:

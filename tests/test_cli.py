@@ -70,7 +70,7 @@ def test_check_config_bad_input_exits_2(tmp_path: Path) -> None:
 
 def test_demo_walkthrough_recovers() -> None:
     """The walk-through opens both breakers during the outage and closes them after."""
-    result = run("demo", "--seconds", "6")
+    result = run("walkthrough", "--seconds", "6")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "closed -> open" in result.stdout
     assert "half_open -> closed" in result.stdout
