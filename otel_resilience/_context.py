@@ -17,9 +17,20 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-__all__ = ["GUARDED", "GUARDED_ATTRIBUTE", "REJECTED_ATTRIBUTE", "http_status_is_failure"]
+__all__ = [
+    "GUARDED",
+    "GUARDED_ATTRIBUTE",
+    "PROBING",
+    "REJECTED_ATTRIBUTE",
+    "http_status_is_failure",
+]
 
 GUARDED: ContextVar[str | None] = ContextVar("otel_resilience_guarded", default=None)
+
+# Set by the health prober around an active check. The prober decides what the check means
+# for the breaker (it may be the half-open trial call), so client guards let the check's
+# own calls through unguarded; the prober also sets GUARDED, so their spans are not counted.
+PROBING: ContextVar[bool] = ContextVar("otel_resilience_probing", default=False)
 
 GUARDED_ATTRIBUTE = "otel_resilience.guarded"
 REJECTED_ATTRIBUTE = "otel_resilience.rejected"

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ._breaker import CircuitBreaker, State
+from ._context import GUARDED, PROBING
 from ._dependency import Dependency
 from ._errors import ConfigError
 from ._health import health_monitor
@@ -234,12 +235,18 @@ class HealthProber:
         self, name: str, breaker: CircuitBreaker, spec: HealthCheckSpec, state: State
     ) -> None:
         permit = state is State.HALF_OPEN and breaker.allow()
+        # The check's own client calls bypass the guards (the breaker may be open, or its
+        # one half-open permit may be this probe's) and are not counted from their spans.
+        probing, guarded = PROBING.set(True), GUARDED.set(name)
         try:
             result = await run_check(spec, clock=self.registry.clock)
         except BaseException:
             if permit:
                 breaker.release()
             raise
+        finally:
+            GUARDED.reset(guarded)
+            PROBING.reset(probing)
         self._monitor.record_check(name, result)
         if permit:
             if result.passing:

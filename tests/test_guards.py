@@ -377,3 +377,39 @@ async def test_async_http_refused_and_hanging_use_the_fallback(http_server: int)
         async with httpx.AsyncClient(timeout=1) as client:
             assert await client.get(f"http://127.0.0.1:{refused_port}/") is None
     assert other.fallback_counts() == {("api", "error"): 1}
+
+
+async def test_prober_closes_a_guarded_breaker_with_no_traffic(pg_proxy: FaultProxy) -> None:
+    """The health prober's sql check is not stopped by the asyncpg guard of the very breaker
+    it probes, and its own calls are not counted twice: after an outage, the breaker of a
+    guarded PostgreSQL closes with no user traffic."""
+    from otel_resilience import HealthProber
+
+    dsn = f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/test"
+    registry = registry_for(
+        postgres={
+            "criticality": "critical",
+            "match": {"db.system": "postgresql", "server.port": pg_proxy.port},
+            "breaker": {"consecutive_failures": 2, "open_seconds": OPEN_SECONDS},
+            "health_check": {
+                "type": "sql",
+                "dsn": dsn,
+                "timeout_seconds": 1,
+                "interval_seconds": 0.1,
+            },
+        }
+    )
+    for _ in guarded(registry):
+        pg_proxy.stop()
+        for _ in range(2):
+            with pytest.raises(OSError):
+                await asyncpg.connect(dsn, timeout=1)
+        breaker = registry.breaker("postgres")
+        assert breaker.state is State.OPEN
+        pg_proxy.start()
+        async with HealthProber(registry, interval_seconds=0.1):
+            deadline = time.monotonic() + 10
+            while breaker.state is not State.CLOSED and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        assert breaker.state is State.CLOSED
+        assert breaker.snapshot().total_failures == 2  # the probes' calls were not counted

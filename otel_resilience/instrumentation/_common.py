@@ -11,7 +11,7 @@ import wrapt
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from .._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE
+from .._context import GUARDED, GUARDED_ATTRIBUTE, PROBING, REJECTED_ATTRIBUTE
 from .._guard import Entry
 from .._registry import Registry
 
@@ -37,7 +37,7 @@ class Patcher:
 
     def wrap(self, owner: Any, attribute: str, wrapper: Callable[..., Any]) -> None:
         def gate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            if not self.enabled:
+            if not self.enabled or PROBING.get():
                 return wrapped(*args, **kwargs)
             return wrapper(wrapped, instance, args, kwargs)
 
