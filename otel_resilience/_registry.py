@@ -15,7 +15,7 @@ from ._dependency import Dependency
 from ._errors import UnknownDependencyError
 from ._guard import MISSING, Entry, Guard
 from ._health import HealthReport, health_report
-from ._semconv import lookup
+from ._semconv import Classifier
 
 __all__ = ["Registry", "TelemetrySettings"]
 
@@ -58,7 +58,7 @@ class Registry:
         self.source = source
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
-        self._matchers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+        self._classifier = Classifier(())
         self._fallback_counts: dict[tuple[str, str], int] = {}
         self._transition_listeners: list[Listener] = []
         for dependency in dependencies:
@@ -93,10 +93,13 @@ class Registry:
             entries = dict(self._entries)
             entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
             self._entries = entries
-            self._matchers = tuple(
-                (name, tuple(entry.dependency.match.items()))
-                for name, entry in entries.items()
-                if entry.dependency.match
+            # A new classifier (and cache) for the new set: readers never see a mix.
+            self._classifier = Classifier(
+                tuple(
+                    (name, tuple(entry.dependency.match.items()))
+                    for name, entry in entries.items()
+                    if entry.dependency.match
+                )
             )
         return dependency
 
@@ -156,17 +159,12 @@ class Registry:
     # -- classification --------------------------------------------------------------
 
     def classify(self, attributes: Mapping[str, Any]) -> str | None:
-        """The first declared dependency whose ``match`` holds for these span attributes."""
-        matchers = self._matchers
-        if not matchers:
-            return None
-        for name, pairs in matchers:
-            for key, value in pairs:
-                if lookup(attributes, key) != value:
-                    break
-            else:
-                return name
-        return None
+        """The first declared dependency whose ``match`` holds for these span attributes.
+
+        Memoised by the attribute values the matchers read (``_semconv.Classifier``): this
+        runs for every client span.
+        """
+        return self._classifier.classify(attributes)
 
     # -- fallbacks -------------------------------------------------------------------
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ALIASES", "SOURCES", "canonical_key", "lookup", "normalize"]
+__all__ = ["ALIASES", "SOURCES", "Classifier", "canonical_key", "lookup", "normalize"]
 
 # Old or new name -> the canonical name that ``match`` blocks and classification use.
 ALIASES: dict[str, str] = {
@@ -83,3 +83,113 @@ def normalize(attributes: Mapping[str, Any] | None) -> dict[str, str]:
         else:
             result[canonical] = value
     return result
+
+
+_MISSING: Any = object()
+_CACHE_SIZE = 1024
+
+
+def _url_prefix(attributes: Mapping[str, Any]) -> str | None:
+    """The scheme and authority of the span's URL (what ``_from_url`` reads), or None.
+
+    Cheap string slicing, no parsing: used as a cache key, so every URL with the same
+    prefix yields the same host and port. A URL without ``://`` is returned whole.
+    """
+    for key in _URL_KEYS:
+        url = attributes.get(key)
+        if isinstance(url, str) and url:
+            start = url.find("://")
+            if start < 0:
+                return url
+            end = len(url)
+            for separator in ("/", "?", "#"):
+                found = url.find(separator, start + 3)
+                if 0 <= found < end:
+                    end = found
+            return url[:end]
+    return None
+
+
+Matchers = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+class Classifier:
+    """``matchers`` (dependency name, (canonical key, expected value) pairs) as a fast,
+    memoised function of span attributes: the first dependency whose pairs all hold.
+
+    Span attributes repeat (a service talks to a handful of servers), so the answer is
+    cached by the raw values of the attributes the matchers can read, and ``classify``
+    is generated code that reads exactly those keys (a generic loop costs several times
+    more, and this runs for every client span). URLs enter the key by scheme and
+    authority only, so paths do not fill the cache; the cache is bounded and emptied
+    when full.
+    """
+
+    __slots__ = ("_cache", "_matchers", "classify")
+
+    def __init__(self, matchers: Matchers) -> None:
+        self._matchers = matchers
+        self._cache: dict[tuple[Any, ...], str | None] = {}
+        keys: dict[str, None] = {}
+        uses_url = False
+        for _, pairs in matchers:
+            for canonical, _ in pairs:
+                for key in SOURCES.get(canonical, (canonical,)):
+                    keys[key] = None
+                if canonical in ("server.address", "server.port"):
+                    uses_url = True
+        self.classify: Callable[[Mapping[str, Any]], str | None] = (
+            self._compile(tuple(keys), uses_url) if matchers else _nothing
+        )
+
+    def _compile(self, keys: tuple[str, ...], uses_url: bool) -> Callable[..., str | None]:
+        # The keys are embedded with repr(), so any string (a user's match key) is safe.
+        reads = ", ".join(f"get({key!r})" for key in keys)
+        lines = [
+            "def classify(attributes):",
+            "    get = attributes.get",
+            f"    key = ({reads},)",
+        ]
+        if uses_url:
+            # The URL is consulted only when the span names no server address.
+            absent = " and ".join(f"get({key!r}) is None" for key in SOURCES["server.address"])
+            lines += [
+                f"    if {absent}:",
+                "        key = (*key, url_prefix(attributes))",
+            ]
+        lines += [
+            "    try:",
+            "        found = cache.get(key, missing)",
+            "    except TypeError:",  # an unhashable value (not from the SDK): no caching
+            "        return match(attributes)",
+            "    if found is not missing:",
+            "        return found",
+            "    found = match(attributes)",
+            f"    if len(cache) >= {_CACHE_SIZE}:",
+            "        cache.clear()",
+            "    cache[key] = found",
+            "    return found",
+        ]
+        namespace: dict[str, Any] = {
+            "cache": self._cache,
+            "missing": _MISSING,
+            "match": self.match,
+            "url_prefix": _url_prefix,
+        }
+        exec("\n".join(lines), namespace)  # the keys are embedded with repr(): no injection
+        classify: Callable[..., str | None] = namespace["classify"]
+        return classify
+
+    def match(self, attributes: Mapping[str, Any]) -> str | None:
+        """The uncached answer: every pair compared through ``lookup``."""
+        for name, pairs in self._matchers:
+            for canonical, value in pairs:
+                if lookup(attributes, canonical) != value:
+                    break
+            else:
+                return name
+        return None
+
+
+def _nothing(attributes: Mapping[str, Any]) -> None:
+    return None
