@@ -89,27 +89,6 @@ _MISSING: Any = object()
 _CACHE_SIZE = 1024
 
 
-def _url_prefix(attributes: Mapping[str, Any]) -> str | None:
-    """The scheme and authority of the span's URL (what ``_from_url`` reads), or None.
-
-    Cheap string slicing, no parsing: used as a cache key, so every URL with the same
-    prefix yields the same host and port. A URL without ``://`` is returned whole.
-    """
-    for key in _URL_KEYS:
-        url = attributes.get(key)
-        if isinstance(url, str) and url:
-            start = url.find("://")
-            if start < 0:
-                return url
-            end = len(url)
-            for separator in ("/", "?", "#"):
-                found = url.find(separator, start + 3)
-                if 0 <= found < end:
-                    end = found
-            return url[:end]
-    return None
-
-
 Matchers = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
 
@@ -138,6 +117,9 @@ class Classifier:
                     keys[key] = None
                 if canonical in ("server.address", "server.port"):
                     uses_url = True
+        if uses_url:
+            for key in SOURCES["server.address"]:
+                keys[key] = None
         self.classify: Callable[[Mapping[str, Any]], str | None] = (
             self._compile(tuple(keys), uses_url) if matchers else _nothing
         )
@@ -152,10 +134,26 @@ class Classifier:
         ]
         if uses_url:
             # The URL is consulted only when the span names no server address.
-            absent = " and ".join(f"get({key!r}) is None" for key in SOURCES["server.address"])
+            absent = " and ".join(
+                f"key[{keys.index(key)}] is None" for key in SOURCES["server.address"]
+            )
+            # The URL enters the key as ``scheme://authority`` (cut with one C-level split,
+            # any other shape whole): every URL with the same prefix has the same host and
+            # port, and paths do not fill the cache.
             lines += [
                 f"    if {absent}:",
-                "        key = (*key, url_prefix(attributes))",
+                "        url = get('url.full')",
+                "        if not isinstance(url, str) or not url:",
+                "            url = get('http.url')",
+                "            if not isinstance(url, str) or not url:",
+                "                url = None",
+                "        if url is not None:",
+                "            parts = url.split('/', 3)",
+                "            if len(parts) > 2 and not parts[1]:",
+                "                authority = parts[2]",
+                "                if '?' not in authority and '#' not in authority:",
+                "                    url = parts[0] + '//' + authority",
+                "        key = (*key, url)",
             ]
         lines += [
             "    try:",
@@ -174,7 +172,6 @@ class Classifier:
             "cache": self._cache,
             "missing": _MISSING,
             "match": self.match,
-            "url_prefix": _url_prefix,
         }
         exec("\n".join(lines), namespace)  # the keys are embedded with repr(): no injection
         classify: Callable[..., str | None] = namespace["classify"]

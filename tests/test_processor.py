@@ -398,6 +398,20 @@ KEYS = [
     REJECTED_ATTRIBUTE,
 ]
 
+ODD_URLS = [
+    "http://api.internal:8/x",
+    "https://API.internal/x",
+    "//api.internal/x",
+    "api.internal",
+    "a?b://api.internal/x",
+    "http://api.internal?x=/y",
+    "http://user:pw@api.internal:8#f",
+    "http://[::1]:8/x",
+    "http://api.internal:99999/x",
+    "ht\ttp://api.internal/",
+    "http:/api.internal/x",
+]
+
 any_values = st.one_of(
     st.none(),
     st.booleans(),
@@ -405,6 +419,13 @@ any_values = st.one_of(
     st.floats(allow_nan=True),
     st.text(max_size=30),
     st.sampled_from(["redis", "postgresql", "api.internal", "6379", "http://api.internal:8/x"]),
+    st.sampled_from(ODD_URLS),
+    st.builds(
+        "{}{}{}".format,
+        st.sampled_from(ODD_URLS),
+        st.sampled_from(["", "/", "?", "#"]),
+        st.text(max_size=8),
+    ),
     st.lists(st.text(max_size=5), max_size=3).map(tuple),
 )
 
