@@ -171,7 +171,16 @@ class BreakerSpanProcessor(SpanProcessor):
                 target = (breaker, breaker.policy.slow_call_seconds is not None)
                 self._targets[name] = target
             breaker, timed = target
-            failed, error_type = span_outcome(span, attributes)
+            get = attributes.get
+            if (
+                get("http.response.status_code") is None
+                and get("http.status_code") is None
+                and not get("error.type")
+                and not _status_is_error(getattr(span, "_status", None) or span.status)
+            ):
+                failed, error_type = False, None  # the common case, without the full rules
+            else:
+                failed, error_type = span_outcome(span, attributes)
             duration = 0.0
             if timed:
                 start, end = span.start_time, span.end_time
