@@ -97,14 +97,30 @@ def _wire_tracing(registry: Registry, provider: SDKTracerProvider) -> None:
         processor = BreakerSpanProcessor(registry)
         provider.add_span_processor(processor)
         _wiring.processors[id(provider)] = (provider, processor)
+    _wrap_sampler(provider, registry)
+
+
+def _wrap_sampler(provider: SDKTracerProvider, registry: Registry) -> None:
+    """Wrap the provider's sampler in a ResilienceSampler (or repoint the one there).
+
+    Tracers copy the provider's sampler when they are created; the SDK keeps the tracers
+    it made (``_tracers``, SDK 1.40+), so those that still use the old sampler get the
+    wrapper too. On an SDK without that registry, tracers created before configure()
+    keep the unwrapped sampler.
+    """
     sampler = provider.sampler
     if isinstance(sampler, ResilienceSampler):
         sampler.registry = registry
-    else:
-        # Tracers take the provider's sampler when they are created: tracers made before
-        # configure() keep the unwrapped one (configure() before instrumenting, or let it
-        # instrument; auto-instrumentation does it in that order).
-        provider.sampler = ResilienceSampler(sampler, registry)
+        return
+    wrapper = ResilienceSampler(sampler, registry)
+    provider.sampler = wrapper
+    tracers = getattr(provider, "_tracers", None)
+    lock = getattr(provider, "_tracers_lock", None)
+    if isinstance(tracers, dict) and lock is not None:
+        with lock:
+            for tracer in tracers.values():
+                if getattr(tracer, "sampler", None) is sampler:
+                    tracer.sampler = wrapper
 
 
 def _attached(provider: SDKTracerProvider, processor: BreakerSpanProcessor) -> bool:
@@ -187,8 +203,7 @@ def adopt(registry: Registry, processor: BreakerSpanProcessor) -> None:
         if isinstance(provider, SDKTracerProvider):
             if _attached(provider, processor):
                 _wiring.processors[id(provider)] = (provider, processor)
-                if not isinstance(provider.sampler, ResilienceSampler):
-                    provider.sampler = ResilienceSampler(provider.sampler, registry)
+                _wrap_sampler(provider, registry)
             else:
                 _wire_tracing(registry, provider)
         if _wiring.metrics is not None:

@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -318,3 +319,17 @@ def test_configure_guards_and_spans_count_each_call_once() -> None:
             assert (snap.state, snap.total_failures, snap.total_rejected) == (State.OPEN, 2, 2)
         finally:
             reset_for_tests()
+
+
+def test_tracers_made_before_configure_get_the_sampler_wrapper() -> None:
+    """A tracer created before configure() (an early instrumentation) keeps dependency spans
+    recorded under a sampler that drops everything."""
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    early = provider.get_tracer("early")
+    registry = configure(
+        CONFIG, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False
+    )
+    span = early.start_span("GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"})
+    assert span.is_recording()
+    span.end()
+    assert registry.breaker("redis").snapshot().total_successes == 1
