@@ -141,12 +141,14 @@ class BreakerSpanProcessor(SpanProcessor):
             if type(span) is ReadableSpan:
                 # What the SDK passes: read its fields, skipping the properties' copies.
                 kind = span._kind
+                status = span._status
                 bounded = span._attributes
                 attributes = getattr(bounded, "_dict", None)
                 if type(attributes) is not dict:
                     attributes = bounded if isinstance(bounded, Mapping) else _EMPTY
             else:
                 kind = span.kind
+                status = span.status
                 attributes = span.attributes or _EMPTY
             if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
                 return
@@ -176,7 +178,7 @@ class BreakerSpanProcessor(SpanProcessor):
                 get("http.response.status_code") is None
                 and get("http.status_code") is None
                 and not get("error.type")
-                and not _status_is_error(getattr(span, "_status", None) or span.status)
+                and not _status_is_error(status)
             ):
                 failed, error_type = False, None  # the common case, without the full rules
             else:
