@@ -1,12 +1,15 @@
 """Auto-instrumentation: ``opentelemetry-instrument`` wires otel_resilience with no code.
 
-Three entry points, each named ``otel_resilience`` (see pyproject.toml):
+Entry points, each named ``otel_resilience`` (see pyproject.toml and
+docs/auto-instrumentation.md):
 
 - ``opentelemetry_distro``: ``ResilienceDistro`` sets the same exporter defaults as
   ``opentelemetry-distro`` (OTLP for traces, metrics and logs);
 - ``opentelemetry_configurator``: ``ResilienceConfigurator`` runs the SDK's own
-  configurator with the breaker span processor and the sampler wrapper added, and the
-  span and log exporters chosen by ``OTEL_*_EXPORTER`` passed through ``wrap_exporter``;
+  configurator with the breaker span processor and the sampler wrapper added, every
+  exporter it creates passed through ``wrap_exporters``, and the metrics installed;
+- ``opentelemetry_pre_instrument``: ``pre_instrument`` wires the providers that another
+  configurator set up, when ours was not the one chosen;
 - ``opentelemetry_post_instrument``: ``post_instrument`` installs the client guards
   after the OTel instrumentations, so a guard wraps the instrumented call.
 
@@ -17,35 +20,44 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
-from opentelemetry import metrics
+from opentelemetry import metrics as metrics_api
 from opentelemetry.environment_variables import (
     OTEL_LOGS_EXPORTER,
     OTEL_METRICS_EXPORTER,
     OTEL_TRACES_EXPORTER,
 )
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
-from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+from opentelemetry.sdk._configuration import (
+    _get_sampler,
+    _import_sampler,
+    _OTelSDKConfigurator,
+)
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_PROTOCOL
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from . import _configure
 from ._config import load_config
-from ._exporter import (
-    wrap_log_exporter,
-    wrap_metric_exporter,
-    wrap_provider_exporters,
-    wrap_span_exporter,
-)
+from ._errors import ConfigError
 from ._processor import BreakerSpanProcessor
 from ._registry import Registry
 from ._sampler import ResilienceSampler
 
-__all__ = ["ResilienceConfigurator", "ResilienceDistro", "post_instrument", "wrap_exporter"]
+__all__ = [
+    "ResilienceConfigurator",
+    "ResilienceDistro",
+    "post_instrument",
+    "pre_instrument",
+    "wrap_exporters",
+]
 
 _log = logging.getLogger("otel_resilience")
+
+Signal = Literal["span", "metric", "log"]
 
 
 class ResilienceDistro(BaseDistro):  # type: ignore[misc]
@@ -58,44 +70,86 @@ class ResilienceDistro(BaseDistro):  # type: ignore[misc]
         os.environ.setdefault(OTEL_EXPORTER_OTLP_PROTOCOL, "grpc")
 
 
-def wrap_exporter(exporter: Any, registry: Registry, signal: str) -> Any:
-    """``exporter`` made resilient (``signal``: span, metric or log)."""
-    if signal == "span":
-        return wrap_span_exporter(exporter, registry)
-    if signal == "metric":
-        return wrap_metric_exporter(exporter, registry)
-    return wrap_log_exporter(exporter, registry)
+def wrap_exporters(exporters: list[Any], signal: Signal, registry: Registry) -> list[Any]:
+    """Every exporter the configurator creates passes through here.
+
+    When the resilient exporters (``otel_resilience._exporter``) are available, each is
+    wrapped so a dead backend costs a bounded time and a quiet drop; otherwise they are
+    returned unchanged.
+    """
+    wrap: Callable[..., Any] | None
+    try:
+        from . import _exporter  # type: ignore[attr-defined,unused-ignore]
+
+        wrap = getattr(_exporter, f"wrap_{signal}_exporter", None)
+    except ImportError:
+        wrap = None
+    if wrap is None:
+        return exporters
+    wrapped = []
+    for exporter in exporters:
+        try:
+            wrapped.append(wrap(exporter, registry=registry))
+        except Exception:
+            _log.warning("otel_resilience: could not wrap %r", exporter, exc_info=True)
+            wrapped.append(exporter)
+    return wrapped
+
+
+def _wrap_metric_readers(registry: Registry) -> None:
+    """Pass the exporters of the global meter provider's periodic readers through
+    ``wrap_exporters``: the SDK's configurator builds them with no hook to intervene."""
+    from ._exporter import wrap_provider_exporters
+
+    wrap_provider_exporters(None, metrics_api.get_meter_provider(), registry)
+
+
+def _base_sampler(given: sampling.Sampler | None) -> sampling.Sampler:
+    """The sampler the SDK would use: the given one, else ``OTEL_TRACES_SAMPLER`` (entry
+    points included), else the SDK default."""
+    if given is not None:
+        return given
+    sampler = _import_sampler(_get_sampler())
+    return sampler if sampler is not None else sampling._get_from_env_or_default()
 
 
 class ResilienceConfigurator(_OTelSDKConfigurator):
     """The SDK's configurator with the breaker processor, sampler wrapper and metrics."""
 
     def _configure(self, **kwargs: Any) -> None:
-        registry = load_config(None)
+        try:
+            registry = load_config(None)
+        except ConfigError:
+            # Telemetry still starts; the error says which file and key is wrong.
+            _log.exception("otel_resilience: not wired, the resilience config is invalid")
+            super()._configure(**kwargs)  # type: ignore[no-untyped-call]
+            return
         processor = BreakerSpanProcessor(registry)
-        kwargs.setdefault("span_processors", [])
-        kwargs["span_processors"] = [*kwargs["span_processors"], processor]
-        if kwargs.get("sampler") is None:
-            kwargs["sampler"] = ResilienceSampler(sampling._get_from_env_or_default(), registry)
-        if kwargs.get("export_span_processor") is None:
+        kwargs["span_processors"] = [*(kwargs.get("span_processors") or ()), processor]
+        kwargs["sampler"] = ResilienceSampler(_base_sampler(kwargs.get("sampler")), registry)
+        export_span = kwargs.get("export_span_processor") or BatchSpanProcessor
+        export_log = kwargs.get("export_log_record_processor") or BatchLogRecordProcessor
 
-            def export_span_processor(exporter: SpanExporter) -> BatchSpanProcessor:
-                return BatchSpanProcessor(wrap_exporter(exporter, registry, "span"))
+        def export_span_processor(exporter: SpanExporter) -> Any:
+            return export_span(wrap_exporters([exporter], "span", registry)[0])
 
-            kwargs["export_span_processor"] = export_span_processor
-        if kwargs.get("export_log_record_processor") is None:
+        def export_log_record_processor(exporter: LogRecordExporter) -> Any:
+            return export_log(wrap_exporters([exporter], "log", registry)[0])
 
-            def export_log_record_processor(exporter: Any) -> Any:
-                from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-
-                return BatchLogRecordProcessor(wrap_exporter(exporter, registry, "log"))
-
-            kwargs["export_log_record_processor"] = export_log_record_processor
+        kwargs["export_span_processor"] = export_span_processor
+        kwargs["export_log_record_processor"] = export_log_record_processor
         super()._configure(**kwargs)  # type: ignore[no-untyped-call]
-        # The SDK's configurator has set the global providers: take them over, and wrap
-        # the metric exporters (the SDK offers no hook for those).
+        _wrap_metric_readers(registry)
+        # The SDK's configurator has set the global providers: take them over.
         _configure.adopt(registry, processor)
-        wrap_provider_exporters(None, metrics.get_meter_provider(), registry)
+
+
+def pre_instrument(**kwargs: Any) -> None:
+    """Before the OTel instrumentations: wire the providers if our configurator did not."""
+    try:
+        _configure.ensure_configured_for_auto_instrumentation()
+    except Exception:
+        _log.warning("otel_resilience: could not wire the breakers", exc_info=True)
 
 
 def post_instrument(**kwargs: Any) -> None:

@@ -43,6 +43,8 @@ class _Wiring:
         self.metrics: ResilienceMetrics | None = None
         self.uninstall_guards: Callable[[], None] | None = None
         self.instrumentors: list[Any] = []
+        # Whether configure() (or the auto-instrumentation configurator) has run.
+        self.configured = False
 
 
 _wiring = _Wiring()
@@ -79,6 +81,15 @@ def _sdk_tracer_provider(tracer_provider: Any) -> SDKTracerProvider | None:
 
 
 def _wire_tracing(registry: Registry, provider: SDKTracerProvider) -> None:
+    """Point this provider's breaker processor and sampler wrapper at ``registry``.
+
+    The SDK has no way to remove a span processor, so each provider gets one processor,
+    added once and repointed by every later configure(); processors left on providers
+    that are no longer configured are switched off.
+    """
+    for known_provider, known_processor in _wiring.processors.values():
+        if known_provider is not provider:
+            known_processor.enabled = False
     known = _wiring.processors.get(id(provider))
     if known is not None and known[0] is provider:
         known[1].registry = registry
@@ -87,12 +98,36 @@ def _wire_tracing(registry: Registry, provider: SDKTracerProvider) -> None:
         processor = BreakerSpanProcessor(registry)
         provider.add_span_processor(processor)
         _wiring.processors[id(provider)] = (provider, processor)
+    _wrap_sampler(provider, registry)
+
+
+def _wrap_sampler(provider: SDKTracerProvider, registry: Registry) -> None:
+    """Wrap the provider's sampler in a ResilienceSampler (or repoint the one there).
+
+    Tracers copy the provider's sampler when they are created; the SDK keeps the tracers
+    it made (``_tracers``, SDK 1.40+), so those that still use the old sampler get the
+    wrapper too. On an SDK without that registry, tracers created before configure()
+    keep the unwrapped sampler.
+    """
     sampler = provider.sampler
     if isinstance(sampler, ResilienceSampler):
         sampler.registry = registry
-    else:
-        # Tracers created from now on use it; create tracers (instrument) after configure().
-        provider.sampler = ResilienceSampler(sampler, registry)
+        return
+    wrapper = ResilienceSampler(sampler, registry)
+    provider.sampler = wrapper
+    tracers = getattr(provider, "_tracers", None)
+    lock = getattr(provider, "_tracers_lock", None)
+    if isinstance(tracers, dict) and lock is not None:
+        with lock:
+            for tracer in tracers.values():
+                if getattr(tracer, "sampler", None) is sampler:
+                    tracer.sampler = wrapper
+
+
+def _attached(provider: SDKTracerProvider, processor: BreakerSpanProcessor) -> bool:
+    """Whether ``processor`` is among the provider's span processors (SDK internals)."""
+    active = getattr(provider, "_active_span_processor", None)
+    return processor in getattr(active, "_span_processors", ())
 
 
 def _instrument_clients(provider: SDKTracerProvider | None) -> None:
@@ -158,19 +193,48 @@ def configure(
             _instrument_clients(provider)
             _wiring.uninstall_guards = _install_guards(registry)
         _wiring.registry = registry
+        _wiring.configured = True
     return registry
 
 
 def adopt(registry: Registry, processor: BreakerSpanProcessor) -> None:
-    """Record wiring made by the auto-instrumentation configurator as configure()'s own."""
-    from opentelemetry import trace as trace_api
+    """Take over the wiring made by the auto-instrumentation configurator as configure()'s own.
 
+    The configurator passed ``processor`` to the SDK's own configurator; if that did not
+    attach it (``OTEL_CONFIG_FILE`` makes the SDK ignore extra processors), the global
+    provider is wired the way configure() does it.
+    """
     with _wiring.lock:
-        _wiring.registry = registry
-        provider = trace_api.get_tracer_provider()
+        provider = trace.get_tracer_provider()
         if isinstance(provider, SDKTracerProvider):
-            _wiring.processors[id(provider)] = (provider, processor)
+            if _attached(provider, processor):
+                _wiring.processors[id(provider)] = (provider, processor)
+                _wrap_sampler(provider, registry)
+            else:
+                _wire_tracing(registry, provider)
+        if _wiring.metrics is not None:
+            _wiring.metrics.detach()
         _wiring.metrics = install_metrics(registry)
+        _wiring.registry = registry
+        _wiring.configured = True
+
+
+def ensure_configured_for_auto_instrumentation() -> None:
+    """Wire the global providers if no otel_resilience configurator did (pre-instrument hook).
+
+    When another configurator (``opentelemetry-distro``'s) was chosen, the span processor,
+    sampler wrapper and metrics are still added to the providers it set up, before the
+    instrumentations create their tracers; its exporters are then not made resilient.
+    """
+    with _wiring.lock:
+        if _wiring.configured:
+            return
+    _log.info(
+        "otel_resilience: another OpenTelemetry configurator was chosen; adding the breaker "
+        "processor and metrics to its providers (set OTEL_PYTHON_CONFIGURATOR=otel_resilience "
+        "for resilient exporters too)"
+    )
+    configure(None, instrument=False)
 
 
 def install_guards_for_auto_instrumentation() -> None:
@@ -182,7 +246,11 @@ def install_guards_for_auto_instrumentation() -> None:
 
 
 def reset_for_tests() -> None:
-    """Undo configure(): detach metrics, uninstall guards, forget the registry (tests only)."""
+    """Undo configure(): detach metrics, uninstall guards, forget the registry (tests only).
+
+    Processors stay attached to their providers (the SDK cannot remove them), switched
+    off, and are switched on again by the next configure() on the same provider.
+    """
     with _wiring.lock:
         if _wiring.uninstall_guards is not None:
             _wiring.uninstall_guards()
@@ -198,3 +266,4 @@ def reset_for_tests() -> None:
         for _, processor in _wiring.processors.values():
             processor.enabled = False
         _wiring.registry = None
+        _wiring.configured = False

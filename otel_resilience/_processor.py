@@ -2,6 +2,10 @@
 
 ``on_end`` runs on the application's thread and the SDK does not catch what it raises,
 so the whole body is guarded: a malformed span is skipped, never an error in the app.
+It runs for every client span, so it is written for speed: the SDK's own ``ReadableSpan``
+is read through its fields (the public properties copy the attributes into a proxy),
+classification is memoised by the registry, and the duration is computed only for a
+breaker that has a slow-call bound.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
+from ._breaker import CircuitBreaker
 from ._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE, http_status_is_failure
 from ._dependency import Dependency
 from ._registry import Registry
@@ -25,25 +30,31 @@ __all__ = ["BreakerSpanProcessor", "span_outcome"]
 
 _log = logging.getLogger("otel_resilience")
 
-_STATUS_KEYS = ("http.response.status_code", "http.status_code")
 _ERROR = StatusCode.ERROR
 _CLIENT = SpanKind.CLIENT
 _PRODUCER = SpanKind.PRODUCER
+_EMPTY: Mapping[str, Any] = {}
+# Seconds between two log lines about the same kind of error in on_end.
+_LOG_INTERVAL = 60.0
 
 
-def _plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """The span's attributes as the plain dict the SDK keeps them in, when it can be reached.
+def _event_error_type(span: ReadableSpan) -> str | None:
+    """``exception.type`` of the span's first ``exception`` event, if any."""
+    for event in span.events or ():
+        if event.name == "exception" and event.attributes:
+            value = event.attributes.get("exception.type")
+            if value:
+                return str(value)
+    return None
 
-    ``ReadableSpan.attributes`` is a read-only proxy over ``BoundedAttributes`` whose
-    ``get`` goes through the generic Mapping machinery: several times slower per lookup,
-    and on_end makes a dozen. The public mapping is the fallback when the layout differs.
-    """
-    bounded = getattr(span, "_attributes", None)
-    plain = getattr(bounded, "_dict", None)
-    if type(plain) is dict:
-        return plain
-    public = span.attributes
-    return public if public is not None else {}
+
+def _status_is_error(status: Any) -> bool:
+    if status is None:
+        return False
+    code = getattr(status, "_status_code", None)  # the public property, without the call
+    if code is None:
+        code = getattr(status, "status_code", None)
+    return code is _ERROR
 
 
 def span_outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> tuple[bool, str | None]:
@@ -51,29 +62,27 @@ def span_outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> tuple[boo
 
     For HTTP the response status decides first (5xx and 429 fail, other statuses mean
     the server answered, although the instrumentations mark every status >= 400 ERROR).
-    Otherwise an ERROR status or an ``error.type`` attribute is a failure.
+    Otherwise an ERROR status or an ``error.type`` attribute is a failure; its type is
+    ``error.type``, else the ``exception`` event's ``exception.type``.
     """
-    for key in _STATUS_KEYS:
-        raw = attributes.get(key)
-        if raw is not None:
-            try:
-                code = int(raw)
-            except (TypeError, ValueError):
-                break
-            if code > 0:
-                if http_status_is_failure(code):
-                    error_type = attributes.get("error.type")
-                    return True, str(error_type) if error_type else str(code)
-                return False, None
-            break
-    error_type = attributes.get("error.type")
-    status = span.status
-    if error_type or (status is not None and status.status_code is _ERROR):
+    get = attributes.get
+    raw = get("http.response.status_code")
+    if raw is None:
+        raw = get("http.status_code")
+    if raw is not None:
+        try:
+            code = int(raw)
+        except (TypeError, ValueError, OverflowError):
+            code = 0
+        if code > 0:
+            if http_status_is_failure(code):
+                error_type = get("error.type")
+                return True, str(error_type) if error_type else str(code)
+            return False, None
+    error_type = get("error.type")
+    if error_type or _status_is_error(getattr(span, "_status", None) or span.status):
         if not error_type:
-            for event in span.events or ():
-                if event.name == "exception" and event.attributes:
-                    error_type = event.attributes.get("exception.type")
-                    break
+            error_type = _event_error_type(span)
         return True, str(error_type) if error_type else "error"
     return False, None
 
@@ -81,10 +90,13 @@ def span_outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> tuple[boo
 class BreakerSpanProcessor(SpanProcessor):
     """Records every ended CLIENT span (and PRODUCER, when asked) on its dependency's breaker.
 
-    Spans of calls that a client guard handled (``_context.GUARDED``, or the span's
-    guarded/rejected marks) are skipped: the guard records them, so each call counts once.
-    Client spans that match no declared dependency become observe-only dependencies named
-    by their ``db.system`` or server address, up to ``max_discovered`` of them.
+    Spans of calls that a client guard handled are skipped, since the guard records them
+    and each call counts once: a span that ends while ``_context.GUARDED`` names its
+    dependency, or that carries the guarded or rejected mark. Client spans that match no
+    declared dependency become observe-only dependencies named by their ``db.system`` or
+    server address, up to ``max_discovered`` of them; their breakers are DISABLED, which
+    admits every call and still counts outcomes, so they show in metrics and health but
+    never reject.
     """
 
     def __init__(
@@ -97,14 +109,28 @@ class BreakerSpanProcessor(SpanProcessor):
     ) -> None:
         if max_discovered < 0:
             raise ValueError(f"max_discovered must be >= 0, got {max_discovered!r}")
-        self.registry = registry
+        self._registry = registry
         self.auto_discover = auto_discover
         self.max_discovered = max_discovered
         self.include_producer = include_producer
         self.enabled = True
+        # Dependency name -> (its breaker, whether it needs the span's duration).
+        self._targets: dict[str, tuple[CircuitBreaker, bool]] = {}
         self._discovered: set[str] = set()
         self._discover_lock = threading.Lock()
-        self._last_error_log = 0.0
+        self._last_logged: dict[str, float] = {}
+
+    @property
+    def registry(self) -> Registry:
+        """The registry whose breakers the spans feed; assigning another one repoints it."""
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
+        with self._discover_lock:
+            self._registry = registry
+            self._targets = {}
+            self._discovered = set()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Nothing to do when a span starts."""
@@ -112,40 +138,71 @@ class BreakerSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Record the span's outcome on its dependency's breaker; never raises."""
         try:
-            kind = getattr(span, "_kind", None) or span.kind
-            if kind is not _CLIENT and not (self.include_producer and kind is _PRODUCER):
+            if type(span) is ReadableSpan:
+                # What the SDK passes: read its fields, skipping the properties' copies.
+                kind = span._kind
+                status = span._status
+                bounded = span._attributes
+                attributes = getattr(bounded, "_dict", None)
+                if type(attributes) is not dict:
+                    attributes = bounded if isinstance(bounded, Mapping) else _EMPTY
+            else:
+                kind = span.kind
+                status = span.status
+                attributes = span.attributes or _EMPTY
+            if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
                 return
-            if not self.enabled or GUARDED.get() is not None:
-                # Ended inside a client guard's call: the guard counted it.
+            if not self.enabled:
                 return
-            attributes = _plain_attributes(span)
             if attributes.get(GUARDED_ATTRIBUTE) or attributes.get(REJECTED_ATTRIBUTE):
                 return
-            registry = self.registry
-            name = registry.classify(attributes)
+            registry = self._registry
+            name = registry._classifier.classify(attributes)  # Registry.classify, one call less
             if name is None:
                 if not self.auto_discover:
                     return
-                name = self._discover(attributes)
+                name = self._discover(registry, attributes)
                 if name is None:
                     return
-            entry = registry._entries[name]
-            failed, error_type = span_outcome(span, attributes)
+            guarded = GUARDED.get()
+            if guarded is not None and guarded == name:
+                return  # ended inside a client guard's call of this dependency: counted there
+            target = self._targets.get(name)
+            if target is None:
+                breaker = registry.breaker(name)
+                target = (breaker, breaker.policy.slow_call_seconds is not None)
+                self._targets[name] = target
+            breaker, timed = target
+            get = attributes.get
+            if (
+                get("http.response.status_code") is None
+                and get("http.status_code") is None
+                and not get("error.type")
+                and not _status_is_error(status)
+            ):
+                failed, error_type = False, None  # the common case, without the full rules
+            else:
+                failed, error_type = span_outcome(span, attributes)
             duration = 0.0
-            if failed or entry.timed:
-                # Only slow-call accounting needs the duration.
+            if timed:
                 start, end = span.start_time, span.end_time
-                if start is not None and end is not None:
+                if isinstance(start, int) and isinstance(end, int):
                     duration = (end - start) / 1e9
             if failed:
-                entry.breaker.record_failure(duration, error_type)
+                breaker.record_failure(duration, error_type)
             else:
-                entry.breaker.record_success(duration)
-        except Exception:
-            self._log_error()
+                breaker.record_success(duration)
+        except Exception as exc:
+            self._log_error(exc)
 
-    def _discover(self, attributes: Mapping[str, Any]) -> str | None:
-        """The observe-only dependency for an unmatched span, declared on first sight."""
+    def _discover(self, registry: Registry, attributes: Mapping[str, Any]) -> str | None:
+        """The observe-only dependency for an unmatched span, declared on first sight.
+
+        The dependency's ``match`` is the attribute it was grouped by, so later spans of
+        the group classify to it directly and do not come back here.
+        """
+        if len(self._discovered) >= self.max_discovered:
+            return None
         system = lookup(attributes, "db.system")
         if system:
             base, match = system, {"db.system": system}
@@ -154,28 +211,40 @@ class BreakerSpanProcessor(SpanProcessor):
             if not address:
                 return None
             base, match = address, {"server.address": address}
-        registry = self.registry
-        if base in self._discovered:
-            return base
-        auto_name = f"auto:{base}"
-        if auto_name in self._discovered:
-            return auto_name
         with self._discover_lock:
+            if registry is not self._registry:
+                return None  # repointed meanwhile: the span belongs to the old wiring
+            if base in self._discovered:
+                return base
+            auto_name = f"auto:{base}"
+            if auto_name in self._discovered:
+                return auto_name
             if len(self._discovered) >= self.max_discovered:
                 return None
             name = base if base not in registry else auto_name
             if name in registry:
-                return name if name in self._discovered else None
+                return None  # a declared dependency has this name and did not match
             registry.add(Dependency(name, match=match, observe_only=True))
             self._discovered.add(name)
             return name
 
-    def _log_error(self) -> None:
-        # At most one line a minute: a bad span shape repeats on every call.
+    def _log_error(self, exc: Exception) -> None:
+        # A bad span shape repeats on every call: one line per kind of error a minute.
+        kind = type(exc).__name__
         now = time.monotonic()
-        if now - self._last_error_log >= 60.0:
-            self._last_error_log = now
-            _log.warning("otel_resilience: could not record a span on its breaker", exc_info=True)
+        last = self._last_logged.get(kind)
+        if last is not None and now - last < _LOG_INTERVAL:
+            return
+        if len(self._last_logged) > 100:
+            self._last_logged.clear()
+        self._last_logged[kind] = now
+        _log.warning(
+            "otel_resilience: could not record a span on its breaker (%s); further %s "
+            "errors are logged at most once a minute",
+            kind,
+            kind,
+            exc_info=True,
+        )
 
     def shutdown(self) -> None:
         """Stop recording spans."""

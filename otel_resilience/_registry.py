@@ -15,7 +15,7 @@ from ._dependency import Dependency
 from ._errors import UnknownDependencyError
 from ._guard import MISSING, Entry, Guard
 from ._health import HealthReport, health_report
-from ._semconv import SOURCES, lookup
+from ._semconv import Classifier
 
 __all__ = ["Registry", "TelemetrySettings"]
 
@@ -58,7 +58,7 @@ class Registry:
         self.source = source
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
-        self._matchers: tuple[tuple[str, tuple[tuple[str, tuple[str, ...], str], ...]], ...] = ()
+        self._classifier = Classifier(())
         self._fallback_counts: dict[tuple[str, str], int] = {}
         self._transition_listeners: list[Listener] = []
         for dependency in dependencies:
@@ -93,16 +93,13 @@ class Registry:
             entries = dict(self._entries)
             entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
             self._entries = entries
-            self._matchers = tuple(
-                (
-                    name,
-                    tuple(
-                        (key, SOURCES.get(key, (key,)), value)
-                        for key, value in entry.dependency.match.items()
-                    ),
+            # A new classifier (and cache) for the new set: readers never see a mix.
+            self._classifier = Classifier(
+                tuple(
+                    (name, tuple(entry.dependency.match.items()))
+                    for name, entry in entries.items()
+                    if entry.dependency.match
                 )
-                for name, entry in entries.items()
-                if entry.dependency.match
             )
         return dependency
 
@@ -162,25 +159,12 @@ class Registry:
     # -- classification --------------------------------------------------------------
 
     def classify(self, attributes: Mapping[str, Any]) -> str | None:
-        """The first declared dependency whose ``match`` holds for these span attributes."""
-        matchers = self._matchers
-        if not matchers:
-            return None
-        get = attributes.get
-        for name, pairs in matchers:
-            for key, sources, value in pairs:
-                # The span's own keys first, newest convention first: a dict lookup each.
-                for source in sources:
-                    found = get(source)
-                    if found is not None:
-                        break
-                else:
-                    found = lookup(attributes, key)  # the host or port of a URL, or None
-                if found is None or (found != value and str(found) != value):
-                    break
-            else:
-                return name
-        return None
+        """The first declared dependency whose ``match`` holds for these span attributes.
+
+        Memoised by the attribute values the matchers read (``_semconv.Classifier``): this
+        runs for every client span.
+        """
+        return self._classifier.classify(attributes)
 
     # -- fallbacks -------------------------------------------------------------------
 

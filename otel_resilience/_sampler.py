@@ -4,6 +4,11 @@ A span that is not recorded never reaches a span processor, so a breaker behind 
 sampler would see 1% of the calls. Where the wrapped sampler drops a client span that
 belongs to a dependency, this one answers RECORD_ONLY instead: processors see the span,
 exporters do not (it is not sampled), so export volume still follows the user's sampler.
+
+The sampler sees only the attributes given at span start. The asyncpg and httpx
+instrumentations pass theirs there; redis-py's sets them after the span has started, so
+a client span that names no server at all at start is kept too: the processor decides
+when it ends, and drops it if it belongs to no dependency.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from ._registry import Registry
-from ._semconv import lookup
+from ._semconv import SOURCES, lookup
 
 __all__ = ["ResilienceSampler"]
+
+# Attributes that say which server a client span talks to, in either convention.
+_SERVER_KEYS = (*{key for keys in SOURCES.values() for key in keys}, "url.full", "http.url")
 
 
 class ResilienceSampler(Sampler):
@@ -45,21 +53,29 @@ class ResilienceSampler(Sampler):
         result = self.wrapped.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
-        if result.decision is not Decision.DROP or kind is not SpanKind.CLIENT or not attributes:
+        if result.decision is not Decision.DROP or kind is not SpanKind.CLIENT:
             return result
         try:
-            keep = self.registry.classify(attributes) is not None or (
-                self.include_discovered
-                and (
-                    lookup(attributes, "db.system") is not None
-                    or lookup(attributes, "server.address") is not None
-                )
-            )
+            keep = self._belongs_to_a_dependency(attributes)
         except Exception:  # a sampler must never fail span creation
             return result
         if not keep:
             return result
         return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
+
+    def _belongs_to_a_dependency(self, attributes: Attributes) -> bool:
+        """Whether a client span with these start attributes may feed a breaker."""
+        if not attributes:
+            return True  # nothing to tell by yet (redis-py): the processor decides
+        if self.registry.classify(attributes) is not None:
+            return True
+        names_a_server = any(attributes.get(key) is not None for key in _SERVER_KEYS)
+        if not names_a_server:
+            return True
+        return self.include_discovered and (
+            lookup(attributes, "db.system") is not None
+            or lookup(attributes, "server.address") is not None
+        )
 
     def get_description(self) -> str:
         return f"ResilienceSampler{{{self.wrapped.get_description()}}}"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ALIASES", "SOURCES", "canonical_key", "lookup", "normalize"]
+__all__ = ["ALIASES", "SOURCES", "Classifier", "canonical_key", "lookup", "normalize"]
 
 # Old or new name -> the canonical name that ``match`` blocks and classification use.
 ALIASES: dict[str, str] = {
@@ -83,3 +83,110 @@ def normalize(attributes: Mapping[str, Any] | None) -> dict[str, str]:
         else:
             result[canonical] = value
     return result
+
+
+_MISSING: Any = object()
+_CACHE_SIZE = 1024
+
+
+Matchers = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+class Classifier:
+    """``matchers`` (dependency name, (canonical key, expected value) pairs) as a fast,
+    memoised function of span attributes: the first dependency whose pairs all hold.
+
+    Span attributes repeat (a service talks to a handful of servers), so the answer is
+    cached by the raw values of the attributes the matchers can read, and ``classify``
+    is generated code that reads exactly those keys (a generic loop costs several times
+    more, and this runs for every client span). URLs enter the key by scheme and
+    authority only, so paths do not fill the cache; the cache is bounded and emptied
+    when full.
+    """
+
+    __slots__ = ("_cache", "_matchers", "classify")
+
+    def __init__(self, matchers: Matchers) -> None:
+        self._matchers = matchers
+        self._cache: dict[tuple[Any, ...], str | None] = {}
+        keys: dict[str, None] = {}
+        uses_url = False
+        for _, pairs in matchers:
+            for canonical, _ in pairs:
+                for key in SOURCES.get(canonical, (canonical,)):
+                    keys[key] = None
+                if canonical in ("server.address", "server.port"):
+                    uses_url = True
+        if uses_url:
+            for key in SOURCES["server.address"]:
+                keys[key] = None
+        self.classify: Callable[[Mapping[str, Any]], str | None] = (
+            self._compile(tuple(keys), uses_url) if matchers else _nothing
+        )
+
+    def _compile(self, keys: tuple[str, ...], uses_url: bool) -> Callable[..., str | None]:
+        # The keys are embedded with repr(), so any string (a user's match key) is safe.
+        reads = ", ".join(f"get({key!r})" for key in keys)
+        lines = [
+            "def classify(attributes):",
+            "    get = attributes.get",
+            f"    key = ({reads},)",
+        ]
+        if uses_url:
+            # The URL is consulted only when the span names no server address.
+            absent = " and ".join(
+                f"key[{keys.index(key)}] is None" for key in SOURCES["server.address"]
+            )
+            # The URL enters the key as ``scheme://authority`` (cut with one C-level split,
+            # any other shape whole): every URL with the same prefix has the same host and
+            # port, and paths do not fill the cache.
+            lines += [
+                f"    if {absent}:",
+                "        url = get('url.full')",
+                "        if not isinstance(url, str) or not url:",
+                "            url = get('http.url')",
+                "            if not isinstance(url, str) or not url:",
+                "                url = None",
+                "        if url is not None:",
+                "            parts = url.split('/', 3)",
+                "            if len(parts) > 2 and not parts[1]:",
+                "                authority = parts[2]",
+                "                if '?' not in authority and '#' not in authority:",
+                "                    url = parts[0] + '//' + authority",
+                "        key = (*key, url)",
+            ]
+        lines += [
+            "    try:",
+            "        found = cache.get(key, missing)",
+            "    except TypeError:",  # an unhashable value (not from the SDK): no caching
+            "        return match(attributes)",
+            "    if found is not missing:",
+            "        return found",
+            "    found = match(attributes)",
+            f"    if len(cache) >= {_CACHE_SIZE}:",
+            "        cache.clear()",
+            "    cache[key] = found",
+            "    return found",
+        ]
+        namespace: dict[str, Any] = {
+            "cache": self._cache,
+            "missing": _MISSING,
+            "match": self.match,
+        }
+        exec("\n".join(lines), namespace)  # the keys are embedded with repr(): no injection
+        classify: Callable[..., str | None] = namespace["classify"]
+        return classify
+
+    def match(self, attributes: Mapping[str, Any]) -> str | None:
+        """The uncached answer: every pair compared through ``lookup``."""
+        for name, pairs in self._matchers:
+            for canonical, value in pairs:
+                if lookup(attributes, canonical) != value:
+                    break
+            else:
+                return name
+        return None
+
+
+def _nothing(attributes: Mapping[str, Any]) -> None:
+    return None

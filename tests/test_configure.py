@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -144,7 +146,7 @@ for _ in range(3):
     except redis.exceptions.ConnectionError:
         pass
 registry = get_registry()
-print(json.dumps({{
+print("RESULT", json.dumps({{
     "service": registry.service,
     "states": {{name: b.state.value for name, b in registry.breakers().items()}},
     "good_value": good.get("k").decode(),
@@ -179,6 +181,72 @@ def test_opentelemetry_instrument_wires_everything(tmp_path: Path) -> None:
             "OTEL_RESILIENCE_CONFIG": str(config),
             "OTEL_PYTHON_DISTRO": "otel_resilience",
             "OTEL_PYTHON_CONFIGURATOR": "otel_resilience",
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+        result = subprocess.run(
+            [instrument, sys.executable, str(app)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    report = result_of(result.stdout)
+    assert report["service"] == "auto-svc"
+    assert report["states"]["cache"] == "open"
+    assert report["states"]["redis"] == "disabled"  # the good server: observe-only
+    assert report["good_value"] == "v"
+    assert '"db.system": "redis"' in result.stdout  # the usual exporter still gets the spans
+
+
+def result_of(stdout: str) -> dict[str, Any]:
+    """The JSON the app printed after its RESULT marker."""
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, stdout
+    report: dict[str, Any] = json.loads(lines[0].removeprefix("RESULT "))
+    return report
+
+
+OTHER_CONFIGURATOR = """
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
+
+class OtherConfigurator(_OTelSDKConfigurator):
+    \"\"\"Stands in for opentelemetry-distro's configurator, which adds nothing either.\"\"\"
+"""
+
+
+def test_another_configurator_chosen_still_wires_breakers(tmp_path: Path) -> None:
+    """When another installed configurator is chosen (as with opentelemetry-distro), the
+    pre-instrument hook still adds the breaker processor to the providers it set up."""
+    instrument = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+    assert instrument is not None
+    site = tmp_path / "site"
+    (site / "other_configurator-1.0.dist-info").mkdir(parents=True)
+    (site / "other_configurator-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: other-configurator\nVersion: 1.0\n"
+    )
+    (site / "other_configurator-1.0.dist-info" / "entry_points.txt").write_text(
+        "[opentelemetry_configurator]\nother = other_configurator:OtherConfigurator\n"
+    )
+    (site / "other_configurator.py").write_text(OTHER_CONFIGURATOR)
+    bad_port = free_port()
+    config = tmp_path / "resilience.yaml"
+    config.write_text(
+        f"dependencies:\n  cache:\n    match: {{db.system: redis, server.port: {bad_port}}}\n"
+        "    breaker: {consecutive_failures: 3, open_seconds: 30}\n"
+    )
+    with redis_server() as server:
+        app = tmp_path / "app.py"
+        app.write_text(SCRIPT.format(good_port=server.port, bad_port=bad_port))
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(site),
+            "OTEL_RESILIENCE_CONFIG": str(config),
+            "OTEL_PYTHON_CONFIGURATOR": "other",
             "OTEL_TRACES_EXPORTER": "none",
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
@@ -192,11 +260,36 @@ def test_opentelemetry_instrument_wires_everything(tmp_path: Path) -> None:
             check=False,
         )
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["service"] == "auto-svc"
+    assert "Configuration of otel_resilience not loaded" in result.stderr
+    report = result_of(result.stdout)
     assert report["states"]["cache"] == "open"
-    assert report["states"]["redis"] == "disabled"  # the good server: observe-only
     assert report["good_value"] == "v"
+
+
+def test_configure_on_another_provider_switches_the_first_off() -> None:
+    """configure() with a new tracer provider stops the processor on the old one."""
+    old, new = TracerProvider(), TracerProvider()
+    first = configure(CONFIG, tracer_provider=old, meter_provider=MeterProvider(), instrument=False)
+    second = configure(
+        CONFIG, tracer_provider=new, meter_provider=MeterProvider(), instrument=False
+    )
+    client_span(old)
+    client_span(new)
+    assert first.breaker("redis").snapshot().total_successes == 0
+    assert second.breaker("redis").snapshot().total_successes == 1
+
+
+def test_configure_after_reset_reuses_the_processor() -> None:
+    """A provider configured, reset and configured again keeps one breaker processor."""
+    provider = TracerProvider()
+    configure(CONFIG, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False)
+    reset_for_tests()
+    registry = configure(
+        CONFIG, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False
+    )
+    client_span(provider)
+    assert len(provider._active_span_processor._span_processors) == 1
+    assert registry.breaker("redis").snapshot().total_successes == 1
 
 
 def test_configure_guards_and_spans_count_each_call_once() -> None:
@@ -351,3 +444,17 @@ def test_golden_path_through_opentelemetry_instrument(tmp_path: Path) -> None:
     assert report["states_after"]["cache"] == "closed"
     assert '"name": "resilience.breaker.state"' in output
     assert '"name": "resilience.breaker.transitions"' in output
+
+
+def test_tracers_made_before_configure_get_the_sampler_wrapper() -> None:
+    """A tracer created before configure() (an early instrumentation) keeps dependency spans
+    recorded under a sampler that drops everything."""
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    early = provider.get_tracer("early")
+    registry = configure(
+        CONFIG, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False
+    )
+    span = early.start_span("GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"})
+    assert span.is_recording()
+    span.end()
+    assert registry.breaker("redis").snapshot().total_successes == 1

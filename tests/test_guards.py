@@ -402,7 +402,7 @@ async def test_prober_closes_a_guarded_breaker_with_no_traffic(pg_proxy: FaultPr
     for _ in guarded(registry):
         pg_proxy.stop()
         for _ in range(2):
-            with pytest.raises(OSError):
+            with pytest.raises(ConnectionRefusedError):
                 await asyncpg.connect(dsn, timeout=1)
         breaker = registry.breaker("postgres")
         assert breaker.state is State.OPEN

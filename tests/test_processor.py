@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -253,3 +255,191 @@ def test_sampler_keeps_dependency_spans_recorded(registry: Registry) -> None:
     tracer = provider.get_tracer("test")
     assert not tracer.start_span("internal").is_recording()
     assert "AlwaysOffSampler" in provider.sampler.get_description()
+
+
+def test_producer_spans_only_when_asked(registry: Registry) -> None:
+    """PRODUCER spans feed breakers only with include_producer=True."""
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    emit(provider, {"db.system": "redis"}, kind=SpanKind.PRODUCER)
+    assert totals(registry, "redis") == (0, 0)
+    provider.add_span_processor(BreakerSpanProcessor(registry, include_producer=True))
+    emit(provider, {"db.system": "redis"}, kind=SpanKind.PRODUCER)
+    assert totals(registry, "redis") == (1, 0)
+
+
+def test_old_semconv_peer_name_and_port(registry: Registry) -> None:
+    """net.peer.name / net.peer.port classify like server.address / server.port."""
+    registry.add(
+        Dependency("cache", match={"server.address": "cache.internal", "server.port": 6380})
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    emit(provider, {"net.peer.name": "cache.internal", "net.peer.port": 6380})
+    emit(provider, {"server.address": "cache.internal", "server.port": "6380"})
+    emit(provider, {"url.full": "http://cache.internal:6380/x", "http.response.status_code": 204})
+    emit(provider, {"net.peer.name": "cache.internal", "net.peer.port": 6381})  # another port
+    assert totals(registry, "cache") == (3, 0)
+
+
+def test_http_status_wins_over_error_type(provider: TracerProvider, registry: Registry) -> None:
+    """A 404 with error.type set (as the stable HTTP conventions do) is a success; a 503
+    keeps its error.type as the breaker's last error."""
+    emit(provider, {"server.address": "api.internal", "http.response.status_code": 404,
+                    "error.type": "404"}, error=True)  # fmt: skip
+    assert totals(registry, "api") == (1, 0)
+    emit(provider, {"server.address": "api.internal", "http.response.status_code": 503,
+                    "error.type": "503"}, error=True)  # fmt: skip
+    assert totals(registry, "api") == (1, 1)
+    assert registry.breaker("api").snapshot().last_error_type == "503"
+
+
+def test_error_type_without_status_is_a_failure(
+    provider: TracerProvider, registry: Registry
+) -> None:
+    """An error.type attribute alone (status UNSET) is a failure of that type."""
+    emit(provider, {"db.system": "postgresql", "error.type": "TimeoutError"})
+    assert totals(registry, "pg") == (0, 1)
+    assert registry.breaker("pg").snapshot().last_error_type == "TimeoutError"
+
+
+def test_repointed_processor_feeds_the_new_registry(registry: Registry) -> None:
+    """Assigning processor.registry sends later spans to the new registry's breakers."""
+    processor = BreakerSpanProcessor(registry)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    emit(provider, {"db.system": "redis"})
+    other = make_registry()
+    processor.registry = other
+    emit(provider, {"db.system": "redis"})
+    assert totals(registry, "redis") == (1, 0)
+    assert totals(other, "redis") == (1, 0)
+
+
+def test_discovery_from_many_threads_respects_the_cap() -> None:
+    """Spans ending on many threads at once discover each group once, within the cap."""
+    registry = Registry()
+    processor = BreakerSpanProcessor(registry, max_discovered=5)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    barrier = threading.Barrier(8)
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        for round_ in range(20):
+            emit(provider, {"server.address": f"host{(index + round_) % 10}.example"})
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    discovered = [dep for dep in registry if dep.observe_only]
+    assert len(discovered) == 5
+    counted = sum(registry.breaker(dep.name).snapshot().total_successes for dep in discovered)
+    assert 0 < counted <= 160
+
+
+def test_errors_inside_on_end_are_logged_once_per_kind(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A span that makes on_end fail is skipped with one log line per kind of error."""
+
+    class Broken:
+        @property
+        def kind(self) -> SpanKind:
+            raise RuntimeError("broken span")
+
+    processor = BreakerSpanProcessor(registry)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        for _ in range(5):
+            processor.on_end(Broken())  # type: ignore[arg-type]
+    assert len(caplog.records) == 1
+    assert "RuntimeError" in caplog.records[0].getMessage()
+
+
+def test_huge_and_odd_attribute_values_are_handled(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Megabyte strings, huge ints, NaN, sequences, bools and a missing status are handled
+    by the rules themselves: nothing raises and the error path is never taken."""
+    provider = TracerProvider()
+    processor = BreakerSpanProcessor(registry)
+    provider.add_span_processor(processor)
+    huge = "x" * 1_000_000
+    odd: list[Any] = [huge, 10**30, float("nan"), ("a", "b"), True, -1, 0.5, ""]
+    with caplog.at_level(logging.WARNING, logger="otel_resilience"):
+        for value in odd:
+            emit(provider, {key: value for key in KEYS if key != GUARDED_ATTRIBUTE}, error=True)
+            emit(provider, {"db.system": "redis", "http.status_code": value})
+        span = provider.get_tracer("t").start_span(
+            "x", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}
+        )
+        span._status = None  # type: ignore[assignment]  # a span with no status at all
+        span.end()
+    assert caplog.records == []
+    assert sum(totals(registry, "redis")) == len(odd) + 1
+
+
+KEYS = [
+    "db.system",
+    "db.system.name",
+    "server.address",
+    "net.peer.name",
+    "server.port",
+    "net.peer.port",
+    "http.url",
+    "url.full",
+    "http.status_code",
+    "http.response.status_code",
+    "error.type",
+    "peer.service",
+    GUARDED_ATTRIBUTE,
+    REJECTED_ATTRIBUTE,
+]
+
+ODD_URLS = [
+    "http://api.internal:8/x",
+    "https://API.internal/x",
+    "//api.internal/x",
+    "api.internal",
+    "a?b://api.internal/x",
+    "http://api.internal?x=/y",
+    "http://user:pw@api.internal:8#f",
+    "http://[::1]:8/x",
+    "http://api.internal:99999/x",
+    "ht\ttp://api.internal/",
+    "http:/api.internal/x",
+]
+
+any_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.sampled_from(["redis", "postgresql", "api.internal", "6379", "http://api.internal:8/x"]),
+    st.sampled_from(ODD_URLS),
+    st.builds(
+        "{}{}{}".format,
+        st.sampled_from(ODD_URLS),
+        st.sampled_from(["", "/", "?", "#"]),
+        st.text(max_size=8),
+    ),
+    st.lists(st.text(max_size=5), max_size=3).map(tuple),
+)
+
+
+@given(
+    spans=st.lists(
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=10)), any_values),
+        max_size=6,
+    )
+)
+def test_memoised_classification_equals_the_plain_rules(spans: list[dict[str, Any]]) -> None:
+    """The cached, generated classifier gives the same answer as matching pair by pair."""
+    ported = Dependency("ported", match={"server.address": "api.internal", "server.port": 8})
+    registry = Registry([ported, *make_registry()])
+    classifier = registry._classifier
+    for attributes in spans * 2:  # the second pass answers from the cache
+        assert registry.classify(attributes) == classifier.match(attributes)

@@ -1,0 +1,111 @@
+"""ResilienceSampler: breakers see every dependency call whatever the user's sampler drops."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from otel_resilience import (
+    BreakerPolicy,
+    BreakerSpanProcessor,
+    Dependency,
+    Registry,
+    ResilienceSampler,
+    State,
+)
+from tests.support.health_servers import redis_server
+
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def make_registry() -> Registry:
+    policy = BreakerPolicy(consecutive_failures=3, open_seconds=60)
+    return Registry([Dependency("redis", match={"db.system": "redis"}, policy=policy)])
+
+
+@pytest.fixture
+def instrumented() -> Iterator[tuple[Registry, TracerProvider, InMemorySpanExporter]]:
+    """The OTel redis instrumentation on a provider that samples nothing, with the wrapper."""
+    registry = make_registry()
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ResilienceSampler(TraceIdRatioBased(0), registry))
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    try:
+        yield registry, provider, exported
+    finally:
+        RedisInstrumentor().uninstrument()
+        provider.shutdown()
+
+
+def test_redis_spans_reach_the_breaker_at_sampling_rate_zero(
+    instrumented: tuple[Registry, TracerProvider, InMemorySpanExporter],
+) -> None:
+    """redis-py spans (attributes set after start) are recorded but not exported at ratio 0."""
+    registry, _, exported = instrumented
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
+    for _ in range(5):
+        client.get("otel_resilience:test_sampler")
+    assert registry.breaker("redis").snapshot().total_successes == 5
+    assert exported.get_finished_spans() == ()
+
+
+def test_killed_redis_opens_the_breaker_through_unsampled_spans(
+    instrumented: tuple[Registry, TracerProvider, InMemorySpanExporter],
+) -> None:
+    """With nothing sampled and no guards, a killed redis-server still opens the breaker."""
+    registry, _, exported = instrumented
+    with redis_server() as server:
+        client = redis.Redis(
+            port=server.port, socket_timeout=1, socket_connect_timeout=1, retry=NO_RETRY
+        )
+        client.set("k", "v")
+        server.stop()
+        for _ in range(3):
+            with pytest.raises(redis.exceptions.ConnectionError):
+                client.get("k")
+    snapshot = registry.breaker("redis").snapshot()
+    assert (snapshot.state, snapshot.total_successes, snapshot.total_failures) == (
+        State.OPEN,
+        1,
+        3,
+    )
+    assert exported.get_finished_spans() == ()
+
+
+def decide(sampler: ResilienceSampler, kind: SpanKind, attributes: dict[str, object]) -> Decision:
+    return sampler.should_sample(None, 1, "span", kind, attributes).decision
+
+
+def test_decisions_by_kind_and_start_attributes() -> None:
+    """Dropped client spans of a dependency, of a discoverable group, or naming no server
+    become RECORD_ONLY; other kinds and spans of no dependency stay dropped."""
+    sampler = ResilienceSampler(ALWAYS_OFF, make_registry(), include_discovered=False)
+    record_only, drop = Decision.RECORD_ONLY, Decision.DROP
+    assert decide(sampler, SpanKind.CLIENT, {"db.system": "redis"}) is record_only
+    assert decide(sampler, SpanKind.CLIENT, {}) is record_only  # redis-py: told at end
+    assert decide(sampler, SpanKind.CLIENT, {"db.statement": "GET ?"}) is record_only
+    assert decide(sampler, SpanKind.CLIENT, {"db.system": "mysql"}) is drop
+    assert decide(sampler, SpanKind.SERVER, {"db.system": "redis"}) is drop
+    assert decide(sampler, SpanKind.INTERNAL, {}) is drop
+    discovering = ResilienceSampler(ALWAYS_OFF, make_registry())
+    assert decide(discovering, SpanKind.CLIENT, {"db.system": "mysql"}) is record_only
+    assert decide(discovering, SpanKind.CLIENT, {"url.full": "https://x.example/"}) is record_only
+
+
+def test_sampled_spans_keep_the_wrapped_decision() -> None:
+    """When the wrapped sampler samples, its decision is returned unchanged."""
+    sampler = ResilienceSampler(ALWAYS_ON, make_registry())
+    assert decide(sampler, SpanKind.CLIENT, {"db.system": "redis"}) is Decision.RECORD_AND_SAMPLE
+    assert sampler.get_description() == "ResilienceSampler{AlwaysOnSampler}"
