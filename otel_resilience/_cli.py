@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -123,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file, console)
     if args.command == "demo":
+        # gRPC's C core logs connection events (GOAWAY on a collector outage) to stderr at
+        # info level; the demo's own view says what happens to telemetry.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         from .demo._runner import run_demo
 
         scenarios = [s.strip() for s in args.scenarios.split(",")] if args.scenarios else None
