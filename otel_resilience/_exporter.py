@@ -276,6 +276,18 @@ class _Resilient(Generic[R]):
             return done.result
         return result
 
+    def _flush(self, timeout_millis: float) -> bool:
+        """The inner exporter's force_flush, waiting at most the deadline."""
+        if self._shutdown:
+            return False
+        try:
+            result = self._bounded(
+                lambda: self.exporter.force_flush(timeout_millis), timeout_millis
+            )
+        except Exception:
+            return False
+        return result is True
+
     def _close(self, call: Callable[[], Any]) -> None:
         if self._shutdown:
             return
@@ -316,15 +328,7 @@ class ResilientSpanExporter(SpanExporter, _Resilient[SpanExportResult]):
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        if self._shutdown:
-            return False
-        try:
-            result = self._bounded(
-                lambda: self.exporter.force_flush(timeout_millis), timeout_millis
-            )
-        except Exception:
-            return False
-        return result is True
+        return self._flush(timeout_millis)
 
     def shutdown(self) -> None:
         self._close(self.exporter.shutdown)
@@ -378,15 +382,7 @@ class ResilientMetricExporter(MetricExporter, _Resilient[MetricExportResult]):
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        if self._shutdown:
-            return False
-        try:
-            result = self._bounded(
-                lambda: self.exporter.force_flush(timeout_millis), timeout_millis
-            )
-        except Exception:
-            return False
-        return result is True
+        return self._flush(timeout_millis)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         inner = self.exporter
@@ -422,15 +418,7 @@ class ResilientLogExporter(_Resilient[Any]):
         return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        if self._shutdown:
-            return False
-        try:
-            result = self._bounded(
-                lambda: self.exporter.force_flush(timeout_millis), timeout_millis
-            )
-        except Exception:
-            return False
-        return result is True
+        return self._flush(timeout_millis)
 
     def shutdown(self) -> None:
         self._close(self.exporter.shutdown)

@@ -62,27 +62,10 @@ def install_redis(patcher: Patcher) -> None:
             setattr(pool, cache_attribute, (patcher, name, decode))
         return name, decode
 
-    def rejected(call: Call, commands: list[tuple[Any, ...]], decode: bool) -> list[Any]:
-        """Serve ``commands`` from the fallback, or raise the open-circuit error."""
-        entry = call.entry
-        fallback = entry.fallback
-        if fallback is not None:
-            try:
-                if isinstance(fallback, MemoryCache):
-                    results = [fallback.execute(args, decode=decode) for args in commands]
-                else:
-                    results = [fallback(*args) for args in commands]
-            except UnsupportedCommand:
-                pass
-            else:
-                entry.on_fallback(entry.name, "open")
-                return results
-        raise RedisCircuitOpenError(entry.name, entry.breaker.retry_after())
-
-    def failed_over(
-        call: Call, exc: BaseException, commands: list[tuple[Any, ...]], decode: bool
+    def serve(
+        call: Call, commands: list[tuple[Any, ...]], decode: bool, reason: str
     ) -> list[Any] | None:
-        """After a failed call: fallback results, or None to re-raise."""
+        """Answer ``commands`` from the fallback (counted under ``reason``), or None."""
         entry = call.entry
         fallback = entry.fallback
         if fallback is None:
@@ -94,9 +77,23 @@ def install_redis(patcher: Patcher) -> None:
                 results = [fallback(*args) for args in commands]
         except UnsupportedCommand:
             return None
-        reason = "timeout" if isinstance(exc, redis.exceptions.TimeoutError) else "error"
         entry.on_fallback(entry.name, reason)
         return results
+
+    def rejected(call: Call, commands: list[tuple[Any, ...]], decode: bool) -> list[Any]:
+        """Serve ``commands`` from the fallback, or raise the open-circuit error."""
+        served = serve(call, commands, decode, "open")
+        if served is None:
+            entry = call.entry
+            raise RedisCircuitOpenError(entry.name, entry.breaker.retry_after())
+        return served
+
+    def failed_over(
+        call: Call, exc: BaseException, commands: list[tuple[Any, ...]], decode: bool
+    ) -> list[Any] | None:
+        """After a failed call: fallback results, or None to re-raise."""
+        reason = "timeout" if isinstance(exc, redis.exceptions.TimeoutError) else "error"
+        return serve(call, commands, decode, reason)
 
     def observe(call: Call, commands: list[tuple[Any, ...]], results: list[Any]) -> None:
         fallback = call.entry.fallback
