@@ -96,7 +96,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
             "breaker": {"call_timeout_seconds": 1.0},
         },
     },
-    "telemetry": {"criticality": "monitoring", "export_timeout_seconds": 1.0},
+    "telemetry": {
+        "criticality": "monitoring",
+        "export_timeout_seconds": 0.4,
+        "breaker": {"open_seconds": 1.0, "max_open_seconds": 2.0},
+    },
 }
 
 # What a user loses while an optional dependency is down, in the words the user is sent.
