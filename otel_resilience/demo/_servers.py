@@ -179,7 +179,12 @@ class _LoopThread:
 
 
 class FaultProxy:
-    """A TCP proxy in front of ``target``: ``forward``, ``blackhole``, ``stop`` (refuse)."""
+    """A TCP proxy on a free port in front of ``target``, in its own thread and event loop.
+
+    Modes: ``forward`` (pass bytes both ways), ``blackhole`` (accept, never answer),
+    and ``stop()`` / ``start()`` (stop listening: connections are refused).
+    ``cut()`` closes every open connection. The demo and the test suite both use it.
+    """
 
     def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
         self.target = (target_host, target_port)
@@ -227,6 +232,9 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
+        await self._cut()
+
+    async def _cut(self) -> None:
         for writer in list(self._writers):
             with contextlib.suppress(OSError):
                 writer.close()
@@ -243,7 +251,16 @@ class FaultProxy:
         self._runner.run(self._close())
 
     def blackhole(self) -> None:
+        """Keep accepting, never answer, and hang the open connections too."""
         self.mode = "blackhole"
+
+    def forward(self) -> None:
+        """Pass bytes both ways again."""
+        self.mode = "forward"
+
+    def cut(self) -> None:
+        """Close every open connection (the listener stays)."""
+        self._runner.run(self._cut())
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -5,7 +5,6 @@ Named for the health work so they do not collide with other helpers' support mod
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -17,6 +16,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
+from otel_resilience.demo._servers import FaultProxy
 
 __all__ = ["FaultProxy", "RedisServer", "free_port", "need_tool", "redis_server"]
 
@@ -111,100 +112,6 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-class FaultProxy:
-    """A TCP proxy on a free port in front of ``target``, in its own thread and event loop.
-
-    Modes: ``forward`` (pass bytes both ways), ``blackhole`` (accept, never answer),
-    and ``stop()`` / ``start()`` (stop listening: connections are refused).
-    ``cut()`` closes every open connection.
-    """
-
-    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
-        self.target = (target_host, target_port)
-        self.port = port or free_port()
-        self.mode = "forward"
-        self._loop = asyncio.new_event_loop()
-        self._server: asyncio.base_events.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def _call(self, coro: object, timeout: float = 5.0) -> object:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
-        return future.result(timeout)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        upstream_writer: asyncio.StreamWriter | None = None
-        try:
-            if self.mode == "blackhole":
-                await reader.read()  # hold the connection; never answer
-                return
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-            self._writers.add(upstream_writer)
-
-            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-                with contextlib.suppress(OSError, asyncio.CancelledError):
-                    while data := await src.read(65536):
-                        if self.mode == "blackhole":
-                            continue
-                        dst.write(data)
-                        await dst.drain()
-                with contextlib.suppress(OSError):
-                    dst.close()
-
-            await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
-        except OSError:
-            pass
-        finally:
-            for w in (writer, upstream_writer):
-                if w is not None:
-                    self._writers.discard(w)
-                    with contextlib.suppress(OSError):
-                        w.close()
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        await self._cut()
-
-    async def _cut(self) -> None:
-        for writer in list(self._writers):
-            with contextlib.suppress(OSError):
-                writer.close()
-        self._writers.clear()
-
-    def start(self) -> FaultProxy:
-        """Listen (again) and forward."""
-        self.mode = "forward"
-        self._call(self._start())
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and cut open connections: new ones are refused."""
-        self._call(self._stop())
-
-    def blackhole(self) -> None:
-        """Keep accepting, never answer, and hang the open connections too."""
-        self.mode = "blackhole"
-
-    def forward(self) -> None:
-        self.mode = "forward"
-
-    def cut(self) -> None:
-        self._call(self._cut())
-
-    def close(self) -> None:
-        self._call(self._stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
 
 
 @contextlib.contextmanager
