@@ -181,6 +181,18 @@ class _Resilient(Generic[R]):
 
     signal = "traces"
 
+    def __init__(
+        self,
+        exporter: Any,
+        *,
+        export_timeout_seconds: float = 1.0,
+        policy: BreakerPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        registry: Registry | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self._setup(exporter, export_timeout_seconds, policy, breaker, registry, meter_provider)
+
     def _setup(  # noqa: PLR0917 - private, called once from each wrapper's __init__
         self,
         exporter: Any,
@@ -306,18 +318,6 @@ class ResilientSpanExporter(SpanExporter, _Resilient[SpanExportResult]):
 
     signal = "traces"
 
-    def __init__(
-        self,
-        exporter: SpanExporter,
-        *,
-        export_timeout_seconds: float = 1.0,
-        policy: BreakerPolicy | None = None,
-        breaker: CircuitBreaker | None = None,
-        registry: Registry | None = None,
-        meter_provider: MeterProvider | None = None,
-    ) -> None:
-        self._setup(exporter, export_timeout_seconds, policy, breaker, registry, meter_provider)
-
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         inner = self.exporter
         ok = self._export(
@@ -393,18 +393,6 @@ class ResilientLogExporter(_Resilient[Any]):
     """A log record exporter with the same deadline, breaker and quiet."""
 
     signal = "logs"
-
-    def __init__(
-        self,
-        exporter: Any,
-        *,
-        export_timeout_seconds: float = 1.0,
-        policy: BreakerPolicy | None = None,
-        breaker: CircuitBreaker | None = None,
-        registry: Registry | None = None,
-        meter_provider: MeterProvider | None = None,
-    ) -> None:
-        self._setup(exporter, export_timeout_seconds, policy, breaker, registry, meter_provider)
 
     def export(self, batch: Sequence[Any]) -> Any:
         from opentelemetry.sdk._logs.export import LogRecordExportResult
