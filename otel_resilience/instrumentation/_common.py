@@ -8,8 +8,9 @@ from time import perf_counter
 from typing import Any
 
 import wrapt
-from opentelemetry import trace
+from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .._context import GUARDED, GUARDED_ATTRIBUTE, PROBING, REJECTED_ATTRIBUTE
 from .._guard import Entry
@@ -20,7 +21,10 @@ __all__ = ["Call", "Patcher", "mark_current_span"]
 
 def mark_current_span(rejected: bool = False) -> None:
     """Mark a current client span as guarded (and rejected), for the span processor."""
-    span = trace.get_current_span()
+    # The context lookup get_current_span() does, without its layers: this runs per call.
+    span: Any = get_current().get(_SPAN_KEY)
+    if span is None:
+        return
     if span.is_recording() and getattr(span, "kind", None) is SpanKind.CLIENT:
         span.set_attribute(GUARDED_ATTRIBUTE, True)
         if rejected:
@@ -78,14 +82,15 @@ class Call:
             return False
         mark_current_span()
         self.token = GUARDED.set(self.entry.name)
-        self.start = perf_counter()
+        if self.entry.timed:  # only slow-call accounting needs the duration
+            self.start = perf_counter()
         return True
 
     def _leave(self) -> float:
         if self.token is not None:
             GUARDED.reset(self.token)
             self.token = None
-        return perf_counter() - self.start
+        return perf_counter() - self.start if self.start else 0.0
 
     def succeeded(self, failed: bool = False, error_type: str | None = None) -> None:
         """The call returned (``failed``: it returned an answer that counts as a failure)."""
