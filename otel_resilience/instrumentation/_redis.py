@@ -114,17 +114,18 @@ def install_redis(patcher: Patcher) -> None:
         call, decode = start(instance)
         if call is None:
             return wrapped(*args, **kwargs)
-        commands = [tuple(args)]
         if not call.admit():
-            return rejected(call, commands, decode)[0]
+            return rejected(call, [tuple(args)], decode)[0]
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            if call.raised(exc) and (served := failed_over(call, exc, commands, decode)):
+            if call.raised(exc) and (served := failed_over(call, exc, [tuple(args)], decode)):
                 return served[0]
             raise
         call.succeeded()
-        observe(call, commands, [result])
+        fallback = call.entry.fallback
+        if isinstance(fallback, MemoryCache):
+            fallback.observe(args, result)
         return result
 
     def pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
