@@ -8,26 +8,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from otel_resilience.demo._servers import FaultProxy
+from otel_resilience.demo._servers import FaultProxy, RedisProcess, free_port
 
 __all__ = ["FaultProxy", "RedisServer", "free_port", "need_tool", "redis_server"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def need_tool(name: str) -> str:
@@ -41,66 +30,12 @@ def need_tool(name: str) -> str:
     return path
 
 
-def _wait_port(port: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-class RedisServer:
-    """An own redis-server on a free port that a test may kill, pause and restart."""
-
-    def __init__(self, binary: str, port: int | None = None) -> None:
-        self.binary = binary
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_port(self.port)
+class RedisServer(RedisProcess):
+    """An own redis-server on a free port that a test may kill (``stop``), pause and restart."""
 
     def stop(self) -> None:
         """Kill it: connections are refused from now on."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.kill()
-            process.wait(5)
-        self.process = None
-
-    def pause(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel but never answered (hung)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
+        self.kill()
 
 
 @contextlib.contextmanager
