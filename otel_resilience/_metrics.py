@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -192,113 +192,96 @@ class ResilienceMetrics:
         ref = self._registry_ref
         return None if ref is None else ref()
 
-    # -- callbacks (never raise: a failing callback would drop the whole collection) ----
+    # -- callbacks ---------------------------------------------------------------------
+
+    def _collect(
+        self, what: str, read: Callable[[Registry], Iterator[Observation]]
+    ) -> list[Observation]:
+        """What ``read`` yields for the current registry. Never raises: a failing callback
+        would drop the whole collection, so an error keeps what was read before it."""
+        registry = self._registry()
+        observations: list[Observation] = []
+        if registry is None:
+            return observations
+        try:
+            for observation in read(registry):
+                observations.append(observation)
+        except Exception:
+            _log.debug("otel_resilience: %s callback failed", what, exc_info=True)
+        return observations
 
     def _observe_transitions(self, options: CallbackOptions) -> Iterable[Observation]:
-        registry = self._registry()
-        if registry is None:
-            return []
-        observations = []
-        try:
-            for name, breaker in registry.breakers().items():
-                counts = breaker.transition_counts()
-                for key in _WATCHED_TRANSITIONS:
-                    counts.setdefault(key, 0)
-                for (old, new), count in counts.items():
-                    attributes = {
-                        "dependency.name": name,
-                        "breaker.from_state": old.value,
-                        "breaker.state": new.value,
-                    }
-                    observations.append(Observation(count, attributes))
-        except Exception:
-            _log.debug("otel_resilience: transitions callback failed", exc_info=True)
-        return observations
+        return self._collect("transitions", _transitions)
 
     def _observe_state(self, options: CallbackOptions) -> Iterable[Observation]:
-        registry = self._registry()
-        if registry is None:
-            return []
-        observations = []
-        try:
-            for dependency in registry.dependencies:
-                state = registry.breaker(dependency.name).state
-                base = {
-                    "dependency.name": dependency.name,
-                    "dependency.criticality": dependency.criticality.value,
-                }
-                for candidate in _STATES:
-                    observations.append(
-                        Observation(
-                            1 if candidate is state else 0,
-                            {**base, "breaker.state": candidate.value},
-                        )
-                    )
-        except Exception:
-            _log.debug("otel_resilience: breaker state callback failed", exc_info=True)
-        return observations
+        return self._collect("breaker state", _states)
 
     def _observe_failure_rate(self, options: CallbackOptions) -> Iterable[Observation]:
-        registry = self._registry()
-        if registry is None:
-            return []
-        observations = []
-        try:
-            for name, breaker in registry.breakers().items():
-                observations.append(
-                    Observation(breaker.snapshot().failure_rate, {"dependency.name": name})
-                )
-        except Exception:
-            _log.debug("otel_resilience: failure rate callback failed", exc_info=True)
-        return observations
+        return self._collect("failure rate", _failure_rates)
 
     def _observe_calls(self, options: CallbackOptions) -> Iterable[Observation]:
-        registry = self._registry()
-        if registry is None:
-            return []
-        observations = []
-        try:
-            for name, breaker in registry.breakers().items():
-                snap = breaker.snapshot()
-                for outcome, value in (
-                    ("success", snap.total_successes),
-                    ("failure", snap.total_failures),
-                    ("slow", snap.total_slow),
-                    ("rejected", snap.total_rejected),
-                ):
-                    observations.append(
-                        Observation(value, {"dependency.name": name, "outcome": outcome})
-                    )
-        except Exception:
-            _log.debug("otel_resilience: calls callback failed", exc_info=True)
-        return observations
+        return self._collect("calls", _calls)
 
     def _observe_fallbacks(self, options: CallbackOptions) -> Iterable[Observation]:
-        registry = self._registry()
-        if registry is None:
-            return []
-        try:
-            return [
-                Observation(value, {"dependency.name": name, "reason": reason})
-                for (name, reason), value in registry.fallback_counts().items()
-            ]
-        except Exception:
-            _log.debug("otel_resilience: fallbacks callback failed", exc_info=True)
-            return []
+        return self._collect("fallbacks", _fallbacks)
 
     def _observe_health(self, options: CallbackOptions) -> Iterable[Observation]:
-        registry = self._registry()
-        if registry is None:
-            return []
-        try:
-            status = registry.health().status
-        except Exception:
-            _log.debug("otel_resilience: health callback failed", exc_info=True)
-            return []
-        return [
-            Observation(1 if candidate == status else 0, {"health.status": candidate})
-            for candidate in _HEALTH_STATUSES
-        ]
+        return self._collect("health", _health)
+
+
+def _transitions(registry: Registry) -> Iterator[Observation]:
+    for name, breaker in registry.breakers().items():
+        counts = breaker.transition_counts()
+        for key in _WATCHED_TRANSITIONS:
+            counts.setdefault(key, 0)
+        for (old, new), count in counts.items():
+            attributes = {
+                "dependency.name": name,
+                "breaker.from_state": old.value,
+                "breaker.state": new.value,
+            }
+            yield Observation(count, attributes)
+
+
+def _states(registry: Registry) -> Iterator[Observation]:
+    for dependency in registry.dependencies:
+        state = registry.breaker(dependency.name).state
+        base = {
+            "dependency.name": dependency.name,
+            "dependency.criticality": dependency.criticality.value,
+        }
+        for candidate in _STATES:
+            yield Observation(
+                1 if candidate is state else 0, {**base, "breaker.state": candidate.value}
+            )
+
+
+def _failure_rates(registry: Registry) -> Iterator[Observation]:
+    for name, breaker in registry.breakers().items():
+        yield Observation(breaker.snapshot().failure_rate, {"dependency.name": name})
+
+
+def _calls(registry: Registry) -> Iterator[Observation]:
+    for name, breaker in registry.breakers().items():
+        snap = breaker.snapshot()
+        for outcome, value in (
+            ("success", snap.total_successes),
+            ("failure", snap.total_failures),
+            ("slow", snap.total_slow),
+            ("rejected", snap.total_rejected),
+        ):
+            yield Observation(value, {"dependency.name": name, "outcome": outcome})
+
+
+def _fallbacks(registry: Registry) -> Iterator[Observation]:
+    for (name, reason), value in registry.fallback_counts().items():
+        yield Observation(value, {"dependency.name": name, "reason": reason})
+
+
+def _health(registry: Registry) -> Iterator[Observation]:
+    status = registry.health().status
+    for candidate in _HEALTH_STATUSES:
+        yield Observation(1 if candidate == status else 0, {"health.status": candidate})
 
 
 _installed: dict[int, tuple[MeterProvider, ResilienceMetrics]] = {}
