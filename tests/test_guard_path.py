@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from otel_resilience import (
     BreakerPolicy,
+    CircuitBreaker,
     CircuitOpenError,
     Criticality,
     Dependency,
@@ -341,3 +345,58 @@ def test_retry_after_is_positive_while_half_open_permits_are_taken(clock: FakeCl
         contextvars.Context().run(registry.call, "dep", lambda: None)
     assert info.value.retry_after == pytest.approx(0.5)
     assert "retry after 0.5s" in str(info.value)
+
+
+def test_breaker_retry_after_is_never_zero(clock: FakeClock) -> None:
+    """OPEN: the time left (at least a millisecond); FORCED_OPEN: inf; otherwise a tenth
+    of the current open time."""
+    breaker = CircuitBreaker("dep", QUICK, clock=clock)
+    assert breaker.retry_after() == pytest.approx(0.5)
+    breaker.record_failure()
+    breaker.record_failure()
+    clock.advance(4.9999999)
+    assert breaker.retry_after() == pytest.approx(0.001)
+    breaker.force_open()
+    assert breaker.retry_after() == float("inf")
+
+
+# -- sync timeouts and interpreter exit ----------------------------------------------------
+
+EXIT_SCRIPT = """
+import threading
+from otel_resilience import BreakerPolicy, Dependency, Registry
+
+registry = Registry([Dependency("dep", policy=BreakerPolicy(call_timeout_seconds=0.1))])
+try:
+    registry.call("dep", threading.Event().wait)  # hangs forever
+except TimeoutError:
+    print("timed out", flush=True)
+"""
+
+
+def test_timed_out_sync_call_does_not_keep_the_interpreter_alive() -> None:
+    """A sync call stuck past call_timeout_seconds runs on a daemon worker thread: the
+    process still exits when its main thread is done."""
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "timed out"), result.stderr
+
+
+def test_timed_out_sync_call_keeps_the_callers_context(clock: FakeClock) -> None:
+    """The worker runs the call in the caller's context (a nested guard joins the call),
+    and a stuck worker does not stop the next call from running on another one."""
+    registry = registry_with(clock, policy=BreakerPolicy(call_timeout_seconds=0.2))
+    release = threading.Event()
+    seen = []
+
+    def stuck() -> None:
+        seen.append(GUARDED.get())
+        release.wait(10)
+
+    with pytest.raises(TimeoutError, match=r"longer than 0\.2s"):
+        registry.call("dep", stuck)
+    assert registry.call("dep", GUARDED.get) == "dep"
+    release.set()
+    assert seen == ["dep"]
+    assert totals(registry) == (1, 1, 0)
