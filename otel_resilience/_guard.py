@@ -76,7 +76,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -819,7 +819,7 @@ def guarded_iter(
 
 async def guarded_aiter(
     entry: Entry, fn: Callable[..., AsyncIterator[T]], args: Any, kwargs: Any, fallback: Any
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, Any]:
     """Iterate ``fn(*args, **kwargs)`` as one guarded call (async generators).
 
     As ``guarded_iter``; a step cancelled inside the generator follows the cancellation
@@ -933,6 +933,10 @@ class Guard:
         """Admit the block (or raise the rejection); the chaos plan for it."""
         entry = self._entry
         name = entry.name
+        self._token = None
+        self._trial = False
+        self._admission = None
+        self._start = None
         mark = _get_mark()
         if mark is None:
             mark = name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -249,9 +250,12 @@ class Registry:
             if inspect.isasyncgenfunction(function):
 
                 @functools.wraps(function)
-                def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
-                    return guarded_aiter(entry, function, args, kwargs, fallback)
+                    iteration = guarded_aiter(entry, function, args, kwargs, fallback)
+                    async with contextlib.aclosing(iteration):
+                        async for item in iteration:
+                            yield item
 
                 return async_gen_wrapper  # type: ignore[return-value]
 
@@ -260,7 +264,7 @@ class Registry:
                 @functools.wraps(function)
                 def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
-                    return guarded_iter(entry, function, args, kwargs, fallback)
+                    return (yield from guarded_iter(entry, function, args, kwargs, fallback))
 
                 return gen_wrapper  # type: ignore[return-value]
 

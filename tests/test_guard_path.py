@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import subprocess
 import sys
 import threading
@@ -400,3 +401,41 @@ def test_timed_out_sync_call_keeps_the_callers_context(clock: FakeClock) -> None
     release.set()
     assert seen == ["dep"]
     assert totals(registry) == (1, 1, 0)
+
+
+def test_protected_generators_stay_generator_functions(clock: FakeClock) -> None:
+    """protect keeps what a function is (frameworks such as FastAPI look), and works on
+    methods."""
+    registry = registry_with(clock)
+
+    class Repository:
+        @registry.protect("dep")
+        def rows(self) -> Iterator[int]:
+            yield from (1, 2)
+
+        @registry.protect("dep")
+        async def arows(self) -> AsyncIterator[int]:
+            yield 3
+
+    assert inspect.isgeneratorfunction(Repository.rows)
+    assert inspect.isasyncgenfunction(Repository.arows)
+    assert list(Repository().rows()) == [1, 2]
+
+    async def collect() -> list[int]:
+        return [row async for row in Repository().arows()]
+
+    assert asyncio.run(collect()) == [3]
+    assert totals(registry) == (2, 0, 0)
+
+
+def test_a_guard_object_used_twice_starts_afresh(clock: FakeClock) -> None:
+    """A guard kept and entered again admits and records each block on its own."""
+    registry = registry_with(clock, criticality=Criticality.CRITICAL)
+    guard = registry.guard("dep")
+    open_then_half_open(registry, clock)
+    with guard:
+        pass  # the trial: closes
+    with guard:
+        pass
+    assert totals(registry) == (2, 2, 0)
+    assert registry.breaker("dep").state is State.CLOSED
