@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import os
 import subprocess
 import sys
 import threading
@@ -439,3 +440,27 @@ def test_a_guard_object_used_twice_starts_afresh(clock: FakeClock) -> None:
         pass
     assert totals(registry) == (2, 2, 0)
     assert registry.breaker("dep").state is State.CLOSED
+
+
+FORK_SCRIPT = """
+import os
+from otel_resilience import BreakerPolicy, Dependency, Registry
+
+registry = Registry([Dependency("dep", policy=BreakerPolicy(call_timeout_seconds=5))])
+assert registry.call("dep", os.getpid) == os.getpid()  # a worker thread, now idle
+pid = os.fork()
+if pid == 0:
+    # the parent's idle worker does not exist here: the child must start its own
+    os._exit(0 if registry.call("dep", os.getpid) == os.getpid() else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sync_timeouts_work_in_a_forked_child() -> None:
+    """After os.fork, sync calls with call_timeout_seconds run on the child's own workers."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "0"), result.stderr
