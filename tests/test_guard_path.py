@@ -464,3 +464,27 @@ def test_sync_timeouts_work_in_a_forked_child() -> None:
         [sys.executable, "-c", FORK_SCRIPT], check=False, capture_output=True, text=True, timeout=30
     )
     assert (result.returncode, result.stdout.strip()) == (0, "0"), result.stderr
+
+
+def test_rejection_of_another_reason_is_also_the_clients_error(clock: FakeClock) -> None:
+    """A rejection for a reason registered in REJECTION_ERRORS (a concurrency limit) raises
+    an error that is that reason's class and still the client's own connection error."""
+    from otel_resilience._guard import REJECTION_ERRORS, Client
+
+    class LimitError(CircuitOpenError):
+        pass
+
+    class ClientOpenError(CircuitOpenError, ConnectionResetError):
+        pass
+
+    registry = registry_with(clock)
+    client = Client("test", open_error=ClientOpenError)
+    REJECTION_ERRORS["test-limit"] = LimitError
+    try:
+        error = client.rejection(registry._entry("dep"), "test-limit", None)
+    finally:
+        del REJECTION_ERRORS["test-limit"]
+    assert isinstance(error, LimitError)
+    assert isinstance(error, ConnectionResetError)
+    assert error.retry_after > 0
+    assert isinstance(client.rejection(registry._entry("dep"), "open", None), ClientOpenError)

@@ -3,7 +3,8 @@
 The README's pattern, ``@registry.protect(name)`` around a call through a guarded client,
 with the OTel instrumentation and the span processor on: each failure counts once, and a
 half-open trial made through the nested guards closes the breaker. A hung redis-server
-(SIGSTOP) with the app's own ``asyncio.wait_for`` deadline re-opens a half-open breaker.
+(SIGSTOP), or PostgreSQL behind a black-holing proxy, with the app's own
+``asyncio.wait_for`` deadline re-opens a half-open breaker.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis
@@ -27,7 +29,7 @@ from redis.retry import Retry
 
 from otel_resilience import BreakerSpanProcessor, CircuitOpenError, Registry, State, load_config
 from otel_resilience.instrumentation import install
-from tests.support.health_servers import RedisServer, need_tool
+from tests.support.health_servers import FaultProxy, RedisServer, need_tool
 
 NO_RETRY = Retry(NoBackoff(), 0)
 OPEN_SECONDS = 0.3
@@ -334,3 +336,60 @@ async def test_app_deadline_in_closed_is_no_failure(redis_server: RedisServer) -
         redis_server.resume()
         uninstall()
         await patient.aclose()
+
+
+@pytest.fixture
+def pg_proxy() -> Iterator[FaultProxy]:
+    proxy = FaultProxy("127.0.0.1", 5432)
+    proxy.start()
+    yield proxy
+    proxy.close()
+
+
+async def test_app_deadline_on_a_hung_postgres_reopens_a_half_open_breaker(
+    pg_proxy: FaultProxy,
+) -> None:
+    """PostgreSQL behind a proxy that black-holes (accepts, never answers): the app's own
+    deadline on a query of an open connection cancels the half-open trial, the breaker
+    re-opens, and the next connect fails fast instead of waiting out the deadline."""
+    registry = load_config(
+        {
+            "dependencies": {
+                "postgres": {
+                    "criticality": "critical",
+                    "match": {"db.system": "postgresql", "server.port": pg_proxy.port},
+                    "breaker": {"consecutive_failures": 1, "open_seconds": OPEN_SECONDS},
+                }
+            }
+        }
+    )
+    dsn = f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/test"
+    uninstall = install(registry)
+    connection = None
+    try:
+        connection = await asyncpg.connect(dsn, timeout=2)
+        pg_proxy.blackhole()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncpg.connect(dsn, timeout=0.3)  # asyncpg's own timeout: a failure
+        breaker = registry.breaker("postgres")
+        assert breaker.state is State.OPEN
+        await asyncio.sleep(OPEN_SECONDS + 0.05)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(connection.fetchval("SELECT 1"), 0.5)
+        snap = breaker.snapshot()
+        assert (snap.state, snap.last_error_type) == (State.OPEN, "CancelledError")
+        started = time.monotonic()
+        with pytest.raises(CircuitOpenError):
+            await asyncio.wait_for(asyncpg.connect(dsn, timeout=2), 0.5)
+        assert time.monotonic() - started < 0.2
+        pg_proxy.forward()
+        await asyncio.sleep(2 * OPEN_SECONDS + 0.05)
+        fresh = await asyncpg.connect(dsn, timeout=2)
+        assert await fresh.fetchval("SELECT 2") == 2
+        assert breaker.state is State.CLOSED
+        await fresh.close()
+    finally:
+        pg_proxy.forward()
+        uninstall()
+        if connection is not None:
+            connection.terminate()
