@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # gRPC's C core logs connection events (GOAWAY on a collector outage) to stderr at
         # info level; the demo's own view says what happens to telemetry.
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-        from .demo._runner import run_demo
+        from otel_resilience_demo._runner import run_demo
 
         scenarios = [s.strip() for s in args.scenarios.split(",")] if args.scenarios else None
         if args.duration <= 0 or args.users < 1:

@@ -4,7 +4,7 @@ It lives in the package as ``otel_resilience.demo.analytics_stub``; ``--mode err
 makes it fail the way the demo's scenarios do.
 """
 
-from otel_resilience.demo.analytics_stub import main
+from otel_resilience_demo.analytics_stub import main
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
-from otel_resilience.demo import create_app
+from otel_resilience_demo import create_app
 
 HERE = Path(__file__).resolve().parent
 

@@ -43,13 +43,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .._breaker import CircuitBreaker, State
-from .._config import read_config_file
-from .._configure import configure
-from .._dependency import Criticality
-from .._errors import CircuitOpenError
-from .._health_app import HealthApp
-from .._registry import Registry
+from otel_resilience._breaker import CircuitBreaker, State
+from otel_resilience._config import read_config_file
+from otel_resilience._configure import configure
+from otel_resilience._dependency import Criticality
+from otel_resilience._errors import CircuitOpenError
+from otel_resilience._health_app import HealthApp
+from otel_resilience._registry import Registry
+
 from ._page import RESILIENCE_PAGE
 from ._telemetry import Telemetry, build_telemetry, export_spans, prometheus_text
 from ._tokens import InvalidToken, sign_token, verify_token
