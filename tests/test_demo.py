@@ -5,19 +5,27 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.health_servers import need_tool
 
 
-def test_demo_rides_through_outages_and_prints_the_summary() -> None:
-    """A short demo starts its servers, injects two outages, meets the targets, summarises."""
+def test_demo_rides_through_outages_and_prints_the_summary(tmp_path: Path) -> None:
+    """A short demo starts its servers, injects two outages, meets the targets, summarises.
+
+    Run as README's first command runs it: the installed ``otel-resilience`` script of an
+    editable install, from a directory outside the checkout (the demo is not in the wheel;
+    the command finds it in the checkout).
+    """
     need_tool("redis-server")
+    script = Path(sys.executable).parent / "otel-resilience"
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "otel_resilience", "demo", "--duration", "14"),
+            *(str(script), "demo", "--duration", "14"),
             *("--users", "4", "--scenarios", "redis-killed,analytics-500"),
         ],
         check=False,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=150,
