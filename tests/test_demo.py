@@ -37,3 +37,28 @@ def test_demo_rides_through_outages_and_prints_the_summary(tmp_path: Path) -> No
     assert "redis-killed" in output
     assert "analytics-500" in output
     assert "every target met" in output
+
+
+def test_demo_uses_the_public_api_only() -> None:
+    """The demo package imports nothing private from the library: it is what a user could write."""
+    import ast
+
+    import otel_resilience_demo
+
+    package = Path(otel_resilience_demo.__file__).parent
+    private = []
+    for source in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module + "." + alias.name for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            private += [
+                f"{source.name}: {name}"
+                for name in names
+                if name.split(".")[0] == "otel_resilience"
+                and any(part.startswith("_") for part in name.split(".")[1:])
+            ]
+    assert private == []
