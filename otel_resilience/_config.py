@@ -334,7 +334,7 @@ class Key:
 
 
 _PERCENT = Number(0, 1)
-_BREAKER_DOC = "Breaker policy (keys under <breaker> below)"
+_BREAKER_DOC = "Breaker policy (the `<breaker>` keys below)"
 
 KEYS: tuple[Key, ...] = (
     Key("service", Text(), None, "Service name in /health; default $OTEL_SERVICE_NAME."),

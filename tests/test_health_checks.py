@@ -42,7 +42,11 @@ def config_with(check: object, match: dict[str, object] | None = None) -> dict[s
         ({"type": "sql", "dns": "postgresql://x"}, "dependencies.db.health_check.dns", "dsn"),
         ({"type": "sql", "timeout_seconds": 0}, "health_check.timeout_seconds", "seconds from"),
         ({"type": "sql", "timeout_seconds": "2"}, "health_check.timeout_seconds", "number"),
-        ({"type": "redis", "interval_seconds": -1}, "health_check.interval_seconds", "seconds from"),
+        (
+            {"type": "redis", "interval_seconds": -1},
+            "health_check.interval_seconds",
+            "seconds from",
+        ),
         ({"type": "sql", "url": "postgresql://x"}, "health_check.url", "takes dsn"),
         ({"type": "sql", "dsn": "mysql://h/db"}, "health_check.dsn", "postgresql://"),
         ({"type": "redis", "url": "redis://"}, "health_check.url", "no host"),
