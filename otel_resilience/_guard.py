@@ -75,6 +75,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import logging
 import os
 import queue
 import threading
@@ -106,6 +107,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 
 class _Sentinel:
@@ -446,6 +449,17 @@ def _chaos_plan(entry: Entry, client: Client) -> tuple[float, BaseException | No
     return delay, fault
 
 
+def _observe(entry: Entry, client: Client, result: Any, subject: Any, args: Any) -> None:
+    """Show a successful result to the client's observer; its errors never reach the app."""
+    observe = client.observe
+    if observe is None:
+        return
+    try:
+        observe(entry, result, subject, args)
+    except Exception:
+        _log.debug("observing a result of %s failed", entry.name, exc_info=True)
+
+
 def _succeeded(  # noqa: PLR0917 - positional: the path runs per call
     entry: Entry,
     client: Client,
@@ -467,7 +481,7 @@ def _succeeded(  # noqa: PLR0917 - positional: the path runs per call
     if admission is not None:
         admission.release(duration, error_type is not None)
     if client.observe is not None:
-        client.observe(entry, result, subject, args)
+        _observe(entry, client, result, subject, args)
 
 
 def _raised(  # noqa: PLR0917 - positional: the path runs per call
@@ -539,7 +553,7 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
     if client.answer is None and _get_note() is None:
         entry.breaker.record_success()
         if client.observe is not None:
-            client.observe(entry, result, subject, args)
+            _observe(entry, client, result, subject, args)
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result
@@ -667,7 +681,7 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
     if client.answer is None and _get_note() is None:
         entry.breaker.record_success()
         if client.observe is not None:
-            client.observe(entry, result, subject, args)
+            _observe(entry, client, result, subject, args)
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result
