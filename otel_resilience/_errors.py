@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["CircuitOpenError", "ConfigError", "UnknownDependencyError"]
+__all__ = ["CircuitOpenError", "ConcurrencyLimitError", "ConfigError", "UnknownDependencyError"]
 
 
 class CircuitOpenError(Exception):
@@ -27,6 +28,28 @@ class CircuitOpenError(Exception):
 
     def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float]]:
         return (type(self), (self.dependency, self.retry_after))
+
+
+class ConcurrencyLimitError(CircuitOpenError):
+    """A call was rejected without being attempted because its dependency already has as
+    many calls in flight as its concurrency limit allows.
+
+    A ``CircuitOpenError``, so code that handles an open breaker handles this too; client
+    integrations raise a subclass that is also the client's own connection error.
+    ``retry_after`` is a hint of about one call's latency; ``limit`` the limit at the time.
+    """
+
+    def __init__(self, dependency: str, retry_after: float, limit: int | None = None) -> None:
+        self.limit = limit
+        super().__init__(dependency, retry_after)
+        at = f" ({limit} calls in flight)" if limit is not None else ""
+        self.args = (
+            f"dependency {dependency!r} is at its concurrency limit{at}; "
+            f"retry after {retry_after:.3g}s",
+        )
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[Any, ...]]:
+        return (type(self), (self.dependency, self.retry_after, self.limit))
 
 
 class ConfigError(ValueError):
