@@ -6,32 +6,33 @@ true AND the process runs with ``OTEL_RESILIENCE_CHAOS=1``. An injected error is
 client's own connection error, raised by the guard before the call reaches the network,
 and goes through the breaker (and the fallback) like a real one.
 
-The decision is pure (an injected ``random.Random``); the sleeps are injected too.
+The decision is pure (an injected ``random.Random``); the guarded-call path does the
+waiting and the raising (``_guard.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import math
 import os
 import random
 import threading
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from opentelemetry import trace
 
 __all__ = [
     "CHAOS_ATTRIBUTE",
     "CHAOS_ENV_VAR",
     "CHAOS_FAULT_ATTRIBUTE",
-    "ChaosError",
     "ChaosSettings",
     "FaultInjector",
     "FaultSpec",
     "chaos_switched_on",
+    "mark_current_span",
 ]
 
 CHAOS_ENV_VAR = "OTEL_RESILIENCE_CHAOS"
@@ -113,49 +114,34 @@ class ChaosSettings:
         return None if spec is None or spec.idle else spec
 
 
-class ChaosError(ConnectionError):
-    """An injected fault, for calls made through ``call``/``acall``/``protect``/``guard``
-    (client guards raise the client's own connection error instead)."""
-
-    def __init__(self, dependency: str) -> None:
-        self.dependency = dependency
-        super().__init__(f"chaos drill: injected connection error for dependency {dependency!r}")
-
-    def __reduce__(self) -> tuple[type[ChaosError], tuple[str]]:
-        return (type(self), (self.dependency,))
-
-
 class FaultInjector:
-    """Decides and applies the faults of one dependency, and counts what it injected.
+    """Decides the faults of one dependency's calls: the guarded-call path's chaos step.
 
-    ``before_call(make_error)`` (sync) or ``await abefore_call(make_error)``: sleeps when
-    a latency fault is drawn, then raises ``make_error()`` when an error is drawn.
-    ``on_fault(kind)`` is told of each fault (``"latency"``, ``"error"``) as it happens,
-    before the sleep or the raise, so the current span can carry it.
+    ``draw()`` is asked before each call's I/O and answers ``(seconds to wait, whether to
+    fail)``, or None for a call left alone; the path sleeps (``asyncio.sleep`` on the
+    async path) and raises the client's own connection error. ``on_fault(kind)`` is told
+    of each fault drawn (``"latency"``, ``"error"``); it must not raise (it is wrapped).
     """
 
-    __slots__ = ("_asleep", "_lock", "_rng", "_sleep", "errors", "latencies", "on_fault", "spec")
+    __slots__ = ("_lock", "_rng", "on_fault", "spec")
 
     def __init__(
         self,
         spec: FaultSpec,
         *,
         rng: random.Random | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        asleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         on_fault: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
         self._rng = rng if rng is not None else random.Random()
-        self._sleep = sleep
-        self._asleep = asleep
         self._lock = threading.Lock()
         self.on_fault = on_fault
-        self.errors = 0
-        self.latencies = 0
 
-    def draw(self) -> tuple[float, bool]:
-        """The faults for one call: (seconds to wait, whether to fail)."""
+    def __repr__(self) -> str:
+        return f"<FaultInjector {self.spec!r}>"
+
+    def draw(self) -> tuple[float, bool] | None:
+        """The faults for one call: (seconds to wait, whether to fail), or None."""
         spec = self.spec
         with self._lock:
             rng = self._rng
@@ -166,32 +152,23 @@ class FaultInjector:
                 and (spec.latency_rate >= 1 or rng.random() < spec.latency_rate)
             ):
                 delay = spec.latency_seconds
-                self.latencies += 1
             fail = spec.error_rate >= 1 or (spec.error_rate > 0 and rng.random() < spec.error_rate)
-            if fail:
-                self.errors += 1
-        return delay, fail
-
-    def _report(self, kind: str) -> None:
+        if not delay and not fail:
+            return None
         if self.on_fault is not None:
             # Telemetry never breaks the drill's own call path.
             with contextlib.suppress(Exception):
-                self.on_fault(kind)
+                if delay:
+                    self.on_fault("latency")
+                if fail:
+                    self.on_fault("error")
+        return delay, fail
 
-    def before_call(self, make_error: Callable[[], BaseException]) -> None:
-        delay, fail = self.draw()
-        if delay:
-            self._report("latency")
-            self._sleep(delay)
-        if fail:
-            self._report("error")
-            raise make_error()
 
-    async def abefore_call(self, make_error: Callable[[], BaseException]) -> None:
-        delay, fail = self.draw()
-        if delay:
-            self._report("latency")
-            await self._asleep(delay)
-        if fail:
-            self._report("error")
-            raise make_error()
+def mark_current_span(kind: str) -> None:
+    """Mark the current span (the client span, when the instrumentation runs outside the
+    guard; else the span of the surrounding work) as touched by an injected fault."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(CHAOS_ATTRIBUTE, True)
+        span.set_attribute(CHAOS_FAULT_ATTRIBUTE, kind)

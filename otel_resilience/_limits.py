@@ -108,9 +108,8 @@ class LimitAlgorithm:
     timed = False
     limit: float
 
-    def update(self, rtt: float, inflight: int, dropped: bool) -> None:
-        """A call took ``rtt`` seconds with ``inflight`` calls in flight (itself included);
-        ``dropped``: it timed out, a sign of overload."""
+    def update(self, rtt: float, inflight: int) -> None:
+        """A call took ``rtt`` seconds with ``inflight`` calls in flight (itself included)."""
 
     @property
     def short_rtt(self) -> float | None:
@@ -186,7 +185,7 @@ class Gradient2Limit(LimitAlgorithm):
     def long_rtt(self) -> float:
         return self._long.value
 
-    def update(self, rtt: float, inflight: int, dropped: bool) -> None:
+    def update(self, rtt: float, inflight: int) -> None:
         if rtt <= 0:
             return
         self._short = rtt
@@ -210,7 +209,7 @@ class VegasLimit(LimitAlgorithm):
 
     The queue is estimated as ``limit * (1 - rtt_noload / rtt)``, where ``rtt_noload`` is
     the lowest latency seen. With little queue the limit grows (fast while there is
-    none), with much it shrinks; a timeout shrinks it too. Every ``probe_multiplier *
+    none), with much it shrinks. Every ``probe_multiplier *
     limit`` samples or so, ``rtt_noload`` is measured afresh, so a dependency whose
     baseline latency changed for good is not held to the old one forever.
     """
@@ -245,7 +244,7 @@ class VegasLimit(LimitAlgorithm):
     def _should_probe(self) -> bool:
         return self._probe_jitter * self._probe_multiplier * self.limit <= self._probe_count
 
-    def update(self, rtt: float, inflight: int, dropped: bool) -> None:
+    def update(self, rtt: float, inflight: int) -> None:
         if rtt <= 0:
             return
         self._short = rtt
@@ -259,34 +258,35 @@ class VegasLimit(LimitAlgorithm):
             self.rtt_noload = rtt
             return
         limit = self.limit
-        step = _log10(limit)
-        if dropped:
-            target = limit - step
-        elif inflight * 2 < limit:
+        if inflight * 2 < limit:
             return  # app-limited
+        step = _log10(limit)
+        queue = math.ceil(limit * (1 - self.rtt_noload / rtt))
+        if queue <= step:  # threshold: no queueing, grow fast
+            target = limit + 6 * step
+        elif queue < 3 * step:  # alpha: a little queueing, grow
+            target = limit + step
+        elif queue > 6 * step:  # beta: queueing, shrink
+            target = limit - step
         else:
-            queue = math.ceil(limit * (1 - self.rtt_noload / rtt))
-            if queue <= step:  # threshold: no queueing, grow fast
-                target = limit + 6 * step
-            elif queue < 3 * step:  # alpha: a little queueing, grow
-                target = limit + step
-            elif queue > 6 * step:  # beta: queueing, shrink
-                target = limit - step
-            else:
-                return
+            return
         target = max(self.minimum, min(self.maximum, target))
         self.limit = (1 - self._smoothing) * limit + self._smoothing * target
 
 
 class ConcurrencyLimiter:
-    """Admits calls while fewer than ``limit`` are in flight; feeds the algorithm.
+    """Admits calls while fewer than ``limit`` are in flight, and feeds the algorithm.
 
-    ``try_acquire()`` before a call (False: reject it), ``release(duration, dropped)``
-    after an admitted one (``duration`` is ignored unless the algorithm is ``timed``).
-    Bookkeeping only under the lock, never the call.
+    The guarded-call path's admission step (``reason`` ``"limit"``): ``acquire()`` after
+    the breaker admitted a call (False: reject it), ``release(duration, failed)`` once for
+    every call it admitted. Only successful calls are latency samples: a failure that was
+    fast (refused) or slow (timed out) says more about the breaker's business than about
+    queueing. Bookkeeping only under the lock, never the call.
     """
 
     __slots__ = ("_lock", "algorithm", "inflight", "policy", "rejected", "timed")
+
+    reason = "limit"
 
     def __init__(self, policy: LimitPolicy, *, rng: random.Random | None = None) -> None:
         self.policy = policy
@@ -296,12 +296,16 @@ class ConcurrencyLimiter:
         self.inflight = 0
         self.rejected = 0
 
+    def __repr__(self) -> str:
+        return f"<ConcurrencyLimiter limit={self.limit} inflight={self.inflight}>"
+
     @property
     def limit(self) -> int:
         """The current limit, a whole number of calls."""
         return int(self.algorithm.limit)
 
-    def try_acquire(self) -> bool:
+    def acquire(self) -> bool:
+        """Admit one call now (True), or reject it (counted)."""
         with self._lock:
             if self.inflight >= int(self.algorithm.limit):
                 self.rejected += 1
@@ -309,14 +313,13 @@ class ConcurrencyLimiter:
             self.inflight += 1
             return True
 
-    def release(self, duration: float = 0.0, dropped: bool = False, sample: bool = True) -> None:
-        """An admitted call ended; ``sample``: its duration says something about latency
-        (False for calls that failed fast or were cancelled)."""
+    def release(self, duration: float = 0.0, failed: bool = False) -> None:
+        """An admitted call ended after ``duration`` seconds."""
         with self._lock:
             inflight = self.inflight
             self.inflight = inflight - 1 if inflight > 0 else 0
-            if self.timed and (sample or dropped):
-                self.algorithm.update(duration, inflight, dropped)
+            if self.timed and not failed:
+                self.algorithm.update(duration, inflight)
 
     def retry_after(self) -> float:
         """A hint for a rejected caller: about one call's latency."""

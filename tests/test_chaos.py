@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pytest
 
-from otel_resilience._chaos import (
-    ChaosError,
-    ChaosSettings,
-    FaultInjector,
-    FaultSpec,
-    chaos_switched_on,
-)
+from otel_resilience._chaos import ChaosSettings, FaultInjector, FaultSpec, chaos_switched_on
 
 # -- pure ------------------------------------------------------------------------------
 
@@ -40,76 +33,53 @@ def test_settings_read_the_environment_when_made(monkeypatch: pytest.MonkeyPatch
     assert ChaosSettings(True).armed
 
 
-def test_error_rate_one_fails_every_call_before_it_runs() -> None:
-    """error_rate 1.0: every call raises the given error, counted, and reported first."""
+def test_error_rate_one_fails_every_call() -> None:
+    """error_rate 1.0: every draw asks for a fault, reported as it is drawn."""
     seen: list[str] = []
     injector = FaultInjector(FaultSpec(error_rate=1.0), on_fault=seen.append)
-    for _ in range(5):
-        with pytest.raises(ChaosError, match="redis"):
-            injector.before_call(lambda: ChaosError("redis"))
-    assert (injector.errors, injector.latencies) == (5, 0)
+    assert [injector.draw() for _ in range(5)] == [(0.0, True)] * 5
     assert seen == ["error"] * 5
 
 
 def test_rates_are_drawn_per_call() -> None:
-    """error_rate and latency_rate are shares of calls (seeded, so exact here)."""
-    sleeps: list[float] = []
+    """error_rate and latency_rate are shares of calls (seeded, so exact here); a call
+    drawn neither gets None."""
     injector = FaultInjector(
-        FaultSpec(error_rate=0.25, latency_seconds=0.5, latency_rate=0.5),
-        rng=random.Random(3),
-        sleep=sleeps.append,
+        FaultSpec(error_rate=0.25, latency_seconds=0.5, latency_rate=0.5), rng=random.Random(3)
     )
-    failed = 0
-    for _ in range(2000):
-        try:
-            injector.before_call(lambda: ChaosError("dep"))
-        except ChaosError:
-            failed += 1
-    assert failed == injector.errors
+    plans = [injector.draw() for _ in range(2000)]
+    failed = sum(1 for plan in plans if plan is not None and plan[1])
+    delayed = [plan[0] for plan in plans if plan is not None and plan[0]]
     assert 400 < failed < 600
-    assert 850 < injector.latencies < 1150
-    assert sleeps == [0.5] * injector.latencies
+    assert 850 < len(delayed) < 1150
+    assert set(delayed) == {0.5}
+    assert None in plans
 
 
-def test_latency_sleeps_before_the_error() -> None:
-    """Latency then error: a slow failing call, reported in that order."""
+def test_latency_and_error_together_are_both_reported() -> None:
+    """A slow failing call: both faults reported, latency first."""
     events: list[str] = []
-    injector = FaultInjector(
-        FaultSpec(error_rate=1.0, latency_seconds=0.2),
-        sleep=lambda seconds: events.append(f"sleep {seconds}"),
-        on_fault=events.append,
-    )
-    with pytest.raises(ChaosError):
-        injector.before_call(lambda: ChaosError("dep"))
-    assert events == ["latency", "sleep 0.2", "error"]
+    injector = FaultInjector(FaultSpec(error_rate=1.0, latency_seconds=0.2), on_fault=events.append)
+    assert injector.draw() == (0.2, True)
+    assert events == ["latency", "error"]
 
 
-async def test_async_calls_wait_with_the_async_sleep() -> None:
-    """The async pre-call step awaits the injected async sleep, never blocks the loop."""
-    waited: list[float] = []
-
-    async def asleep(seconds: float) -> None:
-        waited.append(seconds)
-        await asyncio.sleep(0)
-
-    injector = FaultInjector(
-        FaultSpec(latency_seconds=3.0),
-        sleep=lambda seconds: pytest.fail("the blocking sleep was used"),
-        asleep=asleep,
-    )
-    await injector.abefore_call(lambda: ChaosError("dep"))
-    assert waited == [3.0]
+def test_an_idle_spec_injects_nothing() -> None:
+    """Zero rates, or latency with no seconds, are idle and draw nothing."""
+    assert FaultSpec().idle
+    assert FaultSpec(latency_seconds=1.0, latency_rate=0).idle
+    assert not FaultSpec(latency_seconds=1.0).idle
+    assert FaultInjector(FaultSpec(latency_rate=1.0)).draw() is None
 
 
 def test_a_failing_reporter_does_not_break_the_drill() -> None:
-    """on_fault raising is ignored: the fault is still injected."""
+    """on_fault raising is ignored: the fault is still drawn."""
 
     def broken(kind: str) -> None:
         raise RuntimeError("telemetry down")
 
     injector = FaultInjector(FaultSpec(error_rate=1.0), on_fault=broken)
-    with pytest.raises(ChaosError):
-        injector.before_call(lambda: ChaosError("dep"))
+    assert injector.draw() == (0.0, True)
 
 
 @pytest.mark.parametrize(
@@ -128,12 +98,3 @@ def test_bad_fault_values_name_the_field(values: dict[str, object], field: str) 
     """Rates outside 0..1 and negative or absurd latencies are refused."""
     with pytest.raises(ValueError, match=field):
         FaultSpec(**values)  # type: ignore[arg-type]
-
-
-def test_chaos_error_is_a_connection_error_and_pickles() -> None:
-    """The generic injected error is a ConnectionError and survives pickling."""
-    import pickle
-
-    error = pickle.loads(pickle.dumps(ChaosError("dep")))
-    assert isinstance(error, ConnectionError)
-    assert error.dependency == "dep"

@@ -21,7 +21,7 @@ def saturate(algorithm: LimitAlgorithm, rtt: float, samples: int) -> list[float]
     """Feed ``samples`` calls of latency ``rtt`` made while the limit is fully used."""
     limits = []
     for _ in range(samples):
-        algorithm.update(rtt, int(algorithm.limit), dropped=False)
+        algorithm.update(rtt, int(algorithm.limit))
         limits.append(algorithm.limit)
     return limits
 
@@ -37,12 +37,13 @@ def test_static_limit_admits_up_to_the_limit_and_gives_permits_back() -> None:
     """max_concurrent_calls: N admitted at once, the next rejected, admitted again after a
     release; rejections are counted."""
     limiter = ConcurrencyLimiter(LimitPolicy(max_concurrent_calls=2))
-    assert limiter.try_acquire()
-    assert limiter.try_acquire()
-    assert not limiter.try_acquire()
+    assert limiter.reason == "limit"
+    assert limiter.acquire()
+    assert limiter.acquire()
+    assert not limiter.acquire()
     assert (limiter.inflight, limiter.rejected, limiter.limit) == (2, 1, 2)
     limiter.release()
-    assert limiter.try_acquire()
+    assert limiter.acquire()
     limiter.release()
     limiter.release()
     assert limiter.inflight == 0
@@ -79,7 +80,7 @@ def test_limit_stays_within_min_and_max(kind: str) -> None:
     assert 4 <= min(saturate(algorithm, BASE_RTT, 2000)) <= max(saturate(algorithm, 0.001, 500))
     assert algorithm.limit <= 200
     for _ in range(300):
-        algorithm.update(BASE_RTT * 50, int(algorithm.limit), dropped=True)
+        algorithm.update(BASE_RTT * 50, int(algorithm.limit))
         assert algorithm.limit >= 4
 
 
@@ -87,10 +88,10 @@ def test_limit_stays_within_min_and_max(kind: str) -> None:
 def test_an_idle_dependency_does_not_move_the_limit(kind: str) -> None:
     """Calls made far below the limit (app-limited) say nothing about it: no change."""
     algorithm = adaptive(kind)
-    algorithm.update(BASE_RTT, 1, dropped=False)
+    algorithm.update(BASE_RTT, 1)
     for rtt in (BASE_RTT, BASE_RTT * 10, BASE_RTT):
         for _ in range(50):
-            algorithm.update(rtt, 2, dropped=False)
+            algorithm.update(rtt, 2)
     assert algorithm.limit == 20
 
 
@@ -101,35 +102,29 @@ def test_gradient2_follows_the_long_to_short_latency_ratio() -> None:
     saturate(algorithm, BASE_RTT, 50)
     long_before = algorithm.long_rtt
     limit = algorithm.limit
-    algorithm.update(BASE_RTT * 10, int(limit), dropped=False)
+    algorithm.update(BASE_RTT * 10, int(limit))
     # gradient clamps at 0.5: limit * (0.8 + 0.2 * 0.5) + 0.2 * queue_size
     assert algorithm.limit == pytest.approx(limit * 0.9 + 0.8)
     assert algorithm.long_rtt > long_before
 
 
-def test_vegas_shrinks_on_a_timeout() -> None:
-    """A dropped call (timeout) lowers vegas' limit even with no latency change."""
-    algorithm = VegasLimit(minimum=1, maximum=100, initial=50, rng=random.Random(1))
-    algorithm.update(BASE_RTT, 50, dropped=False)
-    algorithm.update(BASE_RTT, 50, dropped=True)
-    assert algorithm.limit == 49
-
-
-def test_adaptive_limiter_feeds_durations_only_of_sampled_calls() -> None:
-    """The limiter passes measured durations to the algorithm; unsampled releases (fast
-    failures, cancellations) only give the permit back."""
+def test_adaptive_limiter_learns_only_from_successful_calls() -> None:
+    """The limiter passes durations of successful calls to the algorithm; failed calls
+    only give their permit back."""
     limiter = ConcurrencyLimiter(LimitPolicy(adaptive="gradient2", min=1, max=50, initial=2))
     assert limiter.timed
     for _ in range(30):
-        assert limiter.try_acquire()
-        assert limiter.try_acquire()
-        limiter.release(BASE_RTT)
-        limiter.release(BASE_RTT)
+        assert limiter.acquire()
+        assert limiter.acquire()
+        limiter.release(BASE_RTT, failed=False)
+        limiter.release(BASE_RTT, failed=False)
     grown = limiter.limit
     assert grown > 2
     for _ in range(30):
-        limiter.try_acquire()
-        limiter.release(BASE_RTT * 100, sample=False)
+        assert limiter.acquire()
+        assert limiter.acquire()
+        limiter.release(BASE_RTT * 100, failed=True)
+        limiter.release(BASE_RTT * 100, failed=True)
     assert limiter.limit == grown
     assert limiter.retry_after() == pytest.approx(BASE_RTT)
 
