@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from ._config import load_config
+from ._config import config_warnings, load_config, read_config_file
 from ._errors import ConfigError
 from ._registry import Registry
 
@@ -43,8 +43,10 @@ def check_config(path: str, console: Console) -> int:
     """Validate ``path`` and print its dependencies; 0 when valid, 2 when not."""
     try:
         registry = load_config(path)
+        warnings = config_warnings(read_config_file(path))
     except ConfigError as exc:
-        Console(stderr=True).print(f"[bold red]invalid config[/]: {exc}", highlight=False)
+        # One plain line per error (no markup, no traceback), so it greps and wraps well.
+        sys.stderr.write("".join(f"{line}\n" for line in str(exc).splitlines()))
         return 2
     table = Table(title=f"{path}: service {registry.service!r}", title_justify="left")
     table.add_column("dependency", style="bold")
@@ -66,6 +68,8 @@ def check_config(path: str, console: Console) -> int:
             _policy_summary(registry, dependency.name),
         )
     console.print(table)
+    for warning in warnings:
+        sys.stderr.write(f"warning: {path}: {warning}\n")
     console.print(f"ok: {len(registry)} dependencies")
     return 0
 
