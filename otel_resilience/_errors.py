@@ -30,17 +30,24 @@ class CircuitOpenError(Exception):
         return (type(self), (self.dependency, self.retry_after))
 
 
+_LIMIT_RETRY_AFTER = 0.01
+
+
 class ConcurrencyLimitError(CircuitOpenError):
     """A call was rejected without being attempted because its dependency already has as
     many calls in flight as its concurrency limit allows.
 
     A ``CircuitOpenError``, so code that handles an open breaker handles this too; client
     integrations raise a subclass that is also the client's own connection error.
-    ``retry_after`` is a hint of about one call's latency; ``limit`` the limit at the time.
+    ``retry_after`` is a short hint (10 ms unless the caller knows better); ``limit`` the
+    limit at the time, when known.
     """
 
     def __init__(self, dependency: str, retry_after: float, limit: int | None = None) -> None:
         self.limit = limit
+        # Never 0 (a closed breaker has no time left to wait), so a caller that sleeps
+        # retry_after never spins.
+        retry_after = retry_after if retry_after > 0 else _LIMIT_RETRY_AFTER
         super().__init__(dependency, retry_after)
         at = f" ({limit} calls in flight)" if limit is not None else ""
         self.args = (

@@ -31,6 +31,7 @@ __all__ = [
 
 ADAPTIVE_ALGORITHMS = ("gradient2", "vegas")
 _MAX_LIMIT = 100_000
+_DEFAULT_INITIAL = 20
 
 # What a rejection suggests as retry_after when no latency has been measured yet.
 _DEFAULT_RETRY_AFTER = 0.01
@@ -49,15 +50,15 @@ class LimitPolicy:
     """A dependency's concurrency limit (config key ``limits``).
 
     Either ``max_concurrent_calls`` (static), or ``adaptive`` (``"gradient2"`` or
-    ``"vegas"``) with ``min``, ``max`` and ``initial``. A bad value raises ``ValueError``
-    naming the field.
+    ``"vegas"``) with ``min``, ``max`` and ``initial`` (by default 20, or the nearest
+    value from min to max). A bad value raises ``ValueError`` naming the field.
     """
 
     max_concurrent_calls: int | None = None
     adaptive: str | None = None
-    min: int = 4
+    min: int = 1
     max: int = 200
-    initial: int = 20
+    initial: int | None = None
 
     def __post_init__(self) -> None:
         if self.adaptive is None:
@@ -79,12 +80,16 @@ class LimitPolicy:
             )
         _count("min", self.min)
         _count("max", self.max)
-        _count("initial", self.initial)
         if self.min > self.max:
             raise ValueError(f"min must be <= max ({self.max}), got {self.min}")
-        if not self.min <= self.initial <= self.max:
+        initial = self.initial
+        if initial is None:
+            initial = min(max(_DEFAULT_INITIAL, self.min), self.max)
+            object.__setattr__(self, "initial", initial)
+        _count("initial", initial)
+        if not self.min <= initial <= self.max:
             raise ValueError(
-                f"initial must be from min ({self.min}) to max ({self.max}), got {self.initial}"
+                f"initial must be from min ({self.min}) to max ({self.max}), got {initial}"
             )
 
     @classmethod
@@ -94,10 +99,11 @@ class LimitPolicy:
 
     def algorithm(self, rng: random.Random | None = None) -> LimitAlgorithm:
         """A fresh algorithm for this policy."""
+        initial = self.initial if self.initial is not None else _DEFAULT_INITIAL
         if self.adaptive == "gradient2":
-            return Gradient2Limit(minimum=self.min, maximum=self.max, initial=self.initial)
+            return Gradient2Limit(minimum=self.min, maximum=self.max, initial=initial)
         if self.adaptive == "vegas":
-            return VegasLimit(minimum=self.min, maximum=self.max, initial=self.initial, rng=rng)
+            return VegasLimit(minimum=self.min, maximum=self.max, initial=initial, rng=rng)
         assert self.max_concurrent_calls is not None
         return FixedLimit(self.max_concurrent_calls)
 
@@ -160,9 +166,9 @@ class Gradient2Limit(LimitAlgorithm):
     def __init__(
         self,
         *,
-        minimum: int = 4,
+        minimum: int = 1,
         maximum: int = 200,
-        initial: int = 20,
+        initial: int = _DEFAULT_INITIAL,
         smoothing: float = 0.2,
         rtt_tolerance: float = 1.5,
         long_window: int = 600,
@@ -219,9 +225,9 @@ class VegasLimit(LimitAlgorithm):
     def __init__(
         self,
         *,
-        minimum: int = 4,
+        minimum: int = 1,
         maximum: int = 200,
-        initial: int = 20,
+        initial: int = _DEFAULT_INITIAL,
         smoothing: float = 1.0,
         probe_multiplier: int = 30,
         rng: random.Random | None = None,

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import redis
+import redis.asyncio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from otel_resilience import CircuitOpenError, ConfigError, Registry, load_config
 from otel_resilience._chaos import ChaosSettings, FaultInjector, FaultSpec, chaos_switched_on
+from otel_resilience.instrumentation import install
+from tests.support.health_servers import RedisServer, need_tool
 
 # -- pure ------------------------------------------------------------------------------
 
@@ -98,3 +112,234 @@ def test_bad_fault_values_name_the_field(values: dict[str, object], field: str) 
     """Rates outside 0..1 and negative or absurd latencies are refused."""
     with pytest.raises(ValueError, match=field):
         FaultSpec(**values)  # type: ignore[arg-type]
+
+
+# -- drills against an own redis-server that counts the commands it gets ---------------
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    own = RedisServer(need_tool("redis-server"))
+    own.start()
+    yield own
+    own.stop()
+
+
+def commands_received(server: RedisServer, command: str) -> int:
+    """How many ``command`` calls the server executed (INFO commandstats), asked with no
+    guard installed."""
+    with redis.Redis(port=server.port) as admin:
+        stats = admin.info("commandstats")
+    entry = stats.get(f"cmdstat_{command}")
+    return int(entry["calls"]) if entry else 0
+
+
+def drill_registry(server: RedisServer, faults: dict[str, Any], **extra: Any) -> Registry:
+    return load_config(
+        {
+            "dependencies": {
+                "cache": {
+                    "match": {"db.system": "redis", "server.port": server.port},
+                    "breaker": {"consecutive_failures": 3, "open_seconds": 30},
+                    **extra,
+                }
+            },
+            "chaos": {"enabled": True, "dependencies": {"cache": faults}},
+        }
+    )
+
+
+def client_for(server: RedisServer) -> redis.Redis:
+    return redis.Redis(port=server.port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+
+
+def test_error_rate_one_keeps_every_call_from_the_server(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Armed (config and OTEL_RESILIENCE_CHAOS=1), error_rate 1.0: every GET fails with
+    redis' own ConnectionError before any I/O (the server counts none), the failures open
+    the breaker like real ones, and each injected fault is counted."""
+    monkeypatch.setenv("OTEL_RESILIENCE_CHAOS", "1")
+    registry = drill_registry(server, {"error_rate": 1.0})
+    before = commands_received(server, "get")
+    uninstall = install(registry)
+    try:
+        client = client_for(server)
+        for _ in range(3):
+            with pytest.raises(redis.exceptions.ConnectionError) as injected:
+                client.get("k")
+            assert not isinstance(injected.value, CircuitOpenError)
+        assert registry.breaker("cache").state.value == "open"
+        with pytest.raises(CircuitOpenError):
+            client.get("k")
+    finally:
+        uninstall()
+    assert commands_received(server, "get") == before
+    snapshot = registry.breaker("cache").snapshot()
+    assert (snapshot.total_failures, snapshot.last_error_type) == (3, "ConnectionError")
+    assert registry.chaos_counts() == {("cache", "error"): 3, ("cache", "latency"): 0}
+
+
+def test_enabled_without_the_variable_injects_nothing(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chaos.enabled true but no OTEL_RESILIENCE_CHAOS: every command reaches the server."""
+    monkeypatch.delenv("OTEL_RESILIENCE_CHAOS", raising=False)
+    registry = drill_registry(server, {"error_rate": 1.0, "latency_seconds": 5.0})
+    before = commands_received(server, "get")
+    uninstall = install(registry)
+    try:
+        client = client_for(server)
+        started = time.monotonic()
+        for _ in range(5):
+            assert client.get("k") is None
+        assert time.monotonic() - started < 4.0  # no 5 s latency either
+    finally:
+        uninstall()
+    assert commands_received(server, "get") == before + 5
+    assert set(registry.chaos_counts().values()) == {0}  # reported, never counted
+
+
+def test_injected_errors_get_the_fallback(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An optional dependency with a fallback serves it for an injected error, as for a
+    real one (reason error)."""
+    monkeypatch.setenv("OTEL_RESILIENCE_CHAOS", "1")
+    registry = drill_registry(
+        server,
+        {"error_rate": 1.0},
+        criticality="optional",
+        fallback="tests.fallbacks_for_tests:local_analytics",
+    )
+    uninstall = install(registry)
+    try:
+        assert client_for(server).get("k") == "kept locally"
+    finally:
+        uninstall()
+    assert registry.fallback_counts() == {("cache", "error"): 1}
+
+
+def test_latency_is_added_before_the_call_and_marked_on_the_span(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """latency_seconds with latency_rate 1: the call waits first, then reaches the server;
+    the client span (the instrumentation runs outside the guard here) carries
+    resilience.chaos=true."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    monkeypatch.setenv("OTEL_RESILIENCE_CHAOS", "1")
+    registry = drill_registry(server, {"latency_seconds": 0.2, "latency_rate": 1.0})
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    uninstall = install(registry)
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    try:
+        started = time.monotonic()
+        assert client_for(server).get("k") is None
+        assert time.monotonic() - started >= 0.2
+    finally:
+        RedisInstrumentor().uninstrument()
+        uninstall()
+    spans = [span for span in exporter.get_finished_spans() if span.name == "GET"]
+    assert len(spans) == 1
+    attributes = spans[0].attributes or {}
+    assert attributes["resilience.chaos"] is True
+    assert attributes["resilience.chaos.fault"] == "latency"
+    assert registry.chaos_counts() == {("cache", "error"): 0, ("cache", "latency"): 1}
+
+
+async def test_async_latency_does_not_block_the_event_loop(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis.asyncio under a latency drill: the wait is an asyncio.sleep, so another task
+    keeps running meanwhile."""
+    monkeypatch.setenv("OTEL_RESILIENCE_CHAOS", "1")
+    registry = drill_registry(server, {"latency_seconds": 0.3})
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    uninstall = install(registry)
+    client = redis.asyncio.Redis(port=server.port, socket_timeout=5)
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        assert await client.get("k") is None
+    finally:
+        ticking.cancel()
+        await client.aclose()
+        uninstall()
+    assert ticks >= 10
+    assert registry.chaos_counts() == {("cache", "error"): 0, ("cache", "latency"): 1}
+
+
+def test_registry_chaos_context_manager_for_tests() -> None:
+    """registry.chaos(name, error_rate=1.0) injects faults into call/protect/guard inside
+    the block only (with no env var needed: a test asks for it explicitly)."""
+    registry = Registry.from_config({"dependencies": {"svc": {}}})
+
+    @registry.protect("svc")
+    def protected() -> str:
+        return "ok"
+
+    assert registry.call("svc", lambda: "ok") == "ok"
+    with registry.chaos("svc", error_rate=1.0):
+        with pytest.raises(ConnectionError):
+            registry.call("svc", lambda: pytest.fail("must not run"))
+        with pytest.raises(ConnectionError):
+            protected()
+        with pytest.raises(ConnectionError), registry.guard("svc"):
+            pytest.fail("a faulted block must not run")
+        assert registry.call("svc", lambda: "x", fallback=lambda: "fallback") == "fallback"
+    assert registry.call("svc", lambda: "ok") == "ok"
+    assert protected() == "ok"
+    assert registry.chaos_counts() == {("svc", "error"): 4}
+    assert registry.breaker("svc").snapshot().total_failures == 4
+
+
+async def test_registry_chaos_latency_on_acall() -> None:
+    """registry.chaos(name, latency_seconds=...) delays acall with asyncio.sleep."""
+    registry = Registry.from_config({"dependencies": {"svc": {}}})
+
+    async def work() -> str:
+        return "ok"
+
+    with registry.chaos("svc", latency_seconds=0.05):
+        started = time.monotonic()
+        assert await registry.acall("svc", work) == "ok"
+        assert time.monotonic() - started >= 0.05
+    assert registry.chaos_counts() == {("svc", "latency"): 1}
+
+
+@pytest.mark.parametrize(
+    ("chaos", "key"),
+    [
+        ({"enabled": "yes"}, "chaos.enabled"),
+        ({"dependencies": {"cache": {"error_rate": 1.5}}}, "chaos.dependencies.cache.error_rate"),
+        ({"dependencies": {"cache": {"error_rate": -1}}}, "chaos.dependencies.cache.error_rate"),
+        (
+            {"dependencies": {"cache": {"latency_seconds": -0.1}}},
+            "chaos.dependencies.cache.latency_seconds",
+        ),
+        (
+            {"dependencies": {"cache": {"latency_seconds": 86400}}},
+            "chaos.dependencies.cache.latency_seconds",
+        ),
+        (
+            {"dependencies": {"cache": {"latency_rate": 2}}},
+            "chaos.dependencies.cache.latency_rate",
+        ),
+        ({"dependencies": {"cache": {"eror_rate": 1}}}, "chaos.dependencies.cache.eror_rate"),
+        ({"dependencies": {"nosuch": {"error_rate": 1}}}, "chaos.dependencies.nosuch"),
+    ],
+)
+def test_bad_chaos_blocks_are_config_errors_naming_the_key(chaos: Any, key: str) -> None:
+    """Mistyped switches, rates outside 0..1, negative or absurd latencies, unknown keys
+    and undeclared dependencies fail at load."""
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config({"dependencies": {"cache": {}}, "chaos": chaos})

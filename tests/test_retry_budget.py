@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-import pytest
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-from otel_resilience import BreakerPolicy, CircuitBreaker, CircuitOpenError
+import httpx
+import pytest
+import stamina
+import tenacity
+
+from otel_resilience import (
+    BreakerPolicy,
+    CircuitBreaker,
+    CircuitOpenError,
+    ConfigError,
+    Registry,
+    load_config,
+)
 from otel_resilience._retry_budget import (
     RetryBudget,
     RetryBudgetPolicy,
     RetryGate,
     retry_predicate,
 )
+from otel_resilience.instrumentation import install
 from tests.conftest import FakeClock
 
 
@@ -197,3 +213,200 @@ def test_predicate_needs_exception_types() -> None:
         retry_predicate(lambda: None, ())  # type: ignore[arg-type, return-value]
     with pytest.raises(TypeError, match="exception types"):
         retry_predicate(lambda: None, ("OSError",))  # type: ignore[arg-type, return-value]
+
+
+# -- a retry storm against a real, failing HTTP server ---------------------------------
+
+
+class _Failing(BaseHTTPRequestHandler):
+    """Answers every request with 503 and counts it."""
+
+    requests = 0
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:
+        with _Failing.lock:
+            _Failing.requests += 1
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def failing_server() -> Iterator[int]:
+    _Failing.requests = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def api_registry(port: int, breaker: dict[str, Any], **extra: Any) -> Registry:
+    return load_config(
+        {
+            "dependencies": {
+                "api": {
+                    "match": {"server.address": "127.0.0.1", "server.port": port},
+                    "breaker": breaker,
+                    **extra,
+                }
+            }
+        }
+    )
+
+
+# A breaker that stays closed through the storm: only the budget bounds the retries.
+NEVER_OPENS = {"consecutive_failures": None, "minimum_calls": 100, "failure_rate_threshold": 1.0}
+BUDGET = {"percent": 0.2, "min_per_second": 1, "ttl_seconds": 10}
+OPERATIONS = 40
+ATTEMPTS = 10
+
+RetryingGet = Callable[[Callable[[], None]], None]
+
+
+def with_stamina(registry: Registry) -> RetryingGet:
+    def run(get: Callable[[], None]) -> None:
+        retrying = stamina.retry(
+            on=registry.retry_on("api", httpx.HTTPStatusError, httpx.TransportError),
+            attempts=ATTEMPTS,
+            timeout=None,
+            wait_initial=0.0,
+            wait_max=0.0,
+            wait_jitter=0.0,
+        )
+        retrying(get)()
+
+    return run
+
+
+def with_tenacity(registry: Registry) -> RetryingGet:
+    def run(get: Callable[[], None]) -> None:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(
+                registry.retry_on("api", httpx.HTTPStatusError, httpx.TransportError)
+            ),
+            stop=tenacity.stop_after_attempt(ATTEMPTS),
+            wait=tenacity.wait_none(),
+            reraise=True,
+        )
+        retrying(get)
+
+    return run
+
+
+@pytest.mark.parametrize("retrier", [with_stamina, with_tenacity])
+def test_a_retry_storm_is_bounded_by_the_budget(
+    failing_server: int, retrier: Callable[[Registry], RetryingGet]
+) -> None:
+    """40 operations retrying up to 10 times each against a server that always fails
+    would send 400 requests; the budget (20% of calls plus 1 a second over 10 s) lets
+    through at most 40 * 1.2 + 10 (+ what the retries themselves deposit), and the server
+    counts no more. Retries are counted allowed and denied."""
+    registry = api_registry(failing_server, NEVER_OPENS, retry_budget=BUDGET)
+    uninstall = install(registry)
+    try:
+        run = retrier(registry)
+        with httpx.Client(base_url=f"http://127.0.0.1:{failing_server}") as client:
+
+            def get() -> None:
+                client.get("/").raise_for_status()
+
+            for _ in range(OPERATIONS):
+                with pytest.raises(httpx.HTTPStatusError):
+                    run(get)
+    finally:
+        uninstall()
+    counts = registry.retry_counts()
+    allowed, denied = counts[("api", "allowed")], counts[("api", "denied")]
+    # Both libraries ask the predicate before their attempt limit, so an operation that
+    # runs out of attempts spent a token on a retry it did not make: hence <=.
+    assert OPERATIONS + 10 <= _Failing.requests <= OPERATIONS + allowed
+    assert allowed <= 0.2 * OPERATIONS + 10 + 5  # 5: deposits of the retries themselves
+    assert denied >= OPERATIONS - 5  # nearly every operation ended on a denied retry
+    assert registry.breaker("api").state.value == "closed"
+
+
+@pytest.mark.parametrize("retrier", [with_stamina, with_tenacity])
+def test_no_retry_reaches_a_dependency_whose_breaker_is_open(
+    failing_server: int, retrier: Callable[[Registry], RetryingGet]
+) -> None:
+    """Three failures open the breaker: the call that opened it is not retried, and while
+    it is open the guard's rejection (an httpx.ConnectError too) is not retried either;
+    the server sees exactly the three requests."""
+    registry = api_registry(
+        failing_server, {"consecutive_failures": 3, "open_seconds": 60}, retry_budget=BUDGET
+    )
+    uninstall = install(registry)
+    try:
+        run = retrier(registry)
+        with httpx.Client(base_url=f"http://127.0.0.1:{failing_server}") as client:
+
+            def get() -> None:
+                client.get("/").raise_for_status()
+
+            with pytest.raises(httpx.HTTPStatusError):
+                run(get)  # three attempts, then the breaker is open: the third not retried
+            assert registry.breaker("api").state.value == "open"
+            for _ in range(5):
+                with pytest.raises(httpx.ConnectError) as rejected:
+                    run(get)
+                assert isinstance(rejected.value, CircuitOpenError)
+    finally:
+        uninstall()
+    assert _Failing.requests == 3
+    assert not registry.retry_allowed("api")
+    counts = registry.retry_counts()
+    assert counts[("api", "allowed")] == 2
+    assert counts[("api", "denied")] == 1 + 5 + 1
+
+
+def test_retry_allowed_spends_the_default_budget(clock: FakeClock) -> None:
+    """Without retry_budget a dependency has the default (0.2, 10, 10): 100 retries in a
+    quiet second, then none, and an unknown name is an error."""
+    registry = Registry.from_config({"dependencies": {"db": {}}}, clock=clock)
+    granted = 0
+    while registry.retry_allowed("db"):
+        granted += 1
+    assert granted == 100
+    assert registry.retry_counts()[("db", "denied")] == 1
+    clock.advance(10.5)
+    assert registry.retry_allowed("db")
+    with pytest.raises(KeyError, match="unknown dependency"):
+        registry.retry_allowed("nope")
+    with pytest.raises(KeyError, match="unknown dependency"):
+        registry.retry_on("nope", OSError)
+
+
+@pytest.mark.parametrize(
+    ("budget", "key"),
+    [
+        ({"percent": -0.5}, "dependencies.api.retry_budget.percent"),
+        ({"percent": 3}, "dependencies.api.retry_budget.percent"),
+        ({"min_per_second": -1}, "dependencies.api.retry_budget.min_per_second"),
+        ({"min_per_second": 1e12}, "dependencies.api.retry_budget.min_per_second"),
+        ({"ttl_seconds": 0}, "dependencies.api.retry_budget.ttl_seconds"),
+        ({"ttl_seconds": 86400}, "dependencies.api.retry_budget.ttl_seconds"),
+        ({"ttl_seconds": "10s"}, "dependencies.api.retry_budget.ttl_seconds"),
+        ({"precent": 0.2}, "dependencies.api.retry_budget.precent"),
+        ("lots", "dependencies.api.retry_budget"),
+    ],
+)
+def test_bad_budgets_are_config_errors_naming_the_key(budget: Any, key: str) -> None:
+    """Negative, absurd, mistyped or misspelt budgets fail at load, naming the key path."""
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config({"dependencies": {"api": {"retry_budget": budget}}})
+
+
+def test_configured_budget_reaches_the_dependency() -> None:
+    """retry_budget in the config becomes the dependency's RetryBudgetPolicy."""
+    registry = load_config(
+        {"dependencies": {"api": {"retry_budget": {"percent": 0.1, "ttl_seconds": 30}}}}
+    )
+    budget = registry["api"].retry_budget
+    assert budget is not None
+    assert (budget.percent, budget.min_per_second, budget.ttl_seconds) == (0.1, 10, 30)
