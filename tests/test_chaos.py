@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import shutil
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -302,6 +309,22 @@ def test_registry_chaos_context_manager_for_tests() -> None:
     assert registry.breaker("svc").snapshot().total_failures == 4
 
 
+def test_without_a_client_span_the_surrounding_span_is_marked() -> None:
+    """A fault injected into registry.call marks the span of the surrounding work."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = Registry.from_config({"dependencies": {"svc": {}}})
+    with (
+        registry.chaos("svc", error_rate=1.0),
+        provider.get_tracer("test").start_as_current_span("request"),
+        pytest.raises(ConnectionError),
+    ):
+        registry.call("svc", lambda: "never")
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes == {"resilience.chaos": True, "resilience.chaos.fault": "error"}
+
+
 async def test_registry_chaos_latency_on_acall() -> None:
     """registry.chaos(name, latency_seconds=...) delays acall with asyncio.sleep."""
     registry = Registry.from_config({"dependencies": {"svc": {}}})
@@ -343,3 +366,84 @@ def test_bad_chaos_blocks_are_config_errors_naming_the_key(chaos: Any, key: str)
     and undeclared dependencies fail at load."""
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config({"dependencies": {"cache": {}}, "chaos": chaos})
+
+
+DRILL_APP = """
+import json
+
+import redis
+
+from otel_resilience import get_registry
+
+client = redis.Redis(port={port}, socket_timeout=5, retry=None)
+failed = 0
+for _ in range(5):
+    try:
+        client.get("k")
+    except redis.exceptions.ConnectionError:
+        failed += 1
+registry = get_registry()
+print("RESULT " + json.dumps({{
+    "failed": failed,
+    "state": registry.breaker("cache").state.value,
+    "injected": registry.chaos_counts().get(("cache", "error"), 0),
+}}))
+"""
+
+
+@pytest.mark.parametrize("armed", [True, False])
+def test_a_staging_drill_needs_only_the_config_and_the_variable(
+    server: RedisServer, tmp_path: Path, armed: bool
+) -> None:
+    """Under opentelemetry-instrument, an unchanged app against a Redis drill (config with
+    chaos enabled, error_rate 1.0): with OTEL_RESILIENCE_CHAOS=1 every GET fails before
+    reaching the server and the breaker opens; without it, all five reach the server."""
+    instrument = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+    assert instrument is not None, "opentelemetry-instrument is part of the test install"
+    config = tmp_path / "resilience.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            dependencies:
+              cache:
+                criticality: critical
+                match: {{db.system: redis, server.port: {server.port}}}
+                breaker: {{consecutive_failures: 3, open_seconds: 30}}
+            chaos:
+              enabled: true
+              dependencies:
+                cache: {{error_rate: 1.0}}
+            """
+        )
+    )
+    app = tmp_path / "app.py"
+    app.write_text(DRILL_APP.format(port=server.port))
+    env = {key: value for key, value in os.environ.items() if key != "OTEL_RESILIENCE_CHAOS"} | {
+        "OTEL_RESILIENCE_CONFIG": str(config),
+        "OTEL_PYTHON_DISTRO": "otel_resilience",
+        "OTEL_PYTHON_CONFIGURATOR": "otel_resilience",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    if armed:
+        env["OTEL_RESILIENCE_CHAOS"] = "1"
+    before = commands_received(server, "get")
+    result = subprocess.run(
+        [instrument, sys.executable, str(app)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, result.stdout + result.stderr
+    report = json.loads(lines[0].removeprefix("RESULT "))
+    if armed:
+        assert report == {"failed": 5, "state": "open", "injected": 3}
+        assert commands_received(server, "get") == before
+    else:
+        assert report == {"failed": 0, "state": "closed", "injected": 0}
+        assert commands_received(server, "get") == before + 5
