@@ -33,9 +33,6 @@ ADAPTIVE_ALGORITHMS = ("gradient2", "vegas")
 _MAX_LIMIT = 100_000
 _DEFAULT_INITIAL = 20
 
-# What a rejection suggests as retry_after when no latency has been measured yet.
-_DEFAULT_RETRY_AFTER = 0.01
-
 
 def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -117,11 +114,6 @@ class LimitAlgorithm:
     def update(self, rtt: float, inflight: int) -> None:
         """A call took ``rtt`` seconds with ``inflight`` calls in flight (itself included)."""
 
-    @property
-    def short_rtt(self) -> float | None:
-        """The latest latency estimate, for rejection hints."""
-        return None
-
 
 class FixedLimit(LimitAlgorithm):
     """``max_concurrent_calls``: a limit that never moves."""
@@ -181,11 +173,6 @@ class Gradient2Limit(LimitAlgorithm):
         self._tolerance = rtt_tolerance
         self._queue_size = queue_size
         self._long = _ExpAverage(long_window, warmup=10)
-        self._short: float | None = None
-
-    @property
-    def short_rtt(self) -> float | None:
-        return self._short
 
     @property
     def long_rtt(self) -> float:
@@ -194,7 +181,6 @@ class Gradient2Limit(LimitAlgorithm):
     def update(self, rtt: float, inflight: int) -> None:
         if rtt <= 0:
             return
-        self._short = rtt
         long_rtt = self._long.add(rtt)
         if long_rtt / rtt > 2:
             self._long.value = long_rtt * 0.95
@@ -241,11 +227,6 @@ class VegasLimit(LimitAlgorithm):
         self._probe_jitter = self._rng.uniform(0.5, 1.0)
         self._probe_count = 0
         self.rtt_noload = 0.0
-        self._short: float | None = None
-
-    @property
-    def short_rtt(self) -> float | None:
-        return self._short
 
     def _should_probe(self) -> bool:
         return self._probe_jitter * self._probe_multiplier * self.limit <= self._probe_count
@@ -253,7 +234,6 @@ class VegasLimit(LimitAlgorithm):
     def update(self, rtt: float, inflight: int) -> None:
         if rtt <= 0:
             return
-        self._short = rtt
         self._probe_count += 1
         if self._should_probe():
             self._probe_count = 0
@@ -326,8 +306,3 @@ class ConcurrencyLimiter:
             self.inflight = inflight - 1 if inflight > 0 else 0
             if self.timed and not failed:
                 self.algorithm.update(duration, inflight)
-
-    def retry_after(self) -> float:
-        """A hint for a rejected caller: about one call's latency."""
-        rtt = self.algorithm.short_rtt
-        return rtt if rtt is not None and rtt > 0 else _DEFAULT_RETRY_AFTER

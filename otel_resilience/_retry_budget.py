@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._breaker import CircuitBreaker, State
+from ._breaker import BreakerSnapshot, CircuitBreaker, State
 from ._errors import CircuitOpenError
 
 __all__ = ["RetryBudget", "RetryBudgetPolicy", "RetryGate", "retry_predicate"]
@@ -165,7 +165,7 @@ class RetryGate:
         self.budget = RetryBudget(policy, clock=clock)
         self._clock = clock
         self._lock = threading.Lock()
-        self._seen = _calls_made(breaker)
+        self._seen = _calls_made(breaker.snapshot())
         self._seen_at = clock()
         self.allowed = 0
         self.denied = 0
@@ -189,7 +189,7 @@ class RetryGate:
     def retry_allowed(self) -> bool:
         """Spend a retry: True while the breaker is CLOSED and the budget has one left."""
         snapshot = self.breaker.snapshot()
-        self._credit(snapshot.total_successes + snapshot.total_failures + snapshot.total_slow)
+        self._credit(_calls_made(snapshot))
         allowed = snapshot.state is State.CLOSED and self.budget.try_withdraw()
         with self._lock:
             if allowed:
@@ -204,8 +204,8 @@ class RetryGate:
             self.denied += 1
 
 
-def _calls_made(breaker: CircuitBreaker) -> int:
-    snapshot = breaker.snapshot()
+def _calls_made(snapshot: BreakerSnapshot) -> int:
+    """Every call the breaker recorded an outcome for (rejections are not calls made)."""
     return snapshot.total_successes + snapshot.total_failures + snapshot.total_slow
 
 
