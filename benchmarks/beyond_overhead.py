@@ -31,13 +31,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import circuitbreaker
 import pybreaker
+from breaker_overhead import time_async, time_sync  # this folder is on sys.path
 
 from otel_resilience import load_config
 
@@ -134,20 +134,6 @@ def async_contenders(regs: dict[str, Any]) -> dict[str, Callable[[], Awaitable[o
         "registry.acall, static limit": through(regs["static"]),
         "registry.acall, adaptive limit (gradient2)": through(regs["adaptive"]),
     }
-
-
-def time_sync(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
-async def time_async(fn: Callable[[], Awaitable[object]], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        await fn()
-    return (time.perf_counter() - start) / calls * 1e6
 
 
 def table(title: str, best: dict[str, float], bare: str, baseline: str) -> list[str]:

@@ -109,7 +109,11 @@ class LimitAlgorithm:
     """How a limit moves with each completed call. ``timed``: it needs call durations."""
 
     timed = False
-    limit: float
+
+    def __init__(self, minimum: int, maximum: int, initial: int) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.limit = float(initial)
 
     def update(self, rtt: float, inflight: int) -> None:
         """A call took ``rtt`` seconds with ``inflight`` calls in flight (itself included)."""
@@ -119,7 +123,7 @@ class FixedLimit(LimitAlgorithm):
     """``max_concurrent_calls``: a limit that never moves."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = float(limit)
+        super().__init__(limit, limit, limit)
 
 
 class _ExpAverage:
@@ -166,9 +170,7 @@ class Gradient2Limit(LimitAlgorithm):
         long_window: int = 600,
         queue_size: int = 4,
     ) -> None:
-        self.minimum = minimum
-        self.maximum = maximum
-        self.limit = float(initial)
+        super().__init__(minimum, maximum, initial)
         self._smoothing = smoothing
         self._tolerance = rtt_tolerance
         self._queue_size = queue_size
@@ -218,9 +220,7 @@ class VegasLimit(LimitAlgorithm):
         probe_multiplier: int = 30,
         rng: random.Random | None = None,
     ) -> None:
-        self.minimum = minimum
-        self.maximum = maximum
-        self.limit = float(initial)
+        super().__init__(minimum, maximum, initial)
         self._smoothing = smoothing
         self._probe_multiplier = probe_multiplier
         self._rng = rng if rng is not None else random.Random()

@@ -27,7 +27,7 @@ from redis.retry import Retry
 from otel_resilience import CircuitOpenError, ConfigError, Registry, load_config
 from otel_resilience._chaos import ChaosSettings, FaultInjector, FaultSpec, chaos_switched_on
 from otel_resilience.instrumentation import install
-from tests.support.health_servers import RedisServer, need_tool
+from tests.support.health_servers import RedisServer, redis_server
 
 # -- pure ------------------------------------------------------------------------------
 
@@ -126,10 +126,8 @@ def test_bad_fault_values_name_the_field(values: dict[str, object], field: str) 
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    own = RedisServer(need_tool("redis-server"))
-    own.start()
-    yield own
-    own.stop()
+    with redis_server() as own:
+        yield own
 
 
 def commands_received(server: RedisServer, command: str) -> int:

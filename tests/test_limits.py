@@ -29,7 +29,7 @@ from otel_resilience._limits import (
     LimitPolicy,
 )
 from otel_resilience.instrumentation import install
-from tests.support.health_servers import RedisServer, need_tool
+from tests.support.health_servers import RedisServer, redis_server
 
 BASE_RTT = 0.010
 
@@ -181,10 +181,8 @@ def test_bad_limits_name_the_field(values: dict[str, object], field: str) -> Non
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    own = RedisServer(need_tool("redis-server"))
-    own.start()
-    yield own
-    own.stop()
+    with redis_server() as own:
+        yield own
 
 
 def redis_registry(server: RedisServer, **extra: Any) -> Registry:

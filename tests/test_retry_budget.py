@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -299,6 +300,24 @@ def with_tenacity(registry: Registry) -> RetryingGet:
     return run
 
 
+@contextlib.contextmanager
+def retried_gets(
+    registry: Registry, port: int, retrier: Callable[[Registry], RetryingGet]
+) -> Iterator[Callable[[], None]]:
+    """A GET of the server (through the installed guards), retried by ``retrier``."""
+    uninstall = install(registry)
+    try:
+        run = retrier(registry)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+
+            def get() -> None:
+                client.get("/").raise_for_status()
+
+            yield lambda: run(get)
+    finally:
+        uninstall()
+
+
 @pytest.mark.parametrize("retrier", [with_stamina, with_tenacity])
 def test_a_retry_storm_is_bounded_by_the_budget(
     failing_server: int, retrier: Callable[[Registry], RetryingGet]
@@ -308,19 +327,10 @@ def test_a_retry_storm_is_bounded_by_the_budget(
     through at most 40 * 1.2 + 10 (+ what the retries themselves deposit), and the server
     counts no more. Retries are counted allowed and denied."""
     registry = api_registry(failing_server, NEVER_OPENS, retry_budget=BUDGET)
-    uninstall = install(registry)
-    try:
-        run = retrier(registry)
-        with httpx.Client(base_url=f"http://127.0.0.1:{failing_server}") as client:
-
-            def get() -> None:
-                client.get("/").raise_for_status()
-
-            for _ in range(OPERATIONS):
-                with pytest.raises(httpx.HTTPStatusError):
-                    run(get)
-    finally:
-        uninstall()
+    with retried_gets(registry, failing_server, retrier) as get:
+        for _ in range(OPERATIONS):
+            with pytest.raises(httpx.HTTPStatusError):
+                get()
     counts = registry.retry_counts()
     allowed, denied = counts[("api", "allowed")], counts[("api", "denied")]
     # Both libraries ask the predicate before their attempt limit, so an operation that
@@ -341,23 +351,14 @@ def test_no_retry_reaches_a_dependency_whose_breaker_is_open(
     registry = api_registry(
         failing_server, {"consecutive_failures": 3, "open_seconds": 60}, retry_budget=BUDGET
     )
-    uninstall = install(registry)
-    try:
-        run = retrier(registry)
-        with httpx.Client(base_url=f"http://127.0.0.1:{failing_server}") as client:
-
-            def get() -> None:
-                client.get("/").raise_for_status()
-
-            with pytest.raises(httpx.HTTPStatusError):
-                run(get)  # three attempts, then the breaker is open: the third not retried
-            assert registry.breaker("api").state.value == "open"
-            for _ in range(5):
-                with pytest.raises(httpx.ConnectError) as rejected:
-                    run(get)
-                assert isinstance(rejected.value, CircuitOpenError)
-    finally:
-        uninstall()
+    with retried_gets(registry, failing_server, retrier) as get:
+        with pytest.raises(httpx.HTTPStatusError):
+            get()  # three attempts, then the breaker is open: the third not retried
+        assert registry.breaker("api").state.value == "open"
+        for _ in range(5):
+            with pytest.raises(httpx.ConnectError) as rejected:
+                get()
+            assert isinstance(rejected.value, CircuitOpenError)
     assert _Failing.requests == 3
     assert not registry.retry_allowed("api")
     counts = registry.retry_counts()
