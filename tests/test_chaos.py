@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -26,8 +28,10 @@ from redis.retry import Retry
 
 from otel_resilience import CircuitOpenError, ConfigError, Registry, load_config
 from otel_resilience._chaos import ChaosSettings, FaultInjector, FaultSpec, chaos_switched_on
+from otel_resilience._metrics import ResilienceMetrics
 from otel_resilience.instrumentation import install
 from tests.support.health_servers import RedisServer, redis_server
+from tests.test_metrics import points
 
 # -- pure ------------------------------------------------------------------------------
 
@@ -445,3 +449,36 @@ def test_a_staging_drill_needs_only_the_config_and_the_variable(
     else:
         assert report == {"failed": 0, "state": "closed", "injected": 0}
         assert commands_received(server, "get") == before + 5
+
+
+def test_injected_faults_are_counted_in_their_metric(monkeypatch: pytest.MonkeyPatch) -> None:
+    """resilience.chaos.injected counts faults by kind; a dependency named in the chaos
+    block is reported from load, at 0."""
+    monkeypatch.setenv("OTEL_RESILIENCE_CHAOS", "1")
+    registry = load_config(
+        {
+            "dependencies": {"svc": {}, "quiet": {}},
+            "chaos": {
+                "enabled": True,
+                "dependencies": {
+                    "svc": {"error_rate": 1.0, "latency_seconds": 0.001},
+                    "quiet": {"error_rate": 0.0},
+                },
+            },
+        }
+    )
+    reader = InMemoryMetricReader()
+    ResilienceMetrics(MeterProvider(metric_readers=[reader])).attach(registry)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            registry.call("svc", lambda: "never")
+    injected = {
+        (a["dependency.name"], a["fault"]): v
+        for a, v in points(reader)["resilience.chaos.injected"]
+    }
+    assert injected == {
+        ("svc", "error"): 2,
+        ("svc", "latency"): 2,
+        ("quiet", "error"): 0,
+        ("quiet", "latency"): 0,
+    }

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -28,8 +30,10 @@ from otel_resilience._limits import (
     LimitAlgorithm,
     LimitPolicy,
 )
+from otel_resilience._metrics import ResilienceMetrics
 from otel_resilience.instrumentation import install
 from tests.support.health_servers import RedisServer, redis_server
+from tests.test_metrics import points
 
 BASE_RTT = 0.010
 
@@ -387,3 +391,46 @@ def test_bad_limits_are_config_errors_naming_the_key(limits: Any, key: str) -> N
     """Zero, negative, absurd, unknown or contradictory limits fail at load."""
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config({"dependencies": {"db": {"limits": limits}}})
+
+
+def test_limit_metrics_report_limit_inflight_and_rejections() -> None:
+    """The limit and in-flight gauges report each limited dependency; a rejection is
+    counted as outcome=rejected with reject.reason=limit, and the fallback as reason limit."""
+    registry = load_config(
+        {
+            "dependencies": {
+                "svc": {"limits": {"max_concurrent_calls": 1}},
+                "other": {},
+            }
+        }
+    )
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    ResilienceMetrics(provider).attach(registry)
+    inside, leave = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        inside.set()
+        leave.wait(5)
+
+    worker = threading.Thread(target=registry.call, args=("svc", slow))
+    worker.start()
+    try:
+        assert inside.wait(5)
+        assert registry.call("svc", lambda: "never", fallback=lambda: "fallback") == "fallback"
+        found = points(reader)
+    finally:
+        leave.set()
+        worker.join(5)
+    assert found["resilience.dependency.concurrency.limit"] == [({"dependency.name": "svc"}, 1)]
+    assert found["resilience.dependency.concurrency.inflight"] == [({"dependency.name": "svc"}, 1)]
+    rejected = {
+        (a["dependency.name"], a["reject.reason"]): v
+        for a, v in found["resilience.dependency.calls"]
+        if a["outcome"] == "rejected" and a["dependency.name"] != "telemetry"
+    }
+    assert rejected == {("svc", "open"): 0, ("svc", "limit"): 1, ("other", "open"): 0}
+    fallbacks = {
+        (a["dependency.name"], a["reason"]): v for a, v in found["resilience.dependency.fallbacks"]
+    }
+    assert fallbacks == {("svc", "limit"): 1}

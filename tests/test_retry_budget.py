@@ -12,6 +12,8 @@ import httpx
 import pytest
 import stamina
 import tenacity
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_resilience import (
     BreakerPolicy,
@@ -21,6 +23,7 @@ from otel_resilience import (
     Registry,
     load_config,
 )
+from otel_resilience._metrics import ResilienceMetrics
 from otel_resilience._retry_budget import (
     RetryBudget,
     RetryBudgetPolicy,
@@ -29,6 +32,7 @@ from otel_resilience._retry_budget import (
 )
 from otel_resilience.instrumentation import install
 from tests.conftest import FakeClock
+from tests.test_metrics import points
 
 
 def drain(budget: RetryBudget, limit: int = 10_000) -> int:
@@ -411,3 +415,27 @@ def test_configured_budget_reaches_the_dependency() -> None:
     budget = registry["api"].retry_budget
     assert budget is not None
     assert (budget.percent, budget.min_per_second, budget.ttl_seconds) == (0.1, 10, 30)
+
+
+def test_retries_are_counted_in_their_metric(clock: FakeClock) -> None:
+    """resilience.dependency.retries reports allowed and denied per dependency, from 0."""
+    registry = Registry.from_config(
+        {"dependencies": {"db": {"retry_budget": {"min_per_second": 0.2, "ttl_seconds": 10}}}},
+        clock=clock,
+    )
+    reader = InMemoryMetricReader()
+    ResilienceMetrics(MeterProvider(metric_readers=[reader])).attach(registry)
+    assert {tuple(a.values()): v for a, v in points(reader)["resilience.dependency.retries"]} == {
+        ("db", "allowed"): 0,
+        ("db", "denied"): 0,
+        ("telemetry", "allowed"): 0,
+        ("telemetry", "denied"): 0,
+    }
+    assert registry.retry_allowed("db")
+    assert registry.retry_allowed("db")
+    assert not registry.retry_allowed("db")
+    retries = {
+        (a["dependency.name"], a["outcome"]): v
+        for a, v in points(reader)["resilience.dependency.retries"]
+    }
+    assert (retries[("db", "allowed")], retries[("db", "denied")]) == (2, 1)
