@@ -10,16 +10,23 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
-from ._breaker import CircuitBreaker, Listener, State
+from ._breaker import CircuitBreaker, Listener
 from ._dependency import Dependency
 from ._errors import UnknownDependencyError
-from ._guard import MISSING, Entry, Guard
+from ._guard import (
+    MISSING,
+    PLAIN,
+    Entry,
+    Guard,
+    guarded_acall,
+    guarded_aiter,
+    guarded_call,
+    guarded_iter,
+)
 from ._health import HealthReport, health_report
 from ._semconv import Classifier
 
 __all__ = ["Registry", "TelemetrySettings"]
-
-_CLOSED = State.CLOSED
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -188,21 +195,13 @@ class Registry:
         Rejected (breaker open) or failed calls return ``fallback(*args, **kwargs)`` when
         there is one (the argument, else the dependency's own; ``fallback=None`` turns it
         off); otherwise a rejection raises ``CircuitOpenError`` and a failure re-raises.
+        Inside another guarded call of the same dependency, the call joins that one.
         """
         try:
             entry = self._entries[name]
         except KeyError:
             raise UnknownDependencyError(name, self._entries) from None
-        breaker = entry.breaker
-        if entry.fast and breaker._state is _CLOSED:
-            # Entry.call's fast path, inlined: one Python call less per guarded call.
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                return entry.failed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
-            breaker.record_success()
-            return result
-        return entry.call(fn, args, kwargs, fallback)
+        return guarded_call(entry, PLAIN, fn, args, kwargs, fallback)
 
     async def acall(
         self,
@@ -218,7 +217,7 @@ class Registry:
             entry = self._entries[name]
         except KeyError:
             raise UnknownDependencyError(name, self._entries) from None
-        return await entry.acall(fn, args, kwargs, fallback)
+        return await guarded_acall(entry, PLAIN, fn, args, kwargs, fallback)
 
     @overload
     def protect(self, name: str, fn: F, /) -> F: ...
@@ -227,7 +226,12 @@ class Registry:
     def protect(self, name: str, /, *, fallback: Any = MISSING) -> Callable[[F], F]: ...
 
     def protect(self, name: str, fn: Any = None, /, *, fallback: Any = MISSING) -> Any:
-        """Decorate a sync or async function so every call goes through the breaker."""
+        """Decorate a function so every call goes through the breaker.
+
+        Sync and async functions; on a generator or async generator function the whole
+        iteration is the guarded call (an exception while iterating is a failure,
+        exhaustion a success).
+        """
 
         def decorate(function: F) -> F:
             # Entries are never replaced once added, so the wrapper binds its entry on the
@@ -242,27 +246,37 @@ class Registry:
             if name in self._entries:
                 entry_of()
 
+            if inspect.isasyncgenfunction(function):
+
+                @functools.wraps(function)
+                def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    entry = bound[0] if bound else entry_of()
+                    return guarded_aiter(entry, function, args, kwargs, fallback)
+
+                return async_gen_wrapper  # type: ignore[return-value]
+
+            if inspect.isgeneratorfunction(function):
+
+                @functools.wraps(function)
+                def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    entry = bound[0] if bound else entry_of()
+                    return guarded_iter(entry, function, args, kwargs, fallback)
+
+                return gen_wrapper  # type: ignore[return-value]
+
             if inspect.iscoroutinefunction(function):
 
                 @functools.wraps(function)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
-                    return await entry.acall(function, args, kwargs, fallback)
+                    return await guarded_acall(entry, PLAIN, function, args, kwargs, fallback)
 
                 return async_wrapper  # type: ignore[return-value]
 
             @functools.wraps(function)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 entry = bound[0] if bound else entry_of()
-                breaker = entry.breaker
-                if entry.fast and breaker._state is _CLOSED:
-                    try:
-                        result = function(*args, **kwargs)
-                    except BaseException as exc:
-                        return entry.failed(exc, 0.0, fallback, args, kwargs)
-                    breaker.record_success()
-                    return result
-                return entry.call(function, args, kwargs, fallback)
+                return guarded_call(entry, PLAIN, function, args, kwargs, fallback)
 
             return wrapper  # type: ignore[return-value]
 
@@ -271,7 +285,10 @@ class Registry:
         return decorate
 
     def guard(self, name: str) -> Guard:
-        """A context manager (``with`` and ``async with``) guarding one block of code."""
+        """A context manager (``with`` and ``async with``) guarding one block of code.
+
+        Inside another guarded call of the same dependency, the block joins that call.
+        """
         return Guard(self._entry(name))
 
     # -- health ----------------------------------------------------------------------

@@ -13,7 +13,9 @@ from typing import Any
 import aiohttp
 
 from .._errors import CircuitOpenError
-from ._clientcall import Dependencies, Rules, guarded_async, http_answered, http_dependency
+from .._guard import Client, guarded_acall
+from ._clientcall import Dependencies, http_answer, http_dependency, never_serve
+from ._common import mark_current_span
 from ._install import Installer
 
 __all__ = ["AiohttpCircuitOpenError", "install_aiohttp"]
@@ -39,20 +41,30 @@ _FAILURES = (
 
 def _is_failure(exc: BaseException) -> bool:
     if isinstance(exc, aiohttp.ClientResponseError):  # raise_for_status: the status decides
-        return http_answered(exc.status)[0]
+        return http_answer(exc.status) is not None
     return isinstance(exc, _FAILURES)
 
 
-def _answered(response: Any) -> tuple[bool, str | None]:
-    return http_answered(getattr(response, "status", None))
+def _answer(response: Any) -> str | None:
+    return http_answer(getattr(response, "status", None))
 
 
-RULES = Rules(_is_failure, AiohttpCircuitOpenError, _answered)
+AIOHTTP = Client(
+    "aiohttp",
+    open_error=AiohttpCircuitOpenError,
+    fault=aiohttp.ClientConnectionError,
+    is_failure=_is_failure,
+    answer=_answer,
+    serve=never_serve,
+    mark=mark_current_span,
+    timeout_errors=(aiohttp.ServerTimeoutError,),
+)
+"""``ClientSession._request``; no fallback (a ClientResponse cannot be made up)."""
 
 
 def install_aiohttp(installer: Installer) -> None:
     """Guard ``aiohttp.ClientSession._request``."""
-    dependencies = Dependencies(installer.registry)
+    dependencies = Dependencies(installer)
 
     async def request(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         str_or_url = args[1] if len(args) > 1 else kwargs.get("str_or_url", "")
@@ -60,11 +72,9 @@ def install_aiohttp(installer: Installer) -> None:
             url = str(instance._build_url(str_or_url))
         except Exception:
             url = str(str_or_url)
-        return await guarded_async(
-            installer,
-            http_dependency(dependencies, url),
-            RULES,
-            lambda: wrapped(*args, **kwargs),
-        )
+        entry = http_dependency(dependencies, url)
+        if entry is None:
+            return await wrapped(*args, **kwargs)
+        return await guarded_acall(entry, AIOHTTP, wrapped, args, kwargs, None)
 
     installer.wrap(aiohttp.ClientSession, "_request", request)

@@ -29,10 +29,12 @@ import grpc  # type: ignore[import-untyped]
 import grpc.aio  # type: ignore[import-untyped]
 import grpc.aio._channel  # type: ignore[import-untyped]
 
-from .._context import GUARDED
+from .._breaker import TRIAL
+from .._context import GUARDED, is_guarded
 from .._errors import CircuitOpenError
-from ._clientcall import Dependencies
-from ._common import Call, mark_current_span
+from .._guard import Client, Entry, guarded_acall, guarded_call
+from ._clientcall import Dependencies, never_serve
+from ._common import mark_current_span
 from ._install import Installer
 
 __all__ = ["GrpcCircuitOpenError", "install_grpc", "parse_target"]
@@ -110,11 +112,92 @@ def _service(method: Any) -> str:
     return str(method).lstrip("/").rpartition("/")[0]
 
 
+def _failure_code(exc: BaseException) -> Any:
+    code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
+    return code if isinstance(code, grpc.StatusCode) else None
+
+
+def _is_failure(exc: BaseException) -> bool:
+    # A status the server chose (NOT_FOUND, INVALID_ARGUMENT...) is an answer.
+    code = _failure_code(exc)
+    return code is None or code in FAILURE_CODES
+
+
+def _answer(outcome: Any) -> str | None:
+    """A sync unary outcome that failed (the interceptor API returns failures)."""
+    if not outcome.done():
+        return None  # a future: its outcome comes later (counted as admitted, see docs)
+    exception = outcome.exception()
+    if exception is None:
+        return None
+    code = _failure_code(exception)
+    if code is None or code in FAILURE_CODES:
+        return code.name if code is not None else type(exception).__name__
+    return None
+
+
+class _Unavailable(grpc.aio.AioRpcError):  # type: ignore[misc]  # grpcio is untyped
+    """A grpc failure with ``code()`` UNAVAILABLE (what chaos drills inject)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), message
+        )
+
+
+GRPC = Client(
+    "grpc",
+    open_error=GrpcCircuitOpenError,
+    fault=_Unavailable,
+    is_failure=_is_failure,
+    answer=_answer,
+    serve=never_serve,
+    mark=mark_current_span,
+)
+"""Sync unary calls (the interceptor API returns failed outcomes instead of raising);
+response streams record when the stream ends."""
+
+GRPC_AIO = Client(
+    "grpc.aio",
+    open_error=GrpcCircuitOpenError,
+    fault=_Unavailable,
+    is_failure=_is_failure,
+    serve=never_serve,
+    mark=mark_current_span,
+)
+"""asyncio unary calls: a failed call raises its ``AioRpcError`` through the guard."""
+
+
+def _record(entry: Entry, trial: bool, code: Any) -> None:
+    breaker = entry.breaker
+    if code in FAILURE_CODES:
+        breaker.record_failure(0.0, code.name)
+    elif code is grpc.StatusCode.CANCELLED:
+        breaker.record_cancelled(0.0, trial)
+    else:
+        breaker.record_success(0.0)
+
+
+def _begin_stream(entry: Entry) -> bool | None:
+    """Admit a response-streaming call; None when it joins an outer guarded call, else
+    whether it is a half-open trial. Raises the rejection error."""
+    if is_guarded(GUARDED.get(), entry.name):
+        return None
+    admitted = entry.breaker.admit()
+    if not admitted:
+        mark_current_span(True)
+        raise GRPC.rejection(entry, "open", None)
+    mark_current_span(False)
+    return admitted == TRIAL
+
+
 def install_grpc(installer: Installer) -> None:
     """Intercept every grpc channel made after this (sync and asyncio)."""
-    dependencies = Dependencies(installer.registry)
+    dependencies = Dependencies(installer)
 
-    def classify(target: str, method: Any) -> str | None:
+    def entry_of(target: str, method: Any) -> Entry | None:
+        if not installer.active():
+            return None
         service = _service(method)
 
         def attributes() -> dict[str, Any]:
@@ -126,47 +209,7 @@ def install_grpc(installer: Installer) -> None:
                 found["rpc.service"] = service
             return found
 
-        return dependencies.name((target, service), attributes)
-
-    def start(target: str, method: Any) -> Call | None:
-        """A admitted call, None to pass the call through; raises when rejected."""
-        if not installer.active():
-            return None
-        name = classify(target, method)
-        if name is None:
-            return None
-        if GUARDED.get() == name:
-            mark_current_span()
-            return None
-        call = Call(installer.entry(name), lambda exc: True)
-        if not call.admit():
-            raise GrpcCircuitOpenError(name, call.entry.breaker.retry_after())
-        return call
-
-    def record(call: Call, code: Any) -> None:
-        breaker = call.entry.breaker
-        if code in FAILURE_CODES:
-            breaker.record_failure(0.0, code.name)
-        elif code is grpc.StatusCode.CANCELLED:
-            breaker.release()  # the caller gave up: no outcome
-        else:
-            breaker.record_success(0.0)
-
-    def settle(call: Call, outcome: Any) -> Any:
-        """Record the outcome of a sync call now if it is over, else when it ends."""
-        call._leave()  # the context ends here; the outcome may come on grpc's thread
-        if outcome.done():
-            exception = outcome.exception()
-            if exception is None:
-                record(call, grpc.StatusCode.OK)
-            elif isinstance(exception, grpc.RpcError) and hasattr(exception, "code"):
-                record(call, exception.code())
-            else:
-                record(call, grpc.StatusCode.INTERNAL)
-            return outcome
-        if not outcome.add_callback(lambda: record(call, outcome.code())):
-            record(call, outcome.code())
-        return outcome
+        return dependencies.entry((target, service), attributes)
 
     def sync_interceptor(target: str) -> Any:
         bases = (
@@ -177,21 +220,30 @@ def install_grpc(installer: Installer) -> None:
         )
 
         class Interceptor(*bases):  # type: ignore[misc]  # grpcio is untyped
-            def _intercept(self, continuation: Any, details: Any, request: Any) -> Any:
-                call = start(target, details.method)
-                if call is None:
+            def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
+                entry = entry_of(target, details.method)
+                if entry is None:
+                    return continuation(details, request)
+                return guarded_call(entry, GRPC, continuation, (details, request), {}, None)
+
+            def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
+                entry = entry_of(target, details.method)
+                trial = None if entry is None else _begin_stream(entry)
+                if entry is None or trial is None:
                     return continuation(details, request)
                 try:
                     outcome = continuation(details, request)
-                except BaseException as exc:
-                    call.raised(exc)
+                except BaseException:
+                    _record(entry, trial, grpc.StatusCode.UNKNOWN)
                     raise
-                return settle(call, outcome)
+                if not outcome.add_callback(lambda: _record(entry, trial, outcome.code())):
+                    _record(entry, trial, outcome.code())  # already over
+                return outcome
 
-            intercept_unary_unary = _intercept
-            intercept_unary_stream = _intercept
-            intercept_stream_unary = _intercept
-            intercept_stream_stream = _intercept
+            intercept_unary_unary = _unary
+            intercept_stream_unary = _unary
+            intercept_unary_stream = _stream
+            intercept_stream_stream = _stream
 
         return Interceptor()
 
@@ -202,51 +254,59 @@ def install_grpc(installer: Installer) -> None:
 
     pending: set[asyncio.Task[None]] = set()
 
-    async def read_code(call: Call, finished: Any) -> None:
+    async def record_when_done(entry: Entry, trial: bool, call: Any) -> None:
         try:
-            code = await finished.code()
+            code = await call.code()
         except BaseException:
-            code = None
-        record(call, code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.INTERNAL)
+            code = grpc.StatusCode.UNKNOWN
+        _record(entry, trial, code)
 
-    def asettle(call: Call, outcome: Any) -> Any:
-        """Record the outcome of an asyncio call when it ends (its code is awaited)."""
-        call._leave()
-
-        def done(finished: Any) -> None:
-            task = asyncio.get_running_loop().create_task(read_code(call, finished))
-            pending.add(task)  # a task nobody holds may be collected before it runs
-            task.add_done_callback(pending.discard)
-
-        if hasattr(outcome, "add_done_callback"):
-            outcome.add_done_callback(done)
-        else:  # a response, not a call: it is over
-            record(call, grpc.StatusCode.OK)
-        return outcome
+    async def invoke(continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(details, request)
+        await call  # the response, or the call's AioRpcError: the outcome of the call
+        return call
 
     def aio_interceptors(target: str) -> list[Any]:
-        async def intercept(continuation: Any, details: Any, request: Any) -> Any:
-            call = start(target, details.method)
-            if call is None:
+        async def unary(continuation: Any, details: Any, request: Any) -> Any:
+            entry = entry_of(target, details.method)
+            if entry is None:
+                return await continuation(details, request)
+            return await guarded_acall(
+                entry, GRPC_AIO, invoke, (continuation, details, request), {}, None
+            )
+
+        async def stream(continuation: Any, details: Any, request: Any) -> Any:
+            entry = entry_of(target, details.method)
+            trial = None if entry is None else _begin_stream(entry)
+            if entry is None or trial is None:
                 return await continuation(details, request)
             try:
-                outcome = await continuation(details, request)
-            except BaseException as exc:
-                call.raised(exc)
+                call = await continuation(details, request)
+            except BaseException:
+                _record(entry, trial, grpc.StatusCode.UNKNOWN)
                 raise
-            return asettle(call, outcome)
+
+            def done(finished: Any) -> None:
+                task = asyncio.get_running_loop().create_task(
+                    record_when_done(entry, trial, finished)
+                )
+                pending.add(task)  # a task nobody holds may be collected before it runs
+                task.add_done_callback(pending.discard)
+
+            call.add_done_callback(done)
+            return call
 
         class UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-            intercept_unary_unary = staticmethod(intercept)
+            intercept_unary_unary = staticmethod(unary)
 
         class UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-            intercept_unary_stream = staticmethod(intercept)
+            intercept_unary_stream = staticmethod(stream)
 
         class StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
-            intercept_stream_unary = staticmethod(intercept)
+            intercept_stream_unary = staticmethod(unary)
 
         class StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-            intercept_stream_stream = staticmethod(intercept)
+            intercept_stream_stream = staticmethod(stream)
 
         return [UnaryUnary(), UnaryStream(), StreamUnary(), StreamStream()]
 

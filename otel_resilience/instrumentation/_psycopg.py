@@ -14,10 +14,13 @@ from typing import Any
 
 import psycopg
 import psycopg.conninfo
+import psycopg.errors
 
 from .._errors import CircuitOpenError
+from .._guard import Client, Entry, guarded_acall, guarded_call
 from . import _postgres
-from ._clientcall import Dependencies, Rules, guarded_async, guarded_sync
+from ._clientcall import Dependencies, never_serve
+from ._common import mark_current_span
 from ._install import Installer
 
 __all__ = ["PsycopgCircuitOpenError", "install_psycopg"]
@@ -43,18 +46,27 @@ def _is_failure(exc: BaseException) -> bool:
     return _postgres.is_failure(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
-RULES = Rules(_is_failure, PsycopgCircuitOpenError)
+PSYCOPG = Client(
+    "psycopg",
+    open_error=PsycopgCircuitOpenError,
+    fault=psycopg.OperationalError,
+    is_failure=_is_failure,
+    serve=never_serve,
+    mark=mark_current_span,
+    timeout_errors=(psycopg.errors.ConnectionTimeout,),
+)
+"""Connecting and queries; no fallback (a rejected call raises)."""
 
 
 def install_psycopg(installer: Installer) -> None:
     """Guard ``Connection.connect`` (and ``psycopg.connect``), async too, and cursor queries."""
-    dependencies = Dependencies(installer.registry)
+    dependencies = Dependencies(installer)
 
-    def classify(host: Any, port: Any) -> str | None:
+    def classify(host: Any, port: Any) -> Entry | None:
         key = _postgres.address(host, port)
-        return dependencies.name(key, lambda: _postgres.attributes(*key))
+        return dependencies.entry(key, lambda: _postgres.attributes(*key))
 
-    def of_connect(args: Any, kwargs: Any) -> str | None:
+    def of_connect(args: Any, kwargs: Any) -> Entry | None:
         conninfo = args[0] if args else kwargs.get("conninfo", "")
         params = {key: value for key, value in kwargs.items() if key not in _CONNECT_OPTIONS}
         try:
@@ -63,7 +75,7 @@ def install_psycopg(installer: Installer) -> None:
             parsed = {}
         return classify(parsed.get("host") or parsed.get("hostaddr"), parsed.get("port"))
 
-    def of_cursor(cursor: Any) -> str | None:
+    def of_cursor(cursor: Any) -> Entry | None:
         connection = getattr(cursor, "_conn", None) or getattr(cursor, "connection", None)
         if connection is None:
             return None
@@ -72,30 +84,36 @@ def install_psycopg(installer: Installer) -> None:
             return cached[1]  # type: ignore[no-any-return]
         try:
             info = connection.info
-            name = classify(info.host, info.port)
+            entry = classify(info.host, info.port)
         except Exception:
             return None
         with contextlib.suppress(AttributeError):  # a connection class with __slots__
-            setattr(connection, _CACHE_ATTRIBUTE, (installer, name))
-        return name
+            setattr(connection, _CACHE_ATTRIBUTE, (installer, entry))
+        return entry
 
     def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        return guarded_sync(
-            installer, of_connect(args, kwargs), RULES, lambda: wrapped(*args, **kwargs)
-        )
+        entry = of_connect(args, kwargs)
+        if entry is None:
+            return wrapped(*args, **kwargs)
+        return guarded_call(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     async def aconnect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        return await guarded_async(
-            installer, of_connect(args, kwargs), RULES, lambda: wrapped(*args, **kwargs)
-        )
+        entry = of_connect(args, kwargs)
+        if entry is None:
+            return await wrapped(*args, **kwargs)
+        return await guarded_acall(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     def execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        return guarded_sync(installer, of_cursor(instance), RULES, lambda: wrapped(*args, **kwargs))
+        entry = of_cursor(instance)
+        if entry is None:
+            return wrapped(*args, **kwargs)
+        return guarded_call(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     async def aexecute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        return await guarded_async(
-            installer, of_cursor(instance), RULES, lambda: wrapped(*args, **kwargs)
-        )
+        entry = of_cursor(instance)
+        if entry is None:
+            return await wrapped(*args, **kwargs)
+        return await guarded_acall(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     installer.wrap(psycopg.Connection, "connect", connect)
     installer.wrap(psycopg.AsyncConnection, "connect", aconnect)

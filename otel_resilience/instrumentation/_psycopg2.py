@@ -18,8 +18,10 @@ import psycopg2
 import psycopg2.extensions
 
 from .._errors import CircuitOpenError
+from .._guard import Client, Entry, guarded_call
 from . import _postgres
-from ._clientcall import Dependencies, Rules, guarded_sync
+from ._clientcall import Dependencies, never_serve
+from ._common import mark_current_span
 from ._install import Installer
 
 __all__ = ["Psycopg2CircuitOpenError", "install_psycopg2"]
@@ -42,30 +44,38 @@ def _is_failure(exc: BaseException) -> bool:
     return _postgres.is_failure(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
 
 
-RULES = Rules(_is_failure, Psycopg2CircuitOpenError)
+PSYCOPG2 = Client(
+    "psycopg2",
+    open_error=Psycopg2CircuitOpenError,
+    fault=psycopg2.OperationalError,
+    is_failure=_is_failure,
+    serve=never_serve,
+    mark=mark_current_span,
+)
+"""Connecting and queries; no fallback (a rejected call raises)."""
 
 
 def install_psycopg2(installer: Installer) -> None:
     """Guard ``psycopg2.connect`` and the cursors of the connections it makes."""
-    dependencies = Dependencies(installer.registry)
+    dependencies = Dependencies(installer)
     cursor_classes: dict[type[Any], type[Any]] = {}
     connection_classes: dict[type[Any], type[Any]] = {}
 
-    def classify(host: Any, port: Any) -> str | None:
+    def classify(host: Any, port: Any) -> Entry | None:
         key = _postgres.address(host, port)
-        return dependencies.name(key, lambda: _postgres.attributes(*key))
+        return dependencies.entry(key, lambda: _postgres.attributes(*key))
 
-    def of_connection(connection: Any) -> str | None:
+    def of_connection(connection: Any) -> Entry | None:
         cached = connection.__dict__.get("_otel_resilience_dependency")
         if cached is not None and cached[0] is installer:
             return cached[1]  # type: ignore[no-any-return]
         try:
             info = connection.info
-            name = classify(info.host, info.port)
+            entry = classify(info.host, info.port)
         except Exception:
             return None
-        connection.__dict__["_otel_resilience_dependency"] = (installer, name)
-        return name
+        connection.__dict__["_otel_resilience_dependency"] = (installer, entry)
+        return entry
 
     def guarded_cursor(factory: type[Any]) -> type[Any]:
         if getattr(factory, _GUARDED_CLASS, False):
@@ -78,14 +88,10 @@ def install_psycopg2(installer: Installer) -> None:
 
         class GuardedCursor(factory):  # type: ignore[misc]
             def _guarded(self, method: Any, args: Any, kwargs: Any) -> Any:
-                if not installer.active():
+                entry = of_connection(self.connection) if installer.active() else None
+                if entry is None:
                     return method(*args, **kwargs)
-                return guarded_sync(
-                    installer,
-                    of_connection(self.connection),
-                    RULES,
-                    lambda: method(*args, **kwargs),
-                )
+                return guarded_call(entry, PSYCOPG2, method, args, kwargs, None)
 
             def execute(self, *args: Any, **kwargs: Any) -> Any:
                 return self._guarded(super().execute, args, kwargs)
@@ -128,7 +134,7 @@ def install_psycopg2(installer: Installer) -> None:
         connection_classes[base] = GuardedConnection
         return GuardedConnection
 
-    def of_connect(args: Any, kwargs: Any) -> str | None:
+    def of_connect(args: Any, kwargs: Any) -> Entry | None:
         dsn = args[0] if args else kwargs.get("dsn")
         params = {
             key: value
@@ -148,11 +154,9 @@ def install_psycopg2(installer: Installer) -> None:
                 **kwargs,
                 "connection_factory": guarded_connection(factory or psycopg2.extensions.connection),
             }
-        return guarded_sync(
-            installer,
-            of_connect(args, kwargs),
-            RULES,
-            lambda: wrapped(*args, **kwargs),
-        )
+        entry = of_connect(args, kwargs)
+        if entry is None:
+            return wrapped(*args, **kwargs)
+        return guarded_call(entry, PSYCOPG2, wrapped, args, kwargs, None)
 
     installer.wrap(psycopg2, "connect", connect)

@@ -15,7 +15,9 @@ import requests
 import requests.adapters
 
 from .._errors import CircuitOpenError
-from ._clientcall import Dependencies, Rules, guarded_sync, http_answered, http_dependency
+from .._guard import Client, guarded_call
+from ._clientcall import Dependencies, http_answer, http_dependency, serve_request
+from ._common import mark_current_span
 from ._install import Installer
 
 __all__ = ["RequestsCircuitOpenError", "install_requests"]
@@ -44,25 +46,38 @@ def _is_failure(exc: BaseException) -> bool:
     return isinstance(exc, _FAILURES)
 
 
-def _answered(response: Any) -> tuple[bool, str | None]:
-    return http_answered(getattr(response, "status_code", None))
+def _answer(response: Any) -> str | None:
+    return http_answer(getattr(response, "status_code", None))
 
 
-RULES = Rules(_is_failure, RequestsCircuitOpenError, _answered)
+def _on_reject(error: BaseException, request: Any) -> None:
+    if isinstance(error, requests.exceptions.RequestException):
+        error.request = request
+
+
+REQUESTS = Client(
+    "requests",
+    open_error=RequestsCircuitOpenError,
+    fault=requests.exceptions.ConnectionError,
+    is_failure=_is_failure,
+    answer=_answer,
+    serve=serve_request,
+    on_reject=_on_reject,
+    mark=mark_current_span,
+    timeout_errors=(requests.exceptions.Timeout,),
+)
+"""``HTTPAdapter.send``: the subject is the prepared request; a fallback gets it."""
 
 
 def install_requests(installer: Installer) -> None:
     """Guard ``requests.adapters.HTTPAdapter.send``."""
-    dependencies = Dependencies(installer.registry)
+    dependencies = Dependencies(installer)
 
     def send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         request = args[0] if args else kwargs["request"]
-        name = http_dependency(dependencies, str(request.url))
-        try:
-            return guarded_sync(installer, name, RULES, lambda: wrapped(*args, **kwargs))
-        except RequestsCircuitOpenError as error:
-            if error.request is None:
-                error.request = request
-            raise
+        entry = http_dependency(dependencies, str(request.url))
+        if entry is None:
+            return wrapped(*args, **kwargs)
+        return guarded_call(entry, REQUESTS, wrapped, args, kwargs, request)
 
     installer.wrap(requests.adapters.HTTPAdapter, "send", send)

@@ -32,9 +32,10 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from sqlalchemy import event
 
 from .._context import GUARDED_ATTRIBUTE
-from .._errors import CircuitOpenError
+from .._guard import Client, Entry, guarded_acall
 from . import _postgres
-from ._clientcall import Dependencies, Rules, guarded_async
+from ._clientcall import Dependencies, never_serve
+from ._common import mark_current_span
 from ._install import Installer
 
 __all__ = ["install_sqlalchemy"]
@@ -65,15 +66,15 @@ def _asyncpg_is_failure(exc: BaseException) -> bool:
 
 def install_sqlalchemy(installer: Installer) -> None:
     """Mark SQLAlchemy's spans of guarded engines; guard asyncpg-adapted cursors."""
-    dependencies = Dependencies(installer.registry)
+    dependencies = Dependencies(installer)
 
-    def of_engine(engine: Any) -> str | None:
+    def of_engine(engine: Any) -> Entry | None:
         url = engine.url
         driver = engine.dialect.driver
         if driver not in _GUARDED_DRIVERS or engine.dialect.name != "postgresql":
             return None
         key = _postgres.address(url.host, url.port)
-        return dependencies.name(key, lambda: _postgres.attributes(*key))
+        return dependencies.entry(key, lambda: _postgres.attributes(*key))
 
     def after_execute(conn: Any, cursor: Any, statement: Any, *rest: Any) -> None:
         try:
@@ -117,40 +118,39 @@ def install_sqlalchemy(installer: Installer) -> None:
 
 def _install_asyncpg_adapter(installer: Installer, dependencies: Dependencies) -> None:
     try:
-        import asyncpg  # noqa: F401  # the adapter needs it
         from sqlalchemy.dialects.postgresql import asyncpg as adapter
+
+        from ._asyncpg import PostgresCircuitOpenError
     except ImportError:
         return
     cursor_class = getattr(adapter, "AsyncAdapt_asyncpg_cursor", None)
     if cursor_class is None:
         return
+    client = Client(
+        "sqlalchemy-asyncpg",
+        open_error=PostgresCircuitOpenError,
+        fault=ConnectionRefusedError,
+        is_failure=_asyncpg_is_failure,
+        serve=never_serve,
+        mark=mark_current_span,
+    )
 
-    def rejection(name: str, retry_after: float) -> BaseException:
-        try:
-            from ._asyncpg import PostgresCircuitOpenError
-
-            return PostgresCircuitOpenError(name, retry_after)
-        except ImportError:  # pragma: no cover - the asyncpg guard ships with this module
-            return CircuitOpenError(name, retry_after)
-
-    rules = Rules(_asyncpg_is_failure, rejection)
-
-    def of_cursor(cursor: Any) -> str | None:
+    def of_cursor(cursor: Any) -> Entry | None:
         connection = getattr(getattr(cursor, "_adapt_connection", None), "_connection", None)
         addr = getattr(connection, "_addr", None)
         host, port = addr if isinstance(addr, tuple) else (addr, None)
         key = _postgres.address(host, port)
-        return dependencies.name(key, lambda: _postgres.attributes(*key))
+        return dependencies.entry(key, lambda: _postgres.attributes(*key))
 
     async def execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        entry = of_cursor(instance)
+        if entry is None:
+            return await wrapped(*args, **kwargs)
         try:
-            return await guarded_async(
-                installer, of_cursor(instance), rules, lambda: wrapped(*args, **kwargs)
-            )
-        except CircuitOpenError as error:
-            if type(error).__module__.startswith("sqlalchemy"):
-                raise
-            # The DB-API error SQLAlchemy makes of an asyncpg error, caused by this one.
+            return await guarded_acall(entry, client, wrapped, args, kwargs, None)
+        except PostgresCircuitOpenError as error:
+            # Rejected before the cursor ran: make of it the DB-API error SQLAlchemy makes
+            # of any asyncpg error (raised from this one), as the cursor itself would.
             instance._handle_exception(error)
             raise
 

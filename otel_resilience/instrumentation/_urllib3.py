@@ -14,7 +14,9 @@ import urllib3.connectionpool
 import urllib3.exceptions
 
 from .._errors import CircuitOpenError
-from ._clientcall import Dependencies, Rules, guarded_sync, http_answered
+from .._guard import Client, Entry, guarded_call
+from ._clientcall import Dependencies, http_answer, never_serve
+from ._common import mark_current_span
 from ._install import Installer
 
 __all__ = ["Urllib3CircuitOpenError", "install_urllib3"]
@@ -36,26 +38,39 @@ def _is_failure(exc: BaseException) -> bool:
     return isinstance(exc, (urllib3.exceptions.HTTPError, OSError))
 
 
-def _answered(response: Any) -> tuple[bool, str | None]:
-    return http_answered(getattr(response, "status", None))
+def _answer(response: Any) -> str | None:
+    return http_answer(getattr(response, "status", None))
 
 
-RULES = Rules(_is_failure, Urllib3CircuitOpenError, _answered)
+URLLIB3 = Client(
+    "urllib3",
+    open_error=Urllib3CircuitOpenError,
+    fault=urllib3.exceptions.ProtocolError,
+    is_failure=_is_failure,
+    answer=_answer,
+    serve=never_serve,
+    mark=mark_current_span,
+    timeout_errors=(urllib3.exceptions.TimeoutError,),
+)
+"""Pool ``urlopen``; no fallback (a urllib3 response cannot be made up)."""
 
 
 def install_urllib3(installer: Installer) -> None:
     """Guard ``urllib3.connectionpool.HTTPConnectionPool.urlopen`` (HTTPS pools inherit it)."""
-    dependencies = Dependencies(installer.registry)
+    dependencies = Dependencies(installer)
 
-    def of_pool(pool: Any) -> str | None:
+    def of_pool(pool: Any) -> Entry | None:
         host, port, scheme = pool.host, pool.port, pool.scheme
         if port is None:
             port = 443 if scheme == "https" else 80
-        return dependencies.name(
+        return dependencies.entry(
             (scheme, host, port), lambda: {"server.address": host, "server.port": port}
         )
 
     def urlopen(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        return guarded_sync(installer, of_pool(instance), RULES, lambda: wrapped(*args, **kwargs))
+        entry = of_pool(instance)
+        if entry is None:
+            return wrapped(*args, **kwargs)
+        return guarded_call(entry, URLLIB3, wrapped, args, kwargs, None)
 
     installer.wrap(urllib3.connectionpool.HTTPConnectionPool, "urlopen", urlopen)
