@@ -14,32 +14,38 @@ import logging
 from collections.abc import Callable
 
 from .._registry import Registry
-from ._install import Installer
+from ._install import Installer, instrument_clients
 
-__all__ = ["CLIENTS", "install"]
+__all__ = ["CLIENTS", "install", "instrument_clients"]
 
 _log = logging.getLogger(__name__)
 
-# (client library to look for, guard module, its install function), in install order:
-# SQLAlchemy after the drivers it goes through.
-CLIENTS: tuple[tuple[str, str, str], ...] = (
-    ("redis", "._redis", "install_redis"),
-    ("asyncpg", "._asyncpg", "install_asyncpg"),
-    ("httpx", "._httpx", "install_httpx"),
-    ("psycopg", "._psycopg", "install_psycopg"),
-    ("psycopg2", "._psycopg2", "install_psycopg2"),
-    ("sqlalchemy", "._sqlalchemy", "install_sqlalchemy"),
-    ("requests", "._requests", "install_requests"),
-    ("urllib3", "._urllib3", "install_urllib3"),
-    ("aiohttp", "._aiohttp", "install_aiohttp"),
-    ("grpc", "._grpc", "install_grpc"),
+# (client library to look for, guard module, its install function, the OpenTelemetry
+# instrumentors of the library as "module:Class"), in install order: SQLAlchemy after
+# the drivers it goes through.
+CLIENTS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("redis", "._redis", "install_redis", ("redis:RedisInstrumentor",)),
+    ("asyncpg", "._asyncpg", "install_asyncpg", ("asyncpg:AsyncPGInstrumentor",)),
+    ("httpx", "._httpx", "install_httpx", ("httpx:HTTPXClientInstrumentor",)),
+    ("psycopg", "._psycopg", "install_psycopg", ("psycopg:PsycopgInstrumentor",)),
+    ("psycopg2", "._psycopg2", "install_psycopg2", ("psycopg2:Psycopg2Instrumentor",)),
+    ("sqlalchemy", "._sqlalchemy", "install_sqlalchemy", ("sqlalchemy:SQLAlchemyInstrumentor",)),
+    ("requests", "._requests", "install_requests", ("requests:RequestsInstrumentor",)),
+    ("urllib3", "._urllib3", "install_urllib3", ("urllib3:URLLib3Instrumentor",)),
+    ("aiohttp", "._aiohttp", "install_aiohttp", ("aiohttp_client:AioHttpClientInstrumentor",)),
+    (
+        "grpc",
+        "._grpc",
+        "install_grpc",
+        ("grpc:GrpcInstrumentorClient", "grpc:GrpcAioInstrumentorClient"),
+    ),
 )
 
 
 def install(registry: Registry) -> Callable[[], None]:
     """Guard the calls of every installed client library; returns the uninstall function."""
     installer = Installer(registry)
-    for library, module_name, function_name in CLIENTS:
+    for library, module_name, function_name, _ in CLIENTS:
         try:
             importlib.import_module(library)
         except ImportError:

@@ -33,7 +33,7 @@ from .._context import PROBING
 from .._guard import Entry
 from .._registry import Registry
 
-__all__ = ["GuardLayer", "Installer", "innermost"]
+__all__ = ["GuardLayer", "Installer", "innermost", "instrument_clients"]
 
 _log = logging.getLogger(__name__)
 
@@ -140,3 +140,67 @@ def _remove(owner: Any, attribute: str, layer: GuardLayer) -> None:
         setattr(owner, attribute, layer.__wrapped__)
     else:
         parent.__wrapped__ = layer.__wrapped__
+
+
+def instrument_clients(clients: Any, tracer_provider: Any) -> Callable[[], None]:
+    """Switch on the OpenTelemetry instrumentation of every installed client in ``clients``
+    (``instrumentation.CLIENTS``) that is not instrumented yet; returns the undo.
+
+    An instrumentor is a process-wide singleton that ignores a second ``instrument()``,
+    so one switched on here yields to the application: the application's own later
+    ``instrument(request_hook=..., ...)`` takes ours off and instruments with its options.
+    """
+    import importlib
+
+    switched: list[Any] = []
+    for library, _, _, instrumentors in clients:
+        try:
+            importlib.import_module(library)
+        except ImportError:
+            continue
+        for spec in instrumentors:
+            module_name, _, class_name = spec.partition(":")
+            try:
+                module = importlib.import_module(f"opentelemetry.instrumentation.{module_name}")
+                instrumentor = getattr(module, class_name)()
+            except ImportError:
+                continue
+            except Exception:
+                _log.warning("could not load %s", class_name, exc_info=True)
+                continue
+            if instrumentor.is_instrumented_by_opentelemetry:
+                continue  # the application's own: left as it is
+            try:
+                instrumentor.instrument(tracer_provider=tracer_provider)
+            except Exception:
+                _log.warning("could not switch on %s", class_name, exc_info=True)
+                continue
+            if instrumentor.is_instrumented_by_opentelemetry:
+                _yield_to_application(instrumentor, switched)
+                switched.append(instrumentor)
+
+    def undo() -> None:
+        for instrumentor in switched:
+            instrumentor.__dict__.pop("instrument", None)
+            if instrumentor.is_instrumented_by_opentelemetry:
+                try:
+                    instrumentor.uninstrument()
+                except Exception:
+                    _log.warning("could not switch off %r", instrumentor, exc_info=True)
+        switched.clear()
+
+    return undo
+
+
+def _yield_to_application(instrumentor: Any, switched: list[Any]) -> None:
+    """Make the application's next ``instrumentor.instrument(...)`` replace ours."""
+
+    def instrument(**options: Any) -> Any:
+        instrumentor.__dict__.pop("instrument", None)  # the class's method from now on
+        if instrumentor in switched:
+            switched.remove(instrumentor)
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        return instrumentor.instrument(**options)
+
+    instrumentor.instrument = instrument
