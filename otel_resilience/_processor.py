@@ -174,13 +174,16 @@ class BreakerSpanProcessor(SpanProcessor):
                 self._targets[name] = target
             breaker, timed = target
             get = attributes.get
-            if (
-                get("http.response.status_code") is None
-                and get("http.status_code") is None
-                and not get("error.type")
-                and not _status_is_error(status)
-            ):
-                failed, error_type = False, None  # the common case, without the full rules
+            code = get("http.response.status_code")
+            if code is None:
+                code = get("http.status_code")
+            if code is None:
+                if get("error.type") or _status_is_error(status):
+                    failed, error_type = span_outcome(span, attributes)
+                else:
+                    failed, error_type = False, None  # the common case, without the full rules
+            elif type(code) is int and 0 < code < 400:
+                failed, error_type = False, None  # an HTTP answer that is not a failure
             else:
                 failed, error_type = span_outcome(span, attributes)
             duration = 0.0
