@@ -42,6 +42,7 @@ __all__ = [
     "ab",
     "client_cpu",
     "machine_line",
+    "orders",
     "own_redis",
     "pin_client",
     "processes",
@@ -178,7 +179,7 @@ class Summary:
     median_difference: float | None
 
 
-def _orders(names: Sequence[str], rounds: int) -> Iterator[Sequence[str]]:
+def orders(names: Sequence[str], rounds: int) -> Iterator[Sequence[str]]:
     """Round orders alternating forward and backward (ABC, CBA, ABC...)."""
     for index in range(rounds):
         yield names if index % 2 == 0 else list(reversed(names))
@@ -198,7 +199,7 @@ def ab(
     """
     samples = Samples()
     names = list(variants)
-    for order in _orders(names, rounds):
+    for order in orders(names, rounds):
         for name in order:
             with variants[name]():
                 start = clock()
@@ -222,7 +223,7 @@ def processes(
     """
     collected: dict[str, Samples] = {}
     prefix = taskset(client_cpu())
-    for order in _orders(setups, rounds):
+    for order in orders(setups, rounds):
         for setup in order:
             completed = subprocess.run(
                 [*prefix, *command(setup)],

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import itertools
 import statistics
 import sys
@@ -60,108 +59,10 @@ def nothing() -> Iterator[None]:
 # -- breaker ---------------------------------------------------------------------------
 
 
-def trivial(value: int = 1) -> int:
-    return value
-
-
-async def atrivial(value: int = 1) -> int:
-    return value
-
-
 def breaker_section(calls: int, rounds: int) -> str:
-    import aiobreaker
-    import circuitbreaker
+    import breaker_overhead  # beside this script
 
-    from otel_resilience import BreakerPolicy, Dependency, Registry
-
-    registry = Registry([Dependency("dep", policy=BreakerPolicy())])
-    call = registry.call
-    sync = {
-        "bare call": trivial,
-        "circuitbreaker": circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(trivial),
-        "otel_resilience protect": registry.protect("dep")(trivial),
-        "otel_resilience registry.call": lambda: call("dep", trivial),
-    }
-
-    def sync_work(fn: Callable[[], object]) -> Callable[[], int]:
-        def work() -> int:
-            for _ in range(calls):
-                fn()
-            return calls
-
-        return work
-
-    sync_samples = harness.Samples()
-    for order in harness._orders(list(sync), rounds):
-        for name in order:
-            one = harness.ab(sync_work(sync[name]), {name: nothing}, rounds=1)
-            sync_samples.add(name, one.values[name][0])
-
-    acall = registry.acall
-    aio = aiobreaker.CircuitBreaker(fail_max=5, timeout_duration=datetime.timedelta(seconds=30))
-    async_fns = {
-        "bare await": atrivial,
-        "aiobreaker": aio(atrivial),
-        "otel_resilience protect (async)": registry.protect("dep")(atrivial),
-        "otel_resilience registry.acall": lambda: acall("dep", atrivial),
-    }
-
-    async def measure_async() -> harness.Samples:
-        samples = harness.Samples()
-        for order in harness._orders(list(async_fns), rounds):
-            for name in order:
-                fn = async_fns[name]
-                start = time.thread_time_ns()
-                for _ in range(calls):
-                    await fn()
-                samples.add(name, (time.thread_time_ns() - start) / calls / 1000)
-        return samples
-
-    async_samples = asyncio.run(measure_async())
-
-    out = [
-        f"Closed breaker, {calls} calls per block, {rounds} interleaved rounds, thread CPU "
-        "time. Overhead is the per-call time minus the bare call's in the same round; the "
-        "ratio is ours over the peer's overhead, paired round by round.",
-        "",
-    ]
-    for title, samples, bare, peer, target in (
-        ("sync", sync_samples, "bare call", "circuitbreaker", 0.5),
-        ("async", async_samples, "bare await", "aiobreaker", 0.4),
-    ):
-        overhead = {name: samples.difference(name, bare) for name in samples.values if name != bare}
-        rows = [[bare, samples.best(bare), samples.median(bare), None, None, None, None]]
-        for name, values in overhead.items():
-            ratios = [ours / theirs for ours, theirs in zip(values, overhead[peer], strict=True)]
-            rows.append(
-                [
-                    name,
-                    samples.best(name),
-                    samples.median(name),
-                    statistics.median(values),
-                    None if name == peer else min(ratios),
-                    None if name == peer else statistics.median(ratios),
-                    None if name == peer else f"<= {target}",
-                ]
-            )
-        out += [
-            f"**{title}** (peer: {peer})",
-            "",
-            harness.table(
-                [
-                    "contender",
-                    "best µs/call",
-                    "median µs/call",
-                    "median overhead µs",
-                    "best paired ratio to peer",
-                    "median paired ratio to peer",
-                    "target",
-                ],
-                rows,
-            ),
-            "",
-        ]
-    return "\n".join(out)
+    return breaker_overhead.section(calls, rounds)
 
 
 # -- on_end ----------------------------------------------------------------------------
@@ -223,9 +124,13 @@ def on_end_section(port: int, rounds: int) -> str:
         dependencies.update(SPANS_CONFIG["dependencies"])
         return BreakerSpanProcessor(load_config({"dependencies": dependencies}))
 
-    capped = BreakerSpanProcessor(load_config({"dependencies": {}}), max_discovered=50)
-    for index in range(50):  # fill the observe-only cap with other servers
-        capped._discover(capped.registry, {"server.address": f"other{index}.internal"})
+    def capped(others: int) -> BreakerSpanProcessor:
+        """A processor with ``others`` observe-only dependencies discovered (cap 50)."""
+        processor = BreakerSpanProcessor(load_config({"dependencies": {}}), max_discovered=50)
+        for index in range(others):
+            processor._discover(processor.registry, {"server.address": f"other{index}.internal"})
+        return processor
+
     batch = BatchSpanProcessor(NullExporter(), max_queue_size=1 << 22)
     cases: dict[str, tuple[Any, Any, str]] = {
         "reference: SDK BatchSpanProcessor.on_end (redis spans)": (batch, redis_spans, ""),
@@ -239,7 +144,16 @@ def on_end_section(port: int, rounds: int) -> str:
             redis_spans,
             "",
         ),
-        "redis span, observe-only cap (50) reached": (capped, redis_spans, "flat"),
+        "redis span, the 50th observe-only dependency (cap reached)": (
+            capped(49),
+            redis_spans,
+            "flat",
+        ),
+        "redis span, cap of 50 observe-only reached by others (dropped)": (
+            capped(50),
+            redis_spans,
+            "flat",
+        ),
     }
 
     def work_of(processor: Any, spans: Any) -> Callable[[], int]:
@@ -252,7 +166,7 @@ def on_end_section(port: int, rounds: int) -> str:
         return work
 
     samples = harness.Samples()
-    for order in harness._orders(list(cases), rounds):
+    for order in harness.orders(list(cases), rounds):
         for name in order:
             processor, spans, _ = cases[name]
             one = harness.ab(work_of(processor, spans), {name: nothing}, rounds=1)
@@ -610,7 +524,7 @@ def scaling_section(calls: int, rounds: int) -> str:
             guarded = harness.Samples()  # µs of CPU per call, by level
             control = harness.Samples()
             wall = harness.Samples()
-            for order in harness._orders(list(levels), rounds):
+            for order in harness.orders(list(levels), rounds):
                 for level in order:
                     per_cpu, per_wall = measure(level, flaky, True)
                     guarded.add(str(level), 1e6 / per_cpu)

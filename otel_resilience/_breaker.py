@@ -253,8 +253,8 @@ class CircuitBreaker:
         if self._fast_success:
             ring = self._count_window
             state = self._state
-            if (state is _CLOSED or state is _DISABLED) and not ring.failures:
-                if ring.calls == ring.size:
+            if state is _CLOSED or state is _DISABLED:
+                if ring.steady:
                     # The steady state, and the hot path of every guarded call: a full
                     # window of successes only. A success changes nothing but the total
                     # (the ring stays all-success, the run of failures stays 0), so it is
@@ -269,7 +269,11 @@ class CircuitBreaker:
                         self._total_successes += 1
                         calls = ring.calls + 1
                         ring.calls = calls
-                        ring.next_index = calls if calls < ring.size else 0
+                        if calls < ring.size:
+                            ring.next_index = calls
+                        else:
+                            ring.next_index = 0
+                            ring.steady = not ring.slow
                         return
         self._record_success(duration)
 
