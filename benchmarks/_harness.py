@@ -13,8 +13,9 @@ that survives it:
   (``ab``), rounds interleaved and their order alternated (ABC, CBA, ...): a layer's cost
   is the difference within one process, without cross-process noise.
 - **Alternated processes.** Where set-ups cannot share a process (end to end through
-  ``configure()``), each round runs every set-up in a fresh, pinned process (``processes``),
-  again in alternating order.
+  ``configure()``), each set-up runs in its own pinned process and the processes take
+  turns block by block (``processes``), again in alternating order, so the blocks of one
+  round run back to back.
 - **Paired ratios.** Each round's figure is divided by the baseline's figure of the same
   round; slow drifts of the machine cancel, and the report gives the best and the median
   of those ratios next to the best absolute figures.
@@ -46,10 +47,10 @@ __all__ = [
     "own_redis",
     "pin_client",
     "processes",
+    "serve_blocks",
     "server_cpu",
     "table",
     "taskset",
-    "worker_result",
 ]
 
 Clock = Callable[[], int]
@@ -208,33 +209,64 @@ def ab(
     return samples
 
 
-def worker_result(**figures: float) -> None:
-    """Print a worker process's figures (µs per item) for ``processes`` to collect."""
-    print(json.dumps(figures), flush=True)
+def serve_blocks(run_block: Callable[[], Mapping[str, float]]) -> None:
+    """The worker side of ``processes``: run one block per request, print its figures.
+
+    Reads one line per block from stdin (EOF ends the worker) and answers with one JSON
+    line of figures (µs per item). Between blocks the worker waits in a blocking read,
+    using no CPU, so the set-ups take turns on the pinned CPU.
+    """
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        print(json.dumps(dict(run_block())), flush=True)
 
 
 def processes(
     command: Callable[[str], list[str]], setups: Sequence[str], *, rounds: int
 ) -> dict[str, Samples]:
-    """Run each set-up in its own pinned process, every round, in alternating order.
+    """Run each set-up in its own pinned process; the processes take turns, block by block.
 
-    ``command(setup)`` is the worker's command line; the worker prints one JSON object
-    (``worker_result``) as its last line. Returns one ``Samples`` per figure name.
+    ``command(setup)`` is the worker's command line; the worker calls ``serve_blocks``.
+    Every round asks each worker for one block, in alternating order, so the blocks of a
+    round run back to back and pair well even while the machine's load changes. Returns
+    one ``Samples`` per figure name.
     """
-    collected: dict[str, Samples] = {}
     prefix = taskset(client_cpu())
-    for order in orders(setups, rounds):
-        for setup in order:
-            completed = subprocess.run(
-                [*prefix, *command(setup)],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            figures = json.loads(completed.stdout.strip().splitlines()[-1])
-            for figure, value in figures.items():
-                collected.setdefault(figure, Samples()).add(setup, float(value))
+    workers = {
+        setup: subprocess.Popen(
+            [*prefix, *command(setup)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for setup in setups
+    }
+    collected: dict[str, Samples] = {}
+    try:
+        for worker in workers.values():
+            assert worker.stdout is not None
+            if worker.stdout.readline().strip() != "ready":
+                raise RuntimeError("a benchmark worker did not start")
+        for order in orders(setups, rounds):
+            for setup in order:
+                worker = workers[setup]
+                assert worker.stdin is not None
+                assert worker.stdout is not None
+                worker.stdin.write("block\n")
+                worker.stdin.flush()
+                figures = json.loads(worker.stdout.readline())
+                for figure, value in figures.items():
+                    collected.setdefault(figure, Samples()).add(setup, float(value))
+    finally:
+        for worker in workers.values():
+            if worker.stdin is not None:
+                worker.stdin.close()
+        for worker in workers.values():
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
     return collected
 
 
