@@ -7,6 +7,8 @@ Sections (all by default; name some to run only those):
 - ``on_end``: ``BreakerSpanProcessor.on_end`` per span (thread CPU time), the SDK's
   ``BatchSpanProcessor.on_end`` alongside; flat from 1 to 50 declared dependencies and
   with the observe-only cap reached.
+- ``spans``: the span processor and the sampler wrapper in the SDK's span pipeline (spans
+  with the redis instrumentation's attributes, no network), toggled in one process.
 - ``e2e``: redis GETs on loopback against an own redis-server (client and server pinned to
   separate CPUs): plain OTel instrumentation, + ``configure()`` without guards (span
   processor and sampler wrapper), + full ``configure()`` (processor, redis guard, memory
@@ -204,10 +206,114 @@ def on_end_section(port: int, rounds: int) -> str:
     )
 
 
+# -- the span side in the span pipeline (no network) -----------------------------------
+
+
+def spans_section(rounds: int) -> str:
+    """Span processor and sampler wrapper in the SDK's pipeline, toggled in one process."""
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.trace import SpanKind
+
+    from otel_resilience import load_config
+    from otel_resilience._configure import _wire_tracing
+
+    class NullExporter(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullExporter(), max_queue_size=1 << 16))
+    # The redis instrumentation's tracer name, attributes set after start as it does.
+    tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
+    active = provider._active_span_processor
+    plain_processors, plain_sampler = active._span_processors, provider.sampler
+    _wire_tracing(load_config(SPANS_CONFIG), provider)
+    ours_processors, ours_sampler = active._span_processors, provider.sampler
+    attributes = {
+        "db.statement": "GET ?",
+        "db.redis.args_length": 2,
+        "db.system": "redis",
+        "db.redis.database_index": 0,
+        "net.peer.name": "localhost",
+        "net.peer.port": 6379,
+        "net.transport": "ip_tcp",
+    }
+
+    def work() -> int:
+        for _ in range(500):
+            with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT) as span:
+                for key, value in attributes.items():
+                    span.set_attribute(key, value)
+        return 500
+
+    def setup(
+        processors: Any, sampler: Any
+    ) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+        @contextlib.contextmanager
+        def switch() -> Iterator[None]:
+            active._span_processors = processors
+            provider.sampler = sampler
+            for each in provider._tracers.values():
+                each.sampler = sampler
+            yield
+
+        return switch
+
+    variants = {
+        "plain": setup(plain_processors, plain_sampler),
+        "sampler": setup(plain_processors, ours_sampler),
+        "processor": setup(ours_processors, plain_sampler),
+        "both": setup(ours_processors, ours_sampler),
+    }
+    work()
+    samples = harness.ab(work, variants, rounds=rounds)
+    names = {
+        "plain": "a CLIENT span with the redis attributes, batch export processor",
+        "sampler": "+ sampler wrapper",
+        "processor": "+ span processor",
+        "both": "+ span processor and sampler wrapper",
+    }
+    rows = []
+    for name in variants:
+        summary = samples.summary(name, "plain")
+        rows.append(
+            [
+                names[name],
+                summary.best,
+                summary.median,
+                summary.median_difference,
+                summary.median_ratio,
+            ]
+        )
+    return "\n".join(
+        [
+            f"Spans started and ended through the SDK (no network), 500 per block, {rounds} "
+            "rounds, the processor and the sampler wrapper switched on and off round by "
+            "round; thread CPU time.",
+            "",
+            harness.table(
+                [
+                    "span pipeline",
+                    "best µs/span",
+                    "median µs/span",
+                    "median added µs/span",
+                    "median paired ratio",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
 # -- end to end (worker processes) -----------------------------------------------------
 
 
-E2E_SETUPS = ("plain", "processor", "configured", "full")
+E2E_SETUPS = ("plain", "plain again", "processor", "configured", "full")
 
 
 def _tracing(port: int) -> tuple[Any, Any, Any]:
@@ -241,7 +347,7 @@ def e2e_worker(setup: str, port: int, calls: int) -> None:
     from otel_resilience._configure import _wire_tracing
 
     provider, client, _ = _tracing(port)
-    if setup == "processor":
+    if setup == "processor":  # "plain again" is the A/A control: the noise floor
         # What configure() adds to the tracer provider, and nothing else.
         _wire_tracing(load_config(SPANS_CONFIG), provider)
     elif setup == "configured":
@@ -280,6 +386,7 @@ def e2e_section(port: int, calls: int, rounds: int) -> str:
     collected = harness.processes(command, E2E_SETUPS, rounds=rounds)
     names = {
         "plain": "OTel redis instrumentation + batch export (plain)",
+        "plain again": "the same plain set-up in another process (A/A: the noise floor)",
         "processor": "+ span processor and sampler wrapper only",
         "configured": "+ configure() without guards (+ metrics, resilient exporter)",
         "full": "+ full configure(): processor, redis guard, memory fallback",
@@ -573,7 +680,7 @@ def scaling_section(calls: int, rounds: int) -> str:
 
 # -- main ------------------------------------------------------------------------------
 
-SECTIONS = ("breaker", "on_end", "e2e", "layers", "scaling")
+SECTIONS = ("breaker", "on_end", "spans", "e2e", "layers", "scaling")
 
 
 def main() -> None:
@@ -581,7 +688,9 @@ def main() -> None:
     parser.add_argument("sections", nargs="*", metavar="section", help=", ".join(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--worker", choices=E2E_SETUPS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=("plain", "processor", "configured", "full"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, default=2000, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -603,6 +712,8 @@ def main() -> None:
                 print(breaker_section(50_000 if quick else 200_000, rounds))
             elif section == "on_end":
                 print(on_end_section(port, rounds if quick else max(rounds, 21)))
+            elif section == "spans":
+                print(spans_section(40 if quick else 200))
             elif section == "e2e":
                 print(e2e_section(port, 250, 40 if quick else 200))
             elif section == "layers":
