@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from ._policy import BreakerPolicy
 from ._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
-__all__ = ["BreakerSnapshot", "CircuitBreaker", "Listener", "State"]
+__all__ = [
+    "ADMITTED",
+    "REJECTED",
+    "TRIAL",
+    "BreakerSnapshot",
+    "CircuitBreaker",
+    "Listener",
+    "State",
+]
 
 _log = logging.getLogger("otel_resilience")
 
@@ -38,6 +46,15 @@ _OPEN = State.OPEN
 _HALF_OPEN = State.HALF_OPEN
 _FORCED_OPEN = State.FORCED_OPEN
 _DISABLED = State.DISABLED
+
+# What ``CircuitBreaker.admit()`` answers.
+REJECTED = 0
+ADMITTED = 1
+TRIAL = 2
+
+# ``retry_after`` while half-open permits are taken: this fraction of the open time.
+HALF_OPEN_RETRY_FRACTION = 0.1
+MIN_RETRY_AFTER = 0.001
 
 Listener = Callable[["CircuitBreaker", State, State], None]
 """Called as ``fn(breaker, old_state, new_state)`` after each transition."""
@@ -210,13 +227,20 @@ class CircuitBreaker:
             return dict(self._transitions)
 
     def retry_after(self) -> float:
-        """Seconds until this breaker may admit a call (``inf`` while forced open)."""
+        """Seconds until this breaker may admit a call again; always > 0.
+
+        OPEN: the open time left (at least a millisecond). FORCED_OPEN: ``inf``. Otherwise
+        (HALF_OPEN with every permit taken, or a rejection of another kind, such as a
+        concurrency limit): a tenth of the current open time, so a client that sleeps
+        ``retry_after`` before retrying never spins.
+        """
         with self._lock:
             if self._state is _FORCED_OPEN:
                 return float("inf")
             if self._state is _OPEN and self._opened_at is not None:
-                return max(0.0, self._opened_at + self._open_duration - self._clock())
-            return 0.0
+                left = self._opened_at + self._open_duration - self._clock()
+                return max(left, MIN_RETRY_AFTER)
+            return max(self._open_duration * HALF_OPEN_RETRY_FRACTION, MIN_RETRY_AFTER)
 
     # -- admitting calls -----------------------------------------------------------
 
@@ -225,26 +249,54 @@ class CircuitBreaker:
         state = self._state
         if state is _CLOSED or state is _DISABLED:
             return True
+        return self.admit() != REJECTED
+
+    def admit(self) -> int:
+        """Like ``allow()``, telling how the call was let in: ``REJECTED`` (0),
+        ``ADMITTED`` (1), or ``TRIAL`` (2), a half-open trial holding one of the permits.
+
+        A trial that ends without an outcome gives its permit back (``release()``); a
+        cancelled trial is a failed probe (``record_cancelled``).
+        """
+        state = self._state
+        if state is _CLOSED or state is _DISABLED:
+            return ADMITTED
         with self._lock:
             changes = self._expire_open(self._clock()) if state is _OPEN else None
             state = self._state
             if state is _HALF_OPEN and self._half_open_in_flight < self.policy.half_open_calls:
                 self._half_open_in_flight += 1
-                allowed = True
+                admitted = TRIAL
             elif state is _CLOSED or state is _DISABLED:
-                allowed = True
+                admitted = ADMITTED
             else:
                 self._total_rejected += 1
-                allowed = False
+                admitted = REJECTED
         if changes:
             self._notify(changes)
-        return allowed
+        return admitted
 
     def release(self) -> None:
         """Give back a half-open permit of a call that ended without an outcome."""
         with self._lock:
             if self._state is _HALF_OPEN and self._half_open_in_flight > 0:
                 self._half_open_in_flight -= 1
+
+    def record_cancelled(self, duration: float = 0.0, trial: bool = False) -> None:
+        """Record a call that was cancelled before it had an outcome.
+
+        In CLOSED it is no outcome at all. A cancelled half-open trial (``trial``: it was
+        admitted by ``admit()`` as ``TRIAL``) is a failed probe: the call did not show the
+        dependency answering, so the breaker opens again instead of letting the next call
+        become the next trial. (An application's own deadline around a hung dependency
+        cancels the trial; without this, each following call would wait out the deadline.)
+        """
+        if not trial:
+            return
+        if self._state is _HALF_OPEN:
+            self.record_failure(duration, "CancelledError")
+        else:
+            self.release()
 
     # -- recording outcomes --------------------------------------------------------
 

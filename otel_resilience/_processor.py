@@ -168,8 +168,10 @@ class BreakerSpanProcessor(SpanProcessor):
                 if name is None:
                     return
             guarded = GUARDED.get()
-            if guarded is not None and guarded == name:
-                return  # ended inside a client guard's call of this dependency: counted there
+            if guarded is not None and (
+                guarded == name or (type(guarded) is tuple and name in guarded)
+            ):
+                return  # ended inside a guarded call of this dependency: counted there
             target = self._targets.get(name)
             if target is None:
                 target = self._target(registry, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -10,16 +11,23 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
-from ._breaker import CircuitBreaker, Listener, State
+from ._breaker import CircuitBreaker, Listener
 from ._dependency import Dependency
 from ._errors import UnknownDependencyError
-from ._guard import MISSING, Entry, Guard
+from ._guard import (
+    MISSING,
+    PLAIN,
+    Entry,
+    Guard,
+    guarded_acall,
+    guarded_aiter,
+    guarded_call,
+    guarded_iter,
+)
 from ._health import HealthReport, health_report
 from ._semconv import Classifier
 
 __all__ = ["Registry", "TelemetrySettings"]
-
-_CLOSED = State.CLOSED
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,8 +69,7 @@ class Registry:
         self._classifier = Classifier(())
         self._fallback_counts: dict[tuple[str, str], int] = {}
         self._transition_listeners: list[Listener] = []
-        for dependency in dependencies:
-            self.add(dependency)
+        self._add_all(dependencies)
 
     @classmethod
     def from_config(
@@ -80,18 +87,29 @@ class Registry:
 
     def add(self, dependency: Dependency) -> Dependency:
         """Declare ``dependency`` (its name must be new) and give it a breaker."""
-        if not isinstance(dependency, Dependency):
-            raise TypeError(f"expected a Dependency, got {dependency!r}")
+        self._add_all((dependency,))
+        return dependency
+
+    def _add_all(self, dependencies: Iterable[Dependency]) -> None:
+        """Declare several dependencies at once: one copy and one classifier for all, so
+        a config of thousands loads in linear time."""
+        dependencies = tuple(dependencies)
+        for dependency in dependencies:
+            if not isinstance(dependency, Dependency):
+                raise TypeError(f"expected a Dependency, got {dependency!r}")
+        if not dependencies:
+            return
         with self._lock:
-            if dependency.name in self._entries:
-                raise ValueError(f"dependency {dependency.name!r} is declared twice")
-            breaker = CircuitBreaker(dependency.name, dependency.policy, clock=self.clock)
-            for listener in self._transition_listeners:
-                breaker.add_listener(listener)
-            if dependency.observe_only:
-                breaker.disable()  # counts every outcome, never rejects
             entries = dict(self._entries)
-            entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
+            for dependency in dependencies:
+                if dependency.name in entries:
+                    raise ValueError(f"dependency {dependency.name!r} is declared twice")
+                breaker = CircuitBreaker(dependency.name, dependency.policy, clock=self.clock)
+                for listener in self._transition_listeners:
+                    breaker.add_listener(listener)
+                if dependency.observe_only:
+                    breaker.disable()  # counts every outcome, never rejects
+                entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
             self._entries = entries
             # A new classifier (and cache) for the new set: readers never see a mix.
             self._classifier = Classifier(
@@ -101,7 +119,6 @@ class Registry:
                     if entry.dependency.match
                 )
             )
-        return dependency
 
     def _entry(self, name: str) -> Entry:
         try:
@@ -188,21 +205,13 @@ class Registry:
         Rejected (breaker open) or failed calls return ``fallback(*args, **kwargs)`` when
         there is one (the argument, else the dependency's own; ``fallback=None`` turns it
         off); otherwise a rejection raises ``CircuitOpenError`` and a failure re-raises.
+        Inside another guarded call of the same dependency, the call joins that one.
         """
         try:
             entry = self._entries[name]
         except KeyError:
             raise UnknownDependencyError(name, self._entries) from None
-        breaker = entry.breaker
-        if entry.fast and breaker._state is _CLOSED:
-            # Entry.call's fast path, inlined: one Python call less per guarded call.
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                return entry.failed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
-            breaker.record_success()
-            return result
-        return entry.call(fn, args, kwargs, fallback)
+        return guarded_call(entry, PLAIN, fn, args, kwargs, fallback)
 
     async def acall(
         self,
@@ -218,7 +227,7 @@ class Registry:
             entry = self._entries[name]
         except KeyError:
             raise UnknownDependencyError(name, self._entries) from None
-        return await entry.acall(fn, args, kwargs, fallback)
+        return await guarded_acall(entry, PLAIN, fn, args, kwargs, fallback)
 
     @overload
     def protect(self, name: str, fn: F, /) -> F: ...
@@ -227,7 +236,12 @@ class Registry:
     def protect(self, name: str, /, *, fallback: Any = MISSING) -> Callable[[F], F]: ...
 
     def protect(self, name: str, fn: Any = None, /, *, fallback: Any = MISSING) -> Any:
-        """Decorate a sync or async function so every call goes through the breaker."""
+        """Decorate a function so every call goes through the breaker.
+
+        Sync and async functions; on a generator or async generator function the whole
+        iteration is the guarded call (an exception while iterating is a failure,
+        exhaustion a success).
+        """
 
         def decorate(function: F) -> F:
             # Entries are never replaced once added, so the wrapper binds its entry on the
@@ -242,27 +256,40 @@ class Registry:
             if name in self._entries:
                 entry_of()
 
+            if inspect.isasyncgenfunction(function):
+
+                @functools.wraps(function)
+                async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    entry = bound[0] if bound else entry_of()
+                    iteration = guarded_aiter(entry, function, args, kwargs, fallback)
+                    async with contextlib.aclosing(iteration):
+                        async for item in iteration:
+                            yield item
+
+                return async_gen_wrapper  # type: ignore[return-value]
+
+            if inspect.isgeneratorfunction(function):
+
+                @functools.wraps(function)
+                def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    entry = bound[0] if bound else entry_of()
+                    return (yield from guarded_iter(entry, function, args, kwargs, fallback))
+
+                return gen_wrapper  # type: ignore[return-value]
+
             if inspect.iscoroutinefunction(function):
 
                 @functools.wraps(function)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
-                    return await entry.acall(function, args, kwargs, fallback)
+                    return await guarded_acall(entry, PLAIN, function, args, kwargs, fallback)
 
                 return async_wrapper  # type: ignore[return-value]
 
             @functools.wraps(function)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 entry = bound[0] if bound else entry_of()
-                breaker = entry.breaker
-                if entry.fast and breaker._state is _CLOSED:
-                    try:
-                        result = function(*args, **kwargs)
-                    except BaseException as exc:
-                        return entry.failed(exc, 0.0, fallback, args, kwargs)
-                    breaker.record_success()
-                    return result
-                return entry.call(function, args, kwargs, fallback)
+                return guarded_call(entry, PLAIN, function, args, kwargs, fallback)
 
             return wrapper  # type: ignore[return-value]
 
@@ -271,7 +298,10 @@ class Registry:
         return decorate
 
     def guard(self, name: str) -> Guard:
-        """A context manager (``with`` and ``async with``) guarding one block of code."""
+        """A context manager (``with`` and ``async with``) guarding one block of code.
+
+        Inside another guarded call of the same dependency, the block joins that call.
+        """
         return Guard(self._entry(name))
 
     # -- health ----------------------------------------------------------------------
