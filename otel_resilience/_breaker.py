@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import logging
 import threading
 import time
@@ -55,9 +56,6 @@ TRIAL = 2
 HALF_OPEN_RETRY_FRACTION = 0.1
 MIN_RETRY_AFTER = 0.001
 
-# Marks "the fast path did not apply" (a distinct list object, never a real change list).
-_SLOW_PATH: list[tuple[State, State]] = []
-
 Listener = Callable[["CircuitBreaker", State, State], None]
 """Called as ``fn(breaker, old_state, new_state)`` after each transition."""
 
@@ -104,6 +102,8 @@ class CircuitBreaker:
         "_consecutive",
         "_count_window",
         "_fast_success",
+        "_fast_successes",
+        "_fast_successes_read",
         "_half_open_in_flight",
         "_half_open_successes",
         "_last_error_type",
@@ -160,6 +160,10 @@ class CircuitBreaker:
         self._last_failure_at: float | None = None
         self._last_error_type: str | None = None
         self._total_successes = 0
+        # Successes recorded without the lock (see record_success): ``next()`` on an
+        # itertools.count is one atomic step, where ``+= 1`` on an attribute is not.
+        self._fast_successes = itertools.count()
+        self._fast_successes_read = 0
         self._total_failures = 0
         self._total_slow = 0
         self._total_rejected = 0
@@ -209,7 +213,7 @@ class CircuitBreaker:
                 retry_after=retry_after,
                 last_failure_at=self._last_failure_at,
                 last_error_type=self._last_error_type,
-                total_successes=self._total_successes,
+                total_successes=self._total_successes + self._read_fast_successes(),
                 total_failures=self._total_failures,
                 total_slow=self._total_slow,
                 total_rejected=self._total_rejected,
@@ -299,31 +303,39 @@ class CircuitBreaker:
     def record_success(self, duration: float = 0.0) -> None:
         """Record a call that completed; it is slow when ``duration`` reaches the policy's bound."""
         if self._fast_success:
-            # The hot path (a closed breaker, count window, no slow-call bound), inlined:
-            # this runs once per successful call and is most of a guard's overhead.
-            with self._lock:
-                if self._state is _CLOSED:
-                    self._total_successes += 1
-                    ring = self._count_window
-                    if not ring.failures:
-                        # An all-success ring: its slots are all equal, so only the count moves.
-                        # (No failure in the ring also means no run of consecutive failures.)
-                        calls = ring.calls
+            ring = self._count_window
+            state = self._state
+            if state is _CLOSED or state is _DISABLED:
+                if ring.steady:
+                    # The steady state, and the hot path of every guarded call: a full
+                    # window of successes only. A success changes nothing but the total
+                    # (the ring stays all-success, the run of failures stays 0), so it is
+                    # counted without the lock. Racing a failure recorded under the lock
+                    # is the same as this success coming just before it.
+                    next(self._fast_successes)
+                    return
+                with self._lock:
+                    if self._state is state and not ring.failures and ring.calls < ring.size:
+                        # Filling an all-success ring: its slots are all equal, so only
+                        # the count moves.
+                        self._total_successes += 1
+                        calls = ring.calls + 1
+                        ring.calls = calls
                         if calls < ring.size:
-                            calls += 1
-                            ring.calls = calls
-                            ring.next_index = calls if calls < ring.size else 0
+                            ring.next_index = calls
+                        else:
+                            ring.next_index = 0
+                            ring.steady = not ring.slow
                         return
-                    self._consecutive = 0
-                    ring.record(SUCCESS)
-                    changes = self._evaluate()
-                else:
-                    changes = _SLOW_PATH
-            if changes is not _SLOW_PATH:
-                if changes:
-                    self._notify(changes)
-                return
         self._record_success(duration)
+
+    def _read_fast_successes(self) -> int:
+        """Successes counted without the lock so far (called with the lock held)."""
+        # Reading an itertools.count means taking a number from it: the reads are
+        # counted and subtracted.
+        value = next(self._fast_successes) - self._fast_successes_read
+        self._fast_successes_read += 1
+        return value
 
     def _record_success(self, duration: float) -> None:
         slow_threshold = self._slow_threshold
