@@ -50,7 +50,7 @@ TELEMETRY_POLICY = BreakerPolicy(
     max_open_seconds=60.0,
 )
 
-_TOP_KEYS = ("service", "defaults", "dependencies", "telemetry")
+_TOP_KEYS = ("service", "defaults", "dependencies", "telemetry", "admin")
 _DEFAULTS_KEYS = ("breaker",)
 _DEPENDENCY_KEYS = (
     "criticality",
@@ -61,6 +61,7 @@ _DEPENDENCY_KEYS = (
     "business_errors",
 )
 _TELEMETRY_KEYS = ("criticality", "export_timeout_seconds", "breaker")
+_ADMIN_KEYS = ("token_env",)
 _POLICY_KEYS = BreakerPolicy.field_names()
 
 
@@ -205,9 +206,24 @@ class _Loader:
             dependencies.append(self.dependency(name, raw, defaults))
         settings, telemetry_dependency = self.telemetry(top.get("telemetry"))
         dependencies.append(telemetry_dependency)
-        return Registry(
+        admin_token_env = self.admin(top.get("admin"))
+        registry = Registry(
             dependencies, clock=clock, service=service, telemetry=settings, source=self.source
         )
+        registry.admin_token_env = admin_token_env
+        return registry
+
+    def admin(self, raw: Any) -> str | None:
+        values = self.mapping(raw, "admin", _ADMIN_KEYS)
+        variable = values.get("token_env")
+        if variable is None:
+            return None
+        if not isinstance(variable, str) or not variable.strip() or "=" in variable:
+            raise self.error(
+                "admin.token_env",
+                f"must be the name of an environment variable, got {_describe(variable)}",
+            )
+        return variable.strip()
 
 
 def _join(*parts: str) -> str:

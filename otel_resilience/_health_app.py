@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from ._admin import admin_request
 from ._health import health_report
 from ._prober import HealthProber
 
@@ -126,6 +127,9 @@ class HealthApp:
         route = _ROUTES.get(path)
         method = scope.get("method", "GET")
         head = method == "HEAD"
+        if route is None and (admin := admin_request(self.registry, scope, path)) is not None:
+            await _respond(send, admin[0], admin[1], head, extra_headers=admin[2])
+            return
         if route is None:
             await _respond(send, 404, {"error": "not found", "endpoints": _endpoints()}, head)
             return

@@ -56,6 +56,8 @@ class Registry:
         self.service = service or os.environ.get("OTEL_SERVICE_NAME") or "unknown_service"
         self.telemetry = telemetry if telemetry is not None else TelemetrySettings()
         self.source = source
+        # The env var holding the admin token of health_app's manual-control routes.
+        self.admin_token_env: str | None = None
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._classifier = Classifier(())
