@@ -16,6 +16,7 @@ from ._errors import UnknownDependencyError
 from ._guard import MISSING, Entry, Guard
 from ._health import HealthReport, health_report
 from ._semconv import Classifier
+from ._trace_links import log_open_transition
 
 __all__ = ["Registry", "TelemetrySettings"]
 
@@ -62,7 +63,8 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._classifier = Classifier(())
         self._fallback_counts: dict[tuple[str, str], int] = {}
-        self._transition_listeners: list[Listener] = []
+        # Every transition to OPEN is a log record with the tripping call's trace ids.
+        self._transition_listeners: list[Listener] = [log_open_transition]
         for dependency in dependencies:
             self.add(dependency)
 
@@ -95,15 +97,26 @@ class Registry:
             entries = dict(self._entries)
             entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
             self._entries = entries
-            # A new classifier (and cache) for the new set: readers never see a mix.
-            self._classifier = Classifier(
-                tuple(
-                    (name, tuple(entry.dependency.match.items()))
-                    for name, entry in entries.items()
-                    if entry.dependency.match
-                )
-            )
+            self._rebuild_classifier()
         return dependency
+
+    def _rebuild_classifier(self) -> None:
+        # A new classifier (and cache) for the current set: readers never see a mix.
+        self._classifier = Classifier(
+            tuple(
+                (name, tuple(entry.dependency.match.items()))
+                for name, entry in self._entries.items()
+                if entry.dependency.match
+            )
+        )
+
+    def reload(self, config: Mapping[str, Any] | str | os.PathLike[str] | None = None) -> None:
+        """Apply a new config (path or dict; default: the file this registry came from) in
+        place: policies, criticalities, matches and fallbacks change, breaker states and
+        windows stay. An invalid config raises ``ConfigError`` and changes nothing."""
+        from ._reload import reload_registry
+
+        reload_registry(self, config)
 
     def _entry(self, name: str) -> Entry:
         try:
