@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR = ROOT / "collector"
 DASHBOARDS = ROOT / "dashboards"
 PROMETHEUS_NAMES = {spec.prometheus for spec in METRICS}
-METRIC_NAME = re.compile(r"\b(resilience_[a-z_]+)\b")
+# A metric name, not part of a recording rule's name (level:metric:operations).
+METRIC_NAME = re.compile(r"(?<![\w:])(resilience_[a-z_]+)\b(?!:)")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
