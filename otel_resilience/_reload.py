@@ -101,7 +101,7 @@ def reload_registry(
             registry.source = fresh.source
         for step in tuple(_steps):
             step(registry, fresh)
-        _forget_processor_caches(registry)
+        _after_reload(registry)
     _log.info(
         "reloaded the resilience config%s: %d dependencies",
         f" from {fresh.source}" if fresh.source else "",
@@ -157,11 +157,16 @@ def _cache_settings(cache: Any) -> tuple[Any, ...]:
     )
 
 
-def _forget_processor_caches(registry: Registry) -> None:
-    """Span processors cache each dependency's breaker flags: drop them for ``registry``."""
+def _after_reload(registry: Registry) -> None:
+    """Drop what the wiring cached about ``registry``: span processors' per-dependency
+    breaker flags, and the config error it stood in for (a fixed file was applied)."""
     from ._configure import _wiring
 
-    for _, processor in tuple(_wiring.processors.values()):
+    with _wiring.lock:
+        _wiring.config_errors.pop(registry, None)
+        _wiring.config_error_logged = None
+        processors = tuple(_wiring.processors.values())
+    for _, processor in processors:
         if processor.registry is registry:
             processor._targets = {}
 

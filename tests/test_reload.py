@@ -236,6 +236,25 @@ def test_time_window_change_starts_an_empty_window(clock: FakeClock) -> None:
     assert breaker.snapshot().calls == 1
 
 
+def test_reload_of_a_fixed_file_replaces_the_stand_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service started with an invalid file runs on a stand-in registry carrying the
+    error; reloading the fixed file declares its dependencies and clears the error."""
+    from otel_resilience._configure import config_error_of, registry_from_environment
+
+    path = write(tmp_path / "resilience.yaml", "dependencies: {redis: {criticality: nope}}")
+    monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
+    registry = registry_from_environment()
+    assert config_error_of(registry) is not None
+    assert "redis" not in registry
+    write(path, BASE)
+    registry.reload()
+    assert config_error_of(registry) is None
+    assert registry["postgres"].criticality is Criticality.CRITICAL
+    assert registry.classify({"db.system": "redis"}) == "redis"
+
+
 # -- SIGHUP and polling under opentelemetry-instrument ---------------------------------
 
 APP = """
