@@ -12,6 +12,7 @@ from ._config import load_config
 from ._configure import configure, get_registry
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError, ConfigError, UnknownDependencyError
+from ._events import OperatorEvent
 from ._exporter import ResilientLogExporter, ResilientMetricExporter, ResilientSpanExporter
 from ._health import DependencyHealth, HealthEvent, HealthReport, health_events, on_health_change
 from ._health_app import health_app
@@ -39,6 +40,7 @@ __all__ = [
     "HealthEvent",
     "HealthProber",
     "HealthReport",
+    "OperatorEvent",
     "Registry",
     "ResilienceSampler",
     "ResilientLogExporter",

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._breaker import CircuitBreaker, Listener, State
 from ._dependency import Dependency
@@ -17,6 +17,9 @@ from ._guard import MISSING, Entry, Guard
 from ._health import HealthReport, health_report
 from ._semconv import Classifier
 from ._trace_links import log_open_transition
+
+if TYPE_CHECKING:
+    from ._events import OperatorEvent
 
 __all__ = ["Registry", "TelemetrySettings"]
 
@@ -160,6 +163,13 @@ class Registry:
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every breaker by dependency name."""
         return {name: entry.breaker for name, entry in self._entries.items()}
+
+    def add_event_listener(self, listener: Callable[[OperatorEvent], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` for each operator event of this registry (a config reload,
+        applied or failed; a manual breaker action over HTTP); returns a remover."""
+        from ._events import add_event_listener
+
+        return add_event_listener(self, listener)
 
     def add_transition_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(breaker, old, new)`` on every breaker's transitions, present and
