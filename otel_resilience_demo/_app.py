@@ -106,6 +106,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "export_timeout_seconds": 0.4,
         "breaker": {"open_seconds": 1.0, "max_open_seconds": 2.0},
     },
+    "admin": {"token_env": "OTEL_RESILIENCE_ADMIN_TOKEN"},
 }
 
 # What a user loses while an optional dependency is down, in the words the user is sent.

@@ -5,6 +5,7 @@ for its own case."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ def fast_rules() -> dict[str, str]:
 
 
 @pytest.fixture
-def fleet() -> Iterator[list[str]]:
+def fleet() -> Iterator[list[tuple[str, subprocess.Popen[str]]]]:
     """REPLICAS replica processes, each serving /metrics on its own port."""
     processes: list[subprocess.Popen[str]] = []
     targets = []
@@ -66,7 +67,7 @@ def fleet() -> Iterator[list[str]]:
         for process in processes:
             assert process.stdout is not None
             assert process.stdout.readline().strip() == "READY"
-        yield targets
+        yield list(zip(targets, processes, strict=True))
     finally:
         for process in processes:
             process.terminate()
@@ -81,11 +82,16 @@ def by_dependency(alerts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {alert["labels"]["dependency_name"]: alert for alert in alerts}
 
 
-def test_fleet_alerts_fire_for_their_cases(tmp_path: Path, fleet: list[str]) -> None:
+def test_fleet_alerts_fire_for_their_cases(
+    tmp_path: Path, fleet: list[tuple[str, subprocess.Popen[str]]]
+) -> None:
     """Twelve of twenty replicas with postgres open: ResilienceDependencyDown (critical);
     three of twenty with redis open: ResiliencePartialReachability (warning); analytics,
-    open nowhere, raises neither, and neither case raises the other's alert."""
-    with prometheus(tmp_path, fleet, fast_rules(), job="fleet") as base:
+    open nowhere, raises neither, and neither case raises the other's alert. When nine of
+    the twelve recover, postgres moves from down to partial reachability."""
+    targets = [target for target, _ in fleet]
+    fleet_processes = [process for _, process in fleet]
+    with prometheus(tmp_path, targets, fast_rules(), job="fleet") as base:
         expected = {"postgres": 12 / 20, "redis": 3 / 20, "analytics": 0.0, "telemetry": 0.0}
 
         def ratios() -> dict[str, float]:
@@ -116,3 +122,19 @@ def test_fleet_alerts_fire_for_their_cases(tmp_path: Path, fleet: list[str]) -> 
         assert "60%" in down[0]["annotations"]["summary"]
         assert partial[0]["labels"]["severity"] == "warning"
         assert "15%" in partial[0]["annotations"]["summary"]
+
+        # Nine of the twelve replicas (those without redis open) reach postgres again:
+        # three of twenty left, so postgres is no longer down but partly unreachable.
+        for process in fleet_processes[3:12]:
+            process.send_signal(signal.SIGUSR1)
+
+        def postgres_partial() -> Any:
+            """postgres moved from down to partial reachability"""
+            down_now = by_dependency(alerts_named(base, "ResilienceDependencyDown"))
+            partial_now = by_dependency(
+                alerts_named(base, "ResiliencePartialReachability", "firing")
+            )
+            return "postgres" not in down_now and {"postgres", "redis"} <= set(partial_now)
+
+        wait_for(postgres_partial, 60)
+        assert ratios()["postgres"] == 3 / 20

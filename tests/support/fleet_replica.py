@@ -1,6 +1,7 @@
 """One replica of a small service for the fleet test: the library, its metrics on the
 Python Prometheus exporter, and the breakers named in $OPEN_DEPENDENCIES opened by real
-failing calls. Run as ``python -m tests.support.fleet_replica``; serves until terminated."""
+failing calls; SIGUSR1 resets them (the replica reaches its dependencies again). Run as
+``python -m tests.support.fleet_replica``; serves until terminated."""
 
 from __future__ import annotations
 
@@ -45,6 +46,18 @@ def main() -> None:
     start_http_server(int(os.environ["REPLICA_PORT"]), addr="127.0.0.1")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGUSR1: this replica reaches everything again (its breakers are reset).
+    signal.signal(signal.SIGUSR1, lambda *_: resets.set())
+    resets = threading.Event()
+
+    def reset_on_signal() -> None:
+        while not stop.is_set():
+            if resets.wait(0.1):
+                resets.clear()
+                for breaker in registry.breakers().values():
+                    breaker.reset()
+
+    threading.Thread(target=reset_on_signal, daemon=True).start()
     print("READY", flush=True)
     stop.wait(120)  # a test that forgets a replica does not leave it running for long
     provider.shutdown()
