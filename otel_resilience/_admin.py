@@ -19,7 +19,7 @@ from ._events import emit_event
 if TYPE_CHECKING:
     from ._registry import Registry
 
-__all__ = ["ACTIONS", "AdminResponse", "admin_request", "admin_token"]
+__all__ = ["ACTIONS", "AdminResponse", "admin_request", "admin_token", "is_admin_path"]
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ def _bearer(scope: MutableMapping[str, Any]) -> str | None:
                 return credentials.strip()
             return None
     return None
+
+
+def is_admin_path(path: str) -> bool:
+    """Whether ``path`` (below the mount point) is shaped like an admin route."""
+    return _split(path) is not None
 
 
 def _split(path: str) -> tuple[str, str] | None:
