@@ -86,7 +86,12 @@ def reload_registry(
     are kept. A dependency missing from the new config keeps its current settings.
     """
     if config is None:
-        config = registry.source or os.environ.get(CONFIG_ENV_VAR) or {}
+        config = registry.source or os.environ.get(CONFIG_ENV_VAR)
+        if not config:
+            raise ConfigError(
+                f"nothing to reload from: this registry was not loaded from a file and "
+                f"{CONFIG_ENV_VAR} is not set; pass a path or a dict"
+            )
     with _reload_lock:
         try:
             fresh = load_config(config, clock=registry.clock)

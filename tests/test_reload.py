@@ -4,6 +4,7 @@ state kept, atomic; SIGHUP and file polling under opentelemetry-instrument."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import shutil
@@ -140,9 +141,12 @@ def test_closed_breaker_keeps_its_window(clock: FakeClock) -> None:
     assert api.state is State.OPEN  # 4 of 5 >= 0.5
 
 
-def test_invalid_config_raises_and_changes_nothing(tmp_path: Path, clock: FakeClock) -> None:
+def test_invalid_config_raises_and_changes_nothing(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     """A config with an error anywhere raises ConfigError; no policy, criticality or
-    dependency changed, and the failure is counted."""
+    dependency changed, and the failure is counted; an applied reload is a log line."""
+    caplog.set_level(logging.INFO, logger="otel_resilience")
     path = write(tmp_path / "resilience.yaml", BASE)
     registry = load_config(path, clock=clock)
     reader = InMemoryMetricReader()
@@ -165,6 +169,8 @@ def test_invalid_config_raises_and_changes_nothing(tmp_path: Path, clock: FakeCl
         registry.reload()
     assert [e.detail.split(":")[0] for e in events] == ["failed", "failed"]
     registry.reload({"dependencies": {"redis": {"criticality": "optional"}}})
+    lines = [r.getMessage() for r in caplog.records if r.name == "otel_resilience._reload"]
+    assert lines == ["reloaded the resilience config: 2 dependencies"]
     data = reader.get_metrics_data()
     assert data is not None
     reloads = {
@@ -224,6 +230,15 @@ def test_memory_fallback_keeps_its_cache(clock: FakeClock) -> None:
     )
     assert registry["redis"].fallback is cache
     assert registry.breaker("redis").policy.open_seconds == 3
+
+
+def test_reload_without_a_source_says_so(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry built from a dict has no file to reload: reload() asks for one."""
+    monkeypatch.delenv("OTEL_RESILIENCE_CONFIG", raising=False)
+    registry = load_config({"dependencies": {"api": {}}}, clock=clock)
+    with pytest.raises(ConfigError, match="nothing to reload"):
+        registry.reload()
+    assert "api" in registry
 
 
 def test_time_window_change_starts_an_empty_window(clock: FakeClock) -> None:
