@@ -45,6 +45,7 @@ from otel_resilience._metrics import (
     CHAOS_INJECTED,
     CONCURRENCY_INFLIGHT,
     CONCURRENCY_LIMIT,
+    CONFIG_RELOADS,
     DEPENDENCY_CALLS,
     DEPENDENCY_FALLBACKS,
     DEPENDENCY_RETRIES,
@@ -69,6 +70,7 @@ RETRIES = SPECS[DEPENDENCY_RETRIES].prometheus
 LIMIT = SPECS[CONCURRENCY_LIMIT].prometheus
 INFLIGHT = SPECS[CONCURRENCY_INFLIGHT].prometheus
 CHAOS = SPECS[CHAOS_INJECTED].prometheus
+RELOADS = SPECS[CONFIG_RELOADS].prometheus
 
 SERVICE = 'job=~"$job", service_name=~"$service"'
 DEPENDENCY = SERVICE + ', dependency_name=~"$dependency"'
@@ -244,6 +246,60 @@ def overview() -> dict[str, Any]:
             .span(12)
             .height(8)
         )
+        .with_row(Row("Fleet"))
+        .with_panel(
+            timeseries.Panel()
+            .title("Replicas with the breaker open")
+            .description(
+                "Per service and dependency, the fraction of replicas whose breaker is open "
+                "(the recording rule dependency:resilience_breakers_open:ratio). At or above "
+                "half: the dependency is down (ResilienceDependencyDown). Above zero and below "
+                "half: some replicas cannot reach it, look at those replicas "
+                "(ResiliencePartialReachability)."
+            )
+            .datasource(DATASOURCE)
+            .unit("percentunit")
+            .min(0)
+            .max(1)
+            .thresholds(
+                ThresholdsConfig()
+                .mode(ThresholdsMode.ABSOLUTE)
+                .steps(
+                    [
+                        Threshold(value=None, color="green"),
+                        Threshold(value=0.01, color="orange"),
+                        Threshold(value=0.5, color="red"),
+                    ]
+                )
+            )
+            .with_target(
+                query(
+                    f"sum by ({by}, dependency_name) "
+                    f'({STATE}{{{SERVICE}, breaker_state=~"open|forced_open"}})'
+                    f" / count by ({by}, dependency_name) "
+                    f'({STATE}{{{SERVICE}, breaker_state="closed"}})',
+                    "{{job}} {{service_name}} {{dependency_name}}",
+                )
+            )
+            .span(16)
+            .height(8)
+        )
+        .with_panel(
+            stat.Panel()
+            .title("Config reloads (1h)")
+            .description(
+                "Hot reloads of the resilience config: applied, and failed (the old config stayed)."
+            )
+            .datasource(DATASOURCE)
+            .with_target(
+                query(
+                    f"sum by ({by}, outcome) (increase({RELOADS}{{{SERVICE}}}[1h]))",
+                    "{{job}} {{service_name}} {{outcome}}",
+                )
+            )
+            .span(8)
+            .height(8)
+        )
     )
     return json.loads(json.dumps(dashboard.build(), cls=JSONEncoder))  # type: ignore[no-any-return]
 
@@ -273,13 +329,19 @@ def dependency_view() -> dict[str, Any]:
         .with_panel(
             timeseries.Panel()
             .title("Transitions")
+            .description(
+                "State changes over 5 minutes. The dots are exemplars: each opening is "
+                "recorded in the context of the call that tripped the breaker, so a dot links "
+                "to that call's trace (collector path with OpenMetrics, Prometheus with "
+                "exemplar storage, and a trace data source on the Prometheus data source)."
+            )
             .datasource(DATASOURCE)
             .with_target(
                 query(
                     f"sum by ({by}, breaker_from_state, breaker_state) "
                     f"(increase({TRANSITIONS}{{{DEPENDENCY}}}[5m]))",
                     "{{dependency_name}} {{breaker_from_state}} → {{breaker_state}}",
-                )
+                ).exemplar(True)
             )
             .span(12)
             .height(8)

@@ -12,6 +12,7 @@ from ._config import load_config
 from ._configure import configure, get_registry
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError, ConcurrencyLimitError, ConfigError, UnknownDependencyError
+from ._events import OperatorEvent
 from ._exporter import ResilientLogExporter, ResilientMetricExporter, ResilientSpanExporter
 from ._health import DependencyHealth, HealthEvent, HealthReport, health_events, on_health_change
 from ._health_app import health_app
@@ -43,6 +44,7 @@ __all__ = [
     "HealthProber",
     "HealthReport",
     "LimitPolicy",
+    "OperatorEvent",
     "Registry",
     "ResilienceSampler",
     "ResilientLogExporter",

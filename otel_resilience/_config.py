@@ -941,7 +941,7 @@ class _Builder:
         settings = TelemetrySettings(
             export_timeout_seconds=float(telemetry["export_timeout_seconds"])
         )
-        return Registry(
+        registry = Registry(
             dependencies,
             clock=clock,
             service=values["service"],
@@ -949,6 +949,9 @@ class _Builder:
             source=self.v.source,
             chaos=chaos,
         )
+        admin = values.get("admin")
+        registry.admin_token_env = admin.get("token_env") if isinstance(admin, dict) else None
+        return registry
 
 
 def _registry_from(document: Any, source: str | None, clock: Callable[[], float]) -> Registry:

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._breaker import CircuitBreaker, Listener
 from ._chaos import ChaosSettings, FaultInjector, FaultSpec, mark_current_span
@@ -30,6 +30,10 @@ from ._health import HealthReport, health_report
 from ._limits import ConcurrencyLimiter
 from ._retry_budget import RetryBudgetPolicy, RetryGate, retry_predicate
 from ._semconv import Classifier
+from ._trace_links import log_open_transition
+
+if TYPE_CHECKING:
+    from ._events import OperatorEvent
 
 __all__ = ["Registry", "TelemetrySettings"]
 
@@ -78,11 +82,14 @@ class Registry:
         self.service = service or os.environ.get("OTEL_SERVICE_NAME") or "unknown_service"
         self.telemetry = telemetry if telemetry is not None else TelemetrySettings()
         self.source = source
+        # The env var holding the admin token of health_app's manual-control routes.
+        self.admin_token_env: str | None = None
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._classifier = Classifier(())
         self._fallback_counts: dict[tuple[str, str], int] = {}
-        self._transition_listeners: list[Listener] = []
+        # Every transition to OPEN is a log record with the tripping call's trace ids.
+        self._transition_listeners: list[Listener] = [log_open_transition]
         self._add_all(dependencies)
 
     @classmethod
@@ -127,14 +134,25 @@ class Registry:
                 self._equip(entry)
                 entries[dependency.name] = entry
             self._entries = entries
-            # A new classifier (and cache) for the new set: readers never see a mix.
-            self._classifier = Classifier(
-                tuple(
-                    (name, tuple(entry.dependency.match.items()))
-                    for name, entry in entries.items()
-                    if entry.dependency.match
-                )
+            self._rebuild_classifier()
+
+    def _rebuild_classifier(self) -> None:
+        # A new classifier (and cache) for the current set: readers never see a mix.
+        self._classifier = Classifier(
+            tuple(
+                (name, tuple(entry.dependency.match.items()))
+                for name, entry in self._entries.items()
+                if entry.dependency.match
             )
+        )
+
+    def reload(self, config: Mapping[str, Any] | str | os.PathLike[str] | None = None) -> None:
+        """Apply a new config (path or dict; default: the file this registry came from) in
+        place: policies, criticalities, matches and fallbacks change, breaker states and
+        windows stay. An invalid config raises ``ConfigError`` and changes nothing."""
+        from ._reload import reload_registry
+
+        reload_registry(self, config)
 
     def _entry(self, name: str) -> Entry:
         try:
@@ -169,6 +187,13 @@ class Registry:
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every breaker by dependency name."""
         return {name: entry.breaker for name, entry in self._entries.items()}
+
+    def add_event_listener(self, listener: Callable[[OperatorEvent], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` for each operator event of this registry (a config reload,
+        applied or failed; a manual breaker action over HTTP); returns a remover."""
+        from ._events import add_event_listener
+
+        return add_event_listener(self, listener)
 
     def add_transition_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(breaker, old, new)`` on every breaker's transitions, present and

@@ -57,6 +57,8 @@ def test_all_is_pinned() -> None:
         "ConcurrencyLimitError",
         "LimitPolicy",
         "RetryBudgetPolicy",
+        # operating it live (issue 16)
+        "OperatorEvent",
     }
     for name in otel_resilience.__all__:
         assert getattr(otel_resilience, name) is not None
