@@ -6,6 +6,7 @@ Imported only when redis-py is installed (``instrumentation.install``).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -14,10 +15,16 @@ import redis.asyncio.client
 import redis.client
 
 from .._errors import CircuitOpenError
-from .._memory_cache import MemoryCache, UnsupportedCommand
+from .._memory_cache import MemoryCache, UnsupportedCommand, redis_operation
 from ._common import Call, Patcher
 
 __all__ = ["RedisCircuitOpenError", "install_redis"]
+
+# What an asyncio pool's connection settings and a sync pool's have in common (for replay).
+_SYNC_KWARGS = frozenset(
+    {"host", "port", "path", "db", "username", "password", "socket_timeout"}
+    | {"socket_connect_timeout", "client_name"}
+)
 
 
 class RedisCircuitOpenError(CircuitOpenError, redis.exceptions.ConnectionError):
@@ -60,7 +67,26 @@ def install_redis(patcher: Patcher) -> None:
         name = registry.classify(attributes)
         with contextlib.suppress(AttributeError):  # a pool with __slots__: classify each time
             setattr(pool, cache_attribute, (patcher, name, decode))
+        fallback = registry[name].fallback if name is not None and name in registry else None
+        if isinstance(fallback, MemoryCache) and fallback.replay_writes:
+            fallback.set_replay_client(lambda: replay_client(pool))
         return name, decode
+
+    def replay_client(pool: Any) -> Callable[..., Any]:
+        """``execute_command`` of a sync client for the Redis of ``pool`` whose own pool is
+        tagged as no dependency, so replayed writes bypass the guard (and its fallback)."""
+        if isinstance(pool, redis.ConnectionPool):
+            replay_pool = redis.ConnectionPool(
+                connection_class=pool.connection_class, **pool.connection_kwargs
+            )
+        else:  # an asyncio pool: the same server through a sync connection
+            kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _SYNC_KWARGS}
+            if "path" in kwargs:
+                kwargs["connection_class"] = redis.UnixDomainSocketConnection
+            replay_pool = redis.ConnectionPool(**kwargs)
+        setattr(replay_pool, cache_attribute, (patcher, None, False))
+        execute: Callable[..., Any] = redis.Redis(connection_pool=replay_pool).execute_command
+        return execute
 
     def serve(
         call: Call, commands: list[tuple[Any, ...]], decode: bool, reason: str
@@ -72,12 +98,12 @@ def install_redis(patcher: Patcher) -> None:
             return None
         try:
             if isinstance(fallback, MemoryCache):
-                results = [fallback.execute(args, decode=decode) for args in commands]
+                results = fallback.serve(commands, decode=decode, reason=reason)
             else:
                 results = [fallback(*args) for args in commands]
         except UnsupportedCommand:
             return None
-        entry.on_fallback(entry.name, reason)
+        registry._count_fallback(entry.name, reason, redis_operation(commands))
         return results
 
     def rejected(call: Call, commands: list[tuple[Any, ...]], decode: bool) -> list[Any]:
