@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from ._errors import ConfigError, did_you_mean
 from ._fallbacks import import_object
+from ._redact import describe_error, redact
 from ._semconv import canonical_key
 
 __all__ = [
@@ -229,28 +230,8 @@ def _validate_target(kind: str, target: str, path: str, error: ErrorFactory) -> 
         raise error(path, f"has no host: {redact(target)!r}")
 
 
-# -- redaction -------------------------------------------------------------------------------
-
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]*@")
-_KEY_VALUE_SECRET = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|auth)\s*[=:]\s*)"
-    r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,'\"]+)",
-    re.IGNORECASE,
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with URL credentials and ``password=...`` style values replaced by ``***``."""
-    text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
-    return _KEY_VALUE_SECRET.sub(r"\g<key>***", text)
-
-
 def _describe_error(exc: BaseException) -> str:
-    message = redact(str(exc)).strip()
-    if len(message) > _MAX_ERROR_CHARS:
-        message = message[: _MAX_ERROR_CHARS - 3] + "..."
-    name = type(exc).__name__
-    return f"{name}: {message}" if message else name
+    return describe_error(exc, _MAX_ERROR_CHARS)
 
 
 # -- running ---------------------------------------------------------------------------------
