@@ -719,16 +719,22 @@ def _clean(values: Any) -> bool:
 
 def validate_document(document: Any, source: str | None = None) -> dict[str, Any]:
     """The document checked against ``KEYS``, defaults filled in; ``ConfigError`` (all
-    problems at once) when it does not fit. Imports are not tried here (``load_config``
-    does that)."""
+    problems at once) when it does not fit. Imports and cross-key rules are not tried here
+    (``load_config`` does that): this is for reading a section's validated values."""
     validator = _Validator(source)
-    if not isinstance(document, Mapping) and document is not None:
-        raise validator.error("", f"must be a mapping, got {_describe(document)}")
-    values = validator.walk(document, _ROOTS[""], "")
+    values = _walk_document(validator, document)
     if validator.errors:
         raise ConfigError.combine(validator.errors)
     result: dict[str, Any] = values
     return result
+
+
+def _walk_document(validator: _Validator, document: Any) -> Any:
+    if document is None:
+        document = {}
+    if not isinstance(document, Mapping):
+        raise validator.error("", f"must be a mapping, got {_describe(document)}")
+    return validator.walk(document, _ROOTS[""], "")
 
 
 class _Builder:
@@ -918,14 +924,10 @@ class _Builder:
 
 def _registry_from(document: Any, source: str | None, clock: Callable[[], float]) -> Registry:
     validator = _Validator(source)
-    if document is None:
-        document = {}
-    if not isinstance(document, Mapping):
-        raise validator.error("", f"must be a mapping, got {_describe(document)}")
-    values = validator.walk(document, _ROOTS[""], "")
+    values = _walk_document(validator, document)
     registry = None
     if values is not _BAD:
-        registry = _Builder(validator, document).registry(values, clock)
+        registry = _Builder(validator, document or {}).registry(values, clock)
     if validator.errors or registry is None:
         raise ConfigError.combine(validator.errors or [validator.error("", "is invalid")])
     return registry
