@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -74,6 +76,46 @@ def check_config(path: str, console: Console) -> int:
     return 0
 
 
+DEMO_NOT_FOUND = (
+    "otel-resilience demo runs from a source checkout of otel-resilience: the demo package\n"
+    "(otel_resilience_demo/) is not part of the installed library. Clone the repository, then\n"
+    "in it:  python3 -m venv .venv && .venv/bin/pip install -e '.[demo]' && "
+    ".venv/bin/otel-resilience demo\n"
+    "Without it, 'otel-resilience walkthrough' shows a breaker on a simulated outage."
+)
+
+
+def _demo_runner(console: Console) -> Callable[..., int] | None:
+    """The demo's ``run_demo``, from the import path or the checkout this package lives in.
+
+    The demo is not in the wheel: an editable install (``pip install -e '.[demo]'``) maps only
+    the library, so the checkout next to it is put on ``sys.path`` when the demo is there.
+    None (after saying why) when the demo or one of its requirements is missing.
+    """
+    try:
+        demo = importlib.import_module("otel_resilience_demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "otel_resilience_demo":
+            raise
+        checkout = Path(__file__).resolve().parent.parent
+        if not (checkout / "otel_resilience_demo" / "__init__.py").is_file():
+            console.print(DEMO_NOT_FOUND)
+            return None
+        sys.path.insert(0, str(checkout))
+        demo = importlib.import_module("otel_resilience_demo")
+    missing: list[str] = demo.missing_requirements()
+    if missing:
+        console.print(
+            "otel-resilience demo needs the 'demo' extra: "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed.\n"
+            "In the checkout:  pip install -e '.[demo]'\n"
+            "Without it, 'otel-resilience walkthrough' shows a breaker on a simulated outage."
+        )
+        return None
+    run_demo: Callable[..., int] = importlib.import_module("otel_resilience_demo._runner").run_demo
+    return run_demo
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otel-resilience",
@@ -131,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # gRPC's C core logs connection events (GOAWAY on a collector outage) to stderr at
         # info level; the demo's own view says what happens to telemetry.
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-        from .demo._runner import run_demo
-
+        run_demo = _demo_runner(console)
+        if run_demo is None:
+            return 2
         scenarios = [s.strip() for s in args.scenarios.split(",")] if args.scenarios else None
         if args.duration <= 0 or args.users < 1:
             console.print("--duration must be > 0 and --users >= 1")
