@@ -40,6 +40,7 @@ BUILTIN_CHECKS = ("redis", "sql", "http")
 _CHECK_KEYS = ("type", "url", "dsn", "url_env", "dsn_env", "timeout_seconds", "interval_seconds")
 _TARGET_KEYS = {"redis": ("url", "url_env"), "sql": ("dsn", "dsn_env"), "http": ("url", "url_env")}
 _MAX_ERROR_CHARS = 200
+_MAX_SECONDS = 86_400.0
 
 ErrorFactory = Callable[[str, str], ConfigError]
 """``error(key_path, message)``: builds the ConfigError that names the source and key path."""
@@ -93,8 +94,8 @@ def _default_error(path: str, message: str) -> ConfigError:
 def _seconds(value: Any, path: str, error: ErrorFactory) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise error(path, f"must be a number of seconds > 0, got {value!r}")
-    if value == float("inf"):
-        raise error(path, f"must be a finite number of seconds, got {value!r}")
+    if not value <= _MAX_SECONDS:  # also refuses inf and nan
+        raise error(path, f"must be a number of seconds up to {_MAX_SECONDS:g}, got {value!r}")
     return float(value)
 
 
