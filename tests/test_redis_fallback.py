@@ -17,7 +17,7 @@ from redis.retry import Retry
 from otel_resilience import Registry, State, load_config
 from otel_resilience._memory_cache import MemoryCache
 from otel_resilience.instrumentation import install
-from tests.support.health_servers import RedisServer, need_tool
+from tests.support.health_servers import RedisServer, redis_server
 
 OPEN_SECONDS = 0.3
 ERROR = "error"
@@ -25,10 +25,8 @@ ERROR = "error"
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
-    own = RedisServer(need_tool("redis-server"))
-    own.start()
-    yield own
-    own.stop()
+    with redis_server() as own:  # our own instance: the tests kill, pause and restart it
+        yield own
 
 
 @pytest.fixture
