@@ -433,6 +433,11 @@ class MemoryCache:
         that bypasses the guard (the Redis guard provides it)."""
         self._replay_client = factory
 
+    def reach_redis_as(self, other: MemoryCache) -> None:
+        """Replay through whatever ``other`` replays through (a cache replaced by a reload)."""
+        if other._replay_client is not None:
+            self._replay_client = other._replay_client
+
     def _on_transition(self, breaker: CircuitBreaker, old: State, new: State) -> None:
         if new.value != "closed":
             return
