@@ -123,6 +123,9 @@ def _apply_dependencies(live: Registry, fresh: Registry) -> None:
         entry = live._entry(dependency.name)
         was_observe_only = entry.dependency.observe_only
         reloaded = _keep_fallback_state(entry.dependency, dependency)
+        bind = getattr(reloaded.fallback, "bind_breaker", None)
+        if bind is not None:  # a new memory cache follows recovery of the same breaker
+            bind(entry.breaker)
         entry.breaker.apply_policy(reloaded.policy)
         _rebind(entry, reloaded)
         if was_observe_only:
@@ -152,13 +155,21 @@ def _keep_fallback_state(old: Dependency, new: Dependency) -> Dependency:
         and _cache_settings(before) == _cache_settings(after)
     ):
         return dataclasses.replace(new, fallback=before)
+    if isinstance(before, MemoryCache) and isinstance(after, MemoryCache):
+        after.reach_redis_as(before)  # a new cache replays through the same Redis
     return new
 
 
 def _cache_settings(cache: Any) -> tuple[Any, ...]:
     return tuple(
         getattr(cache, name, None)
-        for name in ("max_entries", "default_ttl_seconds", "replay_writes")
+        for name in (
+            "max_entries",
+            "default_ttl_seconds",
+            "max_bytes",
+            "replay_writes",
+            "max_replay_writes",
+        )
     )
 
 

@@ -10,6 +10,7 @@ cache, or a callable) answers per command.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -19,7 +20,7 @@ import redis.client
 
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
-from .._memory_cache import MemoryCache, UnsupportedCommand
+from .._memory_cache import MemoryCache, UnsupportedCommand, redis_operation
 from ._common import Patcher, mark_current_span
 
 __all__ = ["RedisCircuitOpenError", "install_redis"]
@@ -52,12 +53,12 @@ def serve(entry: Entry, commands: list[tuple[Any, ...]], decode: bool, reason: s
         return NOT_SERVED
     try:
         if isinstance(fallback, MemoryCache):
-            results = [fallback.execute(args, decode=decode) for args in commands]
+            results = fallback.serve(commands, decode=decode, reason=reason)
         else:
             results = [fallback(*args) for args in commands]
     except UnsupportedCommand:
         return NOT_SERVED
-    entry.on_fallback(entry.name, reason)
+    entry.on_fallback(entry.name, reason, redis_operation(commands))  # type: ignore[call-arg]
     return results
 
 
@@ -109,6 +110,30 @@ PIPELINE = _client(_serve_pipeline, _observe_pipeline)
 """Pipeline ``execute``: the subject is ``(queued commands, decode_responses)``."""
 
 
+# What an asyncio pool's connection settings and a sync pool's have in common (for replay).
+_SYNC_KWARGS = frozenset(
+    {"host", "port", "path", "db", "username", "password", "socket_timeout"}
+    | {"socket_connect_timeout", "client_name"}
+)
+
+
+def _replay_client(patcher: Patcher, pool: Any) -> Callable[..., Any]:
+    """``execute_command`` of a sync client for the Redis of ``pool``, whose own pool is
+    tagged as no dependency: replayed writes go around the guard (and its fallback)."""
+    if isinstance(pool, redis.ConnectionPool):
+        replay_pool = redis.ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs
+        )
+    else:  # an asyncio pool: the same server through a sync connection
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _SYNC_KWARGS}
+        if "path" in kwargs:
+            kwargs["connection_class"] = redis.UnixDomainSocketConnection
+        replay_pool = redis.ConnectionPool(**kwargs)
+    setattr(replay_pool, _CACHE_ATTRIBUTE, (patcher, None, False))
+    execute: Callable[..., Any] = redis.Redis(connection_pool=replay_pool).execute_command
+    return execute
+
+
 def install_redis(patcher: Patcher) -> None:
     """Wrap ``execute_command`` and pipeline ``execute`` of the sync and asyncio clients."""
     registry = patcher.registry
@@ -128,6 +153,9 @@ def install_redis(patcher: Patcher) -> None:
         if pool is not None:
             with contextlib.suppress(AttributeError):  # a pool with __slots__: each time
                 setattr(pool, _CACHE_ATTRIBUTE, cached)
+            entry = cached[1]
+            if entry is not None and isinstance(entry.fallback, MemoryCache):
+                entry.fallback.set_replay_client(lambda: _replay_client(patcher, pool))
         return cached
 
     def dependency_of(instance: Any) -> tuple[Patcher, Entry | None, bool]:
