@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from ._breaker import CircuitBreaker
 from ._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE, http_status_is_failure
 from ._dependency import Dependency
+from ._health import address_learner
 from ._registry import Registry
 from ._semconv import lookup
 
@@ -114,8 +115,9 @@ class BreakerSpanProcessor(SpanProcessor):
         self.max_discovered = max_discovered
         self.include_producer = include_producer
         self.enabled = True
-        # Dependency name -> (its breaker, whether it needs the span's duration).
-        self._targets: dict[str, tuple[CircuitBreaker, bool]] = {}
+        # Dependency name -> (its breaker, whether it needs the span's duration, and the
+        # function learning its calls' address for a health check that has none, or None).
+        self._targets: dict[str, tuple[CircuitBreaker, bool, Any]] = {}
         self._discovered: set[str] = set()
         self._discover_lock = threading.Lock()
         self._last_logged: dict[str, float] = {}
@@ -170,9 +172,15 @@ class BreakerSpanProcessor(SpanProcessor):
             target = self._targets.get(name)
             if target is None:
                 breaker = registry.breaker(name)
-                target = (breaker, breaker.policy.slow_call_seconds is not None)
+                target = (
+                    breaker,
+                    breaker.policy.slow_call_seconds is not None,
+                    address_learner(registry, name),
+                )
                 self._targets[name] = target
-            breaker, timed = target
+            breaker, timed, learn = target
+            if learn is not None:
+                learn(attributes)
             get = attributes.get
             if (
                 get("http.response.status_code") is None

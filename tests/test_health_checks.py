@@ -46,7 +46,6 @@ def config_with(check: object, match: dict[str, object] | None = None) -> dict[s
         ({"type": "sql", "url": "postgresql://x"}, "health_check.url", "takes dsn"),
         ({"type": "sql", "dsn": "mysql://h/db"}, "health_check.dsn", "postgresql://"),
         ({"type": "redis", "url": "redis://"}, "health_check.url", "no host"),
-        ({"type": "http"}, "dependencies.db.health_check", "needs a url"),
         ({"type": "pingg"}, "health_check.type", "unknown health check"),
         ("pingg", "dependencies.db.health_check", "unknown health check"),
         ({"type": "no_such_module_x:check"}, "health_check.type", "cannot import"),

@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import asyncpg.connection
 
+from .._addresses import Address
 from .._errors import CircuitOpenError
+from .._health import learn_address
 from ._common import Call, Patcher
 
 __all__ = ["PostgresCircuitOpenError", "install_asyncpg"]
@@ -55,6 +57,33 @@ def _is_failure(exc: BaseException) -> bool:
         sqlstate = getattr(exc, "sqlstate", None) or ""
         return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
     return True
+
+
+def _connect_address(host: Any, port: Any, dsn: Any, kwargs: dict[str, Any]) -> Address | None:
+    """Where an ``asyncpg.connect`` call goes, with the database and credentials it uses."""
+    database, user, password = kwargs.get("database"), kwargs.get("user"), kwargs.get("password")
+    if isinstance(dsn, str):
+        try:
+            parts = urlsplit(dsn)
+            database = database or (parts.path.lstrip("/") or None)
+            user = user or parts.username
+            password = password or parts.password
+        except ValueError:
+            pass
+    try:
+        port_number = int(port)
+    except (TypeError, ValueError):
+        port_number = None
+    if not isinstance(host, str) or not host:
+        return None
+    return Address(
+        host,
+        port_number,
+        database if isinstance(database, str) else None,
+        user if isinstance(user, str) else None,
+        "unix" if host.startswith("/") else None,
+        password if isinstance(password, str) else None,
+    )
 
 
 def install_asyncpg(patcher: Patcher) -> None:
@@ -126,6 +155,8 @@ def install_asyncpg(patcher: Patcher) -> None:
         name = classify(host, port)
         if name is None:
             return await wrapped(*args, **kwargs)
+        # Connecting has no span: the health check learns the address from here.
+        learn_address(registry, name, _connect_address(host, port, dsn, kwargs))
         call = Call(patcher.entry(name), _is_failure)
         return await guarded(call, lambda: wrapped(*args, **kwargs), ("connect", *args))
 

@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 
+from .._addresses import Address
 from .._context import http_status_is_failure
 from .._errors import CircuitOpenError
+from .._health import learn_address
 from ._common import Call, Patcher
 
 __all__ = ["HTTPCircuitOpenError", "install_httpx"]
@@ -45,6 +47,8 @@ def install_httpx(patcher: Patcher) -> None:
         name = registry.classify(
             {"server.address": url.host, "server.port": port, "url.full": str(url)}
         )
+        if name is not None:  # once per host: where the health check finds this service
+            learn_address(registry, name, Address(url.host, port, scheme=url.scheme))
         if len(names) < 1024:
             names[key] = name
         return name

@@ -13,7 +13,9 @@ import redis.asyncio
 import redis.asyncio.client
 import redis.client
 
+from .._addresses import Address
 from .._errors import CircuitOpenError
+from .._health import learn_address
 from .._memory_cache import MemoryCache, UnsupportedCommand
 from ._common import Call, Patcher
 
@@ -32,6 +34,23 @@ def _is_failure(exc: BaseException) -> bool:
     # An error reply (WRONGTYPE, a script error...) means Redis answered.
     return not isinstance(exc, (redis.exceptions.ResponseError, redis.exceptions.DataError)) or (
         isinstance(exc, redis.exceptions.ConnectionError)
+    )
+
+
+def _pool_address(pool: Any, kwargs: dict[str, Any]) -> Address | None:
+    """Where a redis-py connection pool connects, with its credentials."""
+    if "path" in kwargs:
+        return Address(str(kwargs["path"]), scheme="unix", password=kwargs.get("password"))
+    host = kwargs.get("host", "localhost")
+    if not isinstance(host, str):
+        return None
+    tls = "SSL" in getattr(getattr(pool, "connection_class", None), "__name__", "")
+    return Address(
+        host,
+        int(kwargs.get("port", 6379)),
+        user=kwargs.get("username"),
+        scheme="rediss" if tls else None,
+        password=kwargs.get("password"),
     )
 
 
@@ -58,6 +77,8 @@ def install_redis(patcher: Patcher) -> None:
             attributes["server.address"] = kwargs.get("host", "localhost")
             attributes["server.port"] = kwargs.get("port", 6379)
         name = registry.classify(attributes)
+        if name is not None:  # once per pool: where the health check finds this Redis
+            learn_address(registry, name, _pool_address(pool, kwargs))
         with contextlib.suppress(AttributeError):  # a pool with __slots__: classify each time
             setattr(pool, cache_attribute, (patcher, name, decode))
         return name, decode
