@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["after_fork_in_child"]
+__all__ = ["after_fork_in_child", "renew_breaker_locks"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,3 +43,14 @@ def after_fork_in_child(method: Callable[[], Any]) -> None:
             _log.exception("could not restart %r after fork", bound)
 
     register(after_in_child=run)
+
+
+def renew_breaker_locks(breakers: Iterable[Any]) -> None:
+    """Give each breaker a fresh lock; only in a forked child, where no other thread runs.
+
+    A breaker's lock is held for bookkeeping only, but a thread of the parent (an export,
+    a request) may have held it at the fork; the child would then wait for it forever. The
+    breaker's counts and state are kept: the child starts from the parent's state.
+    """
+    for breaker in breakers:
+        breaker._lock = threading.Lock()

@@ -25,7 +25,7 @@ from ._addresses import Address, AddressBook
 from ._breaker import BreakerSnapshot, CircuitBreaker, State
 from ._dependency import Criticality
 from ._errors import ConfigError
-from ._fork import after_fork_in_child
+from ._fork import after_fork_in_child, renew_breaker_locks
 from ._health_checks import CheckResult, needs_address, parse_health_check
 from ._policy import BreakerPolicy
 
@@ -366,6 +366,10 @@ class HealthMonitor:
         # Another thread (the prober's) may have held these locks at the fork.
         self._lock = threading.Lock()
         self.addresses._lock = threading.Lock()
+        registry = self._registry()
+        if registry is not None:
+            registry._lock = threading.Lock()
+            renew_breaker_locks(registry.breakers().values())
 
     def _registry(self) -> Registry | None:
         return self._registry_ref()
