@@ -13,6 +13,7 @@ from rich.table import Table
 from . import __version__
 from ._config import load_config
 from ._errors import ConfigError
+from ._health_checks import missing_check_warnings
 from ._registry import Registry
 
 __all__ = ["main"]
@@ -66,6 +67,8 @@ def check_config(path: str, console: Console) -> int:
             _policy_summary(registry, dependency.name),
         )
     console.print(table)
+    for warning in missing_check_warnings(registry.dependencies):
+        console.print(f"[yellow]warning[/]: {warning}", highlight=False)
     console.print(f"ok: {len(registry)} dependencies")
     return 0
 
