@@ -125,6 +125,7 @@ class HealthProber:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._slots: dict[str, _Slot] = {}
         self._next_due: dict[str, float] = {}
+        self._started: dict[str, float] = {}  # registry clock: when each check last started
         after_fork_in_child(self._after_fork_in_child)
 
     def __repr__(self) -> str:
@@ -176,6 +177,7 @@ class HealthProber:
         self._in_flight = {}
         self._slots = {}
         self._next_due = {}
+        self._started = {}
         if self._wanted:
             self.start()
 
@@ -233,6 +235,8 @@ class HealthProber:
             self._wake = wake
             stopping = self._stopping
         ready.set()
+        # An opening breaker wakes the scheduler, to be there when it half-opens.
+        remove_listener = self.registry.add_transition_listener(self._on_transition)
         try:
             while not stopping:
                 try:
@@ -242,15 +246,26 @@ class HealthProber:
                     pause = self.interval_seconds
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), pause)
+                wake.clear()
                 with self._lock:
                     stopping = self._stopping
         finally:
+            remove_listener()
             tasks = [task for task in self._in_flight.values() if not task.done()]
             for task in tasks:
                 task.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=1.0)
             self._in_flight.clear()
+
+    def _on_transition(self, breaker: CircuitBreaker, old: State, new: State) -> None:
+        """Any thread: wake the scheduler when a breaker opens (a cheap, rare event)."""
+        if new is not State.OPEN:
+            return
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(wake.set)
 
     def _spec(self, dependency: Dependency) -> HealthCheckSpec | None:
         cached = self._specs.get(dependency.name)
@@ -284,10 +299,15 @@ class HealthProber:
                     pause = min(pause, max(breaker.retry_after(), 0.01))
                 continue
             interval = spec.interval_seconds or self.interval_seconds
+            if state is State.OPEN:
+                # Wake when it half-opens: the prober, not a user's call, makes the trial.
+                pause = min(pause, max(breaker.retry_after(), 0.01))
             task = self._in_flight.get(name)
             if task is not None and not task.done():
                 continue  # one probe in flight per dependency, never a pile
             due = self._next_due.get(name, now)
+            if state is State.HALF_OPEN and self._untried(name, breaker):
+                due = now  # half-opened since the last run: the trial is due now
             if now < due:
                 pause = min(pause, due - now)
                 continue
@@ -298,10 +318,17 @@ class HealthProber:
                 # Its last run timed out and is still stuck: say so again, start nothing.
                 self._monitor.record_check(name, _stuck(spec, slot, self.registry.clock()))
                 continue
+            self._started[name] = self.registry.clock()
             self._in_flight[name] = asyncio.get_running_loop().create_task(
                 self._probe(name, breaker, spec, state, slot)
             )
         return max(pause, 0.01)
+
+    def _untried(self, name: str, breaker: CircuitBreaker) -> bool:
+        """Whether no check of ``name`` started since its breaker last opened."""
+        opened_at = breaker.snapshot().opened_at
+        started = self._started.get(name)
+        return opened_at is not None and (started is None or started < opened_at)
 
     async def _probe(
         self, name: str, breaker: CircuitBreaker, spec: HealthCheckSpec, state: State, slot: _Slot

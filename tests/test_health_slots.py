@@ -332,3 +332,60 @@ def test_real_latency_degrades_the_service_before_any_breaker_opens() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- half-open with an active check --------------------------------------------------------
+
+
+async def test_half_open_with_a_check_never_flaps_to_healthy(pg_proxy: FaultProxy) -> None:
+    """A critical PostgreSQL, refused: its breaker half-opens again and again, the prober
+    makes each trial call, and the service stays unhealthy throughout; once PostgreSQL is
+    back the next trial closes the breaker with no user traffic."""
+    dsn = PG_DSN.format(port=pg_proxy.port)
+    registry = Registry.from_config(
+        {
+            "dependencies": {
+                "postgres": {
+                    "criticality": "critical",
+                    "match": {"db.system": "postgresql"},
+                    "breaker": {
+                        "consecutive_failures": 2,
+                        "open_seconds": 0.3,
+                        "max_open_seconds": 0.6,
+                    },
+                    # A long interval: only the breaker half-opening makes the check run.
+                    "health_check": {"type": "sql", "dsn": dsn, "timeout_seconds": 0.5},
+                }
+            }
+        }
+    )
+
+    async def select() -> Any:
+        connection = await asyncpg.connect(dsn, timeout=0.5)
+        try:
+            return await connection.fetchval("SELECT 1")
+        finally:
+            await connection.close()
+
+    breaker = registry.breaker("postgres")
+    async with HealthProber(registry, interval_seconds=30):
+        await until(registry, "postgres", "passing")
+        pg_proxy.stop()
+        for _ in range(2):
+            with pytest.raises(OSError):
+                await registry.acall("postgres", select)
+        assert breaker.state.value == "open"
+        statuses = set()
+        states = set()
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            statuses.add(registry.health().status)
+            states.add(breaker.snapshot().state.value)
+            await asyncio.sleep(0.01)
+        assert statuses == {"unhealthy"}
+        assert "half_open" in states  # it did half-open, and was still reported unhealthy
+        reopened = breaker.transition_counts()
+        assert sum(n for (old, new), n in reopened.items() if new.value == "open") >= 3
+        pg_proxy.start()
+        await asyncio.to_thread(wait_for, lambda: breaker.state.value == "closed", 5)
+        assert registry.health().status == "healthy"
