@@ -372,7 +372,7 @@ async def test_half_open_with_a_check_never_flaps_to_healthy(pg_proxy: FaultProx
         await until(registry, "postgres", "passing")
         pg_proxy.stop()
         for _ in range(2):
-            with pytest.raises(OSError):
+            with pytest.raises(ConnectionRefusedError):
                 await registry.acall("postgres", select)
         assert breaker.state.value == "open"
         statuses = set()
