@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from ._config import load_config
+from ._config import config_warnings, load_config, read_config_file
 from ._errors import ConfigError
-from ._health_checks import missing_check_warnings
 from ._registry import Registry
 
 __all__ = ["main"]
@@ -44,8 +45,10 @@ def check_config(path: str, console: Console) -> int:
     """Validate ``path`` and print its dependencies; 0 when valid, 2 when not."""
     try:
         registry = load_config(path)
+        warnings = config_warnings(read_config_file(path))
     except ConfigError as exc:
-        Console(stderr=True).print(f"[bold red]invalid config[/]: {exc}", highlight=False)
+        # One plain line per error (no markup, no traceback), so it greps and wraps well.
+        sys.stderr.write("".join(f"{line}\n" for line in str(exc).splitlines()))
         return 2
     table = Table(title=f"{path}: service {registry.service!r}", title_justify="left")
     table.add_column("dependency", style="bold")
@@ -67,10 +70,50 @@ def check_config(path: str, console: Console) -> int:
             _policy_summary(registry, dependency.name),
         )
     console.print(table)
-    for warning in missing_check_warnings(registry.dependencies):
-        console.print(f"[yellow]warning[/]: {warning}", highlight=False)
+    for warning in warnings:
+        sys.stderr.write(f"warning: {path}: {warning}\n")
     console.print(f"ok: {len(registry)} dependencies")
     return 0
+
+
+DEMO_NOT_FOUND = (
+    "otel-resilience demo runs from a source checkout of otel-resilience: the demo package\n"
+    "(otel_resilience_demo/) is not part of the installed library. Clone the repository, then\n"
+    "in it:  python3 -m venv .venv && .venv/bin/pip install -e '.[demo]' && "
+    ".venv/bin/otel-resilience demo\n"
+    "Without it, 'otel-resilience walkthrough' shows a breaker on a simulated outage."
+)
+
+
+def _demo_runner(console: Console) -> Callable[..., int] | None:
+    """The demo's ``run_demo``, from the import path or the checkout this package lives in.
+
+    The demo is not in the wheel: an editable install (``pip install -e '.[demo]'``) maps only
+    the library, so the checkout next to it is put on ``sys.path`` when the demo is there.
+    None (after saying why) when the demo or one of its requirements is missing.
+    """
+    try:
+        demo = importlib.import_module("otel_resilience_demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "otel_resilience_demo":
+            raise
+        checkout = Path(__file__).resolve().parent.parent
+        if not (checkout / "otel_resilience_demo" / "__init__.py").is_file():
+            console.print(DEMO_NOT_FOUND)
+            return None
+        sys.path.insert(0, str(checkout))
+        demo = importlib.import_module("otel_resilience_demo")
+    missing: list[str] = demo.missing_requirements()
+    if missing:
+        console.print(
+            "otel-resilience demo needs the 'demo' extra: "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed.\n"
+            "In the checkout:  pip install -e '.[demo]'\n"
+            "Without it, 'otel-resilience walkthrough' shows a breaker on a simulated outage."
+        )
+        return None
+    run_demo: Callable[..., int] = importlib.import_module("otel_resilience_demo._runner").run_demo
+    return run_demo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # gRPC's C core logs connection events (GOAWAY on a collector outage) to stderr at
         # info level; the demo's own view says what happens to telemetry.
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-        from .demo._runner import run_demo
-
+        run_demo = _demo_runner(console)
+        if run_demo is None:
+            return 2
         scenarios = [s.strip() for s in args.scenarios.split(",")] if args.scenarios else None
         if args.duration <= 0 or args.users < 1:
             console.print("--duration must be > 0 and --users >= 1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
 from ._config import load_config
+from ._errors import ConfigError
 from ._exporter import wrap_provider_exporters
 from ._metrics import ResilienceMetrics, install_metrics
 from ._processor import BreakerSpanProcessor
@@ -45,6 +47,9 @@ class _Wiring:
         self.instrumentors: list[Any] = []
         # Whether configure() (or the auto-instrumentation configurator) has run.
         self.configured = False
+        # Registries standing in for an invalid config, with its error (one line).
+        self.config_errors: weakref.WeakKeyDictionary[Registry, str] = weakref.WeakKeyDictionary()
+        self.config_error_logged: str | None = None
 
 
 _wiring = _Wiring()
@@ -55,11 +60,46 @@ def get_registry() -> Registry:
 
     Before any configure() call, one is made from ``$OTEL_RESILIENCE_CONFIG`` (or the
     defaults) without touching OpenTelemetry, so the guarded-call API works on its own.
+    An invalid file does not raise here: see ``registry_from_environment``.
     """
     with _wiring.lock:
         if _wiring.registry is None:
-            _wiring.registry = load_config(None)
+            _wiring.registry = registry_from_environment()
         return _wiring.registry
+
+
+def registry_from_environment() -> Registry:
+    """The registry of ``$OTEL_RESILIENCE_CONFIG``; never raises.
+
+    For the paths where no code of the application can catch an error (auto-instrumentation,
+    ``health_app()`` with no registry): an invalid config is logged once, on one line, and
+    a registry of the defaults (no declared dependency, so no breaker rejects anything)
+    stands in for it, carrying the error for the health document (``config_error_of``).
+    """
+    try:
+        return load_config(None)
+    except ConfigError as exc:
+        error = exc
+    except Exception as exc:  # a bug of ours must not keep the service from starting
+        error = ConfigError(f"could not be loaded ({type(exc).__name__})")
+    registry = load_config({})
+    message = "; ".join(str(error).splitlines())
+    with _wiring.lock:
+        _wiring.config_errors[registry] = message
+        logged, _wiring.config_error_logged = _wiring.config_error_logged, message
+    if logged != message:
+        _log.error(
+            "the resilience config is invalid, so no dependency is protected "
+            "(OpenTelemetry runs as usual): %s",
+            message,
+        )
+    return registry
+
+
+def config_error_of(registry: Registry) -> str | None:
+    """The error of the invalid config that ``registry`` stands in for, if it does."""
+    with _wiring.lock:
+        return _wiring.config_errors.get(registry)
 
 
 def _sdk_tracer_provider(tracer_provider: Any) -> SDKTracerProvider | None:
@@ -157,7 +197,7 @@ def _install_guards(registry: Registry) -> Callable[[], None] | None:
 
 
 def configure(
-    config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    config: Mapping[str, Any] | str | os.PathLike[str] | Registry | None = None,
     *,
     tracer_provider: Any = None,
     meter_provider: MeterProvider | None = None,
@@ -173,7 +213,7 @@ def configure(
     instrumentations and client guards where those libraries are installed. Calling it
     again replaces the earlier wiring instead of stacking a second copy.
     """
-    registry = load_config(config)
+    registry = config if isinstance(config, Registry) else load_config(config)
     with _wiring.lock:
         if _wiring.uninstall_guards is not None:
             _wiring.uninstall_guards()
@@ -234,7 +274,7 @@ def ensure_configured_for_auto_instrumentation() -> None:
         "processor and metrics to its providers (set OTEL_PYTHON_CONFIGURATOR=otel_resilience "
         "for resilient exporters too)"
     )
-    configure(None, instrument=False)
+    configure(registry_from_environment(), instrument=False)
 
 
 def install_guards_for_auto_instrumentation() -> None:
@@ -267,3 +307,4 @@ def reset_for_tests() -> None:
             processor.enabled = False
         _wiring.registry = None
         _wiring.configured = False
+        _wiring.config_error_logged = None

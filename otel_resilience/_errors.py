@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = ["CircuitOpenError", "ConfigError", "UnknownDependencyError"]
 
@@ -30,17 +30,43 @@ class CircuitOpenError(Exception):
 
 
 class ConfigError(ValueError):
-    """A configuration is invalid; the message names the source, the key path and the rule."""
+    """A configuration is invalid; the message names the source, the key path and the rule.
+
+    A config with several problems raises one ConfigError listing them all, one per line;
+    ``errors`` holds each as a ConfigError of its own (``(self,)`` for a single problem).
+    """
 
     def __init__(self, message: str, *, source: str | None = None, path: str | None = None) -> None:
         self.source = source
         self.path = path
+        self.message = message
+        self.errors: tuple[ConfigError, ...] = (self,)
         prefix = ""
         if source:
             prefix += f"{source}: "
         if path:
             prefix += f"{path}: "
         super().__init__(prefix + message)
+
+    @classmethod
+    def combine(cls, errors: Sequence[ConfigError], *, limit: int = 50) -> ConfigError:
+        """One error holding ``errors`` (at least one), the first ``limit`` of them spelt out."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        lines = [str(error) for error in errors[:limit]]
+        if len(errors) > limit:
+            lines.append(
+                f"{first.source + ': ' if first.source else ''}... and "
+                f"{len(errors) - limit} more errors"
+            )
+        combined = cls(first.message, source=first.source, path=first.path)
+        combined.errors = tuple(errors)
+        combined.args = ("\n".join(lines),)
+        return combined
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

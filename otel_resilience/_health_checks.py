@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -34,7 +34,6 @@ __all__ = [
     "DEFAULT_CHECK_TIMEOUT_SECONDS",
     "CheckResult",
     "HealthCheckSpec",
-    "missing_check_warnings",
     "needs_address",
     "parse_health_check",
     "redact",
@@ -285,32 +284,6 @@ def needs_address(spec: HealthCheckSpec | None) -> bool:
         and spec.target is None
         and spec.target_env is None
     )
-
-
-def missing_check_warnings(dependencies: Iterable[Any]) -> list[str]:
-    """What ``check-config`` warns about: each critical dependency with no active check.
-
-    Without one, an outage of a critical dependency is only noticed when traffic to it
-    fails, and a silent outage (no traffic) leaves the service reporting healthy.
-    """
-    return [
-        f"{dependency.name} is critical and has no health_check: an outage is only noticed "
-        "when calls to it fail, so /health stays healthy through an outage without traffic "
-        f"(add e.g. health_check: {_suggested_check(dependency.match)})"
-        for dependency in dependencies
-        if dependency.criticality.value == "critical"
-        and dependency.health_check is None
-        and not dependency.observe_only
-    ]
-
-
-def _suggested_check(match: Mapping[str, str]) -> str:
-    system = match.get("db.system", "")
-    if system == "redis":
-        return "redis"
-    if system in ("postgresql", "postgres"):
-        return "sql"
-    return "http" if "server.address" in match else "sql, redis, http or 'module:function'"
 
 
 def _resolve_target(spec: HealthCheckSpec) -> str | None:

@@ -61,8 +61,7 @@ class Registry:
         self._classifier = Classifier(())
         self._fallback_counts: dict[tuple[str, str], int] = {}
         self._transition_listeners: list[Listener] = []
-        for dependency in dependencies:
-            self.add(dependency)
+        self._add_all(dependencies)
 
     @classmethod
     def from_config(
@@ -80,18 +79,29 @@ class Registry:
 
     def add(self, dependency: Dependency) -> Dependency:
         """Declare ``dependency`` (its name must be new) and give it a breaker."""
-        if not isinstance(dependency, Dependency):
-            raise TypeError(f"expected a Dependency, got {dependency!r}")
+        self._add_all((dependency,))
+        return dependency
+
+    def _add_all(self, dependencies: Iterable[Dependency]) -> None:
+        """Declare several dependencies at once: one copy and one classifier for all, so
+        a config of thousands loads in linear time."""
+        dependencies = tuple(dependencies)
+        for dependency in dependencies:
+            if not isinstance(dependency, Dependency):
+                raise TypeError(f"expected a Dependency, got {dependency!r}")
+        if not dependencies:
+            return
         with self._lock:
-            if dependency.name in self._entries:
-                raise ValueError(f"dependency {dependency.name!r} is declared twice")
-            breaker = CircuitBreaker(dependency.name, dependency.policy, clock=self.clock)
-            for listener in self._transition_listeners:
-                breaker.add_listener(listener)
-            if dependency.observe_only:
-                breaker.disable()  # counts every outcome, never rejects
             entries = dict(self._entries)
-            entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
+            for dependency in dependencies:
+                if dependency.name in entries:
+                    raise ValueError(f"dependency {dependency.name!r} is declared twice")
+                breaker = CircuitBreaker(dependency.name, dependency.policy, clock=self.clock)
+                for listener in self._transition_listeners:
+                    breaker.add_listener(listener)
+                if dependency.observe_only:
+                    breaker.disable()  # counts every outcome, never rejects
+                entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
             self._entries = entries
             # A new classifier (and cache) for the new set: readers never see a mix.
             self._classifier = Classifier(
@@ -101,7 +111,6 @@ class Registry:
                     if entry.dependency.match
                 )
             )
-        return dependency
 
     def _entry(self, name: str) -> Entry:
         try:

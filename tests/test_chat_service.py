@@ -29,9 +29,9 @@ import yaml
 
 from otel_resilience import State
 from otel_resilience._configure import reset_for_tests
-from otel_resilience.demo._app import AGENT_EVENTS, DEFAULT_CONFIG, ChatService, create_app
-from otel_resilience.demo._tokens import sign_token
-from otel_resilience.demo.analytics_stub import AnalyticsStub
+from otel_resilience_demo._app import AGENT_EVENTS, DEFAULT_CONFIG, ChatService, create_app
+from otel_resilience_demo._tokens import sign_token
+from otel_resilience_demo.analytics_stub import AnalyticsStub
 from tests.support.health_servers import (
     FaultProxy,
     RedisServer,

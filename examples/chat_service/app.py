@@ -1,7 +1,8 @@
 """The example chat service, run as a user would run it.
 
-The app itself lives in the package (``otel_resilience.demo``) so that the installed
-``otel-resilience demo`` command finds it; this file points it at your servers:
+The app itself lives in the checkout's demo package (``otel_resilience_demo``, next to the
+library; ``otel-resilience demo`` runs it through outages); this file points it at your
+servers:
 
     CHAT_REDIS_URL=redis://127.0.0.1:6379/0 \\
     CHAT_POSTGRES_DSN=postgresql://postgres@127.0.0.1:5432/test \\
@@ -15,13 +16,15 @@ The app itself lives in the package (``otel_resilience.demo``) so that the insta
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import uvicorn
 
-from otel_resilience.demo import create_app
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))  # the checkout: otel_resilience_demo lives there
+
+from otel_resilience_demo import create_app  # noqa: E402
 
 app = create_app(
     os.environ.get("OTEL_RESILIENCE_CONFIG", str(HERE / "resilience.yaml")),

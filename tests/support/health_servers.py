@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from otel_resilience.demo._servers import FaultProxy, RedisProcess, free_port
+from otel_resilience_demo._servers import FaultProxy, RedisProcess, free_port
 
 __all__ = ["FaultProxy", "RedisServer", "free_port", "need_tool", "redis_server"]
 

@@ -21,6 +21,7 @@ DEMO_REQUIREMENTS = {
     "asyncpg": "asyncpg",
     "httpx": "httpx",
     "websockets": "websockets",
+    "rich": "rich",
     "opentelemetry.instrumentation.redis": "opentelemetry-instrumentation-redis",
     "opentelemetry.instrumentation.asyncpg": "opentelemetry-instrumentation-asyncpg",
     "opentelemetry.instrumentation.httpx": "opentelemetry-instrumentation-httpx",

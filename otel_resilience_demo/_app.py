@@ -43,13 +43,16 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .._breaker import CircuitBreaker, State
-from .._config import read_config_file
-from .._configure import configure
-from .._dependency import Criticality
-from .._errors import CircuitOpenError
-from .._health_app import HealthApp
-from .._registry import Registry
+from otel_resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    Criticality,
+    Registry,
+    State,
+    configure,
+    health_app,
+)
+
 from ._page import RESILIENCE_PAGE
 from ._telemetry import Telemetry, build_telemetry, export_spans, prometheus_text
 from ._tokens import InvalidToken, sign_token, verify_token
@@ -114,12 +117,19 @@ _STORE_DEADLINE_SECONDS = 2.0
 _SESSION_TTL_SECONDS = 3600
 
 
+def _read_config_file(path: Path) -> Any:
+    """A YAML (or JSON, which YAML reads too) config file as plain data."""
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
 def _load(config: str | os.PathLike[str] | Mapping[str, Any] | None) -> dict[str, Any]:
     if config is None:
         return copy.deepcopy(DEFAULT_CONFIG)
     if isinstance(config, Mapping):
         return copy.deepcopy(dict(config))
-    raw = read_config_file(config)
+    raw = _read_config_file(Path(config))
     if not isinstance(raw, dict):
         raise ValueError(f"{os.fspath(config)}: a config must be a mapping, got {raw!r}")
     return raw
@@ -321,7 +331,7 @@ class ChatService:
         self.token_secret = token_secret
         self.telemetry = telemetry
         self.analytics = AnalyticsForwarder(analytics_url)
-        self.health = HealthApp(registry, interval_seconds=probe_interval_seconds)
+        self.health = health_app(registry, interval_seconds=probe_interval_seconds)
         self.stats = Stats()
         self.connections: set[_Connection] = set()
         self.limited: dict[str, str] = {}

@@ -17,8 +17,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from .._exporter import ResilientSpanExporter
-from .._registry import Registry
+from otel_resilience import Registry, ResilientSpanExporter
 
 __all__ = ["Telemetry", "build_telemetry", "export_spans", "prometheus_text"]
 

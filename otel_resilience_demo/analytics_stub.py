@@ -5,7 +5,7 @@ list of them and answers 202. Modes: ``ok``; ``error`` (every request gets a 500
 ``hang`` (requests are accepted and never answered); ``down`` (the port is closed, so
 connections are refused). ``received`` holds every event accepted in ``ok`` mode.
 
-Run alone: ``python -m otel_resilience.demo.analytics_stub --port 8090``.
+Run alone: ``python -m otel_resilience_demo.analytics_stub --port 8090``.
 """
 
 from __future__ import annotations
