@@ -12,6 +12,7 @@ core imports nothing optional. Error text kept from a failed check is passed thr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import os
@@ -546,10 +547,34 @@ def run_check_blocking(
             return _outcome(spec, started, clock(), exc)
         return _outcome(spec, started, clock(), None)
     loop = asyncio.new_event_loop()
+    loop.set_default_executor(_DaemonExecutor())
     try:
         return loop.run_until_complete(run_check(spec, clock=clock, address=address))
     finally:
         loop.close()
+
+
+class _DaemonExecutor(concurrent.futures.Executor):
+    """A default executor for a check's event loop whose threads never block exit.
+
+    asyncio resolves host names in the loop's default executor; a ThreadPoolExecutor's
+    threads are joined at interpreter exit, so a resolver stuck on a dead DNS server would
+    keep the process alive. Each call here gets a daemon thread of its own.
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to whoever awaits the future
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="otel-resilience-check-io", daemon=True).start()
+        return future
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
