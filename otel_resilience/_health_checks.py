@@ -554,12 +554,13 @@ def run_check_blocking(
         loop.close()
 
 
-class _DaemonExecutor(concurrent.futures.Executor):
+class _DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
     """A default executor for a check's event loop whose threads never block exit.
 
     asyncio resolves host names in the loop's default executor; a ThreadPoolExecutor's
     threads are joined at interpreter exit, so a resolver stuck on a dead DNS server would
-    keep the process alive. Each call here gets a daemon thread of its own.
+    keep the process alive. Each call here gets a daemon thread of its own (a subclass,
+    because asyncio accepts only a ThreadPoolExecutor; its own pool is never used).
     """
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

@@ -279,3 +279,21 @@ async def test_callable_checks(path: str, passing: bool, error: str | None) -> N
     result = await run_check(check)
     assert result.passing is passing
     assert result.error == error
+
+
+def test_a_check_resolving_a_host_name_starts_no_joined_thread() -> None:
+    """Resolving a host name runs on a daemon thread, not in a thread pool that the
+    interpreter joins at exit (a stuck resolver would keep the process alive)."""
+    import threading
+
+    from otel_resilience._health_checks import run_check_blocking
+
+    def pool_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("asyncio_")}
+
+    before = pool_threads()
+    check = spec({"type": "http", "url": f"http://localhost:{free_port()}/", "timeout_seconds": 2})
+    result = run_check_blocking(check)
+    assert not result.passing
+    assert result.error_type in ("ConnectError", "ConnectionRefusedError")
+    assert pool_threads() <= before
