@@ -42,8 +42,12 @@ FORK_SCRIPT = textwrap.dedent(
                 "health_check": {"type": "sql", "dsn": dsn, "timeout_seconds": 2,
                                  "interval_seconds": 0.1},
             },
+            "api": {"breaker": {"consecutive_failures": 2, "open_seconds": 60}},
         },
     })
+    api = registry.breaker("api")
+    for _ in range(2):
+        api.record_failure(error_type="ConnectionError")  # open in the parent at the fork
     exporter = ResilientSpanExporter(
         OTLPSpanExporter(endpoint=endpoint, insecure=True), export_timeout_seconds=2.0
     )
@@ -69,7 +73,9 @@ FORK_SCRIPT = textwrap.dedent(
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        report = {"prober_running": prober.running}
+        report = {"prober_running": prober.running, "api_at_fork": api.state.value}
+        api.reset()  # the child's breaker lives on its own
+        report["api_after_reset"] = api.state.value
         for index in range(3):
             with tracer.start_as_current_span(f"child-{os.getpid()}-{index}"):
                 pass
@@ -89,6 +95,7 @@ FORK_SCRIPT = textwrap.dedent(
     provider.force_flush(5000)
     report = json.loads(b"".join(chunks))
     report["parent_checks"] = checks_seen(time.monotonic() + 10)
+    report["api_in_parent"] = api.state.value
     print(json.dumps(report))
     """
 )
@@ -114,7 +121,8 @@ def wait_for_spans(receiver: OTLPReceiver, prefix: str, count: int, timeout: flo
 
 def test_forked_child_exports_spans_and_runs_health_checks(receiver: OTLPReceiver) -> None:
     """A child of os.fork exports its spans through the resilient exporter's (restarted)
-    worker and probes its dependencies with a (restarted) prober; the parent goes on too."""
+    worker and probes its dependencies with a (restarted) prober; its breakers start from
+    the parent's state and live on their own; the parent goes on too."""
     result = subprocess.run(
         [
             sys.executable,
@@ -136,6 +144,9 @@ def test_forked_child_exports_spans_and_runs_health_checks(receiver: OTLPReceive
     assert report["checks"] >= 3  # the child's own prober ran the check again and again
     assert report["parent_checks"] >= 3
     assert report["breaker_state"] == "closed"
+    assert report["api_at_fork"] == "open"  # the child starts from the parent's state
+    assert report["api_after_reset"] == "closed"
+    assert report["api_in_parent"] == "open"  # and the parent's is its own
     child_spans = wait_for_spans(receiver, f"child-{report['child']}-", 3, 5)
     assert len(child_spans) == 3
     assert "parent-before-fork" in receiver.spans
