@@ -206,25 +206,67 @@ PRELOAD_APP = textwrap.dedent(
 )
 
 
-def test_gunicorn_preload_workers_export_and_probe(receiver: OTLPReceiver, tmp_path: Path) -> None:
-    """gunicorn --preload with uvicorn workers: the library is set up in the master, and
-    every worker still exports its spans and runs its health checks."""
+AUTO_APP = textwrap.dedent(
+    """
+    import os
+    from opentelemetry import trace
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    from otel_resilience import health_app
+
+    # opentelemetry-instrument set everything up in the master, before this import.
+    health = health_app(interval_seconds=0.2)
+    health.prober.start()
+    tracer = trace.get_tracer("preload-test")
+
+    async def hello(request):
+        with tracer.start_as_current_span(f"worker-{os.getpid()}"):
+            pass
+        trace.get_tracer_provider().force_flush(5000)
+        return JSONResponse({"pid": os.getpid(), "prober": health.prober.running})
+
+    app = Starlette(routes=[Route("/hello", hello), Mount("/health", health)])
+    """
+)
+
+AUTO_CONFIG = """
+service: preloaded
+dependencies:
+  postgres:
+    criticality: critical
+    match: {db.system: postgresql}
+    health_check: {type: sql, dsn_env: TEST_DSN, timeout_seconds: 2, interval_seconds: 0.2}
+"""
+
+
+def _gunicorn(prefix: list[str]) -> list[str]:
     gunicorn = Path(sys.executable).with_name("gunicorn")
     if not gunicorn.exists():
         if os.environ.get("CI") == "true":
             pytest.fail("gunicorn is not installed (the test extra has it)")
         pytest.skip("gunicorn is not installed")
-    (tmp_path / "preload_app.py").write_text(PRELOAD_APP)
+    return [*prefix, str(gunicorn)]
+
+
+def run_preloaded(
+    command: list[str], receiver: OTLPReceiver, tmp_path: Path, app: str, **env: str
+) -> None:
+    """Serve ``app`` with gunicorn --preload and two uvicorn workers; check that both
+    workers run the prober, the health check passes, and each worker's span arrives."""
+    (tmp_path / "preload_app.py").write_text(app)
     port = free_port()
-    env = {
+    environment = {
         **os.environ,
         "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}",
         "TEST_OTLP_ENDPOINT": receiver.endpoint,
         "TEST_DSN": "postgresql://postgres@127.0.0.1:5432/test",
+        **env,
     }
     process = subprocess.Popen(
         [
-            str(gunicorn),
+            *command,
             "--preload",
             "--workers",
             "2",
@@ -236,7 +278,7 @@ def test_gunicorn_preload_workers_export_and_probe(receiver: OTLPReceiver, tmp_p
             "5",
             "preload_app:app",
         ],
-        env=env,
+        env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -247,7 +289,8 @@ def test_gunicorn_preload_workers_export_and_probe(receiver: OTLPReceiver, tmp_p
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
             while time.monotonic() < deadline:
                 try:
-                    answer = client.get("/hello").json()
+                    # A new connection each time, so that both workers get requests.
+                    answer = client.get("/hello", headers={"Connection": "close"}).json()
                 except httpx.HTTPError:
                     time.sleep(0.2)
                     continue
@@ -255,7 +298,7 @@ def test_gunicorn_preload_workers_export_and_probe(receiver: OTLPReceiver, tmp_p
                 pids.add(answer["pid"])
                 if len(pids) >= 2:
                     break
-            assert pids, "gunicorn did not answer"
+            assert len(pids) == 2, f"answers from workers {pids}"
             health = client.get("/health/").json()
         assert health["dependencies"]["postgres"]["health_check"]["status"] == "passing"
         for pid in pids:
@@ -268,3 +311,32 @@ def test_gunicorn_preload_workers_export_and_probe(receiver: OTLPReceiver, tmp_p
             process.kill()
             output, _ = process.communicate()
     assert "dropping telemetry" not in output, output
+
+
+def test_gunicorn_preload_workers_export_and_probe(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """gunicorn --preload with uvicorn workers, configure() in the app: the library is set
+    up in the master, and every worker still exports its spans and runs its checks."""
+    run_preloaded(_gunicorn([]), receiver, tmp_path, PRELOAD_APP)
+
+
+def test_opentelemetry_instrument_gunicorn_preload(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """opentelemetry-instrument gunicorn --preload: the configurator wires the library in
+    the master; every worker exports through the resilient exporter and probes."""
+    (tmp_path / "resilience.yaml").write_text(AUTO_CONFIG)
+    instrument = str(Path(sys.executable).with_name("opentelemetry-instrument"))
+    run_preloaded(
+        _gunicorn([instrument]),
+        receiver,
+        tmp_path,
+        AUTO_APP,
+        OTEL_RESILIENCE_CONFIG=str(tmp_path / "resilience.yaml"),
+        OTEL_PYTHON_DISTRO="otel_resilience",
+        OTEL_PYTHON_CONFIGURATOR="otel_resilience",
+        OTEL_SERVICE_NAME="preloaded",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{receiver.endpoint}",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    )
