@@ -41,13 +41,13 @@ def _pool_address(pool: Any, kwargs: dict[str, Any]) -> Address | None:
     """Where a redis-py connection pool connects, with its credentials."""
     if "path" in kwargs:
         return Address(str(kwargs["path"]), scheme="unix", password=kwargs.get("password"))
-    host = kwargs.get("host", "localhost")
-    if not isinstance(host, str):
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    if not isinstance(host, str) or not str(port).isdigit():
         return None
     tls = "SSL" in getattr(getattr(pool, "connection_class", None), "__name__", "")
     return Address(
         host,
-        int(kwargs.get("port", 6379)),
+        int(port),
         user=kwargs.get("username"),
         scheme="rediss" if tls else None,
         password=kwargs.get("password"),
