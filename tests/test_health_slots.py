@@ -389,3 +389,46 @@ async def test_half_open_with_a_check_never_flaps_to_healthy(pg_proxy: FaultProx
         pg_proxy.start()
         await asyncio.to_thread(wait_for, lambda: breaker.state.value == "closed", 5)
         assert registry.health().status == "healthy"
+
+
+class _NotFoundAtRoot(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        status = 200 if self.path == "/api" else 404
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_http_check_follows_the_guarded_httpx_client() -> None:
+    """health_check: http without a url: unknown until the app calls the service through
+    httpx, then a GET of that server's root, healthy while it answers (a 404 too: the
+    server answered), failing once it is gone."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFoundAtRoot)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    registry = Registry.from_config(
+        {
+            "dependencies": {
+                "api": {
+                    "criticality": "important",
+                    "match": {"server.port": str(port)},
+                    "health_check": {"type": "http", "timeout_seconds": 0.5},
+                }
+            }
+        }
+    )
+    uninstall = install(registry)
+    try:
+        with HealthProber(registry, interval_seconds=0.1):
+            wait_for(lambda: check_status(registry, "api") == "unknown")
+            assert httpx.get(f"http://127.0.0.1:{port}/api", timeout=5).status_code == 200
+            wait_for(lambda: check_status(registry, "api") == "passing")
+            server.shutdown()
+            server.server_close()
+            wait_for(lambda: check_status(registry, "api") == "failing")
+            assert registry.health().status == "degraded"
+    finally:
+        uninstall()
