@@ -549,3 +549,103 @@ def test_slow_and_down_is_still_unhealthy() -> None:
     record_calls(registry, 3, 1)
     trip(registry, "db")
     assert registry.health().status == "unhealthy"
+
+
+# -- the whole rule set against a plain reference --------------------------------------------
+
+CHECKS = ("none", "passing", "failing", "unknown", "stale_passing")
+
+
+def reference_full(
+    entries: list[tuple[Criticality, State, str, bool, bool]],
+) -> str:
+    """DESIGN.md 8 with half-open checks and slowness, written out plainly."""
+    worst = "healthy"
+    for level, state, check, slow, observe_only in entries:
+        if observe_only or level is Criticality.MONITORING:
+            continue
+        has_check = check in ("passing", "failing", "stale_passing")
+        if state in (State.OPEN, State.FORCED_OPEN) or check == "failing":
+            healthy = False
+        elif state is State.HALF_OPEN and has_check:
+            healthy = check == "passing"  # only a result taken since the opening counts
+        else:
+            healthy = True
+        if not healthy and level is Criticality.CRITICAL:
+            return "unhealthy"
+        if not healthy or slow:
+            worst = "degraded"
+    return worst
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(Criticality),
+            st.sampled_from(State),
+            st.sampled_from(CHECKS),
+            st.booleans(),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_evaluate_health_matches_the_full_reference(
+    entries: list[tuple[Criticality, State, str, bool, bool]],
+) -> None:
+    """Any mix of states, check results (fresh, stale, unknown), slowness and observers
+    gets the status of the reference; slowness alone never makes it unhealthy."""
+    from otel_resilience import BreakerSnapshot
+
+    opened_at = 100.0
+    snapshots = {}
+    levels = {}
+    checks: dict[str, CheckResult | None] = {}
+    policies = {}
+    observers = []
+    for index, (level, state, check, slow, observe_only) in enumerate(entries):
+        name = f"dep{index}"
+        snapshots[name] = BreakerSnapshot(
+            name=name,
+            state=state,
+            failure_rate=0.0,
+            slow_call_rate=0.5 if slow else 0.0,
+            calls=10,
+            failures=0,
+            slow_calls=5 if slow else 0,
+            consecutive_failures=0,
+            opened_at=opened_at if state in (State.OPEN, State.HALF_OPEN) else None,
+            open_seconds=1.0,
+            retry_after=None,
+            last_failure_at=None,
+            last_error_type=None,
+            total_successes=0,
+            total_failures=0,
+            total_slow=0,
+            total_rejected=0,
+        )
+        levels[name] = level
+        policies[name] = BreakerPolicy(minimum_calls=10, slow_call_seconds=1.0)
+        checks[name] = {
+            "none": None,
+            "passing": CheckResult(True, opened_at + 1, 0.0),
+            "failing": CheckResult(False, opened_at + 1, 0.0, "refused"),
+            "unknown": CheckResult(False, opened_at + 1, 0.0, "no address", unknown=True),
+            "stale_passing": CheckResult(True, opened_at - 1, 0.0),
+        }[check]
+        if observe_only:
+            observers.append(name)
+    report = evaluate_health(
+        snapshots,
+        levels,
+        checks,
+        service="s",
+        wall_now=WALL,
+        mono_now=opened_at + 2,
+        observe_only=observers,
+        policies=policies,
+    )
+    assert report.status == reference_full(entries)
+    for index, (_, _, _, slow, _) in enumerate(entries):
+        assert report.dependencies[f"dep{index}"].slow is slow
