@@ -85,6 +85,8 @@ def render(document: dict[str, Any], console: Console) -> None:
             continue
         healthy = entry.get("healthy")
         mark = "[green]yes[/]" if healthy else "[red]no[/]"
+        if healthy and entry.get("slow"):
+            mark = "[yellow]slow[/]"
         criticality = str(entry.get("criticality", "?"))
         if entry.get("observe_only"):
             criticality += " (observed)"
@@ -93,6 +95,8 @@ def render(document: dict[str, Any], console: Console) -> None:
         check = entry.get("health_check")
         if isinstance(check, dict) and check.get("passing") is False and check.get("error"):
             error = f"check: {check['error']}"
+        elif isinstance(check, dict) and check.get("status") == "unknown" and error == "-":
+            error = "check: unknown (no address yet)"
         table.add_row(
             str(name),
             criticality,
