@@ -1,0 +1,111 @@
+"""What a user installs: the extras, with the pip a fresh venv brings, and the import's weight."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+EXTRAS: dict[str, list[str]] = PYPROJECT["project"]["optional-dependencies"]
+
+
+def _name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    assert match is not None, requirement
+    return match.group(0).lower().replace("_", "-")
+
+
+def test_no_extra_names_the_package_itself() -> None:
+    """Every extra lists its packages: none says otel-resilience[...] (pip 23.2 trips on it)."""
+    own = _name(PYPROJECT["project"]["name"])
+    assert {extra: [r for r in reqs if _name(r) == own] for extra, reqs in EXTRAS.items()} == {
+        extra: [] for extra in EXTRAS
+    }
+
+
+@pytest.mark.parametrize("extra", ["demo", "test"])
+def test_demo_and_test_carry_every_instrumentation_and_the_cli(extra: str) -> None:
+    """demo and test repeat instrumentation and cli (no self-reference), so none may be missing."""
+    wanted = set(EXTRAS["instrumentation"]) | set(EXTRAS["cli"])
+    assert sorted(wanted - set(EXTRAS[extra])) == []
+
+
+def test_exporters_carry_no_specifier_and_instrumentations_a_floor() -> None:
+    """The pyproject's resolver rules: see the comment above [project.optional-dependencies]."""
+    for extra, requirements in EXTRAS.items():
+        for requirement in requirements:
+            name = _name(requirement)
+            if name.startswith("opentelemetry-exporter-"):
+                assert requirement == name, f"{extra}: {requirement}: exporters take no specifier"
+            if name.startswith("opentelemetry-instrumentation-"):
+                assert ">=" in requirement, f"{extra}: {requirement}: instrumentations need a floor"
+
+
+def _project_copy(target: Path) -> Path:
+    """The files a build needs, outside the checkout (a build writes egg-info next to them)."""
+    target.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, target / name)
+    shutil.copytree(
+        ROOT / "otel_resilience",
+        target / "otel_resilience",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    return target
+
+
+def test_every_extra_resolves_with_the_pip_a_fresh_venv_brings(tmp_path: Path) -> None:
+    """``python3 -m venv`` then ``pip install '.[extra]'`` works for every extra, with that pip.
+
+    The venv's own pip (23.2 on Python 3.11) resolves each extra (``--dry-run``: it downloads
+    and resolves but installs nothing), against the package index pip is configured with.
+    """
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = venv / "bin" / "pip"
+    version = subprocess.run(
+        [str(pip), "--version"], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    project = _project_copy(tmp_path / "project")
+
+    def resolve(extra: str) -> tuple[str, int, str]:
+        result = subprocess.run(
+            [str(pip), "install", "--dry-run", "--quiet", f".[{extra}]"],
+            cwd=project,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        errors = [line for line in result.stderr.splitlines() if "Location" not in line]
+        return extra, result.returncode, "\n".join(errors[-25:])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(resolve, sorted(EXTRAS)))
+    failed = {extra: log for extra, code, log in outcomes if code != 0}
+    assert failed == {}, f"with {version}"
+
+
+def test_importing_the_library_loads_no_demo_and_no_rich() -> None:
+    """``import otel_resilience`` pulls in neither the demo package nor rich (a ``cli`` extra)."""
+    code = (
+        "import sys, otel_resilience\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rich', 'otel_resilience_demo', 'starlette', 'uvicorn')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
