@@ -459,7 +459,7 @@ def _pick_port(port: int) -> int:
 
 
 def run_demo(
-    console: Console,
+    console: Console | None = None,
     *,
     duration: float = 75.0,
     users: int = 12,
@@ -469,6 +469,8 @@ def run_demo(
     """Run the demo; 0 when every target was met, 1 when one was not, 2 on bad usage."""
     from . import missing_requirements
 
+    if console is None:
+        console = Console(highlight=False)
     missing = missing_requirements()
     if missing:
         console.print(
