@@ -481,11 +481,16 @@ class ChatService:
         return claims.user, "session"
 
     async def session_count(self, session_key: str) -> int | None:
-        """Messages in this session so far (Redis, or its memory fallback)."""
+        """Messages in this session so far (Redis, or its memory fallback).
+
+        INCR and EXPIRE, which the memory fallback answers while Redis is down (it does not
+        answer HINCRBY: the count would be lost, and no fallback served or counted).
+        """
         assert self.redis is not None
+        key = f"{session_key}:messages"
         try:
-            count = await self.redis.hincrby(session_key, "messages", 1)
-            await self.redis.expire(session_key, _SESSION_TTL_SECONDS)
+            count = await self.redis.incr(key)
+            await self.redis.expire(key, _SESSION_TTL_SECONDS)
         except Exception:
             return None
         return int(count)

@@ -257,6 +257,25 @@ async def test_redis_down_golden_path_continues(env: Env) -> None:
     assert sum(row["role"] == "agent" for row in rows) >= 5
 
 
+async def test_fallbacks_served_during_a_redis_outage_are_counted(env: Env) -> None:
+    """While Redis is down the memory fallback answers every message's session count, and
+    the state endpoint (what the page and the demo's terminal show) counts each serve."""
+
+    def served() -> int:
+        response = httpx.get(env.base + "/resilience/state", timeout=5)
+        return int(response.json()["fallbacks"].get("redis", 0))
+
+    async with user(env, "fay") as fay:
+        env.redis.stop()
+        await say_until(fay, env, "redis", State.OPEN)
+        before = served()
+        for _ in range(5):
+            assert types(await fay.say("still here")) == list(AGENT_EVENTS)
+        after = served()
+    assert env.chat.state()["fallbacks"]["redis"] >= after
+    assert after >= before + 5  # at least one serve per message (INCR, then EXPIRE)
+
+
 async def test_redis_hung_golden_path_continues(env: Env) -> None:
     """Redis paused (SIGSTOP): all five events still arrive for every message, none hangs."""
     async with user(env, "hana") as hana:
