@@ -27,7 +27,7 @@ class BreakerPolicy:
     """When a breaker opens, how long it stays open, and how it probes recovery.
 
     Validated on construction: a bad value raises ``ValueError`` naming the field, the
-    value and the allowed range. See DESIGN.md section 4 for the semantics.
+    value and the allowed range. docs/configuration.md describes every field.
     """
 
     failure_rate_threshold: float = 0.5

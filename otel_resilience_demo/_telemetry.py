@@ -1,7 +1,7 @@
 """Telemetry for the example chat service: Prometheus ``/metrics`` and OTLP export.
 
 The OTLP exporters are wrapped in ``ResilientSpanExporter`` / ``ResilientMetricExporter``
-(DESIGN.md 3) on the registry's ``telemetry`` breaker, so a collector that is down or
+on the registry's ``telemetry`` breaker, so a collector that is down or
 black-holed costs the service nothing.
 """
 
