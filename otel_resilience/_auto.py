@@ -41,8 +41,6 @@ from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from . import _configure
-from ._config import load_config
-from ._errors import ConfigError
 from ._processor import BreakerSpanProcessor
 from ._registry import Registry
 from ._sampler import ResilienceSampler
@@ -117,14 +115,34 @@ class ResilienceConfigurator(_OTelSDKConfigurator):
     """The SDK's configurator with the breaker processor, sampler wrapper and metrics."""
 
     def _configure(self, **kwargs: Any) -> None:
+        # An invalid config is logged once and replaced by the defaults (no dependency
+        # protected); anything else that goes wrong here leaves OpenTelemetry as the SDK's
+        # configurator alone would set it up. Either way the application starts and traces.
         try:
-            registry = load_config(None)
-        except ConfigError:
-            # Telemetry still starts; the error says which file and key is wrong.
-            _log.exception("otel_resilience: not wired, the resilience config is invalid")
+            registry = _configure.registry_from_environment()
+            processor = BreakerSpanProcessor(registry)
+            ours = self._our_arguments(dict(kwargs), registry, processor)
+        except Exception as exc:
+            _log.error(
+                "the breakers are not wired (%s: %s); OpenTelemetry starts without them",
+                type(exc).__name__,
+                exc,
+            )
             super()._configure(**kwargs)  # type: ignore[no-untyped-call]
             return
-        processor = BreakerSpanProcessor(registry)
+        super()._configure(**ours)  # type: ignore[no-untyped-call]
+        try:
+            _wrap_metric_readers(registry)
+            # The SDK's configurator has set the global providers: take them over.
+            _configure.adopt(registry, processor)
+        except Exception as exc:
+            _log.error("the breakers are only partly wired (%s: %s)", type(exc).__name__, exc)
+
+    @staticmethod
+    def _our_arguments(
+        kwargs: dict[str, Any], registry: Registry, processor: BreakerSpanProcessor
+    ) -> dict[str, Any]:
+        """The SDK configurator's arguments with the processor, sampler and wrappers added."""
         kwargs["span_processors"] = [*(kwargs.get("span_processors") or ()), processor]
         kwargs["sampler"] = ResilienceSampler(_base_sampler(kwargs.get("sampler")), registry)
         export_span = kwargs.get("export_span_processor") or BatchSpanProcessor
@@ -138,10 +156,7 @@ class ResilienceConfigurator(_OTelSDKConfigurator):
 
         kwargs["export_span_processor"] = export_span_processor
         kwargs["export_log_record_processor"] = export_log_record_processor
-        super()._configure(**kwargs)  # type: ignore[no-untyped-call]
-        _wrap_metric_readers(registry)
-        # The SDK's configurator has set the global providers: take them over.
-        _configure.adopt(registry, processor)
+        return kwargs
 
 
 def pre_instrument(**kwargs: Any) -> None:
@@ -158,3 +173,9 @@ def post_instrument(**kwargs: Any) -> None:
         _configure.install_guards_for_auto_instrumentation()
     except Exception:
         _log.warning("otel_resilience: could not install the client guards", exc_info=True)
+    try:
+        from ._reload import install_reload_triggers
+
+        install_reload_triggers()  # SIGHUP and $OTEL_RESILIENCE_RELOAD_SECONDS reload the file
+    except Exception:
+        _log.warning("otel_resilience: could not install config reloading", exc_info=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._config import load_config
+from ._config import config_warnings, load_config, read_config_file
 from ._errors import ConfigError
 from ._output import Output, pack
 from ._registry import Registry
@@ -67,8 +67,11 @@ def check_config(path: str, out: Output, errors: Output) -> int:
     """
     try:
         registry = load_config(path)
+        warnings = config_warnings(read_config_file(path))
     except ConfigError as exc:
-        errors.paragraph(f"invalid config: {exc}", "bold red", indent="  ")
+        # One plain line per error (no markup, no traceback), so it greps and wraps well.
+        for line in str(exc).splitlines():
+            errors.line(line)
         return 2
     out.paragraph(
         f"service {registry.service!r}: {len(registry)} dependencies, from {path}",
@@ -89,6 +92,8 @@ def check_config(path: str, out: Output, errors: Output) -> int:
         policy = _policy_summary(registry, dependency.name)
         for line in pack(policy, out.width, indent="    ", first="  breaker: "):
             out.line(line)
+    for warning in warnings:
+        errors.paragraph(f"warning: {path}: {warning}", "yellow", indent="  ")
     out.line(f"ok: {len(registry)} dependencies", "green")
     return 0
 
@@ -181,6 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)"
     )
     status.add_argument("--json", action="store_true", help="print the document as JSON")
+    breaker = commands.add_parser(
+        "breaker",
+        help="force a service's breaker open, disable it, or reset it (needs its admin token)",
+    )
+    breaker.add_argument("url", help="the service's health URL (a bare host:port gets /health)")
+    breaker.add_argument("name", help="the dependency whose breaker to act on")
+    breaker.add_argument("action", choices=("force-open", "disable", "reset"))
+    breaker.add_argument(
+        "--token-env",
+        default="OTEL_RESILIENCE_ADMIN_TOKEN",
+        help="the environment variable holding the admin token "
+        "(default OTEL_RESILIENCE_ADMIN_TOKEN)",
+    )
+    breaker.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)"
+    )
     return parser
 
 
@@ -220,6 +241,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._health_cli import show_status
 
         return show_status(args.url, out, errors, timeout=args.timeout, as_json=args.json)
+    if args.command == "breaker":
+        from ._admin_cli import breaker_action
+
+        return breaker_action(
+            args.url,
+            args.name,
+            args.action,
+            out,
+            token_env=args.token_env,
+            timeout=args.timeout,
+        )
     parser.print_help()
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
 from ._config import load_config
+from ._errors import ConfigError
 from ._exporter import wrap_provider_exporters
 from ._metrics import ResilienceMetrics, install_metrics
 from ._processor import BreakerSpanProcessor
@@ -22,13 +24,6 @@ from ._sampler import ResilienceSampler
 __all__ = ["configure", "get_registry"]
 
 _log = logging.getLogger("otel_resilience")
-
-# Client libraries whose OTel instrumentation configure() switches on when it is installed.
-_INSTRUMENTORS = (
-    ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
-    ("opentelemetry.instrumentation.asyncpg", "AsyncPGInstrumentor"),
-    ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
-)
 
 
 class _Wiring:
@@ -42,9 +37,13 @@ class _Wiring:
         self.processors: dict[int, tuple[SDKTracerProvider, BreakerSpanProcessor]] = {}
         self.metrics: ResilienceMetrics | None = None
         self.uninstall_guards: Callable[[], None] | None = None
-        self.instrumentors: list[Any] = []
+        # Switches off the OTel instrumentations configure(instrument_clients=True) switched on.
+        self.uninstrument_clients: Callable[[], None] | None = None
         # Whether configure() (or the auto-instrumentation configurator) has run.
         self.configured = False
+        # Registries standing in for an invalid config, with its error (one line).
+        self.config_errors: weakref.WeakKeyDictionary[Registry, str] = weakref.WeakKeyDictionary()
+        self.config_error_logged: str | None = None
 
 
 _wiring = _Wiring()
@@ -55,11 +54,46 @@ def get_registry() -> Registry:
 
     Before any configure() call, one is made from ``$OTEL_RESILIENCE_CONFIG`` (or the
     defaults) without touching OpenTelemetry, so the guarded-call API works on its own.
+    An invalid file does not raise here: see ``registry_from_environment``.
     """
     with _wiring.lock:
         if _wiring.registry is None:
-            _wiring.registry = load_config(None)
+            _wiring.registry = registry_from_environment()
         return _wiring.registry
+
+
+def registry_from_environment() -> Registry:
+    """The registry of ``$OTEL_RESILIENCE_CONFIG``; never raises.
+
+    For the paths where no code of the application can catch an error (auto-instrumentation,
+    ``health_app()`` with no registry): an invalid config is logged once, on one line, and
+    a registry of the defaults (no declared dependency, so no breaker rejects anything)
+    stands in for it, carrying the error for the health document (``config_error_of``).
+    """
+    try:
+        return load_config(None)
+    except ConfigError as exc:
+        error = exc
+    except Exception as exc:  # a bug of ours must not keep the service from starting
+        error = ConfigError(f"could not be loaded ({type(exc).__name__})")
+    registry = load_config({})
+    message = "; ".join(str(error).splitlines())
+    with _wiring.lock:
+        _wiring.config_errors[registry] = message
+        logged, _wiring.config_error_logged = _wiring.config_error_logged, message
+    if logged != message:
+        _log.error(
+            "the resilience config is invalid, so no dependency is protected "
+            "(OpenTelemetry runs as usual): %s",
+            message,
+        )
+    return registry
+
+
+def config_error_of(registry: Registry) -> str | None:
+    """The error of the invalid config that ``registry`` stands in for, if it does."""
+    with _wiring.lock:
+        return _wiring.config_errors.get(registry)
 
 
 def _sdk_tracer_provider(tracer_provider: Any) -> SDKTracerProvider | None:
@@ -131,19 +165,14 @@ def _attached(provider: SDKTracerProvider, processor: BreakerSpanProcessor) -> b
 
 
 def _instrument_clients(provider: SDKTracerProvider | None) -> None:
-    import importlib
-
-    for module_name, class_name in _INSTRUMENTORS:
-        try:
-            module = importlib.import_module(module_name)
-            instrumentor = getattr(module, class_name)()
-            if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument(tracer_provider=provider)
-                _wiring.instrumentors.append(instrumentor)
-        except ImportError:
-            continue
-        except Exception:
-            _log.warning("otel_resilience: could not enable %s", class_name, exc_info=True)
+    """Switch on the OTel instrumentation of every installed client (instrument_clients)."""
+    try:
+        from .instrumentation import CLIENTS, instrument_clients
+    except ImportError:
+        return
+    if _wiring.uninstrument_clients is not None:
+        _wiring.uninstrument_clients()
+    _wiring.uninstrument_clients = instrument_clients(CLIENTS, provider)
 
 
 def _install_guards(registry: Registry) -> Callable[[], None] | None:
@@ -157,11 +186,12 @@ def _install_guards(registry: Registry) -> Callable[[], None] | None:
 
 
 def configure(
-    config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    config: Mapping[str, Any] | str | os.PathLike[str] | Registry | None = None,
     *,
     tracer_provider: Any = None,
     meter_provider: MeterProvider | None = None,
     instrument: bool = True,
+    instrument_clients: bool = False,
 ) -> Registry:
     """Wire otel_resilience into the OpenTelemetry setup and return the registry.
 
@@ -169,11 +199,14 @@ def configure(
     ``$OTEL_RESILIENCE_CONFIG``, else the defaults). Adds the span processor and the
     sampler wrapper to the SDK tracer provider (the global one by default; one is created
     and set globally if none is), reports the metrics on the meter provider (the global
-    one by default), and with ``instrument`` switches on the redis, asyncpg and httpx
-    instrumentations and client guards where those libraries are installed. Calling it
-    again replaces the earlier wiring instead of stacking a second copy.
+    one by default), and with ``instrument`` guards the calls of every supported client
+    library that is installed (docs/clients.md). It changes nothing the application
+    traces: the clients' OpenTelemetry instrumentations are switched on only with
+    ``instrument_clients`` (those not instrumented already; the application's own later
+    ``instrument(...)`` of one replaces ours). Calling it again replaces the earlier
+    wiring instead of stacking a second copy.
     """
-    registry = load_config(config)
+    registry = config if isinstance(config, Registry) else load_config(config)
     with _wiring.lock:
         if _wiring.uninstall_guards is not None:
             _wiring.uninstall_guards()
@@ -189,8 +222,9 @@ def configure(
         if _wiring.metrics is not None:
             _wiring.metrics.detach()
         _wiring.metrics = install_metrics(registry, meter_provider)
-        if instrument:
+        if instrument_clients:
             _instrument_clients(provider)
+        if instrument:
             _wiring.uninstall_guards = _install_guards(registry)
         _wiring.registry = registry
         _wiring.configured = True
@@ -234,7 +268,7 @@ def ensure_configured_for_auto_instrumentation() -> None:
         "processor and metrics to its providers (set OTEL_PYTHON_CONFIGURATOR=otel_resilience "
         "for resilient exporters too)"
     )
-    configure(None, instrument=False)
+    configure(registry_from_environment(), instrument=False)
 
 
 def install_guards_for_auto_instrumentation() -> None:
@@ -258,12 +292,13 @@ def reset_for_tests() -> None:
         if _wiring.metrics is not None:
             _wiring.metrics.detach()
             _wiring.metrics = None
-        for instrumentor in _wiring.instrumentors:
-            instrumentor.uninstrument()
-        _wiring.instrumentors.clear()
+        if _wiring.uninstrument_clients is not None:
+            _wiring.uninstrument_clients()
+            _wiring.uninstrument_clients = None
         # Processors stay attached to their providers (the SDK cannot remove them), off,
         # and are switched on again by the next configure() on the same provider.
         for _, processor in _wiring.processors.values():
             processor.enabled = False
         _wiring.registry = None
         _wiring.configured = False
+        _wiring.config_error_logged = None

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BUILTIN_FALLBACKS", "import_object", "none_fallback", "resolve_fallback"]
+__all__ = [
+    "BUILTIN_FALLBACKS",
+    "check_import_path",
+    "import_object",
+    "none_fallback",
+    "resolve_fallback",
+]
 
 
 def none_fallback(*args: Any, **kwargs: Any) -> None:
@@ -28,24 +35,52 @@ BUILTIN_FALLBACKS: dict[str, Callable[[], Callable[..., Any]]] = {
 }
 
 
-def import_object(path: str) -> Any:
-    """Import ``"package.module:attribute"`` (or ``"package.module.attribute"``)."""
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_MODULE = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*")
+
+
+def check_import_path(path: str) -> tuple[str, str]:
+    """``(module, attribute)`` of ``"package.module:attribute"`` (or the dotted form), or
+    ``ValueError`` saying what is wrong; nothing is imported."""
     if ":" in path:
         module_name, _, attribute = path.partition(":")
     else:
         module_name, _, attribute = path.rpartition(".")
-    if not module_name or not attribute:
-        raise ValueError(f"{path!r} is not an import path of the form 'package.module:name'")
+    if not (_MODULE.fullmatch(module_name) and _MODULE.fullmatch(attribute)) or len(path) > 500:
+        raise ValueError(
+            f"{path[:200]!r} is not an absolute import path of the form 'package.module:name'"
+        )
+    return module_name, attribute
+
+
+def import_object(path: str) -> Any:
+    """Import ``"package.module:attribute"`` (or ``"package.module.attribute"``).
+
+    Whatever the module does while it is imported (raising any exception, a syntax error,
+    ``sys.exit()``) becomes a ``ValueError`` naming the path: a config never takes the
+    process down.
+    """
+    module_name, attribute = check_import_path(path)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r} of {path!r}: {exc}") from exc
+        raise ValueError(f"cannot import module {module_name!r} of {path!r}: {exc}") from None
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: see the docstring
+        detail = " ".join(str(exc).split())[:200]
+        raise ValueError(
+            f"importing module {module_name!r} of {path!r} raised {type(exc).__name__}"
+            + (f": {detail}" if detail else "")
+        ) from None
     target: Any = module
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
             raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from None
+        except Exception as exc:  # a module __getattr__ may raise anything
+            raise ValueError(
+                f"reading {attribute!r} of module {module_name!r} raised {type(exc).__name__}"
+            ) from None
     return target
 
 

@@ -13,7 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from ._admin import admin_request, is_admin_path
 from ._health import health_report
+from ._health_checks import redact
 from ._prober import HealthProber
 
 if TYPE_CHECKING:
@@ -126,6 +128,13 @@ class HealthApp:
         route = _ROUTES.get(path)
         method = scope.get("method", "GET")
         head = method == "HEAD"
+        if (
+            route is None
+            and is_admin_path(path)
+            and (admin := admin_request(self.registry, scope, path)) is not None
+        ):
+            await _respond(send, admin[0], admin[1], head, extra_headers=admin[2])
+            return
         if route is None:
             await _respond(send, 404, {"error": "not found", "endpoints": _endpoints()}, head)
             return
@@ -142,13 +151,27 @@ class HealthApp:
             await _respond(send, 200, {"status": "alive"}, head)
             return
         try:
-            report = health_report(self.registry)
+            registry = self.registry
+            report = health_report(registry)
+            document = report.to_dict()
+            config_error = _config_error_of(registry)
         except Exception as exc:
-            _log.error("otel_resilience: health report failed: %s", exc)
-            await _respond(send, 500, {"status": "error", "error": str(exc)}, head)
+            # A fixed text: an exception's message may hold anything (a DSN, a token).
+            _log.error("the health report failed (%s)", type(exc).__name__)
+            await _respond(send, 500, {"status": "error", "error": "health report failed"}, head)
             return
+        if config_error is not None:
+            # The service runs on the defaults because its config is invalid: say so here,
+            # where whoever looks at the service's health will see it.
+            document["config_error"] = redact(config_error)
         code = 200 if report.ready else 503
-        await _respond(send, code, report.to_dict(), head)
+        await _respond(send, code, document, head)
+
+
+def _config_error_of(registry: Registry) -> str | None:
+    from ._configure import config_error_of
+
+    return config_error_of(registry)
 
 
 def _endpoints() -> list[str]:

@@ -72,6 +72,9 @@ class MemoryCache:
         max_entries: int = 10_000,
         default_ttl_seconds: float = 300.0,
         *,
+        max_bytes: int = 64 << 20,
+        replay_writes: bool = False,
+        max_replay_writes: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_entries < 1:
@@ -79,10 +82,20 @@ class MemoryCache:
         if not default_ttl_seconds > 0:
             raise ValueError(f"default_ttl_seconds must be > 0, got {default_ttl_seconds!r}")
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.replay_writes = replay_writes
+        self.max_replay_writes = max_replay_writes
         self.default_ttl_seconds = default_ttl_seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._data: OrderedDict[bytes, _Item] = OrderedDict()
+
+    def __repr__(self) -> str:
+        replay = ", replay_writes" if self.replay_writes else ""
+        return (
+            f"memory (max {self.max_entries} entries, {self.max_bytes} bytes, "
+            f"ttl {self.default_ttl_seconds:g}s{replay})"
+        )
 
     def __len__(self) -> int:
         return len(self._data)

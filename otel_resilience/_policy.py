@@ -7,19 +7,158 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BreakerPolicy"]
+__all__ = ["POLICY_FIELDS", "BreakerPolicy", "PolicyField", "format_number"]
 
 
-def _check_number(name: str, value: Any, *, integer: bool = False) -> float:
-    """Return ``value`` as a finite number, or raise ``ValueError`` naming the field."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    if integer and not isinstance(value, int) and not float(value).is_integer():
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
+def format_number(value: float) -> str:
+    """``value`` as a person writes it: ``1000000``, ``0.001``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyField:
+    """The allowed values of one policy field: the one source for validation and docs.
+
+    ``kind`` is ``rate`` (a fraction > 0 and <= 1), ``count`` (an integer from ``low`` to
+    ``high``) or ``seconds`` (a number from ``low`` to ``high``). The upper bounds keep
+    every value something the breaker can hold and compute with: a count window allocates
+    one byte per call, and a time window divides its span into slices.
+    """
+
+    name: str
+    kind: str
+    low: float
+    high: float
+    optional: bool
+    doc: str
+
+    @property
+    def allowed(self) -> str:
+        """What is allowed, as the error messages and docs say it."""
+        if self.kind == "rate":
+            text = "> 0 and <= 1"
+        elif self.kind == "count":
+            text = f"an integer from {format_number(self.low)} to {format_number(self.high)}"
+        else:
+            text = (
+                f"a number of seconds from {format_number(self.low)} to {format_number(self.high)}"
+            )
+        return f"{text} or null" if self.optional else text
+
+    def check(self, value: Any) -> Any:
+        """``value`` converted (an int for counts), or ``ValueError`` naming the field."""
+        if self.optional and value is None:
+            return None
+        integer = self.kind == "count"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(
+                f"{self.name} must be {'an integer' if integer else 'a number'}, got {value!r}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{self.name} must be finite, got {value!r}")
+        if integer and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{self.name} must be an integer, got {value!r}")
+        low_ok = value > self.low if self.kind == "rate" else value >= self.low
+        if not (low_ok and value <= self.high):
+            raise ValueError(f"{self.name} must be {self.allowed}, got {value!r}")
+        return int(value) if integer else value
+
+
+_DAY = 86_400.0
+_WEEK = 7 * _DAY
+_MAX_CALLS = 1_000_000
+
+POLICY_FIELDS: tuple[PolicyField, ...] = (
+    PolicyField(
+        "failure_rate_threshold",
+        "rate",
+        0,
+        1,
+        False,
+        "Opens when failures / calls in the window reach this fraction.",
+    ),
+    PolicyField(
+        "minimum_calls",
+        "count",
+        1,
+        _MAX_CALLS,
+        False,
+        "Calls the window must hold before the failure or slow-call rate can open it.",
+    ),
+    PolicyField(
+        "window_size",
+        "count",
+        1,
+        _MAX_CALLS,
+        False,
+        "Size of the count-based window: the last N calls.",
+    ),
+    PolicyField(
+        "window_seconds",
+        "seconds",
+        0.01,
+        _DAY,
+        True,
+        "When set, the window holds the calls of the last N seconds instead.",
+    ),
+    PolicyField(
+        "consecutive_failures",
+        "count",
+        1,
+        _MAX_CALLS,
+        True,
+        "Opens after this many failures in a row, whatever the rate; null switches it off.",
+    ),
+    PolicyField(
+        "slow_call_seconds",
+        "seconds",
+        0.001,
+        _DAY,
+        True,
+        "A call slower than this counts as slow (and can open the breaker, see below).",
+    ),
+    PolicyField(
+        "slow_call_rate_threshold",
+        "rate",
+        0,
+        1,
+        False,
+        "Opens when slow / calls in the window reach this fraction (with slow_call_seconds).",
+    ),
+    PolicyField(
+        "open_seconds",
+        "seconds",
+        0.001,
+        _WEEK,
+        False,
+        "How long the breaker stays open before a probe call is let through.",
+    ),
+    PolicyField(
+        "max_open_seconds",
+        "seconds",
+        0.001,
+        _WEEK,
+        False,
+        "Cap of the open time, which doubles on each failed probe; >= open_seconds.",
+    ),
+    PolicyField(
+        "half_open_calls",
+        "count",
+        1,
+        10_000,
+        False,
+        "Probe calls admitted at a time while half-open; that many successes close it.",
+    ),
+    PolicyField(
+        "call_timeout_seconds",
+        "seconds",
+        0.001,
+        _DAY,
+        True,
+        "Guarded calls (registry.call, protect) taking longer fail with a timeout.",
+    ),
+)
+_FIELDS = {field.name: field for field in POLICY_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +166,7 @@ class BreakerPolicy:
     """When a breaker opens, how long it stays open, and how it probes recovery.
 
     Validated on construction: a bad value raises ``ValueError`` naming the field, the
-    value and the allowed range. docs/configuration.md describes every field.
+    value and the allowed range (``POLICY_FIELDS``). See docs/configuration.md.
     """
 
     failure_rate_threshold: float = 0.5
@@ -43,41 +182,8 @@ class BreakerPolicy:
     call_timeout_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        def rate(name: str) -> None:
-            value = _check_number(name, getattr(self, name))
-            if not 0.0 < value <= 1.0:
-                raise ValueError(f"{name} must be > 0 and <= 1, got {getattr(self, name)!r}")
-
-        def count(name: str, optional: bool = False) -> None:
-            raw = getattr(self, name)
-            if optional and raw is None:
-                return
-            value = _check_number(name, raw, integer=True)
-            if value < 1:
-                allowed = "an integer >= 1 or null" if optional else "an integer >= 1"
-                raise ValueError(f"{name} must be {allowed}, got {raw!r}")
-            object.__setattr__(self, name, int(raw))
-
-        def seconds(name: str, optional: bool = False) -> None:
-            raw = getattr(self, name)
-            if optional and raw is None:
-                return
-            value = _check_number(name, raw)
-            if value <= 0:
-                allowed = "a number of seconds > 0 or null" if optional else "> 0 seconds"
-                raise ValueError(f"{name} must be {allowed}, got {raw!r}")
-
-        rate("failure_rate_threshold")
-        rate("slow_call_rate_threshold")
-        count("minimum_calls")
-        count("window_size")
-        count("consecutive_failures", optional=True)
-        count("half_open_calls")
-        seconds("window_seconds", optional=True)
-        seconds("slow_call_seconds", optional=True)
-        seconds("open_seconds")
-        seconds("max_open_seconds")
-        seconds("call_timeout_seconds", optional=True)
+        for field in POLICY_FIELDS:
+            object.__setattr__(self, field.name, field.check(getattr(self, field.name)))
         if self.max_open_seconds < self.open_seconds:
             raise ValueError(
                 f"max_open_seconds must be >= open_seconds ({self.open_seconds!r}), "

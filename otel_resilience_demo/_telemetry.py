@@ -21,7 +21,7 @@ from otel_resilience import Registry, ResilientSpanExporter
 
 __all__ = ["Telemetry", "build_telemetry", "export_spans", "prometheus_text"]
 
-_log = logging.getLogger("otel_resilience.demo")
+_log = logging.getLogger(__name__)
 
 # One meter provider per process: prometheus_client's registry is global and a metric
 # reader belongs to one provider for life. Later calls reuse it.

@@ -130,7 +130,7 @@ def test_empty_file_is_an_empty_config(tmp_path: Path) -> None:
         ),
         (
             {"defaults": {"breaker": {"minimum_calls": 0}}},
-            "defaults.breaker.minimum_calls: must be an integer >= 1, got 0",
+            "defaults.breaker.minimum_calls: must be an integer from 1 to 1000000, got 0",
         ),
         (
             {"dependencies": {"r": {"breaker": {"open_seconds": "30s"}}}},
@@ -152,10 +152,10 @@ def test_empty_file_is_an_empty_config(tmp_path: Path) -> None:
             {"dependencies": {"r": {"match": {"db.system": ["a"]}}}},
             "dependencies.r.match.db.system: must be a string or number",
         ),
-        ({"dependencies": ["redis"]}, "dependencies: must be a mapping, got list"),
+        ({"dependencies": ["redis"]}, "dependencies: must be a mapping of names, got list"),
         (
             {"dependencies": {"r": {"fallback": "memoryy"}}},
-            "dependencies.r.fallback: unknown built-in fallback 'memoryy'",
+            "dependencies.r.fallback: unknown built-in 'memoryy' (did you mean 'memory'?)",
         ),
         (
             {"dependencies": {"r": {"fallback": "no_such_module_xyz:f"}}},
@@ -169,7 +169,10 @@ def test_empty_file_is_an_empty_config(tmp_path: Path) -> None:
             {"dependencies": {"r": {"fallback": "tests.fallbacks_for_tests:NOT_CALLABLE"}}},
             "dependencies.r.fallback: fallback 'tests.fallbacks_for_tests:NOT_CALLABLE' is not",
         ),
-        ({"dependencies": {"r": {"fallback": 3}}}, "dependencies.r.fallback: fallback must be"),
+        (
+            {"dependencies": {"r": {"fallback": 3}}},
+            "dependencies.r.fallback: must be a built-in name",
+        ),
         (
             {"dependencies": {"db": {"criticality": "critical", "fallback": "none"}}},
             "dependencies.db.fallback: a critical dependency fails fast and has no fallback",
@@ -189,10 +192,10 @@ def test_empty_file_is_an_empty_config(tmp_path: Path) -> None:
         ({"telemetry": {"criticality": "critical"}}, "telemetry.criticality: telemetry is always"),
         (
             {"telemetry": {"export_timeout_seconds": 0}},
-            "telemetry.export_timeout_seconds: must be a number of seconds > 0, got 0",
+            "telemetry.export_timeout_seconds: must be a number of seconds from 0.01 to 300, got 0",
         ),
         ({"service": ""}, "service: must be a non-empty string"),
-        ({"service": 5}, "service: must be a non-empty string, got int 5"),
+        ({"service": 5}, "service: must be a non-empty string, at most 200 characters, got int 5"),
     ],
 )
 def test_bad_configs_name_the_key_path(config: dict[str, Any], expected: str) -> None:
@@ -205,7 +208,8 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "bad.yaml", "dependencies:\n  r:\n    breaker: {open_seconds: -1}\n")
     assert (
         error_of(path)
-        == f"{path}: dependencies.r.breaker.open_seconds: must be > 0 seconds, got -1"
+        == f"{path}: dependencies.r.breaker.open_seconds: must be a number of seconds from "
+        "0.001 to 604800, got -1"
     )
 
 

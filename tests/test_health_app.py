@@ -120,20 +120,27 @@ async def test_no_registry_uses_global_one_lazily(monkeypatch: pytest.MonkeyPatc
     registry = small_registry(postgres="critical")
     fake = types.ModuleType("otel_resilience._configure")
     fake.get_registry = lambda: registry  # type: ignore[attr-defined]
+    fake.config_error_of = lambda registry: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "otel_resilience._configure", fake)
     async with client_for(health_app(probe=False)) as client:
         document = (await client.get("/health")).json()
     assert list(document["dependencies"]) == ["postgres"]
 
 
-async def test_no_registry_without_configure_explains(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a registry or configure(), /health answers 500 saying to pass a registry."""
-    monkeypatch.setitem(sys.modules, "otel_resilience._configure", None)
-    async with client_for(health_app(probe=False)) as client:
+async def test_failing_report_answers_a_fixed_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the report cannot be made, /health answers 500 with a fixed text, never the
+    exception's message (which may hold a secret); /health/live still answers 200."""
+    registry = small_registry(postgres="critical")
+
+    def broken(_: object) -> None:
+        raise RuntimeError("cannot connect to postgresql://app:hunter2@db/prod")
+
+    monkeypatch.setattr("otel_resilience._health_app.health_report", broken)
+    async with client_for(health_app(registry, probe=False)) as client:
         response = await client.get("/health")
         live = await client.get("/health/live")
     assert response.status_code == 500
-    assert "health_app(registry)" in response.json()["error"]
+    assert response.json() == {"status": "error", "error": "health report failed"}
     assert live.status_code == 200
 
 

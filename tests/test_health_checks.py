@@ -40,15 +40,19 @@ def config_with(check: object, match: dict[str, object] | None = None) -> dict[s
     ("check", "key_path", "words"),
     [
         ({"type": "sql", "dns": "postgresql://x"}, "dependencies.db.health_check.dns", "dsn"),
-        ({"type": "sql", "timeout_seconds": 0}, "health_check.timeout_seconds", "> 0"),
+        ({"type": "sql", "timeout_seconds": 0}, "health_check.timeout_seconds", "seconds from"),
         ({"type": "sql", "timeout_seconds": "2"}, "health_check.timeout_seconds", "number"),
-        ({"type": "redis", "interval_seconds": -1}, "health_check.interval_seconds", "> 0"),
+        (
+            {"type": "redis", "interval_seconds": -1},
+            "health_check.interval_seconds",
+            "seconds from",
+        ),
         ({"type": "sql", "url": "postgresql://x"}, "health_check.url", "takes dsn"),
         ({"type": "sql", "dsn": "mysql://h/db"}, "health_check.dsn", "postgresql://"),
         ({"type": "redis", "url": "redis://"}, "health_check.url", "no host"),
         ({"type": "http"}, "dependencies.db.health_check", "needs a url"),
-        ({"type": "pingg"}, "health_check.type", "unknown health check"),
-        ("pingg", "dependencies.db.health_check", "unknown health check"),
+        ({"type": "pingg"}, "health_check.type", "unknown built-in"),
+        ("pingg", "dependencies.db.health_check", "unknown built-in"),
         ({"type": "no_such_module_x:check"}, "health_check.type", "cannot import"),
         ("tests.support.health_checks_helpers:missing", "health_check", "no attribute"),
         ("tests.support.health_checks_helpers:NOT_CALLABLE", "health_check", "not callable"),
@@ -59,7 +63,7 @@ def config_with(check: object, match: dict[str, object] | None = None) -> dict[s
         ),
         ({"type": "sql", "dsn_env": "1BAD"}, "health_check.dsn_env", "environment variable"),
         (["sql"], "dependencies.db.health_check", "built-in name"),
-        ({"timeout_seconds": 1}, "health_check.type", "must name"),
+        ({"timeout_seconds": 1}, "health_check.type", "is required"),
     ],
 )
 def test_bad_health_check_config_fails_at_load(check: object, key_path: str, words: str) -> None:
