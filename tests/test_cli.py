@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,12 @@ def run(
         text=True,
         timeout=timeout,
         cwd=cwd,
-        env={"COLUMNS": str(columns), "PATH": "/usr/bin:/bin"},
+        env={
+            "COLUMNS": str(columns),
+            "PATH": "/usr/bin:/bin",
+            # Coverage of subprocesses (.ci/run measures it) rides on these variables.
+            **{k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")},
+        },
     )
 
 

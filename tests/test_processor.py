@@ -247,8 +247,6 @@ def test_malformed_spans_never_raise(attributes: dict[str, Any], error: bool) ->
     name = registry.classify(clean)
     if name is not None and not clean.get(GUARDED_ATTRIBUTE):
         assert sum(totals(registry, name)) == 1
-    if clean.get("db.system") == "redis" and clean.get("server.address") != "api.internal":
-        assert name == "redis"
     with warnings_logged() as logged:
         processor.on_end(object())  # type: ignore[arg-type]  # not a span at all: swallowed
     assert sum(sum(totals(registry, n)) for n in ("redis", "pg", "api")) <= 1
