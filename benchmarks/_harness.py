@@ -105,7 +105,7 @@ def own_redis() -> Iterator[int]:
     The benchmarks never touch the shared Redis: their GETs, their load and their
     pinning stay on this instance.
     """
-    from otel_resilience.demo._servers import RedisProcess
+    from otel_resilience_demo._servers import RedisProcess
 
     binary = shutil.which("redis-server")
     if binary is None:

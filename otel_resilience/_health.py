@@ -139,7 +139,7 @@ def overall_status(dependencies: Iterable[tuple[Criticality, bool, bool]]) -> st
 
 @dataclass(frozen=True, slots=True)
 class DependencyHealth:
-    """One dependency's entry in the health document (DESIGN.md 8).
+    """One dependency's entry in the health document (docs/health.md).
 
     Times are UTC ISO 8601 strings. ``monitoring`` flags a dependency that is reported but
     never changes the status (MONITORING criticality, or observe-only); ``check`` is the
@@ -204,7 +204,7 @@ class HealthReport:
         return {status: int(status == self.status) for status in (HEALTHY, DEGRADED, UNHEALTHY)}
 
     def to_dict(self) -> dict[str, Any]:
-        """The health document of DESIGN.md 8, JSON-ready."""
+        """The health document (docs/health.md), JSON-ready."""
         return {
             "status": self.status,
             "service": self.service,

@@ -99,7 +99,7 @@ class Registry:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> Registry:
-        """Build a registry from a config file path (YAML or TOML) or a dict (DESIGN.md 7)."""
+        """Build a registry from a config file path (YAML, TOML, JSON) or a dict."""
         from ._config import load_config
 
         return load_config(config, clock=clock)
@@ -358,7 +358,7 @@ class Registry:
     # -- health ----------------------------------------------------------------------
 
     def health(self) -> HealthReport:
-        """The service's health now (DESIGN.md 8), from in-memory state only: never waits."""
+        """The service's health now, from in-memory state only: never waits."""
         return health_report(self)
 
     # -- retry budgets (DESIGN.md 11) --------------------------------------------------

@@ -377,16 +377,16 @@ async def test_async_iterator_yields_events_from_another_thread() -> None:
 async def test_async_iterator_drops_oldest_when_full() -> None:
     """A slow consumer sees at most max_queued events, the newest ones."""
     clock = FakeClock()
-    registry = make_registry(clock, redis="optional")
+    registry = make_registry(clock, redis="optional", cache="optional", search="optional")
     stream = health_events(registry, max_queued=2)
-    breaker = registry.breaker("redis")
-    for _ in range(3):  # down, up, down, up, down, up
-        trip(registry, "redis")
-        breaker.reset()
+    for name in ("redis", "cache", "search"):  # three events, one per dependency, in order
+        trip(registry, name)
     await asyncio.sleep(0)
     got: list[Any] = [await stream.__anext__(), await stream.__anext__()]
+    with pytest.raises(asyncio.TimeoutError):  # nothing more was kept
+        await asyncio.wait_for(stream.__anext__(), 0.1)
     await stream.aclose()
-    assert [event.healthy for event in got] == [False, True]
+    assert [event.dependency for event in got] == ["cache", "search"]  # redis, oldest, dropped
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
 
