@@ -482,3 +482,19 @@ def test_injected_faults_are_counted_in_their_metric(monkeypatch: pytest.MonkeyP
         ("quiet", "error"): 0,
         ("quiet", "latency"): 0,
     }
+
+
+def test_reload_arms_and_disarms_a_drill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """registry.reload applies a chaos block (and its removal) in place."""
+    monkeypatch.setenv("OTEL_RESILIENCE_CHAOS", "1")
+    config: dict[str, Any] = {"dependencies": {"svc": {}}}
+    registry = load_config(config)
+    assert registry.call("svc", lambda: "ok") == "ok"
+    config["chaos"] = {"enabled": True, "dependencies": {"svc": {"error_rate": 1.0}}}
+    registry.reload(config)
+    with pytest.raises(ConnectionError):
+        registry.call("svc", lambda: "never")
+    config["chaos"]["enabled"] = False
+    registry.reload(config)
+    assert registry.call("svc", lambda: "ok") == "ok"
+    assert registry.chaos_counts()[("svc", "error")] == 1

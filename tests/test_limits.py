@@ -434,3 +434,41 @@ def test_limit_metrics_report_limit_inflight_and_rejections() -> None:
         (a["dependency.name"], a["reason"]): v for a, v in found["resilience.dependency.fallbacks"]
     }
     assert fallbacks == {("svc", "limit"): 1}
+
+
+def test_reload_changes_limits_and_keeps_calls_in_flight() -> None:
+    """registry.reload: a new limit applies at once (rejections counted on), a call
+    admitted under the old limiter gives its permit back to it, and removing limits
+    takes the step away."""
+    config: dict[str, Any] = {"dependencies": {"svc": {"limits": {"max_concurrent_calls": 1}}}}
+    registry = load_config(config)
+    inside, leave = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        inside.set()
+        leave.wait(5)
+
+    old = registry.limiters()["svc"]
+    worker = threading.Thread(target=registry.call, args=("svc", slow))
+    worker.start()
+    try:
+        assert inside.wait(5)
+        with pytest.raises(ConcurrencyLimitError):
+            registry.call("svc", lambda: None)
+        config["dependencies"]["svc"]["limits"] = {"max_concurrent_calls": 2}
+        registry.reload(config)
+        new = registry.limiters()["svc"]
+        assert new is not old
+        assert (new.limit, new.rejected) == (2, 1)
+        assert registry.call("svc", lambda: "admitted") == "admitted"
+    finally:
+        leave.set()
+        worker.join(5)
+    assert (old.inflight, new.inflight) == (0, 0)
+    registry.reload(config)
+    assert registry.limiters()["svc"] is new  # unchanged policy: same limiter, same state
+    del config["dependencies"]["svc"]["limits"]
+    registry.reload(config)
+    assert registry.limiters() == {}
+    assert registry._entry("svc").admission is None
+    assert registry._entry("svc").fast
