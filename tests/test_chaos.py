@@ -233,7 +233,7 @@ def test_latency_is_added_before_the_call_and_marked_on_the_span(
     server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """latency_seconds with latency_rate 1: the call waits first, then reaches the server;
-    the client span (the instrumentation runs outside the guard here) carries
+    the client span (the instrumentation runs outside the guard) carries
     resilience.chaos=true."""
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
@@ -242,15 +242,17 @@ def test_latency_is_added_before_the_call_and_marked_on_the_span(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    uninstall = install(registry)
     RedisInstrumentor().instrument(tracer_provider=provider)
+    uninstall = install(registry)  # under the instrumentation's layer: the span is current
     try:
         started = time.monotonic()
         assert client_for(server).get("k") is None
         assert time.monotonic() - started >= 0.2
     finally:
-        RedisInstrumentor().uninstrument()
+        # In this order: redis' uninstrument() unwraps Redis.execute_command twice (Redis
+        # and its alias StrictRedis), which would take a guard under it off as well.
         uninstall()
+        RedisInstrumentor().uninstrument()
     spans = [span for span in exporter.get_finished_spans() if span.name == "GET"]
     assert len(spans) == 1
     attributes = spans[0].attributes or {}
