@@ -357,11 +357,11 @@ class Registry:
         entry = self._entry(name)
         policy = entry.dependency.retry_budget or _DEFAULT_RETRY_BUDGET
         gate = self._retry_gates.get(name)
-        if gate is not None and gate.breaker is entry.breaker and gate.policy == policy:
+        if gate is not None and gate.policy == policy:
             return gate
         with self._lock:
             gate = self._retry_gates.get(name)
-            if gate is None or gate.breaker is not entry.breaker or gate.policy != policy:
+            if gate is None or gate.policy != policy:
                 fresh = RetryGate(entry.breaker, policy, clock=self.clock)
                 if gate is not None:  # a reloaded policy keeps the counts
                     fresh.allowed, fresh.denied = gate.allowed, gate.denied

@@ -439,3 +439,22 @@ def test_retries_are_counted_in_their_metric(clock: FakeClock) -> None:
         for a, v in points(reader)["resilience.dependency.retries"]
     }
     assert (retries[("db", "allowed")], retries[("db", "denied")]) == (2, 1)
+
+
+def test_reload_applies_a_new_budget_and_keeps_the_counts(clock: FakeClock) -> None:
+    """After registry.reload with a new retry_budget, the new budget decides; the retry
+    counts (a Prometheus counter) carry on."""
+    config: dict[str, Any] = {
+        "dependencies": {"db": {"retry_budget": {"percent": 0, "min_per_second": 0.1}}}
+    }
+    registry = Registry.from_config(config, clock=clock)
+    assert registry.retry_allowed("db")
+    assert not registry.retry_allowed("db")
+    config["dependencies"]["db"]["retry_budget"] = {"percent": 0, "min_per_second": 0.3}
+    registry.reload(config)
+    granted = 0
+    while registry.retry_allowed("db"):
+        granted += 1
+    assert granted == 3
+    assert registry.retry_counts()[("db", "allowed")] == 4
+    assert registry.retry_counts()[("db", "denied")] == 2
