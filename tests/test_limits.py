@@ -7,8 +7,10 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import redis.asyncio
@@ -472,3 +474,65 @@ def test_reload_changes_limits_and_keeps_calls_in_flight() -> None:
     assert registry.limiters() == {}
     assert registry._entry("svc").admission is None
     assert registry._entry("svc").fast
+
+
+class _Hanging(BaseHTTPRequestHandler):
+    """Answers 200, after ``release`` is set; counts the requests it got."""
+
+    release = threading.Event()
+    requests = 0
+
+    def do_GET(self) -> None:
+        _Hanging.requests += 1
+        _Hanging.release.wait(5)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_httpx_calls_over_the_limit_fail_with_httpx_own_error() -> None:
+    """The same limit through another client's guard: while one httpx request hangs, a
+    second fails at once with an error that is httpx.ConnectError and
+    ConcurrencyLimitError; the server never sees it."""
+    _Hanging.release.clear()
+    _Hanging.requests = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hanging)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    registry = load_config(
+        {
+            "dependencies": {
+                "api": {
+                    "match": {"server.address": "127.0.0.1", "server.port": port},
+                    "limits": {"max_concurrent_calls": 1},
+                }
+            }
+        }
+    )
+    uninstall = install(registry)
+    try:
+        limiter = registry.limiters()["api"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            results: list[int] = []
+            first = threading.Thread(target=lambda: results.append(client.get("/").status_code))
+            first.start()
+            try:
+                wait_until(lambda: limiter.inflight == 1)
+                with pytest.raises(httpx.ConnectError) as rejected:
+                    client.get("/")
+                assert isinstance(rejected.value, ConcurrencyLimitError)
+            finally:
+                _Hanging.release.set()
+                first.join(10)
+            assert results == [200]
+    finally:
+        uninstall()
+        server.shutdown()
+        server.server_close()
+    assert limiter.rejected == 1
+    assert _Hanging.requests == 1
+    assert registry.breaker("api").snapshot().total_failures == 0
