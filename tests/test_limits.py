@@ -536,3 +536,45 @@ def test_httpx_calls_over_the_limit_fail_with_httpx_own_error() -> None:
     assert limiter.rejected == 1
     assert _Hanging.requests == 1
     assert registry.breaker("api").snapshot().total_failures == 0
+
+
+def test_many_threads_never_exceed_the_limit() -> None:
+    """16 threads hammering a dependency limited to 3: never more than 3 calls inside at
+    once, every call either ran or was rejected, and the permits all come back."""
+    registry = load_config({"dependencies": {"svc": {"limits": {"max_concurrent_calls": 3}}}})
+    lock = threading.Lock()
+    inside = 0
+    most = 0
+    ran = 0
+
+    def work() -> None:
+        nonlocal inside, most, ran
+        with lock:
+            inside += 1
+            most = max(most, inside)
+            ran += 1
+        time.sleep(0.001)
+        with lock:
+            inside -= 1
+
+    rejected = 0
+
+    def hammer() -> None:
+        nonlocal rejected
+        for _ in range(50):
+            try:
+                registry.call("svc", work)
+            except ConcurrencyLimitError:
+                with lock:
+                    rejected += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    limiter = registry.limiters()["svc"]
+    assert most <= 3
+    assert ran + rejected == 16 * 50
+    assert limiter.rejected == rejected > 0
+    assert limiter.inflight == 0
