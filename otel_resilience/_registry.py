@@ -367,11 +367,11 @@ class Registry:
         entry = self._entry(name)
         policy = entry.dependency.retry_budget or _DEFAULT_RETRY_BUDGET
         gate = self._retry_gates.get(name)
-        if gate is not None and gate.breaker is entry.breaker and gate.policy == policy:
+        if gate is not None and gate.policy == policy:
             return gate
         with self._lock:
             gate = self._retry_gates.get(name)
-            if gate is None or gate.breaker is not entry.breaker or gate.policy != policy:
+            if gate is None or gate.policy != policy:
                 fresh = RetryGate(entry.breaker, policy, clock=self.clock)
                 if gate is not None:  # a reloaded policy keeps the counts
                     fresh.allowed, fresh.denied = gate.allowed, gate.denied
@@ -427,6 +427,13 @@ class Registry:
             entry.admission = current
         spec = self.chaos_settings.spec_for(name)
         entry.chaos = self._injector(name, spec) if spec is not None else None
+
+    def _reload_limits_and_chaos(self, fresh: Registry) -> None:
+        """The reload step of limits and drills: the fresh config's chaos settings, and
+        every entry equipped again from its (reloaded) dependency (``_reload.py``)."""
+        self.chaos_settings = fresh.chaos_settings
+        for entry in tuple(self._entries.values()):
+            self._equip(entry)
 
     def _injector(self, name: str, spec: FaultSpec) -> FaultInjector:
         def on_fault(kind: str) -> None:
