@@ -27,10 +27,10 @@ from otel_resilience import (
     CircuitOpenError,
     ConfigError,
     Criticality,
+    OperatorEvent,
     State,
     load_config,
 )
-from otel_resilience._events import OperatorEvent, add_event_listener
 from otel_resilience._memory_cache import MemoryCache
 from otel_resilience._metrics import ResilienceMetrics
 from tests.conftest import FakeClock
@@ -153,7 +153,7 @@ def test_invalid_config_raises_and_changes_nothing(
     provider = MeterProvider(metric_readers=[reader])
     ResilienceMetrics(provider).attach(registry)
     events: list[OperatorEvent] = []
-    add_event_listener(registry, events.append)
+    registry.add_event_listener(events.append)
     policies = {d.name: d.policy for d in registry}
     broken = BASE.replace("consecutive_failures: 3, open_seconds: 30", "open_seconds: 5") + (
         "  extra:\n    criticality: critical\n    breaker: {failure_rate_threshold: 7}\n"
@@ -275,7 +275,6 @@ def test_reload_of_a_fixed_file_replaces_the_stand_in(
 APP = """
 import json, time
 from otel_resilience import get_registry
-from otel_resilience._events import add_event_listener
 
 registry = get_registry()
 breaker = registry.breaker("cache")
@@ -290,7 +289,7 @@ def report(event):
         "state": cache.state.value,
     }), flush=True)
 
-add_event_listener(registry, report)
+registry.add_event_listener(report)
 print("READY " + json.dumps({"state": breaker.state.value}), flush=True)
 deadline = time.monotonic() + 90
 while time.monotonic() < deadline:
