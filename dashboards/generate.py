@@ -42,9 +42,13 @@ from otel_resilience._metrics import (
     BREAKER_FAILURE_RATE,
     BREAKER_STATE,
     BREAKER_TRANSITIONS,
+    CHAOS_INJECTED,
+    CONCURRENCY_INFLIGHT,
+    CONCURRENCY_LIMIT,
     CONFIG_RELOADS,
     DEPENDENCY_CALLS,
     DEPENDENCY_FALLBACKS,
+    DEPENDENCY_RETRIES,
     HEALTH_STATUS,
     SPECS,
     TELEMETRY_DROPPED,
@@ -62,6 +66,10 @@ CALLS = SPECS[DEPENDENCY_CALLS].prometheus
 FALLBACKS = SPECS[DEPENDENCY_FALLBACKS].prometheus
 HEALTH = SPECS[HEALTH_STATUS].prometheus
 DROPPED = SPECS[TELEMETRY_DROPPED].prometheus
+RETRIES = SPECS[DEPENDENCY_RETRIES].prometheus
+LIMIT = SPECS[CONCURRENCY_LIMIT].prometheus
+INFLIGHT = SPECS[CONCURRENCY_INFLIGHT].prometheus
+CHAOS = SPECS[CHAOS_INJECTED].prometheus
 RELOADS = SPECS[CONFIG_RELOADS].prometheus
 
 SERVICE = 'job=~"$job", service_name=~"$service"'
@@ -404,7 +412,87 @@ def dependency_view() -> dict[str, Any]:
             .height(8)
         )
     )
+    dashboard = beyond_breakers(dashboard, by)
     return json.loads(json.dumps(dashboard.build(), cls=JSONEncoder))  # type: ignore[no-any-return]
+
+
+def beyond_breakers(dashboard: Dashboard, by: str) -> Dashboard:
+    """The dependency view's row for retry budgets, concurrency limits and chaos drills."""
+    return (
+        dashboard.with_row(Row("Retries, limits, chaos"))
+        .with_panel(
+            timeseries.Panel()
+            .title("Retries allowed and denied")
+            .description(
+                "Retries asked of the retry budget. Denied: the budget is spent or the breaker "
+                "is not closed, so callers give up instead of adding load."
+            )
+            .datasource(DATASOURCE)
+            .unit("reqps")
+            .with_target(
+                query(
+                    f"sum by ({by}, outcome) (rate({RETRIES}{{{DEPENDENCY}}}[1m]))",
+                    "{{dependency_name}} {{outcome}}",
+                )
+            )
+            .span(6)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Concurrency: limit and in flight")
+            .description(
+                "The concurrency limit (static, or adaptive: it falls when latency rises) and "
+                "the calls in flight. In flight at the limit means calls are being rejected."
+            )
+            .datasource(DATASOURCE)
+            .with_target(
+                query(f"max by ({by}) ({LIMIT}{{{DEPENDENCY}}})", "{{dependency_name}} limit")
+            )
+            .with_target(
+                query(
+                    f"sum by ({by}) ({INFLIGHT}{{{DEPENDENCY}}})",
+                    "{{dependency_name}} in flight",
+                    "B",
+                )
+            )
+            .span(6)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Rejected calls by reason")
+            .description("open: the breaker is open; limit: the concurrency limit was reached.")
+            .datasource(DATASOURCE)
+            .unit("reqps")
+            .with_target(
+                query(
+                    f"sum by ({by}, reject_reason) "
+                    f'(rate({CALLS}{{{DEPENDENCY}, outcome="rejected"}}[1m]))',
+                    "{{dependency_name}} {{reject_reason}}",
+                )
+            )
+            .span(6)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Chaos faults injected")
+            .description(
+                "Errors and latency injected by a chaos drill (chaos.enabled and "
+                "OTEL_RESILIENCE_CHAOS=1). Anything here outside a drill is a misconfiguration."
+            )
+            .datasource(DATASOURCE)
+            .with_target(
+                query(
+                    f"sum by ({by}, fault) (increase({CHAOS}{{{DEPENDENCY}}}[5m]))",
+                    "{{dependency_name}} {{fault}}",
+                )
+            )
+            .span(6)
+            .height(8)
+        )
+    )
 
 
 DASHBOARDS = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import logging
 import threading
 import time
@@ -17,7 +18,15 @@ from dataclasses import dataclass
 from ._policy import BreakerPolicy
 from ._window import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow, Window
 
-__all__ = ["BreakerSnapshot", "CircuitBreaker", "Listener", "State"]
+__all__ = [
+    "ADMITTED",
+    "REJECTED",
+    "TRIAL",
+    "BreakerSnapshot",
+    "CircuitBreaker",
+    "Listener",
+    "State",
+]
 
 _log = logging.getLogger("otel_resilience")
 
@@ -38,8 +47,14 @@ _HALF_OPEN = State.HALF_OPEN
 _FORCED_OPEN = State.FORCED_OPEN
 _DISABLED = State.DISABLED
 
-# Marks "the fast path did not apply" (a distinct list object, never a real change list).
-_SLOW_PATH: list[tuple[State, State]] = []
+# What ``CircuitBreaker.admit()`` answers.
+REJECTED = 0
+ADMITTED = 1
+TRIAL = 2
+
+# ``retry_after`` while half-open permits are taken: this fraction of the open time.
+HALF_OPEN_RETRY_FRACTION = 0.1
+MIN_RETRY_AFTER = 0.001
 
 Listener = Callable[["CircuitBreaker", State, State], None]
 """Called as ``fn(breaker, old_state, new_state)`` after each transition."""
@@ -87,6 +102,8 @@ class CircuitBreaker:
         "_consecutive",
         "_count_window",
         "_fast_success",
+        "_fast_successes",
+        "_fast_successes_read",
         "_half_open_in_flight",
         "_half_open_successes",
         "_last_error_type",
@@ -143,6 +160,10 @@ class CircuitBreaker:
         self._last_failure_at: float | None = None
         self._last_error_type: str | None = None
         self._total_successes = 0
+        # Successes recorded without the lock (see record_success): ``next()`` on an
+        # itertools.count is one atomic step, where ``+= 1`` on an attribute is not.
+        self._fast_successes = itertools.count()
+        self._fast_successes_read = 0
         self._total_failures = 0
         self._total_slow = 0
         self._total_rejected = 0
@@ -192,7 +213,7 @@ class CircuitBreaker:
                 retry_after=retry_after,
                 last_failure_at=self._last_failure_at,
                 last_error_type=self._last_error_type,
-                total_successes=self._total_successes,
+                total_successes=self._total_successes + self._read_fast_successes(),
                 total_failures=self._total_failures,
                 total_slow=self._total_slow,
                 total_rejected=self._total_rejected,
@@ -206,13 +227,20 @@ class CircuitBreaker:
             return dict(self._transitions)
 
     def retry_after(self) -> float:
-        """Seconds until this breaker may admit a call (``inf`` while forced open)."""
+        """Seconds until this breaker may admit a call again; always > 0.
+
+        OPEN: the open time left (at least a millisecond). FORCED_OPEN: ``inf``. Otherwise
+        (HALF_OPEN with every permit taken, or a rejection of another kind, such as a
+        concurrency limit): a tenth of the current open time, so a client that sleeps
+        ``retry_after`` before retrying never spins.
+        """
         with self._lock:
             if self._state is _FORCED_OPEN:
                 return float("inf")
             if self._state is _OPEN and self._opened_at is not None:
-                return max(0.0, self._opened_at + self._open_duration - self._clock())
-            return 0.0
+                left = self._opened_at + self._open_duration - self._clock()
+                return max(left, MIN_RETRY_AFTER)
+            return max(self._open_duration * HALF_OPEN_RETRY_FRACTION, MIN_RETRY_AFTER)
 
     # -- admitting calls -----------------------------------------------------------
 
@@ -221,20 +249,32 @@ class CircuitBreaker:
         state = self._state
         if state is _CLOSED or state is _DISABLED:
             return True
+        return self.admit() != REJECTED
+
+    def admit(self) -> int:
+        """Like ``allow()``, telling how the call was let in: ``REJECTED`` (0),
+        ``ADMITTED`` (1), or ``TRIAL`` (2), a half-open trial holding one of the permits.
+
+        A trial that ends without an outcome gives its permit back (``release()``); a
+        cancelled trial is a failed probe (``record_cancelled``).
+        """
+        state = self._state
+        if state is _CLOSED or state is _DISABLED:
+            return ADMITTED
         with self._lock:
             changes = self._expire_open(self._clock()) if state is _OPEN else None
             state = self._state
             if state is _HALF_OPEN and self._half_open_in_flight < self.policy.half_open_calls:
                 self._half_open_in_flight += 1
-                allowed = True
+                admitted = TRIAL
             elif state is _CLOSED or state is _DISABLED:
-                allowed = True
+                admitted = ADMITTED
             else:
                 self._total_rejected += 1
-                allowed = False
+                admitted = REJECTED
         if changes:
             self._notify(changes)
-        return allowed
+        return admitted
 
     def release(self) -> None:
         """Give back a half-open permit of a call that ended without an outcome."""
@@ -242,36 +282,60 @@ class CircuitBreaker:
             if self._state is _HALF_OPEN and self._half_open_in_flight > 0:
                 self._half_open_in_flight -= 1
 
+    def record_cancelled(self, duration: float = 0.0, trial: bool = False) -> None:
+        """Record a call that was cancelled before it had an outcome.
+
+        In CLOSED it is no outcome at all. A cancelled half-open trial (``trial``: it was
+        admitted by ``admit()`` as ``TRIAL``) is a failed probe: the call did not show the
+        dependency answering, so the breaker opens again instead of letting the next call
+        become the next trial. (An application's own deadline around a hung dependency
+        cancels the trial; without this, each following call would wait out the deadline.)
+        """
+        if not trial:
+            return
+        if self._state is _HALF_OPEN:
+            self.record_failure(duration, "CancelledError")
+        else:
+            self.release()
+
     # -- recording outcomes --------------------------------------------------------
 
     def record_success(self, duration: float = 0.0) -> None:
         """Record a call that completed; it is slow when ``duration`` reaches the policy's bound."""
         if self._fast_success:
-            # The hot path (a closed breaker, count window, no slow-call bound), inlined:
-            # this runs once per successful call and is most of a guard's overhead.
-            with self._lock:
-                if self._state is _CLOSED:
-                    self._total_successes += 1
-                    ring = self._count_window
-                    if not ring.failures:
-                        # An all-success ring: its slots are all equal, so only the count moves.
-                        # (No failure in the ring also means no run of consecutive failures.)
-                        calls = ring.calls
+            ring = self._count_window
+            state = self._state
+            if state is _CLOSED or state is _DISABLED:
+                if ring.steady:
+                    # The steady state, and the hot path of every guarded call: a full
+                    # window of successes only. A success changes nothing but the total
+                    # (the ring stays all-success, the run of failures stays 0), so it is
+                    # counted without the lock. Racing a failure recorded under the lock
+                    # is the same as this success coming just before it.
+                    next(self._fast_successes)
+                    return
+                with self._lock:
+                    if self._state is state and not ring.failures and ring.calls < ring.size:
+                        # Filling an all-success ring: its slots are all equal, so only
+                        # the count moves.
+                        self._total_successes += 1
+                        calls = ring.calls + 1
+                        ring.calls = calls
                         if calls < ring.size:
-                            calls += 1
-                            ring.calls = calls
-                            ring.next_index = calls if calls < ring.size else 0
+                            ring.next_index = calls
+                        else:
+                            ring.next_index = 0
+                            ring.steady = not ring.slow
                         return
-                    self._consecutive = 0
-                    ring.record(SUCCESS)
-                    changes = self._evaluate()
-                else:
-                    changes = _SLOW_PATH
-            if changes is not _SLOW_PATH:
-                if changes:
-                    self._notify(changes)
-                return
         self._record_success(duration)
+
+    def _read_fast_successes(self) -> int:
+        """Successes counted without the lock so far (called with the lock held)."""
+        # Reading an itertools.count means taking a number from it: the reads are
+        # counted and subtracted.
+        value = next(self._fast_successes) - self._fast_successes_read
+        self._fast_successes_read += 1
+        return value
 
     def _record_success(self, duration: float) -> None:
         slow_threshold = self._slow_threshold

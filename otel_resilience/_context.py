@@ -1,12 +1,17 @@
-"""Context shared by client guards and the span processor, so each call counts once.
+"""Context shared by guards and the span processor, so each call counts once.
 
-A client guard (``instrumentation/``) records the outcome of the call it wraps itself,
-because it sees calls that have no span (asyncpg connects, unsampled traces) and must
-decide on a fallback. Spans of guarded calls must then not be counted again:
+A guard (``Registry.call``/``protect``/``guard`` and the client guards of
+``instrumentation/``, all on the one path of ``_guard.py``) records the outcome of the
+call it wraps itself, because it sees calls that have no span (asyncpg connects,
+unsampled traces) and must decide on a fallback. Spans of guarded calls must then not be
+counted again, and a guard inside another guard of the same dependency must join it:
 
-- the guard sets ``GUARDED`` to the dependency name for the duration of the call, so a
-  span that ends inside the guarded call (the client span of that very call: context
-  variables are per thread and per asyncio task) is skipped by the processor; and
+- the guard sets ``GUARDED`` for the duration of the call to the dependencies guarded in
+  this call (the name of one, or a tuple of several names when guards of different
+  dependencies nest; ``is_guarded`` reads it), so a span that ends inside the guarded
+  call (the client span of that very call: context variables are per thread and per
+  asyncio task) is skipped by the processor, and a nested guard of a dependency already
+  named takes no permit and records nothing; and
 - when the client span is already current as the guard runs (the instrumentation wraps
   the guard), the guard sets ``GUARDED_ATTRIBUTE`` on it (``True``; and
   ``REJECTED_ATTRIBUTE`` when the guard rejected the call or served a fallback), which the
@@ -16,6 +21,7 @@ decide on a fallback. Spans of guarded calls must then not be counted again:
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import TypeAlias
 
 __all__ = [
     "GUARDED",
@@ -23,9 +29,13 @@ __all__ = [
     "PROBING",
     "REJECTED_ATTRIBUTE",
     "http_status_is_failure",
+    "is_guarded",
 ]
 
-GUARDED: ContextVar[str | None] = ContextVar("otel_resilience_guarded", default=None)
+GuardedMark: TypeAlias = str | tuple[str, ...]
+"""What ``GUARDED`` holds: the dependency guarded in this call, or several names."""
+
+GUARDED: ContextVar[GuardedMark | None] = ContextVar("otel_resilience_guarded", default=None)
 
 # Set by the health prober around an active check. The prober decides what the check means
 # for the breaker (it may be the half-open trial call), so client guards let the check's
@@ -34,6 +44,13 @@ PROBING: ContextVar[bool] = ContextVar("otel_resilience_probing", default=False)
 
 GUARDED_ATTRIBUTE = "otel_resilience.guarded"
 REJECTED_ATTRIBUTE = "otel_resilience.rejected"
+
+
+def is_guarded(mark: GuardedMark | None, name: str) -> bool:
+    """Whether ``mark`` (a value of ``GUARDED``) names dependency ``name``."""
+    if mark is None:
+        return False
+    return mark == name or (type(mark) is tuple and name in mark)
 
 
 def http_status_is_failure(status: int) -> bool:

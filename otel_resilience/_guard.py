@@ -1,6 +1,73 @@
-"""Guarded calls: check the breaker, run the call, record its outcome once, fall back.
+"""The one guarded-call path: admission, the joined-call context, the outcome, the fallback.
 
-``Registry.call``/``acall``/``protect``/``guard`` are thin layers over the functions here.
+Every guard runs on the functions here: ``Registry.call``/``acall``/``protect``/``guard``
+and every client guard of ``instrumentation/``. What differs between them is declared,
+not written again.
+
+The API (for client guards and for features that hook into the path):
+
+``Entry``
+    One per declared dependency (``registry._entry(name)``): its breaker and the flags the
+    hot path reads, computed once. ``entry.fast`` is true when a call on a CLOSED breaker
+    needs nothing but the call and a success record. Two hooks, None by default and read
+    only off the fast path (assigning one recomputes ``fast``; so does ``refresh()`` after
+    ``entry.dependency`` was replaced):
+
+    - ``entry.admission``: an ``Admission``, asked after the breaker admitted a call. It may
+      reject with its own ``reason`` (a concurrency limit: ``"limit"``); the rejection is
+      then served or raised exactly like an open breaker's, with that reason (fallback
+      reason, and the error class of ``REJECTION_ERRORS[reason]`` mixed with the client's).
+      ``release(duration, failed)`` is called once for every call it admitted.
+    - ``entry.chaos``: a ``Chaos``; its ``draw()`` may ask, before any I/O, for a sleep
+      (``asyncio.sleep`` on the async path) and/or a fault: ``client.fault(message)`` is
+      raised and goes through the breaker and the fallback like a real failure.
+
+``Client``
+    What a client library declares: ``is_failure(exc)`` (False: the dependency answered,
+    such as a Redis error reply), ``answer(result)`` (an error type when a returned result
+    is a failure, such as an HTTP 503; the result is still returned), ``open_error`` (the
+    rejection error: ``CircuitOpenError`` and the client's own connection error),
+    ``fault`` (the client's connection error, for chaos), ``serve(entry, reason, subject,
+    args, kwargs)`` (answer from the fallback and count it, or return ``NOT_SERVED``),
+    ``observe(entry, result, subject, args)`` (see a successful result, e.g. to feed a
+    cache), ``on_reject(error, subject)`` (decorate the rejection error), ``mark`` (mark
+    the current span guarded/rejected for the span processor), ``timeout_errors`` (which
+    failures are fallback reason ``"timeout"``), ``thread_timeout`` (run a sync call with
+    ``call_timeout_seconds`` in a worker thread; only for ``Registry.call``/``protect``).
+
+``guarded_call(entry, client, fn, args, kwargs, subject)`` / ``await guarded_acall(...)``
+    Run ``fn(*args, **kwargs)`` through the breaker. ``subject`` is handed to the client's
+    hooks as is (the request, the command list; for ``PLAIN``, the per-call fallback or
+    ``MISSING``): nothing is allocated per call. A client guard is then a wrapper that
+    looks the entry up (cached per client object) and calls one of these, e.g.
+    ``return guarded_call(entry, HTTPX, wrapped, args, kwargs, request)``;
+    ``instrumentation/_httpx.py`` is the smallest complete example.
+
+``guarded_iter`` / ``guarded_aiter``, ``Guard``
+    ``protect`` on generator and async-generator functions, and ``registry.guard(name)``.
+
+The rules the path keeps (the breaker's own rules are in ``_breaker.py``):
+
+- One call, one admission, one record. ``_context.GUARDED`` names the dependencies
+  guarded in the current call; a guard of a dependency already named *joins* the outer
+  call: it takes no permit, records nothing, serves no fallback, and only passes on what
+  it knows (``_NOTE``): a failure it saw (an exception the app then caught, an HTTP 503
+  returned as a response) makes the outer call a failure; an exception its client says
+  is an answer (a Redis error reply) counts as one if it reaches the outer guard. Notes
+  travel in the context, so a joined call in a task or thread started inside the outer
+  call reports only through the exceptions it raises.
+- Spans that end while ``GUARDED`` names their dependency are skipped by the span
+  processor; a client guard also marks a current client span (``client.mark``).
+- Cancellation (``asyncio.CancelledError``) is no outcome for a call admitted while
+  CLOSED; a cancelled half-open trial is a failed probe and re-opens the breaker
+  (``CircuitBreaker.admit()`` tells the two apart).
+  ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit`` and another breaker's
+  ``CircuitOpenError`` are no outcome.
+- Durations (slow calls, timeouts) are read from the registry's injected clock, and only
+  when a policy needs them.
+- The success path on a CLOSED breaker: one ``GUARDED`` set and reset, one note read, the
+  breaker's success record; nothing of ours is allocated for it (``ContextVar.set``
+  makes its token).
 """
 
 from __future__ import annotations
@@ -9,56 +76,121 @@ import asyncio
 import concurrent.futures
 import contextvars
 import os
+import queue
 import threading
-from collections.abc import Awaitable, Callable
-from time import perf_counter
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from ._breaker import CircuitBreaker, State
+from ._breaker import TRIAL, CircuitBreaker, State
+from ._context import GUARDED, GuardedMark
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError
 
-__all__ = ["MISSING", "Entry", "FallbackCounter", "Guard"]
+__all__ = [
+    "MISSING",
+    "NOT_SERVED",
+    "PLAIN",
+    "REJECTION_ERRORS",
+    "Admission",
+    "Chaos",
+    "Client",
+    "Entry",
+    "FallbackCounter",
+    "Guard",
+    "guarded_acall",
+    "guarded_aiter",
+    "guarded_call",
+    "guarded_iter",
+]
 
 T = TypeVar("T")
 
 
-class _Missing:
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
     def __repr__(self) -> str:
-        return "MISSING"
+        return self._name
 
 
-MISSING: Any = _Missing()
-"""Sentinel: no per-call fallback given, so the dependency's own applies."""
+MISSING: Any = _Sentinel("MISSING")
+"""No per-call fallback given, so the dependency's own applies."""
+
+NOT_SERVED: Any = _Sentinel("NOT_SERVED")
+"""What ``Client.serve`` returns when it has no answer: the error is raised instead."""
+
+FallbackCounter = Callable[[str, str], None]
+"""Called as ``fn(dependency_name, reason)`` each time a fallback is served."""
+
+REJECTION_ERRORS: dict[str, type[CircuitOpenError]] = {"open": CircuitOpenError}
+"""The error class of a rejection, by reason (``"open"``; an admission step adds its own)."""
 
 # What an exception means for the breaker.
 _FAILURE = 1
-_SUCCESS = 2  # a business error: the dependency answered
-_NEUTRAL = 3  # cancelled, or rejected by another breaker: no outcome, permit given back
+_ANSWERED = 2  # the dependency answered (a business error): a success
+_NEUTRAL = 3  # no outcome; a half-open permit is given back
+_CANCELLED = 4  # no outcome in CLOSED, a failed probe for a half-open trial
 
 _NEUTRAL_TYPES: tuple[type[BaseException], ...] = (
     CircuitOpenError,
-    asyncio.CancelledError,
     KeyboardInterrupt,
     SystemExit,
     GeneratorExit,
 )
 
-FallbackCounter = Callable[[str, str], None]
-"""Called as ``fn(dependency_name, reason)`` each time a fallback is served."""
+_CLOSED = State.CLOSED
+
+# What a joined (inner) guard passes on to the outer one of the same dependency:
+# (dependency name, the exception or None, whether it is a failure, error type).
+_Note = tuple[str, BaseException | None, bool, str | None]
+_NOTE: contextvars.ContextVar[_Note | None] = contextvars.ContextVar(
+    "otel_resilience_note", default=None
+)
+
+_get_mark = GUARDED.get
+_set_mark = GUARDED.set
+_reset_mark = GUARDED.reset
+_get_note = _NOTE.get
+
+
+class Admission(Protocol):
+    """A second admission step after the breaker's (for example a concurrency limit)."""
+
+    reason: str
+    """The rejection reason: the fallback reason and ``REJECTION_ERRORS`` key."""
+
+    def acquire(self) -> bool:
+        """Admit one call now (True), or reject it."""
+
+    def release(self, duration: float, failed: bool) -> None:
+        """An admitted call ended (``failed``: counted as a dependency failure)."""
+
+
+class Chaos(Protocol):
+    """Fault injection before a call's I/O."""
+
+    def draw(self) -> tuple[float, bool] | None:
+        """``(seconds to sleep first, whether to raise the client's fault)``, or None."""
 
 
 class Entry:
     """A dependency with its breaker and the flags the hot path needs, computed once."""
 
     __slots__ = (
+        "_admission",
+        "_chaos",
         "breaker",
         "business_errors",
         "dependency",
         "fallback",
         "fast",
         "is_failure",
+        "measured",
         "name",
         "on_fallback",
         "timed",
@@ -71,160 +203,533 @@ class Entry:
         self.name = dependency.name
         self.dependency = dependency
         self.breaker = breaker
+        self.on_fallback = on_fallback
+        self._admission: Admission | None = None
+        self._chaos: Chaos | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the flags from ``self.dependency`` and the hooks."""
+        dependency = self.dependency
         policy = dependency.policy
         self.timed = policy.slow_call_seconds is not None
         self.timeout = policy.call_timeout_seconds
-        # No timing and no timeout: a call on a closed breaker can skip straight to it.
-        self.fast = not self.timed and self.timeout is None
+        # Durations are read (from the registry's clock) only when something uses them.
+        self.measured = self.timed or self.timeout is not None or self._admission is not None
+        # A call on a CLOSED breaker can skip straight to it.
+        self.fast = not self.measured and self._chaos is None
         self.fallback = (
             dependency.fallback if dependency.criticality is not Criticality.CRITICAL else None
         )
         self.business_errors = dependency.business_errors
         self.is_failure = dependency.is_failure
-        self.on_fallback = on_fallback
 
-    # -- outcome bookkeeping -------------------------------------------------------
+    @property
+    def admission(self) -> Admission | None:
+        """The admission step after the breaker's, or None."""
+        return self._admission
 
-    def classify(self, exc: BaseException) -> int:
-        if isinstance(exc, _NEUTRAL_TYPES):
-            return _NEUTRAL
+    @admission.setter
+    def admission(self, admission: Admission | None) -> None:
+        self._admission = admission
+        self.refresh()
+
+    @property
+    def chaos(self) -> Chaos | None:
+        """The fault injection step, or None."""
+        return self._chaos
+
+    @chaos.setter
+    def chaos(self, chaos: Chaos | None) -> None:
+        self._chaos = chaos
+        self.refresh()
+
+    def verdict(self, exc: BaseException) -> int:
+        """What ``exc`` means by the dependency's own rules (business errors, is_failure)."""
         if self.business_errors and isinstance(exc, self.business_errors):
-            return _SUCCESS
+            return _ANSWERED
         if self.is_failure is not None:
             try:
-                return _FAILURE if self.is_failure(exc) else _SUCCESS
+                return _FAILURE if self.is_failure(exc) else _ANSWERED
             except Exception:
                 return _FAILURE
         return _FAILURE
 
-    def record_exception(self, exc: BaseException, duration: float) -> bool:
-        """Record what ``exc`` means for the breaker; True when it counts as a failure."""
-        kind = self.classify(exc)
-        if kind == _FAILURE:
-            self.breaker.record_failure(duration, type(exc).__name__)
-            return True
-        if kind == _SUCCESS:
-            self.breaker.record_success(duration)
+
+def serve_fallback(entry: Entry, reason: str, subject: Any, args: Any, kwargs: Any) -> Any:
+    """``PLAIN``'s serve: ``subject`` is the per-call fallback (or ``MISSING``)."""
+    fallback = entry.fallback if subject is MISSING else subject
+    if fallback is None:
+        return NOT_SERVED
+    entry.on_fallback(entry.name, reason)
+    return fallback(*args, **kwargs)
+
+
+def _never_serve(entry: Entry, reason: str, subject: Any, args: Any, kwargs: Any) -> Any:
+    return NOT_SERVED
+
+
+class Client:
+    """How one client library's calls go through the path (see the module docstring)."""
+
+    __slots__ = (
+        "answer",
+        "errors",
+        "fault",
+        "is_failure",
+        "mark",
+        "name",
+        "observe",
+        "on_reject",
+        "open_error",
+        "serve",
+        "thread_timeout",
+        "timeout_errors",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        open_error: type[CircuitOpenError] = CircuitOpenError,
+        fault: Callable[[str], BaseException] = ConnectionError,
+        is_failure: Callable[[BaseException], bool] | None = None,
+        answer: Callable[[Any], str | None] | None = None,
+        serve: Callable[[Entry, str, Any, Any, Any], Any] = serve_fallback,
+        observe: Callable[[Entry, Any, Any, Any], None] | None = None,
+        on_reject: Callable[[BaseException, Any], None] | None = None,
+        mark: Callable[[bool], None] | None = None,
+        timeout_errors: tuple[type[BaseException], ...] = (),
+        thread_timeout: bool = False,
+    ) -> None:
+        self.name = name
+        self.open_error = open_error
+        self.errors: dict[str, type[CircuitOpenError]] = {"open": open_error}
+        self.fault = fault
+        self.is_failure = is_failure
+        self.answer = answer
+        self.serve = serve
+        self.observe = observe
+        self.on_reject = on_reject
+        self.mark = mark
+        self.timeout_errors: tuple[type[BaseException], ...] = (
+            TimeoutError,
+            asyncio.TimeoutError,
+            *timeout_errors,
+        )
+        self.thread_timeout = thread_timeout
+
+    def __repr__(self) -> str:
+        return f"<Client {self.name}>"
+
+    def rejection(self, entry: Entry, reason: str, subject: Any) -> BaseException:
+        """The error a call rejected for ``reason`` raises."""
+        error_class = self.errors.get(reason)
+        if error_class is None:
+            error_class = self._error_class(reason)
+        error = error_class(entry.name, entry.breaker.retry_after())
+        if self.on_reject is not None:
+            self.on_reject(error, subject)
+        return error
+
+    def _error_class(self, reason: str) -> type[CircuitOpenError]:
+        base = REJECTION_ERRORS.get(reason, CircuitOpenError)
+        if self.open_error is CircuitOpenError or issubclass(self.open_error, base):
+            error_class = base
         else:
-            self.breaker.release()
-        return False
-
-    def pick_fallback(self, fallback: Any) -> Callable[..., Any] | None:
-        return self.fallback if fallback is MISSING else fallback
-
-    def rejected(self, fallback: Any) -> Callable[..., Any]:
-        """The fallback to serve for a rejected call, or raise ``CircuitOpenError``."""
-        chosen = self.pick_fallback(fallback)
-        if chosen is None:
-            raise CircuitOpenError(self.name, self.breaker.retry_after())
-        self.on_fallback(self.name, "open")
-        return chosen
-
-    # -- sync ------------------------------------------------------------------------
-
-    def call(self, fn: Callable[..., T], args: Any, kwargs: Any, fallback: Any) -> T:
-        breaker = self.breaker
-        if self.fast and breaker._state is _CLOSED:
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                return self.failed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
-            breaker.record_success()
-            return result
-        if not breaker.allow():
-            return self.rejected(fallback)(*args, **kwargs)  # type: ignore[no-any-return]
-        if self.timeout is not None:
-            return self._call_with_timeout(fn, args, kwargs, fallback)
-        if not self.timed:
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                return self.failed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
-            breaker.record_success()
-            return result
-        start = perf_counter()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            return self.failed(exc, perf_counter() - start, fallback, args, kwargs)  # type: ignore[no-any-return]
-        breaker.record_success(perf_counter() - start)
-        return result
-
-    def failed(
-        self, exc: BaseException, duration: float, fallback: Any, args: Any, kwargs: Any
-    ) -> Any:
-        failed = self.record_exception(exc, duration)
-        if failed:
-            chosen = self.pick_fallback(fallback)
-            if chosen is not None:
-                self.on_fallback(self.name, "timeout" if isinstance(exc, TimeoutError) else "error")
-                return chosen(*args, **kwargs)
-        raise exc
-
-    def _call_with_timeout(self, fn: Callable[..., T], args: Any, kwargs: Any, fallback: Any) -> T:
-        # A thread cannot be interrupted: the call goes on in a worker thread, and the
-        # caller stops waiting at the deadline (documented in the README).
-        assert self.timeout is not None
-        context = contextvars.copy_context()
-        start = perf_counter()
-        future = _executor().submit(context.run, fn, *args, **kwargs)
-        try:
-            result = future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            error = TimeoutError(
-                f"call to dependency {self.name!r} took longer than {self.timeout}s"
+            # Both the reason's error and the client's own (through its open error).
+            error_class = type(
+                base.__name__.replace("Error", "") + self.open_error.__name__,
+                (base, self.open_error),
+                {"__module__": self.open_error.__module__},
             )
-            return self.failed(error, perf_counter() - start, fallback, args, kwargs)  # type: ignore[no-any-return]
-        except BaseException as exc:
-            return self.failed(exc, perf_counter() - start, fallback, args, kwargs)  # type: ignore[no-any-return]
-        self.breaker.record_success(perf_counter() - start)
-        return result
+        self.errors[reason] = error_class
+        return error_class
 
-    # -- async -----------------------------------------------------------------------
-
-    async def acall(
-        self, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any, fallback: Any
-    ) -> T:
-        breaker = self.breaker
-        if self.fast and breaker._state is _CLOSED:
+    def verdict(self, entry: Entry, exc: BaseException) -> int:
+        """What ``exc`` raised by a call means for the breaker."""
+        if isinstance(exc, asyncio.CancelledError):
+            return _CANCELLED
+        if isinstance(exc, _NEUTRAL_TYPES):
+            return _NEUTRAL
+        if self.is_failure is not None and isinstance(exc, Exception):
             try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                return await self._afailed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
-            breaker.record_success()
-            return result
-        if not breaker.allow():
-            return await _maybe_await(self.rejected(fallback)(*args, **kwargs))  # type: ignore[no-any-return]
-        start = perf_counter() if self.timed or self.timeout is not None else 0.0
+                if not self.is_failure(exc):
+                    return _ANSWERED
+            except Exception:
+                return _FAILURE
+        return entry.verdict(exc)
+
+
+PLAIN = Client("plain", thread_timeout=True)
+"""``Registry.call``/``acall``/``protect``: ``subject`` is the per-call fallback."""
+
+_GUARD_BLOCK = Client("guard", serve=_never_serve)
+"""``registry.guard``: a block has no value a fallback could replace."""
+
+
+# -- the parts of the path -----------------------------------------------------------
+
+
+def _joined(mark: GuardedMark, name: str) -> GuardedMark:
+    """``mark`` with ``name`` added (guards of different dependencies nest)."""
+    if type(mark) is tuple:
+        return (*mark, name)
+    return (mark, name)  # type: ignore[return-value]  # mark is a str here
+
+
+def _note_exception(entry: Entry, client: Client, exc: BaseException) -> None:
+    """A joined call raised ``exc``: tell the outer guard what it means."""
+    verdict = client.verdict(entry, exc)
+    if verdict == _FAILURE:
+        _NOTE.set((entry.name, exc, True, type(exc).__name__))
+    elif verdict == _ANSWERED:
+        note = _get_note()
+        if note is None or note[0] != entry.name or not note[2]:  # a failure note stays
+            _NOTE.set((entry.name, exc, False, None))
+
+
+def _note_result(entry: Entry, client: Client, result: Any) -> None:
+    """A joined call returned ``result``: tell the outer guard if it is a failure."""
+    if client.answer is not None:
+        error_type = client.answer(result)
+        if error_type is not None:
+            _NOTE.set((entry.name, None, True, error_type))
+
+
+def _take_note(name: str) -> _Note | None:
+    """The note joined calls left for the outer call of ``name``, consumed."""
+    note = _get_note()
+    if note is None or note[0] != name:
+        return None
+    _NOTE.set(None)
+    return note
+
+
+def _admit(entry: Entry) -> tuple[bool, Admission | None, str | None]:
+    """Ask the breaker and the admission step: ``(trial, admission, rejection reason)``."""
+    breaker = entry.breaker
+    admitted = breaker.admit()
+    if not admitted:
+        return False, None, "open"
+    trial = admitted == TRIAL
+    admission = entry._admission
+    if admission is not None and not admission.acquire():
+        if trial:
+            breaker.release()
+        return False, None, admission.reason
+    return trial, admission, None
+
+
+def _rejected(  # noqa: PLR0917 - positional: the path runs per call
+    entry: Entry, client: Client, reason: str, subject: Any, args: Any, kwargs: Any
+) -> Any:
+    """A rejected call: the fallback's answer, or the rejection error raised."""
+    if client.mark is not None:
+        client.mark(True)
+    served = client.serve(entry, reason, subject, args, kwargs)
+    if served is NOT_SERVED:
+        raise client.rejection(entry, reason, subject)
+    return served
+
+
+def _chaos_plan(entry: Entry, client: Client) -> tuple[float, BaseException | None] | None:
+    """What the chaos hook asks of this call: a delay and a fault to raise."""
+    chaos = entry._chaos
+    if chaos is None:
+        return None
+    plan = chaos.draw()
+    if plan is None:
+        return None
+    delay, fail = plan
+    fault = client.fault(f"fault injected by chaos for dependency {entry.name!r}") if fail else None
+    return delay, fault
+
+
+def _succeeded(  # noqa: PLR0917 - positional: the path runs per call
+    entry: Entry,
+    client: Client,
+    result: Any,
+    duration: float,
+    admission: Admission | None,
+    subject: Any,
+    args: Any,
+) -> None:
+    """Record a call that returned ``result`` (a failure if its client or a note says so)."""
+    error_type = client.answer(result) if client.answer is not None else None
+    note = _take_note(entry.name)
+    if error_type is None and note is not None and note[2]:
+        error_type = note[3]
+    if error_type is None:
+        entry.breaker.record_success(duration)
+    else:
+        entry.breaker.record_failure(duration, error_type)
+    if admission is not None:
+        admission.release(duration, error_type is not None)
+    if client.observe is not None:
+        client.observe(entry, result, subject, args)
+
+
+def _raised(  # noqa: PLR0917 - positional: the path runs per call
+    entry: Entry,
+    client: Client,
+    exc: BaseException,
+    duration: float,
+    trial: bool,
+    admission: Admission | None,
+    subject: Any,
+    args: Any,
+    kwargs: Any,
+) -> Any:
+    """Record a call that raised ``exc``; the fallback's answer, or ``NOT_SERVED``."""
+    verdict = client.verdict(entry, exc)
+    error_type = type(exc).__name__
+    note = _take_note(entry.name)
+    if note is not None:
+        if note[2]:
+            verdict, error_type = _FAILURE, note[3] or error_type
+        elif note[1] is exc:
+            verdict = _ANSWERED
+    breaker = entry.breaker
+    if verdict == _FAILURE:
+        breaker.record_failure(duration, error_type)
+    elif verdict == _ANSWERED:
+        breaker.record_success(duration)
+    elif verdict == _CANCELLED:
+        breaker.record_cancelled(duration, trial)
+    elif trial:
+        breaker.release()
+    if admission is not None:
+        admission.release(duration, verdict == _FAILURE)
+    if verdict != _FAILURE:
+        return NOT_SERVED
+    reason = "timeout" if isinstance(exc, client.timeout_errors) else "error"
+    return client.serve(entry, reason, subject, args, kwargs)
+
+
+# -- sync ------------------------------------------------------------------------------
+
+
+def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
+    entry: Entry, client: Client, fn: Callable[..., T], args: Any, kwargs: Any, subject: Any
+) -> T:
+    """``fn(*args, **kwargs)`` through ``entry``'s breaker (see the module docstring)."""
+    name = entry.name
+    mark = _get_mark()
+    if mark is None:
+        mark = name
+    elif mark == name or (type(mark) is tuple and name in mark):
+        return _joined_call(entry, client, fn, args, kwargs)
+    else:
+        mark = _joined(mark, name)
+    if not entry.fast or entry.breaker._state is not _CLOSED:
+        return _admitted_call(entry, client, fn, args, kwargs, subject, mark)  # type: ignore[no-any-return]
+    if client.mark is not None:
+        client.mark(False)
+    token = _set_mark(mark)
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        _reset_mark(token)
+        served = _raised(entry, client, exc, 0.0, False, None, subject, args, kwargs)
+        if served is NOT_SERVED:
+            raise
+        return served  # type: ignore[no-any-return]
+    _reset_mark(token)
+    if client.answer is None and _get_note() is None:
+        entry.breaker.record_success()
+        if client.observe is not None:
+            client.observe(entry, result, subject, args)
+    else:
+        _succeeded(entry, client, result, 0.0, None, subject, args)
+    return result
+
+
+def _joined_call(entry: Entry, client: Client, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        _note_exception(entry, client, exc)
+        raise
+    _note_result(entry, client, result)
+    return result
+
+
+def _admitted_call(  # noqa: PLR0917 - positional: the path runs per call
+    entry: Entry,
+    client: Client,
+    fn: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    subject: Any,
+    mark: GuardedMark,
+) -> Any:
+    """The path off the fast lane: admission, hooks, durations, timeouts."""
+    trial, admission, reason = _admit(entry)
+    if reason is not None:
+        return _rejected(entry, client, reason, subject, args, kwargs)
+    if client.mark is not None:
+        client.mark(False)
+    clock = entry.breaker._clock
+    measured = entry.measured
+    start = clock() if measured else 0.0
+    token = _set_mark(mark)
+    try:
+        plan = _chaos_plan(entry, client)
+        if plan is not None:
+            if plan[0] > 0:
+                time.sleep(plan[0])
+            if plan[1] is not None:
+                raise plan[1]
+        if entry.timeout is not None and client.thread_timeout:
+            result = _call_in_worker(entry, fn, args, kwargs)
+        else:
+            result = fn(*args, **kwargs)
+    except BaseException as exc:
+        _reset_mark(token)
+        duration = clock() - start if measured else 0.0
+        served = _raised(entry, client, exc, duration, trial, admission, subject, args, kwargs)
+        if served is NOT_SERVED:
+            raise
+        return served
+    _reset_mark(token)
+    _succeeded(
+        entry,
+        client,
+        result,
+        clock() - start if measured else 0.0,
+        admission,
+        subject,
+        args,
+    )
+    return result
+
+
+def _call_in_worker(entry: Entry, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+    """Run a sync call in a daemon worker thread and stop waiting at the deadline.
+
+    A thread cannot be interrupted: the call goes on in the background (with the caller's
+    context variables, so its nested guards join this call), and the caller gets
+    ``TimeoutError``. The workers are daemon threads, so a stuck call never keeps the
+    interpreter from exiting.
+    """
+    timeout = entry.timeout
+    future = _WORKERS.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+    try:
+        return future.result(timeout=timeout)  # type: ignore[no-any-return]
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(
+            f"call to dependency {entry.name!r} took longer than {timeout}s"
+        ) from None
+
+
+# -- async -----------------------------------------------------------------------------
+
+
+async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
+    entry: Entry,
+    client: Client,
+    fn: Callable[..., Awaitable[T]],
+    args: Any,
+    kwargs: Any,
+    subject: Any,
+) -> T:
+    """``await fn(*args, **kwargs)`` through ``entry``'s breaker; a timeout cancels it."""
+    name = entry.name
+    mark = _get_mark()
+    if mark is None:
+        mark = name
+    elif mark == name or (type(mark) is tuple and name in mark):
         try:
-            if self.timeout is None:
-                result = await fn(*args, **kwargs)
-            else:
-                result = await asyncio.wait_for(fn(*args, **kwargs), self.timeout)
-        except BaseException as raised:
-            duration = perf_counter() - start if start else 0.0
-            return await self._afailed(raised, duration, fallback, args, kwargs)  # type: ignore[no-any-return]
-        breaker.record_success(perf_counter() - start if start else 0.0)
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            _note_exception(entry, client, exc)
+            raise
+        _note_result(entry, client, result)
         return result
+    else:
+        mark = _joined(mark, name)
+    if not entry.fast or entry.breaker._state is not _CLOSED:
+        return await _admitted_acall(entry, client, fn, args, kwargs, subject, mark)  # type: ignore[no-any-return]
+    if client.mark is not None:
+        client.mark(False)
+    token = _set_mark(mark)
+    try:
+        result = await fn(*args, **kwargs)
+    except BaseException as exc:
+        _reset_mark(token)
+        served = _raised(entry, client, exc, 0.0, False, None, subject, args, kwargs)
+        if served is NOT_SERVED:
+            raise
+        return await _maybe_await(served)  # type: ignore[no-any-return]
+    _reset_mark(token)
+    if client.answer is None and _get_note() is None:
+        entry.breaker.record_success()
+        if client.observe is not None:
+            client.observe(entry, result, subject, args)
+    else:
+        _succeeded(entry, client, result, 0.0, None, subject, args)
+    return result
 
-    async def _afailed(
-        self, raised: BaseException, duration: float, fallback: Any, args: Any, kwargs: Any
-    ) -> Any:
-        exc = raised
-        if isinstance(raised, asyncio.TimeoutError) and not isinstance(raised, TimeoutError):
-            exc = TimeoutError(str(raised))  # Python 3.10: asyncio's own TimeoutError
-        if self.record_exception(exc, duration):
-            chosen = self.pick_fallback(fallback)
-            if chosen is not None:
-                self.on_fallback(self.name, "timeout" if isinstance(exc, TimeoutError) else "error")
-                return await _maybe_await(chosen(*args, **kwargs))
-        if exc is not raised:
-            raise exc from raised
-        raise raised
+
+async def _admitted_acall(  # noqa: PLR0917 - positional: the path runs per call
+    entry: Entry,
+    client: Client,
+    fn: Callable[..., Awaitable[Any]],
+    args: Any,
+    kwargs: Any,
+    subject: Any,
+    mark: GuardedMark,
+) -> Any:
+    trial, admission, reason = _admit(entry)
+    if reason is not None:
+        return await _maybe_await(_rejected(entry, client, reason, subject, args, kwargs))
+    if client.mark is not None:
+        client.mark(False)
+    clock = entry.breaker._clock
+    measured = entry.measured
+    start = clock() if measured else 0.0
+    token = _set_mark(mark)
+    try:
+        plan = _chaos_plan(entry, client)
+        if plan is not None:
+            if plan[0] > 0:
+                await asyncio.sleep(plan[0])
+            if plan[1] is not None:
+                raise plan[1]
+        if entry.timeout is None:
+            result = await fn(*args, **kwargs)
+        else:
+            result = await _wait(entry, fn(*args, **kwargs), entry.timeout)
+    except BaseException as exc:
+        _reset_mark(token)
+        duration = clock() - start if measured else 0.0
+        served = _raised(entry, client, exc, duration, trial, admission, subject, args, kwargs)
+        if served is NOT_SERVED:
+            raise
+        return await _maybe_await(served)
+    _reset_mark(token)
+    _succeeded(
+        entry,
+        client,
+        result,
+        clock() - start if measured else 0.0,
+        admission,
+        subject,
+        args,
+    )
+    return result
 
 
-_CLOSED = State.CLOSED
+async def _wait(entry: Entry, awaitable: Awaitable[T], timeout: float) -> T:
+    """``awaitable`` cancelled at the deadline, raising the built-in ``TimeoutError``."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError as exc:  # Python 3.10: not the built-in TimeoutError
+        raise TimeoutError(
+            f"call to dependency {entry.name!r} took longer than {timeout}s"
+        ) from exc
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -233,24 +738,237 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
+# -- generators --------------------------------------------------------------------------
+
+
+def guarded_iter(
+    entry: Entry, fn: Callable[..., Iterator[T]], args: Any, kwargs: Any, fallback: Any
+) -> Generator[T, Any, Any]:
+    """Iterate ``fn(*args, **kwargs)`` as one guarded call (``protect`` on a generator).
+
+    Admission happens when iteration starts (creating a generator does no I/O). An
+    exception while iterating is a failure (by the usual rules), exhaustion a success,
+    and closing it early (``close()``, ``break``, garbage collection) a success too: the
+    dependency answered everything that was asked. ``GUARDED`` names the dependency only
+    while the generator's own code runs, never while the consumer holds an item. The
+    fallback answers a rejected iteration, or one that failed before its first item; it
+    returns an iterable. Slow-call durations add up the time spent inside the generator.
+    """
+    name = entry.name
+    mark = _get_mark()
+    if mark is not None and (mark == name or (type(mark) is tuple and name in mark)):
+        try:
+            return (yield from fn(*args, **kwargs))
+        except BaseException as exc:
+            _note_exception(entry, PLAIN, exc)
+            raise
+    mark = name if mark is None else _joined(mark, name)
+    trial, admission, reason = _admit(entry)
+    if reason is not None:
+        return (yield from _rejected(entry, PLAIN, reason, fallback, args, kwargs))
+    clock = entry.breaker._clock
+    measured = entry.measured
+    spent = 0.0
+    started = False
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    iterator: Any = None
+    while True:
+        start = clock() if measured else 0.0
+        token = _set_mark(mark)
+        try:
+            if iterator is None:
+                plan = _chaos_plan(entry, PLAIN)
+                if plan is not None:
+                    if plan[0] > 0:
+                        time.sleep(plan[0])
+                    if plan[1] is not None:
+                        raise plan[1]
+                iterator = fn(*args, **kwargs)
+            if to_throw is not None:
+                item = iterator.throw(to_throw)
+            else:
+                item = iterator.send(to_send) if started else next(iterator)
+        except StopIteration as stop:
+            _reset_mark(token)
+            spent += clock() - start if measured else 0.0
+            _succeeded(entry, PLAIN, None, spent, admission, fallback, args)
+            return stop.value
+        except BaseException as exc:
+            _reset_mark(token)
+            spent += clock() - start if measured else 0.0
+            client = _GUARD_BLOCK if started else PLAIN
+            served = _raised(entry, client, exc, spent, trial, admission, fallback, args, kwargs)
+            if served is NOT_SERVED:
+                raise
+            return (yield from served)
+        _reset_mark(token)
+        spent += clock() - start if measured else 0.0
+        started = True
+        to_throw = None
+        try:
+            to_send = yield item
+        except GeneratorExit:
+            token = _set_mark(mark)
+            try:
+                iterator.close()
+            finally:
+                _reset_mark(token)
+                _succeeded(entry, PLAIN, None, spent, admission, fallback, args)
+            raise
+        except BaseException as exc:
+            to_throw = exc
+
+
+async def guarded_aiter(
+    entry: Entry, fn: Callable[..., AsyncIterator[T]], args: Any, kwargs: Any, fallback: Any
+) -> AsyncGenerator[T, Any]:
+    """Iterate ``fn(*args, **kwargs)`` as one guarded call (async generators).
+
+    As ``guarded_iter``; a step cancelled inside the generator follows the cancellation
+    rule (no outcome in CLOSED, a failed probe for a half-open trial). The fallback may
+    return an iterable or an async iterable.
+    """
+    name = entry.name
+    mark = _get_mark()
+    if mark is not None and (mark == name or (type(mark) is tuple and name in mark)):
+        try:
+            async for item in fn(*args, **kwargs):
+                yield item
+        except BaseException as exc:
+            _note_exception(entry, PLAIN, exc)
+            raise
+        return
+    mark = name if mark is None else _joined(mark, name)
+    trial, admission, reason = _admit(entry)
+    if reason is not None:
+        async for item in _aiterate(_rejected(entry, PLAIN, reason, fallback, args, kwargs)):
+            yield item
+        return
+    clock = entry.breaker._clock
+    measured = entry.measured
+    spent = 0.0
+    started = False
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    iterator: Any = None
+    while True:
+        start = clock() if measured else 0.0
+        token = _set_mark(mark)
+        try:
+            if iterator is None:
+                plan = _chaos_plan(entry, PLAIN)
+                if plan is not None:
+                    if plan[0] > 0:
+                        await asyncio.sleep(plan[0])
+                    if plan[1] is not None:
+                        raise plan[1]
+                iterator = fn(*args, **kwargs)
+            if to_throw is not None:
+                item = await iterator.athrow(to_throw)
+            else:
+                item = await (iterator.asend(to_send) if started else iterator.__anext__())
+        except StopAsyncIteration:
+            _reset_mark(token)
+            spent += clock() - start if measured else 0.0
+            _succeeded(entry, PLAIN, None, spent, admission, fallback, args)
+            return
+        except BaseException as exc:
+            _reset_mark(token)
+            spent += clock() - start if measured else 0.0
+            client = _GUARD_BLOCK if started else PLAIN
+            served = _raised(entry, client, exc, spent, trial, admission, fallback, args, kwargs)
+            if served is NOT_SERVED:
+                raise
+            async for item in _aiterate(served):
+                yield item
+            return
+        _reset_mark(token)
+        spent += clock() - start if measured else 0.0
+        started = True
+        to_throw = None
+        try:
+            to_send = yield item
+        except GeneratorExit:
+            token = _set_mark(mark)
+            try:
+                await iterator.aclose()
+            finally:
+                _reset_mark(token)
+                _succeeded(entry, PLAIN, None, spent, admission, fallback, args)
+            raise
+        except BaseException as exc:
+            to_throw = exc
+
+
+async def _aiterate(values: Any) -> AsyncIterator[Any]:
+    """Iterate what a fallback returned: an async iterable, an awaitable, or an iterable."""
+    values = await _maybe_await(values)
+    if hasattr(values, "__aiter__"):
+        async for value in values:
+            yield value
+    else:
+        for value in values:
+            yield value
+
+
+# -- with registry.guard(name) -----------------------------------------------------------
+
+
 class Guard:
     """``with registry.guard(name):`` / ``async with``: admit, time and record one block.
 
     A rejected block raises ``CircuitOpenError`` on entry. A guard has no value to replace,
     so it applies no fallback, and no call timeout (wrap the block in ``asyncio.timeout``).
+    Inside another guard of the same dependency it joins that call.
     """
 
-    __slots__ = ("_entry", "_start")
+    __slots__ = ("_admission", "_entry", "_start", "_token", "_trial")
 
     def __init__(self, entry: Entry) -> None:
         self._entry = entry
-        self._start = 0.0
+        self._token: contextvars.Token[GuardedMark | None] | None = None
+        self._start: float | None = None
+        self._trial = False
+        self._admission: Admission | None = None
+
+    def _enter(self) -> tuple[float, BaseException | None] | None:
+        """Admit the block (or raise the rejection); the chaos plan for it."""
+        entry = self._entry
+        name = entry.name
+        self._token = None
+        self._trial = False
+        self._admission = None
+        self._start = None
+        mark = _get_mark()
+        if mark is None:
+            mark = name
+        elif mark == name or (type(mark) is tuple and name in mark):
+            return None  # joined: no token
+        else:
+            mark = _joined(mark, name)
+        if entry.fast and entry.breaker._state is _CLOSED:
+            self._token = _set_mark(mark)
+            return None
+        trial, admission, reason = _admit(entry)
+        if reason is not None:
+            raise _GUARD_BLOCK.rejection(entry, reason, None)
+        self._trial = trial
+        self._admission = admission
+        if entry.measured:
+            self._start = entry.breaker._clock()
+        self._token = _set_mark(mark)
+        return _chaos_plan(entry, _GUARD_BLOCK)
 
     def __enter__(self) -> Guard:
-        entry = self._entry
-        if not entry.breaker.allow():
-            raise CircuitOpenError(entry.name, entry.breaker.retry_after())
-        self._start = perf_counter()
+        plan = self._enter()
+        if plan is not None:
+            delay, fault = plan
+            if delay > 0:
+                time.sleep(delay)
+            if fault is not None:
+                self.__exit__(type(fault), fault, None)
+                raise fault
         return self
 
     def __exit__(
@@ -259,14 +977,31 @@ class Guard:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        duration = perf_counter() - self._start
+        entry = self._entry
+        token = self._token
+        if token is None:  # joined the outer call
+            if exc is not None:
+                _note_exception(entry, _GUARD_BLOCK, exc)
+            return
+        self._token = None
+        _reset_mark(token)
+        start = self._start
+        duration = entry.breaker._clock() - start if start is not None else 0.0
         if exc is None:
-            self._entry.breaker.record_success(duration)
+            _succeeded(entry, _GUARD_BLOCK, None, duration, self._admission, None, ())
         else:
-            self._entry.record_exception(exc, duration)
+            _raised(entry, _GUARD_BLOCK, exc, duration, self._trial, self._admission, None, (), {})
 
     async def __aenter__(self) -> Guard:
-        return self.__enter__()
+        plan = self._enter()
+        if plan is not None:
+            delay, fault = plan
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if fault is not None:
+                self.__exit__(type(fault), fault, None)
+                raise fault
+        return self
 
     async def __aexit__(
         self,
@@ -277,19 +1012,69 @@ class Guard:
         self.__exit__(exc_type, exc, traceback)
 
 
-_executor_lock = threading.Lock()
-_executors: list[concurrent.futures.ThreadPoolExecutor] = []
+# -- the worker threads of sync calls with a timeout -------------------------------------
 
 
-def _executor() -> concurrent.futures.ThreadPoolExecutor:
-    """The worker pool for sync calls with a timeout, created on first use."""
-    if not _executors:
-        with _executor_lock:
-            if not _executors:
-                _executors.append(
-                    concurrent.futures.ThreadPoolExecutor(
-                        max_workers=min(32, (os.cpu_count() or 1) + 4),
-                        thread_name_prefix="otel-resilience-call",
-                    )
-                )
-    return _executors[0]
+class _Workers:
+    """Daemon threads for sync calls with ``call_timeout_seconds``, started on demand.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined at interpreter exit, so one
+    stuck call would keep the process from exiting. Idle workers leave after a minute;
+    after ``os.fork`` the child starts with none.
+    """
+
+    MAX_THREADS = 64
+    IDLE_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Any, Any, Any]]
+        self._jobs = queue.SimpleQueue()
+        self._threads = 0
+        self._idle = 0  # workers waiting for a job that no caller has claimed yet
+
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1
+            elif self._threads < self.MAX_THREADS:
+                self._threads += 1
+                threading.Thread(
+                    target=self._work, name="otel-resilience-call", daemon=True
+                ).start()
+        self._jobs.put((future, fn, args, kwargs))
+        return future
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        while True:
+            try:
+                future, fn, args, kwargs = jobs.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0 and jobs is self._jobs:
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue  # a caller claimed this worker: its job is on the way
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del future, fn, args, kwargs
+            with self._lock:
+                self._idle += 1
+
+
+_WORKERS = _Workers()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WORKERS._reset)

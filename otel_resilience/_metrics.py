@@ -30,9 +30,13 @@ __all__ = [
     "BREAKER_FAILURE_RATE",
     "BREAKER_STATE",
     "BREAKER_TRANSITIONS",
+    "CHAOS_INJECTED",
+    "CONCURRENCY_INFLIGHT",
+    "CONCURRENCY_LIMIT",
     "CONFIG_RELOADS",
     "DEPENDENCY_CALLS",
     "DEPENDENCY_FALLBACKS",
+    "DEPENDENCY_RETRIES",
     "HEALTH_STATUS",
     "METER_NAME",
     "METRICS",
@@ -53,6 +57,10 @@ DEPENDENCY_CALLS = "resilience.dependency.calls"
 DEPENDENCY_FALLBACKS = "resilience.dependency.fallbacks"
 HEALTH_STATUS = "resilience.health.status"
 TELEMETRY_DROPPED = "resilience.telemetry.dropped"
+DEPENDENCY_RETRIES = "resilience.dependency.retries"
+CONCURRENCY_LIMIT = "resilience.dependency.concurrency.limit"
+CONCURRENCY_INFLIGHT = "resilience.dependency.concurrency.inflight"
+CHAOS_INJECTED = "resilience.chaos.injected"
 CONFIG_RELOADS = "resilience.config.reloads"
 
 
@@ -100,9 +108,10 @@ METRICS: tuple[MetricSpec, ...] = (
         DEPENDENCY_CALLS,
         "counter",
         "{call}",
-        ("dependency.name", "outcome"),
+        ("dependency.name", "outcome", "reject.reason"),
         "resilience_dependency_calls_total",
-        "Calls to a dependency by outcome: success, failure, slow, rejected.",
+        "Calls to a dependency by outcome: success, failure, slow, rejected (reject.reason: "
+        "open, limit).",
     ),
     MetricSpec(
         DEPENDENCY_FALLBACKS,
@@ -110,7 +119,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "{call}",
         ("dependency.name", "reason"),
         "resilience_dependency_fallbacks_total",
-        "Calls answered by a fallback, by reason: open, error, timeout.",
+        "Calls answered by a fallback, by reason: open, error, timeout, limit.",
     ),
     MetricSpec(
         HEALTH_STATUS,
@@ -127,6 +136,38 @@ METRICS: tuple[MetricSpec, ...] = (
         ("signal",),
         "resilience_telemetry_dropped_total",
         "Telemetry items dropped because export was failing.",
+    ),
+    MetricSpec(
+        DEPENDENCY_RETRIES,
+        "counter",
+        "{retry}",
+        ("dependency.name", "outcome"),
+        "resilience_dependency_retries_total",
+        "Retries asked of a dependency's retry budget, by outcome: allowed, denied.",
+    ),
+    MetricSpec(
+        CONCURRENCY_LIMIT,
+        "observable_gauge",
+        "",
+        ("dependency.name",),
+        "resilience_dependency_concurrency_limit",
+        "A dependency's concurrency limit: calls allowed in flight at once.",
+    ),
+    MetricSpec(
+        CONCURRENCY_INFLIGHT,
+        "observable_gauge",
+        "",
+        ("dependency.name",),
+        "resilience_dependency_concurrency_inflight",
+        "Calls in flight to a dependency with a concurrency limit.",
+    ),
+    MetricSpec(
+        CHAOS_INJECTED,
+        "counter",
+        "{fault}",
+        ("dependency.name", "fault"),
+        "resilience_chaos_injected_total",
+        "Faults injected by a chaos drill, by kind: error, latency.",
     ),
     MetricSpec(
         CONFIG_RELOADS,
@@ -193,6 +234,32 @@ class ResilienceMetrics:
         )
         meter.create_observable_gauge(
             HEALTH_STATUS, callbacks=[self._observe_health], **spec(HEALTH_STATUS)
+        )
+        self._create_beyond_breakers(meter, spec)
+
+    def _create_beyond_breakers(
+        self, meter: metrics.Meter, spec: Callable[[str], dict[str, str]]
+    ) -> None:
+        """Retry budgets, concurrency limits and chaos drills."""
+        meter.create_observable_counter(
+            DEPENDENCY_RETRIES,
+            callbacks=[lambda options: self._collect("retries", _retries)],
+            **spec(DEPENDENCY_RETRIES),
+        )
+        meter.create_observable_gauge(
+            CONCURRENCY_LIMIT,
+            callbacks=[lambda options: self._collect("concurrency limit", _limits)],
+            **spec(CONCURRENCY_LIMIT),
+        )
+        meter.create_observable_gauge(
+            CONCURRENCY_INFLIGHT,
+            callbacks=[lambda options: self._collect("in-flight calls", _inflight)],
+            **spec(CONCURRENCY_INFLIGHT),
+        )
+        meter.create_observable_counter(
+            CHAOS_INJECTED,
+            callbacks=[lambda options: self._collect("chaos faults", _chaos)],
+            **spec(CHAOS_INJECTED),
         )
 
     # -- which registry ----------------------------------------------------------------
@@ -302,20 +369,45 @@ def _failure_rates(registry: Registry) -> Iterator[Observation]:
 
 
 def _calls(registry: Registry) -> Iterator[Observation]:
+    limiters = registry.limiters()
     for name, breaker in registry.breakers().items():
         snap = breaker.snapshot()
         for outcome, value in (
             ("success", snap.total_successes),
             ("failure", snap.total_failures),
             ("slow", snap.total_slow),
-            ("rejected", snap.total_rejected),
         ):
             yield Observation(value, {"dependency.name": name, "outcome": outcome})
+        rejected = {"dependency.name": name, "outcome": "rejected"}
+        yield Observation(snap.total_rejected, {**rejected, "reject.reason": "open"})
+        limiter = limiters.get(name)
+        if limiter is not None:
+            yield Observation(limiter.rejected, {**rejected, "reject.reason": "limit"})
 
 
 def _fallbacks(registry: Registry) -> Iterator[Observation]:
     for (name, reason), value in registry.fallback_counts().items():
         yield Observation(value, {"dependency.name": name, "reason": reason})
+
+
+def _retries(registry: Registry) -> Iterator[Observation]:
+    for (name, outcome), value in registry.retry_counts().items():
+        yield Observation(value, {"dependency.name": name, "outcome": outcome})
+
+
+def _limits(registry: Registry) -> Iterator[Observation]:
+    for name, limiter in registry.limiters().items():
+        yield Observation(limiter.limit, {"dependency.name": name})
+
+
+def _inflight(registry: Registry) -> Iterator[Observation]:
+    for name, limiter in registry.limiters().items():
+        yield Observation(limiter.inflight, {"dependency.name": name})
+
+
+def _chaos(registry: Registry) -> Iterator[Observation]:
+    for (name, fault), value in registry.chaos_counts().items():
+        yield Observation(value, {"dependency.name": name, "fault": fault})
 
 
 def _health(registry: Registry) -> Iterator[Observation]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -10,11 +11,24 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ._breaker import CircuitBreaker, Listener, State
+from ._breaker import CircuitBreaker, Listener
+from ._chaos import ChaosSettings, FaultInjector, FaultSpec, mark_current_span
 from ._dependency import Dependency
-from ._errors import UnknownDependencyError
-from ._guard import MISSING, Entry, Guard
+from ._errors import ConcurrencyLimitError, UnknownDependencyError
+from ._guard import (
+    MISSING,
+    PLAIN,
+    REJECTION_ERRORS,
+    Entry,
+    Guard,
+    guarded_acall,
+    guarded_aiter,
+    guarded_call,
+    guarded_iter,
+)
 from ._health import HealthReport, health_report
+from ._limits import ConcurrencyLimiter
+from ._retry_budget import RetryBudgetPolicy, RetryGate, retry_predicate
 from ._semconv import Classifier
 from ._trace_links import log_open_transition
 
@@ -23,7 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Registry", "TelemetrySettings"]
 
-_CLOSED = State.CLOSED
+_DEFAULT_RETRY_BUDGET = RetryBudgetPolicy()
+
+# A call over its concurrency limit raises this (mixed with the client's own error).
+REJECTION_ERRORS["limit"] = ConcurrencyLimitError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,8 +72,13 @@ class Registry:
         service: str | None = None,
         telemetry: TelemetrySettings | None = None,
         source: str | None = None,
+        chaos: ChaosSettings | None = None,
     ) -> None:
         self.clock = clock
+        self.chaos_settings = chaos if chaos is not None else ChaosSettings()
+        self._retry_gates: dict[str, RetryGate] = {}
+        self._limiters: dict[str, ConcurrencyLimiter] = {}
+        self._chaos_counts: dict[tuple[str, str], int] = {}
         self.service = service or os.environ.get("OTEL_SERVICE_NAME") or "unknown_service"
         self.telemetry = telemetry if telemetry is not None else TelemetrySettings()
         self.source = source
@@ -109,7 +131,9 @@ class Registry:
                     breaker.add_listener(listener)
                 if dependency.observe_only:
                     breaker.disable()  # counts every outcome, never rejects
-                entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
+                entry = Entry(dependency, breaker, self._count_fallback)
+                self._equip(entry)
+                entries[dependency.name] = entry
             self._entries = entries
             self._rebuild_classifier()
 
@@ -235,21 +259,13 @@ class Registry:
         Rejected (breaker open) or failed calls return ``fallback(*args, **kwargs)`` when
         there is one (the argument, else the dependency's own; ``fallback=None`` turns it
         off); otherwise a rejection raises ``CircuitOpenError`` and a failure re-raises.
+        Inside another guarded call of the same dependency, the call joins that one.
         """
         try:
             entry = self._entries[name]
         except KeyError:
             raise UnknownDependencyError(name, self._entries) from None
-        breaker = entry.breaker
-        if entry.fast and breaker._state is _CLOSED:
-            # Entry.call's fast path, inlined: one Python call less per guarded call.
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                return entry.failed(exc, 0.0, fallback, args, kwargs)  # type: ignore[no-any-return]
-            breaker.record_success()
-            return result
-        return entry.call(fn, args, kwargs, fallback)
+        return guarded_call(entry, PLAIN, fn, args, kwargs, fallback)
 
     async def acall(
         self,
@@ -265,7 +281,7 @@ class Registry:
             entry = self._entries[name]
         except KeyError:
             raise UnknownDependencyError(name, self._entries) from None
-        return await entry.acall(fn, args, kwargs, fallback)
+        return await guarded_acall(entry, PLAIN, fn, args, kwargs, fallback)
 
     @overload
     def protect(self, name: str, fn: F, /) -> F: ...
@@ -274,7 +290,12 @@ class Registry:
     def protect(self, name: str, /, *, fallback: Any = MISSING) -> Callable[[F], F]: ...
 
     def protect(self, name: str, fn: Any = None, /, *, fallback: Any = MISSING) -> Any:
-        """Decorate a sync or async function so every call goes through the breaker."""
+        """Decorate a function so every call goes through the breaker.
+
+        Sync and async functions; on a generator or async generator function the whole
+        iteration is the guarded call (an exception while iterating is a failure,
+        exhaustion a success).
+        """
 
         def decorate(function: F) -> F:
             # Entries are never replaced once added, so the wrapper binds its entry on the
@@ -289,27 +310,40 @@ class Registry:
             if name in self._entries:
                 entry_of()
 
+            if inspect.isasyncgenfunction(function):
+
+                @functools.wraps(function)
+                async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    entry = bound[0] if bound else entry_of()
+                    iteration = guarded_aiter(entry, function, args, kwargs, fallback)
+                    async with contextlib.aclosing(iteration):
+                        async for item in iteration:
+                            yield item
+
+                return async_gen_wrapper  # type: ignore[return-value]
+
+            if inspect.isgeneratorfunction(function):
+
+                @functools.wraps(function)
+                def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    entry = bound[0] if bound else entry_of()
+                    return (yield from guarded_iter(entry, function, args, kwargs, fallback))
+
+                return gen_wrapper  # type: ignore[return-value]
+
             if inspect.iscoroutinefunction(function):
 
                 @functools.wraps(function)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
-                    return await entry.acall(function, args, kwargs, fallback)
+                    return await guarded_acall(entry, PLAIN, function, args, kwargs, fallback)
 
                 return async_wrapper  # type: ignore[return-value]
 
             @functools.wraps(function)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 entry = bound[0] if bound else entry_of()
-                breaker = entry.breaker
-                if entry.fast and breaker._state is _CLOSED:
-                    try:
-                        result = function(*args, **kwargs)
-                    except BaseException as exc:
-                        return entry.failed(exc, 0.0, fallback, args, kwargs)
-                    breaker.record_success()
-                    return result
-                return entry.call(function, args, kwargs, fallback)
+                return guarded_call(entry, PLAIN, function, args, kwargs, fallback)
 
             return wrapper  # type: ignore[return-value]
 
@@ -318,7 +352,10 @@ class Registry:
         return decorate
 
     def guard(self, name: str) -> Guard:
-        """A context manager (``with`` and ``async with``) guarding one block of code."""
+        """A context manager (``with`` and ``async with``) guarding one block of code.
+
+        Inside another guarded call of the same dependency, the block joins that call.
+        """
         return Guard(self._entry(name))
 
     # -- health ----------------------------------------------------------------------
@@ -326,3 +363,120 @@ class Registry:
     def health(self) -> HealthReport:
         """The service's health now (DESIGN.md 8), from in-memory state only: never waits."""
         return health_report(self)
+
+    # -- retry budgets (DESIGN.md 11) --------------------------------------------------
+
+    def _retry_gate(self, name: str) -> RetryGate:
+        entry = self._entry(name)
+        policy = entry.dependency.retry_budget or _DEFAULT_RETRY_BUDGET
+        gate = self._retry_gates.get(name)
+        if gate is not None and gate.breaker is entry.breaker and gate.policy == policy:
+            return gate
+        with self._lock:
+            gate = self._retry_gates.get(name)
+            if gate is None or gate.breaker is not entry.breaker or gate.policy != policy:
+                fresh = RetryGate(entry.breaker, policy, clock=self.clock)
+                if gate is not None:  # a reloaded policy keeps the counts
+                    fresh.allowed, fresh.denied = gate.allowed, gate.denied
+                gate = self._retry_gates[name] = fresh
+        return gate
+
+    def retry_allowed(self, name: str) -> bool:
+        """Spend one retry of dependency ``name``: False while its breaker is not CLOSED or
+        its retry budget (``retry_budget``; by default 20% of calls plus 10 a second) is
+        spent. Counted in ``resilience.dependency.retries``."""
+        return self._retry_gate(name).retry_allowed()
+
+    def retry_on(
+        self, name: str, *exception_types: type[BaseException]
+    ) -> Callable[[BaseException], bool]:
+        """A predicate ``exc -> bool`` for stamina (``stamina.retry(on=...)``) and tenacity
+        (``retry=retry_if_exception(...)``): True only for ``exception_types`` and only
+        while ``retry_allowed(name)``; never for a call the guard rejected."""
+        self._entry(name)  # an unknown name fails here, not at the first retry
+        return retry_predicate(lambda: self._retry_gate(name), exception_types)
+
+    def retry_counts(self) -> dict[tuple[str, str], int]:
+        """Retries asked for, by (dependency, outcome: allowed, denied); every dependency
+        is listed (at 0 before its first)."""
+        gates = dict(self._retry_gates)
+        counts: dict[tuple[str, str], int] = {}
+        for name in self._entries:
+            gate = gates.get(name)
+            counts[(name, "allowed")] = gate.allowed if gate is not None else 0
+            counts[(name, "denied")] = gate.denied if gate is not None else 0
+        return counts
+
+    # -- concurrency limits and chaos drills: the guarded-call path's hooks ----------------
+
+    def _equip(self, entry: Entry) -> None:
+        """Give ``entry`` the concurrency limit of its dependency and the chaos drill of the
+        chaos settings (or take them away). A limiter whose policy is unchanged is kept, with
+        its calls in flight and its learnt limit; a replaced one keeps its rejection count.
+        Calls admitted by a replaced limiter still give their permit back to it."""
+        name = entry.name
+        limits = entry.dependency.limits
+        current = self._limiters.get(name)
+        if limits is None:
+            self._limiters.pop(name, None)
+            entry.admission = None
+        elif current is None or current.policy != limits:
+            limiter = ConcurrencyLimiter(limits)
+            if current is not None:
+                limiter.rejected = current.rejected
+            self._limiters[name] = limiter
+            entry.admission = limiter
+        else:
+            entry.admission = current
+        spec = self.chaos_settings.spec_for(name)
+        entry.chaos = self._injector(name, spec) if spec is not None else None
+
+    def _injector(self, name: str, spec: FaultSpec) -> FaultInjector:
+        def on_fault(kind: str) -> None:
+            self._count_chaos(name, kind)
+            mark_current_span(kind)
+
+        return FaultInjector(spec, on_fault=on_fault)
+
+    def limiters(self) -> dict[str, ConcurrencyLimiter]:
+        """The concurrency limiter of each dependency that has ``limits``."""
+        return dict(self._limiters)
+
+    def _count_chaos(self, name: str, fault: str) -> None:
+        key = (name, fault)
+        with self._lock:
+            self._chaos_counts[key] = self._chaos_counts.get(key, 0) + 1
+
+    def chaos_counts(self) -> dict[tuple[str, str], int]:
+        """Faults injected, by (dependency, fault: error, latency); dependencies named in
+        the ``chaos:`` block are listed from the start (at 0)."""
+        with self._lock:
+            counts = dict(self._chaos_counts)
+        for name in self.chaos_settings.dependencies:
+            for fault in ("error", "latency"):
+                counts.setdefault((name, fault), 0)
+        return counts
+
+    @contextlib.contextmanager
+    def chaos(
+        self,
+        name: str,
+        *,
+        error_rate: float = 0.0,
+        latency_seconds: float = 0.0,
+        latency_rate: float = 1.0,
+    ) -> Iterator[None]:
+        """Inject faults into dependency ``name``'s calls for the duration of the block: a
+        share ``error_rate`` fails with the client's connection error before any I/O, a
+        share ``latency_rate`` waits ``latency_seconds`` first. For tests: it needs no
+        ``OTEL_RESILIENCE_CHAOS``; what was configured before is restored afterwards."""
+        entry = self._entry(name)
+        spec = FaultSpec(
+            error_rate=error_rate, latency_seconds=latency_seconds, latency_rate=latency_rate
+        )
+        before = entry.chaos
+        entry.chaos = self._injector(name, spec)
+        try:
+            yield
+        finally:
+            entry.chaos = before

@@ -763,7 +763,9 @@ def create_app(
     """
     telemetry = build_telemetry(otlp_endpoint)
     registry = configure(
-        prepare_config(config, analytics_url), meter_provider=telemetry.meter_provider
+        prepare_config(config, analytics_url),
+        meter_provider=telemetry.meter_provider,
+        instrument_clients=True,  # the demo's traces show the clients' spans too
     )
     export_spans(telemetry, registry)
     for name in ("postgres", "redis", "analytics"):

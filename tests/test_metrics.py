@@ -76,6 +76,7 @@ def test_instruments_names_and_attributes(clock: FakeClock) -> None:
         "resilience.breaker.failure_rate",
         "resilience.dependency.calls",
         "resilience.dependency.fallbacks",
+        "resilience.dependency.retries",
         "resilience.health.status",
         "resilience.config.reloads",
     }
@@ -140,6 +141,7 @@ def test_prometheus_names_on_the_python_exporter_path(clock: FakeClock) -> None:
         "resilience_breaker_failure_rate",
         "resilience_dependency_calls_total",
         "resilience_dependency_fallbacks_total",
+        "resilience_dependency_retries_total",
         "resilience_health_status",
         "resilience_config_reloads_total",
     }

@@ -65,6 +65,8 @@ def test_promtool_unit_tests() -> None:
         "ResilienceBreakerFlapping",
         "ResilienceServiceUnhealthy",
         "ResilienceTelemetryDropping",
+        "ResilienceRetryBudgetSpent",
+        "ResilienceConcurrencyLimitPinned",
         "ResilienceDependencyDown",
         "ResiliencePartialReachability",
     }
@@ -195,8 +197,11 @@ def test_outage_fires_the_alert_and_fills_every_dashboard(
                             "match": {"db.system": "redis", "server.port": own_redis.port},
                             "fallback": "memory",
                             "breaker": {"consecutive_failures": 2, "open_seconds": 60},
+                            "limits": {"max_concurrent_calls": 64},
                         }
-                    }
+                    },
+                    # Named in a (disarmed) drill, so the chaos panel has its zero series.
+                    "chaos": {"dependencies": {"cache": {"error_rate": 1.0}}},
                 }
             )
             ResilienceMetrics(meter_provider).attach(registry)

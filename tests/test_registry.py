@@ -223,8 +223,8 @@ def test_sync_timeout_stops_waiting(clock: FakeClock) -> None:
     assert (snap.total_failures, snap.total_successes) == (1, 1)
 
 
-async def test_cancelled_call_gives_back_the_probe_permit(clock: FakeClock) -> None:
-    """A probe call cancelled by its caller neither fails nor keeps the half-open permit."""
+async def test_cancelled_trial_reopens(clock: FakeClock) -> None:
+    """A half-open trial cancelled by its caller is a failed probe: the breaker re-opens."""
     registry = registry_with(clock, policy=BreakerPolicy(consecutive_failures=1, open_seconds=1))
     with pytest.raises(Down):
         await registry.acall("dep", aboom)
@@ -235,9 +235,22 @@ async def test_cancelled_call_gives_back_the_probe_permit(clock: FakeClock) -> N
     with pytest.raises(asyncio.CancelledError):
         await task
     breaker = registry.breaker("dep")
-    assert breaker.state is State.HALF_OPEN
-    assert breaker.allow()  # the permit came back
-    assert breaker.snapshot().total_failures == 1
+    snap = breaker.snapshot()
+    assert snap.state is State.OPEN
+    assert (snap.total_failures, snap.last_error_type) == (2, "CancelledError")
+    assert snap.open_seconds == 2  # a re-open doubles the open time
+
+
+async def test_cancelled_call_in_closed_is_no_outcome(clock: FakeClock) -> None:
+    """A call cancelled while the breaker is closed counts neither way."""
+    registry = registry_with(clock)
+    task = asyncio.ensure_future(registry.acall("dep", asyncio.sleep, 30))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    snap = registry.breaker("dep").snapshot()
+    assert (snap.state, snap.total_successes, snap.total_failures) == (State.CLOSED, 0, 0)
 
 
 def test_guard_context_manager(clock: FakeClock) -> None:
@@ -267,13 +280,14 @@ async def test_async_guard(clock: FakeClock) -> None:
 
 
 def test_slow_calls_are_timed(clock: FakeClock) -> None:
-    """With slow_call_seconds the guard measures the call and records it as slow."""
+    """With slow_call_seconds the guard measures the call on the registry's clock (a fake
+    clock moved inside the call) and records it as slow."""
     registry = registry_with(
         clock,
         policy=BreakerPolicy(slow_call_seconds=0.01, minimum_calls=2, slow_call_rate_threshold=1.0),
     )
-    registry.call("dep", time.sleep, 0.02)
-    registry.call("dep", time.sleep, 0.02)
+    registry.call("dep", clock.advance, 0.02)
+    registry.call("dep", clock.advance, 0.02)
     snap = registry.breaker("dep").snapshot()
     assert snap.total_slow == 2
     assert snap.state is State.OPEN

@@ -232,6 +232,71 @@ def test_memory_fallback_keeps_its_cache(clock: FakeClock) -> None:
     assert registry.breaker("redis").policy.open_seconds == 3
 
 
+def admitted_elsewhere(registry: Any, name: str) -> bool:
+    """Whether another thread (not joining this one's guard) is admitted now."""
+    result: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with registry.guard(name):
+                result.append(True)
+        except CircuitOpenError:
+            result.append(False)
+
+    worker = threading.Thread(target=attempt)
+    worker.start()
+    worker.join(10)
+    return result == [True]
+
+
+def test_limits_are_kept_replaced_or_removed(clock: FakeClock) -> None:
+    """An unchanged concurrency limit keeps its limiter (and calls in flight); a changed one
+    is replaced and enforced; a removed one stops limiting."""
+    one = {"limits": {"max_concurrent_calls": 1}}
+    registry = load_config({"dependencies": {"api": one}}, clock=clock)
+    limiter = registry.limiters()["api"]
+    with registry.guard("api"):
+        assert not admitted_elsewhere(registry, "api")
+        registry.reload({"dependencies": {"api": {**one, "breaker": {"open_seconds": 3}}}})
+        assert registry.limiters()["api"] is limiter
+        assert not admitted_elsewhere(registry, "api")  # the call in flight still counts
+        registry.reload({"dependencies": {"api": {"limits": {"max_concurrent_calls": 2}}}})
+        assert registry.limiters()["api"] is not limiter
+        assert admitted_elsewhere(registry, "api")
+    registry.reload({"dependencies": {"api": {}}})
+    assert "api" not in registry.limiters()
+
+
+def test_chaos_switched_on_and_off_by_reload(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that enables a chaos drill injects its faults from then on and reports
+    chaos on; one that drops it reports chaos off and calls go through again."""
+    monkeypatch.setenv("OTEL_RESILIENCE_CHAOS", "1")
+    plain = {"dependencies": {"api": {"criticality": "optional"}}}
+    drill = {
+        **plain,
+        "chaos": {"enabled": True, "dependencies": {"api": {"error_rate": 1.0}}},
+    }
+    registry = load_config(plain, clock=clock)
+    events: list[OperatorEvent] = []
+    registry.add_event_listener(events.append)
+    calls = []
+    registry.reload(drill)
+    with pytest.raises(ConnectionError):
+        registry.call("api", lambda: calls.append(1))
+    assert calls == []  # the fault comes before the call
+    registry.reload(plain)
+    registry.call("api", lambda: calls.append(1))
+    assert calls == [1]
+    assert [(e.kind, e.detail, e.dependency) for e in events] == [
+        ("reload", "applied", None),
+        ("chaos", "on", "api"),
+        ("reload", "applied", None),
+        ("chaos", "off", "api"),
+    ]
+
+
 def test_reload_without_a_source_says_so(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A registry built from a dict has no file to reload: reload() asks for one."""
     monkeypatch.delenv("OTEL_RESILIENCE_CONFIG", raising=False)

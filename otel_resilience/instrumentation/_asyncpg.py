@@ -1,11 +1,14 @@
 """Guards for asyncpg: connection query methods and connecting (which has no span).
 
-Imported only when asyncpg is installed (``instrumentation.install``).
+Imported only when asyncpg is installed (``instrumentation.install``). A declaration on
+the guarded-call path of ``_guard.py``: the dependency is looked up once per server
+address; server errors other than "unavailable" are answers; the rejection error is also
+an ``InterfaceError`` and a ``ConnectionError``; a fallback is called with the method
+name and the arguments.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +17,8 @@ import asyncpg
 import asyncpg.connection
 
 from .._errors import CircuitOpenError
-from ._common import Call, Patcher
+from .._guard import NOT_SERVED, Client, Entry, guarded_acall
+from ._common import Patcher, mark_current_span
 
 __all__ = ["PostgresCircuitOpenError", "install_asyncpg"]
 
@@ -57,55 +61,56 @@ def _is_failure(exc: BaseException) -> bool:
     return True
 
 
+def _serve(entry: Entry, reason: str, method: str, args: Any, kwargs: Any) -> Any:
+    fallback = entry.fallback
+    if fallback is None:
+        return NOT_SERVED
+    entry.on_fallback(entry.name, reason)
+    return fallback(method, *args)
+
+
+ASYNCPG = Client(
+    "asyncpg",
+    open_error=PostgresCircuitOpenError,
+    fault=ConnectionRefusedError,
+    is_failure=_is_failure,
+    serve=_serve,
+    mark=mark_current_span,
+)
+"""Queries and connecting: the subject is the method name (``"connect"`` for connecting)."""
+
+
 def install_asyncpg(patcher: Patcher) -> None:
     """Wrap the query methods of ``asyncpg.Connection`` and ``asyncpg.connect``."""
     registry = patcher.registry
-    names: dict[Any, str | None] = {}
+    entries: dict[Any, Entry | None] = {}
 
-    def classify(host: Any, port: Any) -> str | None:
-        key = (host, port)
+    def classify(address: Any, host: Any, port: Any) -> Entry | None:
         try:
-            return names[key]
+            return entries[address]
         except KeyError:
             pass
         attributes: dict[str, Any] = {"db.system": "postgresql", "server.address": host}
         if port is not None:
             attributes["server.port"] = port
         name = registry.classify(attributes)
-        if len(names) < 1024:
-            names[key] = name
-        return name
-
-    async def guarded(call: Call, coroutine_factory: Any, fallback_args: tuple[Any, ...]) -> Any:
-        entry = call.entry
-        if not call.admit():
-            if entry.fallback is not None:
-                entry.on_fallback(entry.name, "open")
-                return entry.fallback(*fallback_args)
-            raise PostgresCircuitOpenError(entry.name, entry.breaker.retry_after())
-        try:
-            if entry.timeout is None:
-                result = await coroutine_factory()
-            else:
-                result = await asyncio.wait_for(coroutine_factory(), entry.timeout)
-        except BaseException as exc:
-            if call.raised(exc) and entry.fallback is not None:
-                reason = "timeout" if isinstance(exc, asyncio.TimeoutError) else "error"
-                entry.on_fallback(entry.name, reason)
-                return entry.fallback(*fallback_args)
-            raise
-        call.succeeded()
-        return result
+        entry = None if name is None else patcher.entry(name)
+        if len(entries) < 1024:
+            entries[address] = entry
+        return entry
 
     def query_wrapper(method: str) -> Any:
         async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            # The connection's address, a (host, port) tuple or a socket path: the key.
             addr = getattr(instance, "_addr", None)
-            host, port = addr if isinstance(addr, tuple) else (addr, None)
-            name = classify(host, port)
-            if name is None:
+            try:
+                entry = entries[addr]
+            except KeyError:
+                host, port = addr if isinstance(addr, tuple) else (addr, None)
+                entry = classify(addr, host, port)
+            if entry is None:
                 return await wrapped(*args, **kwargs)
-            call = Call(patcher.entry(name), _is_failure)
-            return await guarded(call, lambda: wrapped(*args, **kwargs), (method, *args))
+            return await guarded_acall(entry, ASYNCPG, wrapped, args, kwargs, method)
 
         return wrapper
 
@@ -123,11 +128,10 @@ def install_asyncpg(patcher: Patcher) -> None:
         port = port or os.environ.get("PGPORT") or 5432
         if isinstance(host, list):  # several hosts: classify by the first
             host = host[0]
-        name = classify(host, port)
-        if name is None:
+        entry = classify((str(host), str(port)), host, port)
+        if entry is None:
             return await wrapped(*args, **kwargs)
-        call = Call(patcher.entry(name), _is_failure)
-        return await guarded(call, lambda: wrapped(*args, **kwargs), ("connect", *args))
+        return await guarded_acall(entry, ASYNCPG, wrapped, args, kwargs, "connect")
 
     for method in _QUERY_METHODS:
         patcher.wrap(asyncpg.connection.Connection, method, query_wrapper(method))

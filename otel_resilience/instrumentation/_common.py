@@ -1,22 +1,24 @@
-"""What every client guard shares: patching, the guarded-call bookkeeping, span marks."""
+"""What every client guard shares: span marks (and ``Patcher``, the installer's old name).
+
+Guards are installed by ``_install.Installer`` (as the innermost layer under the OTel
+instrumentations); ``Patcher`` is kept as its name for the client modules that use it.
+
+The guarded call itself runs on the one path of ``otel_resilience._guard`` (its module
+docstring says how a client guard declares itself).
+"""
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Callable
-from time import perf_counter
 from typing import Any
 
-import wrapt
 from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from .._context import GUARDED, GUARDED_ATTRIBUTE, PROBING, REJECTED_ATTRIBUTE
-from .._guard import Entry
-from .._registry import Registry
+from .._context import GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE
+from ._install import Installer as Patcher
 
-__all__ = ["Call", "Patcher", "mark_current_span"]
+__all__ = ["Patcher", "mark_current_span"]
 
 
 def mark_current_span(rejected: bool = False) -> None:
@@ -29,81 +31,3 @@ def mark_current_span(rejected: bool = False) -> None:
         span.set_attribute(GUARDED_ATTRIBUTE, True)
         if rejected:
             span.set_attribute(REJECTED_ATTRIBUTE, True)
-
-
-class Patcher:
-    """Applies wrapt wrappers and removes them again; a removed wrapper passes calls through."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.enabled = True
-        self._patches: list[tuple[Any, str, Any]] = []
-
-    def wrap(self, owner: Any, attribute: str, wrapper: Callable[..., Any]) -> None:
-        def gate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            if not self.enabled or PROBING.get():
-                return wrapped(*args, **kwargs)
-            return wrapper(wrapped, instance, args, kwargs)
-
-        wrapt.wrap_function_wrapper(owner, attribute, gate)
-        self._patches.append((owner, attribute, getattr(owner, "__dict__", {}).get(attribute)))
-
-    def uninstall(self) -> None:
-        self.enabled = False
-        for owner, attribute, patched in reversed(self._patches):
-            current = getattr(owner, "__dict__", {}).get(attribute)
-            if current is patched and patched is not None:
-                setattr(owner, attribute, patched.__wrapped__)
-        self._patches.clear()
-
-    def entry(self, name: str) -> Entry:
-        return self.registry._entry(name)
-
-
-class Call:
-    """One guarded client call: admission, the GUARDED context, timing, and the outcome.
-
-    ``is_failure`` decides for exceptions the client raises (a server error reply means
-    the dependency answered); the entry's business errors and predicate still apply.
-    """
-
-    __slots__ = ("entry", "is_failure", "start", "token")
-
-    def __init__(self, entry: Entry, is_failure: Callable[[BaseException], bool]) -> None:
-        self.entry = entry
-        self.is_failure = is_failure
-        self.start = 0.0
-        self.token: contextvars.Token[str | None] | None = None
-
-    def admit(self) -> bool:
-        """Ask the breaker; on yes, enter the GUARDED context and start the clock."""
-        if not self.entry.breaker.allow():
-            mark_current_span(rejected=True)
-            return False
-        mark_current_span()
-        self.token = GUARDED.set(self.entry.name)
-        if self.entry.timed:  # only slow-call accounting needs the duration
-            self.start = perf_counter()
-        return True
-
-    def _leave(self) -> float:
-        if self.token is not None:
-            GUARDED.reset(self.token)
-            self.token = None
-        return perf_counter() - self.start if self.start else 0.0
-
-    def succeeded(self, failed: bool = False, error_type: str | None = None) -> None:
-        """The call returned (``failed``: it returned an answer that counts as a failure)."""
-        duration = self._leave()
-        if failed:
-            self.entry.breaker.record_failure(duration, error_type)
-        else:
-            self.entry.breaker.record_success(duration)
-
-    def raised(self, exc: BaseException) -> bool:
-        """The call raised ``exc``; True when it counts as a dependency failure."""
-        duration = self._leave()
-        if isinstance(exc, Exception) and not self.is_failure(exc):
-            self.entry.breaker.record_success(duration)
-            return False
-        return self.entry.record_exception(exc, duration)

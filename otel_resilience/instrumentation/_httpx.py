@@ -1,18 +1,21 @@
 """Guards for httpx: ``Client.send`` and ``AsyncClient.send``.
 
-Imported only when httpx is installed (``instrumentation.install``).
+Imported only when httpx is installed (``instrumentation.install``). A declaration on the
+guarded-call path of ``_guard.py``: the dependency is looked up once per URL origin; a
+5xx or 429 response is a failure (and still returned), other responses are answers; the
+rejection error is also an ``httpx.ConnectError``; a fallback is called with the request.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 
 from .._context import http_status_is_failure
 from .._errors import CircuitOpenError
-from ._common import Call, Patcher
+from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
+from ._common import Patcher, mark_current_span
 
 __all__ = ["HTTPCircuitOpenError", "install_httpx"]
 
@@ -25,101 +28,71 @@ class HTTPCircuitOpenError(CircuitOpenError, httpx.ConnectError):
     """
 
 
-def _is_failure(exc: BaseException) -> bool:
-    return True
+def _answer(response: httpx.Response) -> str | None:
+    status = response.status_code
+    return str(status) if http_status_is_failure(status) else None
+
+
+def _serve(entry: Entry, reason: str, request: httpx.Request, args: Any, kwargs: Any) -> Any:
+    fallback = entry.fallback
+    if fallback is None:
+        return NOT_SERVED
+    entry.on_fallback(entry.name, reason)
+    return fallback(request)
+
+
+def _on_reject(error: BaseException, request: httpx.Request) -> None:
+    if isinstance(error, httpx.RequestError):
+        error.request = request
+
+
+HTTPX = Client(
+    "httpx",
+    open_error=HTTPCircuitOpenError,
+    fault=httpx.ConnectError,
+    answer=_answer,
+    serve=_serve,
+    on_reject=_on_reject,
+    mark=mark_current_span,
+    timeout_errors=(httpx.TimeoutException,),
+)
+"""``send``: the subject is the request."""
 
 
 def install_httpx(patcher: Patcher) -> None:
     """Wrap ``send`` of the sync and async clients."""
     registry = patcher.registry
-    names: dict[tuple[str, int | None, str], str | None] = {}
+    entries: dict[tuple[str, int | None, str], Entry | None] = {}
 
-    def dependency_of(request: httpx.Request) -> str | None:
+    def dependency_of(request: httpx.Request) -> Entry | None:
         url = request.url
         key = (url.host, url.port, url.scheme)
         try:
-            return names[key]
+            return entries[key]
         except KeyError:
             pass
         port = url.port or (443 if url.scheme == "https" else 80)
         name = registry.classify(
             {"server.address": url.host, "server.port": port, "url.full": str(url)}
         )
-        if len(names) < 1024:
-            names[key] = name
-        return name
-
-    def rejected(call: Call, request: httpx.Request) -> Any:
-        entry = call.entry
-        if entry.fallback is not None:
-            entry.on_fallback(entry.name, "open")
-            return entry.fallback(request)
-        error = HTTPCircuitOpenError(entry.name, entry.breaker.retry_after())
-        error.request = request
-        return error
-
-    def answered(call: Call, response: httpx.Response) -> None:
-        status = response.status_code
-        failed = http_status_is_failure(status)
-        call.succeeded(failed=failed, error_type=str(status) if failed else None)
+        entry = None if name is None else patcher.entry(name)
+        if len(entries) < 1024:
+            entries[key] = entry
+        return entry
 
     def send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         request = args[0] if args else kwargs["request"]
-        name = dependency_of(request)
-        if name is None:
+        entry = dependency_of(request)
+        if entry is None:
             return wrapped(*args, **kwargs)
-        call = Call(patcher.entry(name), _is_failure)
-        if not call.admit():
-            outcome = rejected(call, request)
-            if isinstance(outcome, BaseException):
-                raise outcome
-            return outcome
-        try:
-            response = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if call.raised(exc) and call.entry.fallback is not None:
-                call.entry.on_fallback(call.entry.name, _reason(exc))
-                return call.entry.fallback(request)
-            raise
-        answered(call, response)
-        return response
+        return guarded_call(entry, HTTPX, wrapped, args, kwargs, request)
 
     async def async_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         request = args[0] if args else kwargs["request"]
-        name = dependency_of(request)
-        if name is None:
+        entry = dependency_of(request)
+        if entry is None:
             return await wrapped(*args, **kwargs)
-        call = Call(patcher.entry(name), _is_failure)
-        if not call.admit():
-            outcome = rejected(call, request)
-            if isinstance(outcome, BaseException):
-                raise outcome
-            return await _maybe_await(outcome)
-        timeout = call.entry.timeout
-        try:
-            if timeout is None:
-                response = await wrapped(*args, **kwargs)
-            else:
-                response = await asyncio.wait_for(wrapped(*args, **kwargs), timeout)
-        except BaseException as exc:
-            if call.raised(exc) and call.entry.fallback is not None:
-                call.entry.on_fallback(call.entry.name, _reason(exc))
-                return await _maybe_await(call.entry.fallback(request))
-            raise
-        answered(call, response)
-        return response
+        return await guarded_acall(entry, HTTPX, wrapped, args, kwargs, request)
 
     patcher.wrap(httpx.Client, "send", send)
     patcher.wrap(httpx.AsyncClient, "send", async_send)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError)):
-        return "timeout"
-    return "error"
-
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value):
-        return await value
-    return value

@@ -1,6 +1,10 @@
 """Guards for redis-py: sync and asyncio clients and pipelines.
 
-Imported only when redis-py is installed (``instrumentation.install``).
+Imported only when redis-py is installed (``instrumentation.install``). A declaration on
+the guarded-call path of ``_guard.py``: the dependency of a client is looked up once per
+connection pool; error replies are answers, not failures; the rejection error is also a
+``redis.exceptions.ConnectionError``; an optional dependency's fallback (the ``memory``
+cache, or a callable) answers per command.
 """
 
 from __future__ import annotations
@@ -14,10 +18,16 @@ import redis.asyncio.client
 import redis.client
 
 from .._errors import CircuitOpenError
+from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
 from .._memory_cache import MemoryCache, UnsupportedCommand
-from ._common import Call, Patcher
+from ._common import Patcher, mark_current_span
 
 __all__ = ["RedisCircuitOpenError", "install_redis"]
+
+# The dependency of a client is kept on its connection pool itself, tagged with the
+# install that looked it up, so the hot path is one attribute read:
+# (patcher, entry or None, decode_responses).
+_CACHE_ATTRIBUTE = "_otel_resilience_dependency"
 
 
 class RedisCircuitOpenError(CircuitOpenError, redis.exceptions.ConnectionError):
@@ -35,20 +45,76 @@ def _is_failure(exc: BaseException) -> bool:
     )
 
 
+def serve(entry: Entry, commands: list[tuple[Any, ...]], decode: bool, reason: str) -> Any:
+    """Answer ``commands`` from the fallback (counted under ``reason``), or ``NOT_SERVED``."""
+    fallback = entry.fallback
+    if fallback is None:
+        return NOT_SERVED
+    try:
+        if isinstance(fallback, MemoryCache):
+            results = [fallback.execute(args, decode=decode) for args in commands]
+        else:
+            results = [fallback(*args) for args in commands]
+    except UnsupportedCommand:
+        return NOT_SERVED
+    entry.on_fallback(entry.name, reason)
+    return results
+
+
+def _serve_command(entry: Entry, reason: str, decode: bool, args: Any, kwargs: Any) -> Any:
+    served = serve(entry, [tuple(args)], decode, reason)
+    return served if served is NOT_SERVED else served[0]
+
+
+def _serve_pipeline(
+    entry: Entry, reason: str, subject: tuple[list[tuple[Any, ...]], bool], args: Any, kwargs: Any
+) -> Any:
+    commands, decode = subject
+    return serve(entry, commands, decode, reason)
+
+
+def _observe_command(entry: Entry, result: Any, decode: bool, args: Any) -> None:
+    fallback = entry.fallback
+    if isinstance(fallback, MemoryCache):
+        fallback.observe(args, result)
+
+
+def _observe_pipeline(
+    entry: Entry, results: Any, subject: tuple[list[tuple[Any, ...]], bool], args: Any
+) -> None:
+    fallback = entry.fallback
+    if isinstance(fallback, MemoryCache):
+        for command, result in zip(subject[0], results, strict=False):
+            if not isinstance(result, Exception):
+                fallback.observe(command, result)
+
+
+def _client(serve: Any, observe: Any) -> Client:
+    return Client(
+        "redis",
+        open_error=RedisCircuitOpenError,
+        fault=redis.exceptions.ConnectionError,
+        is_failure=_is_failure,
+        serve=serve,
+        observe=observe,
+        mark=mark_current_span,
+        timeout_errors=(redis.exceptions.TimeoutError,),
+    )
+
+
+COMMAND = _client(_serve_command, _observe_command)
+"""``execute_command``: the subject is the pool's ``decode_responses``."""
+
+PIPELINE = _client(_serve_pipeline, _observe_pipeline)
+"""Pipeline ``execute``: the subject is ``(queued commands, decode_responses)``."""
+
+
 def install_redis(patcher: Patcher) -> None:
     """Wrap ``execute_command`` and pipeline ``execute`` of the sync and asyncio clients."""
     registry = patcher.registry
-    # The answer is kept on the connection pool itself, tagged with this install, so the
-    # hot path is one attribute read.
-    cache_attribute = "_otel_resilience_dependency"
 
-    def dependency_of(instance: Any) -> tuple[str | None, bool]:
-        pool = getattr(instance, "connection_pool", None)
-        if pool is None:
-            return None, False
-        cached = getattr(pool, cache_attribute, None)
-        if cached is not None and cached[0] is patcher:
-            return cached[1], cached[2]
+    def lookup(pool: Any) -> tuple[Patcher, Entry | None, bool]:
+        """Classify the pool's address once; the answer is kept on the pool."""
         kwargs = getattr(pool, "connection_kwargs", {})
         decode = bool(kwargs.get("decode_responses", False))
         attributes: dict[str, Any] = {"db.system": "redis"}
@@ -58,134 +124,59 @@ def install_redis(patcher: Patcher) -> None:
             attributes["server.address"] = kwargs.get("host", "localhost")
             attributes["server.port"] = kwargs.get("port", 6379)
         name = registry.classify(attributes)
-        with contextlib.suppress(AttributeError):  # a pool with __slots__: classify each time
-            setattr(pool, cache_attribute, (patcher, name, decode))
-        return name, decode
+        cached = (patcher, None if name is None else patcher.entry(name), decode)
+        if pool is not None:
+            with contextlib.suppress(AttributeError):  # a pool with __slots__: each time
+                setattr(pool, _CACHE_ATTRIBUTE, cached)
+        return cached
 
-    def serve(
-        call: Call, commands: list[tuple[Any, ...]], decode: bool, reason: str
-    ) -> list[Any] | None:
-        """Answer ``commands`` from the fallback (counted under ``reason``), or None."""
-        entry = call.entry
-        fallback = entry.fallback
-        if fallback is None:
-            return None
-        try:
-            if isinstance(fallback, MemoryCache):
-                results = [fallback.execute(args, decode=decode) for args in commands]
-            else:
-                results = [fallback(*args) for args in commands]
-        except UnsupportedCommand:
-            return None
-        entry.on_fallback(entry.name, reason)
-        return results
+    def dependency_of(instance: Any) -> tuple[Patcher, Entry | None, bool]:
+        pool = getattr(instance, "connection_pool", None)
+        cached = getattr(pool, _CACHE_ATTRIBUTE, None)
+        if cached is None or cached[0] is not patcher:
+            return lookup(pool)
+        return cached  # type: ignore[no-any-return]
 
-    def rejected(call: Call, commands: list[tuple[Any, ...]], decode: bool) -> list[Any]:
-        """Serve ``commands`` from the fallback, or raise the open-circuit error."""
-        served = serve(call, commands, decode, "open")
-        if served is None:
-            entry = call.entry
-            raise RedisCircuitOpenError(entry.name, entry.breaker.retry_after())
-        return served
-
-    def failed_over(
-        call: Call, exc: BaseException, commands: list[tuple[Any, ...]], decode: bool
-    ) -> list[Any] | None:
-        """After a failed call: fallback results, or None to re-raise."""
-        reason = "timeout" if isinstance(exc, redis.exceptions.TimeoutError) else "error"
-        return serve(call, commands, decode, reason)
-
-    def observe(call: Call, commands: list[tuple[Any, ...]], results: list[Any]) -> None:
-        fallback = call.entry.fallback
-        if isinstance(fallback, MemoryCache):
-            for args, result in zip(commands, results, strict=False):
-                if not isinstance(result, Exception):
-                    fallback.observe(args, result)
-
-    def start(instance: Any) -> tuple[Call | None, bool]:
-        name, decode = dependency_of(instance)
-        if name is None:
-            return None, decode
-        return Call(patcher.entry(name), _is_failure), decode
+    def queued(instance: Any) -> list[tuple[Any, ...]]:
+        return [tuple(cmd_args) for cmd_args, _ in instance.command_stack]
 
     # -- sync ------------------------------------------------------------------------
 
     def execute_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        call, decode = start(instance)
-        if call is None:
+        _, entry, decode = dependency_of(instance)
+        if entry is None:
             return wrapped(*args, **kwargs)
-        if not call.admit():
-            return rejected(call, [tuple(args)], decode)[0]
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if call.raised(exc) and (served := failed_over(call, exc, [tuple(args)], decode)):
-                return served[0]
-            raise
-        call.succeeded()
-        fallback = call.entry.fallback
-        if isinstance(fallback, MemoryCache):
-            fallback.observe(args, result)
-        return result
+        return guarded_call(entry, COMMAND, wrapped, args, kwargs, decode)
 
     def pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        call, decode = start(instance)
-        if call is None:
+        _, entry, decode = dependency_of(instance)
+        if entry is None:
             return wrapped(*args, **kwargs)
-        commands = [tuple(cmd_args) for cmd_args, _ in instance.command_stack]
-        if not call.admit():
-            try:
-                return rejected(call, commands, decode)
-            finally:
-                instance.reset()
         try:
-            results = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if call.raised(exc) and (served := failed_over(call, exc, commands, decode)):
-                return served
-            raise
-        call.succeeded()
-        observe(call, commands, results)
-        return results
+            return guarded_call(entry, PIPELINE, wrapped, args, kwargs, (queued(instance), decode))
+        finally:
+            if instance.command_stack:  # not executed (rejected): reset as execute would
+                instance.reset()
 
     # -- asyncio ---------------------------------------------------------------------
 
     async def async_execute_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        call, decode = start(instance)
-        if call is None:
+        _, entry, decode = dependency_of(instance)
+        if entry is None:
             return await wrapped(*args, **kwargs)
-        commands = [tuple(args)]
-        if not call.admit():
-            return rejected(call, commands, decode)[0]
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if call.raised(exc) and (served := failed_over(call, exc, commands, decode)):
-                return served[0]
-            raise
-        call.succeeded()
-        observe(call, commands, [result])
-        return result
+        return await guarded_acall(entry, COMMAND, wrapped, args, kwargs, decode)
 
     async def async_pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        call, decode = start(instance)
-        if call is None:
+        _, entry, decode = dependency_of(instance)
+        if entry is None:
             return await wrapped(*args, **kwargs)
-        commands = [tuple(cmd_args) for cmd_args, _ in instance.command_stack]
-        if not call.admit():
-            try:
-                return rejected(call, commands, decode)
-            finally:
-                await instance.reset()
         try:
-            results = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if call.raised(exc) and (served := failed_over(call, exc, commands, decode)):
-                return served
-            raise
-        call.succeeded()
-        observe(call, commands, results)
-        return results
+            return await guarded_acall(
+                entry, PIPELINE, wrapped, args, kwargs, (queued(instance), decode)
+            )
+        finally:
+            if instance.command_stack:
+                await instance.reset()
 
     patcher.wrap(redis.client.Redis, "execute_command", execute_command)
     patcher.wrap(redis.client.Pipeline, "execute", pipeline_execute)
