@@ -54,6 +54,7 @@ ReloadStep = Callable[["Registry", "Registry"], None]
 _steps: list[ReloadStep] = []
 _reload_lock = threading.Lock()
 
+
 def add_reload_step(step: ReloadStep) -> None:
     """Run ``step(live, fresh)`` on every successful reload, after the built-in steps.
 
@@ -163,17 +164,13 @@ def _cache_settings(cache: Any) -> tuple[Any, ...]:
 
 
 def _after_reload(registry: Registry) -> None:
-    """Drop what the wiring cached about ``registry``: span processors' per-dependency
-    breaker flags, and the config error it stood in for (a fixed file was applied)."""
+    """Forget the config error ``registry`` stood in for: a fixed file was applied. (Span
+    processors drop their cached breaker flags on the reload event.)"""
     from ._configure import _wiring
 
     with _wiring.lock:
         _wiring.config_errors.pop(registry, None)
         _wiring.config_error_logged = None
-        processors = tuple(_wiring.processors.values())
-    for _, processor in processors:
-        if processor.registry is registry:
-            processor._targets = {}
 
 
 # -- triggers under auto-instrumentation ----------------------------------------------

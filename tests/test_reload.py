@@ -297,6 +297,31 @@ def test_chaos_switched_on_and_off_by_reload(
     ]
 
 
+def test_span_processor_follows_a_reloaded_slow_call_bound(clock: FakeClock) -> None:
+    """A span processor built before the reload judges spans by the new slow-call bound."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+
+    from otel_resilience import BreakerSpanProcessor
+
+    config: dict[str, Any] = {"dependencies": {"cache": {"match": {"db.system": "redis"}}}}
+    registry = load_config(config, clock=clock)
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    tracer = provider.get_tracer("test")
+
+    def slow_span() -> None:
+        span = tracer.start_span("GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"})
+        span.end(end_time=(span.start_time or 0) + 2_000_000_000)  # two seconds
+
+    slow_span()
+    assert registry.breaker("cache").snapshot().total_slow == 0
+    config["dependencies"]["cache"]["breaker"] = {"slow_call_seconds": 1}
+    registry.reload(config)
+    slow_span()
+    assert registry.breaker("cache").snapshot().total_slow == 1
+
+
 def test_reload_without_a_source_says_so(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A registry built from a dict has no file to reload: reload() asks for one."""
     monkeypatch.delenv("OTEL_RESILIENCE_CONFIG", raising=False)
