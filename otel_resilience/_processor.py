@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from ._breaker import CircuitBreaker
 from ._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE, http_status_is_failure
 from ._dependency import Dependency
+from ._events import OperatorEvent
 from ._health import address_learner
 from ._registry import Registry
 from ._semconv import lookup
@@ -124,6 +125,8 @@ class BreakerSpanProcessor(SpanProcessor):
         self._discovered: set[str] = set()
         self._discover_lock = threading.Lock()
         self._last_logged: dict[str, float] = {}
+        # A reloaded config may change a breaker's slow-call bound: forget the flags then.
+        self._unlisten = registry.add_event_listener(self._on_registry_event)
 
     @property
     def registry(self) -> Registry:
@@ -133,9 +136,15 @@ class BreakerSpanProcessor(SpanProcessor):
     @registry.setter
     def registry(self, registry: Registry) -> None:
         with self._discover_lock:
+            self._unlisten()
             self._registry = registry
             self._targets = {}
             self._discovered = set()
+            self._unlisten = registry.add_event_listener(self._on_registry_event)
+
+    def _on_registry_event(self, event: OperatorEvent) -> None:
+        if event.kind == "reload":
+            self._targets = {}
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Nothing to do when a span starts."""

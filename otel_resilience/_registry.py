@@ -90,6 +90,7 @@ class Registry:
         self._fallback_counts: dict[tuple[str, str, str], int] = {}
         # Every transition to OPEN is a log record with the tripping call's trace ids.
         self._transition_listeners: list[Listener] = [log_open_transition]
+        self._event_listeners: tuple[Callable[[OperatorEvent], None], ...] = ()
         self._add_all(dependencies)
 
     @classmethod
@@ -194,9 +195,21 @@ class Registry:
     def add_event_listener(self, listener: Callable[[OperatorEvent], None]) -> Callable[[], None]:
         """Call ``listener(event)`` for each operator event of this registry (a config reload,
         applied or failed; a manual breaker action over HTTP); returns a remover."""
-        from ._events import add_event_listener
+        with self._lock:
+            self._event_listeners = (*self._event_listeners, listener)
 
-        return add_event_listener(self, listener)
+        def remove() -> None:
+            with self._lock:
+                listeners = list(self._event_listeners)
+                if listener in listeners:
+                    listeners.remove(listener)
+                self._event_listeners = tuple(listeners)
+
+        return remove
+
+    def event_listeners(self) -> tuple[Callable[[OperatorEvent], None], ...]:
+        """The operator-event listeners now (``_events.emit_event`` calls them)."""
+        return self._event_listeners
 
     def add_transition_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(breaker, old, new)`` on every breaker's transitions, present and
