@@ -51,6 +51,15 @@ _TIMED_OUT = object()
 _BUSY = object()
 
 
+class InnerExporterAborted(Exception):
+    """The inner exporter raised a BaseException that is not an Exception (SystemExit,
+    KeyboardInterrupt): contained as an export failure named after it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(type(error).__name__)
+        self.error_type = type(error).__name__
+
+
 class _Job:
     __slots__ = ("done", "error", "fn", "result")
 
@@ -86,7 +95,11 @@ class _Worker:
         if not job.done.wait(timeout):
             return _TIMED_OUT
         if job.error is not None:
-            raise job.error
+            if isinstance(job.error, Exception):
+                raise job.error
+            # SystemExit, KeyboardInterrupt... raised by the inner exporter on our worker
+            # thread are its failure, not a request to stop the application's thread.
+            raise InnerExporterAborted(job.error)
         return job.result
 
     def stop(self) -> None:
@@ -246,7 +259,8 @@ class _Resilient(Generic[R]):
         try:
             result = self._worker.run(call, self.export_timeout_seconds)
         except Exception as exc:
-            breaker.record_failure(time.monotonic() - started, type(exc).__name__)
+            error_type = getattr(exc, "error_type", None) or type(exc).__name__
+            breaker.record_failure(time.monotonic() - started, error_type)
             self._drop(count)
             return False
         if result is _BUSY:

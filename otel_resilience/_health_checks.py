@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from ._errors import ConfigError, did_you_mean
 from ._fallbacks import import_object
+from ._redact import describe_error, redact
 from ._semconv import canonical_key
 
 __all__ = [
@@ -39,6 +40,7 @@ BUILTIN_CHECKS = ("redis", "sql", "http")
 _CHECK_KEYS = ("type", "url", "dsn", "url_env", "dsn_env", "timeout_seconds", "interval_seconds")
 _TARGET_KEYS = {"redis": ("url", "url_env"), "sql": ("dsn", "dsn_env"), "http": ("url", "url_env")}
 _MAX_ERROR_CHARS = 200
+_MAX_SECONDS = 86_400.0
 
 ErrorFactory = Callable[[str, str], ConfigError]
 """``error(key_path, message)``: builds the ConfigError that names the source and key path."""
@@ -92,8 +94,8 @@ def _default_error(path: str, message: str) -> ConfigError:
 def _seconds(value: Any, path: str, error: ErrorFactory) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise error(path, f"must be a number of seconds > 0, got {value!r}")
-    if value == float("inf"):
-        raise error(path, f"must be a finite number of seconds, got {value!r}")
+    if not value <= _MAX_SECONDS:  # also refuses inf and nan
+        raise error(path, f"must be a number of seconds up to {_MAX_SECONDS:g}, got {value!r}")
     return float(value)
 
 
@@ -229,28 +231,8 @@ def _validate_target(kind: str, target: str, path: str, error: ErrorFactory) -> 
         raise error(path, f"has no host: {redact(target)!r}")
 
 
-# -- redaction -------------------------------------------------------------------------------
-
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]*@")
-_KEY_VALUE_SECRET = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|auth)\s*[=:]\s*)"
-    r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,'\"]+)",
-    re.IGNORECASE,
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with URL credentials and ``password=...`` style values replaced by ``***``."""
-    text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
-    return _KEY_VALUE_SECRET.sub(r"\g<key>***", text)
-
-
 def _describe_error(exc: BaseException) -> str:
-    message = redact(str(exc)).strip()
-    if len(message) > _MAX_ERROR_CHARS:
-        message = message[: _MAX_ERROR_CHARS - 3] + "..."
-    name = type(exc).__name__
-    return f"{name}: {message}" if message else name
+    return describe_error(exc, _MAX_ERROR_CHARS)
 
 
 # -- running ---------------------------------------------------------------------------------

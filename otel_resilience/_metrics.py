@@ -28,6 +28,7 @@ __all__ = [
     "BREAKER_TRANSITIONS",
     "DEPENDENCY_CALLS",
     "DEPENDENCY_FALLBACKS",
+    "FALLBACK_REPLAYED",
     "HEALTH_STATUS",
     "METER_NAME",
     "METRICS",
@@ -46,6 +47,7 @@ BREAKER_TRANSITIONS = "resilience.breaker.transitions"
 BREAKER_FAILURE_RATE = "resilience.breaker.failure_rate"
 DEPENDENCY_CALLS = "resilience.dependency.calls"
 DEPENDENCY_FALLBACKS = "resilience.dependency.fallbacks"
+FALLBACK_REPLAYED = "resilience.fallback.replayed"
 HEALTH_STATUS = "resilience.health.status"
 TELEMETRY_DROPPED = "resilience.telemetry.dropped"
 
@@ -102,9 +104,19 @@ METRICS: tuple[MetricSpec, ...] = (
         DEPENDENCY_FALLBACKS,
         "counter",
         "{call}",
-        ("dependency.name", "reason"),
+        ("dependency.name", "reason", "fallback.operation"),
         "resilience_dependency_fallbacks_total",
-        "Calls answered by a fallback, by reason: open, error, timeout.",
+        "Calls answered by a fallback, by reason (open, error, timeout) and operation "
+        "(read, write).",
+    ),
+    MetricSpec(
+        FALLBACK_REPLAYED,
+        "counter",
+        "{write}",
+        ("dependency.name", "outcome"),
+        "resilience_fallback_replayed_total",
+        "Writes made while a memory fallback answered, by outcome: replayed to the "
+        "dependency once it recovered, or dropped.",
     ),
     MetricSpec(
         HEALTH_STATUS,
@@ -174,6 +186,9 @@ class ResilienceMetrics:
         meter.create_observable_counter(
             DEPENDENCY_FALLBACKS, callbacks=[self._observe_fallbacks], **spec(DEPENDENCY_FALLBACKS)
         )
+        meter.create_observable_counter(
+            FALLBACK_REPLAYED, callbacks=[self._observe_replayed], **spec(FALLBACK_REPLAYED)
+        )
         meter.create_observable_gauge(
             HEALTH_STATUS, callbacks=[self._observe_health], **spec(HEALTH_STATUS)
         )
@@ -225,6 +240,9 @@ class ResilienceMetrics:
     def _observe_fallbacks(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._collect("fallbacks", _fallbacks)
 
+    def _observe_replayed(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._collect("replayed", _replayed)
+
     def _observe_health(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._collect("health", _health)
 
@@ -274,8 +292,17 @@ def _calls(registry: Registry) -> Iterator[Observation]:
 
 
 def _fallbacks(registry: Registry) -> Iterator[Observation]:
-    for (name, reason), value in registry.fallback_counts().items():
-        yield Observation(value, {"dependency.name": name, "reason": reason})
+    for (name, reason, operation), value in registry.fallback_operation_counts().items():
+        attributes = {"dependency.name": name, "reason": reason, "fallback.operation": operation}
+        yield Observation(value, attributes)
+
+
+def _replayed(registry: Registry) -> Iterator[Observation]:
+    for dependency in registry.dependencies:
+        fallback = dependency.fallback
+        if getattr(fallback, "replay_writes", False):
+            for outcome, value in fallback.replay_counts().items():  # type: ignore[union-attr]
+                yield Observation(value, {"dependency.name": dependency.name, "outcome": outcome})
 
 
 def _health(registry: Registry) -> Iterator[Observation]:

@@ -26,7 +26,7 @@ from ._dependency import Dependency
 from ._registry import Registry
 from ._semconv import lookup
 
-__all__ = ["BreakerSpanProcessor", "span_outcome"]
+__all__ = ["MAX_DISCOVERED_NAME", "BreakerSpanProcessor", "span_outcome"]
 
 _log = logging.getLogger("otel_resilience")
 
@@ -36,6 +36,8 @@ _PRODUCER = SpanKind.PRODUCER
 _EMPTY: Mapping[str, Any] = {}
 # Seconds between two log lines about the same kind of error in on_end.
 _LOG_INTERVAL = 60.0
+MAX_DISCOVERED_NAME = 128
+"""Longer system names or server addresses are not grouped into a dependency."""
 
 
 def _event_error_type(span: ReadableSpan) -> str | None:
@@ -227,6 +229,8 @@ class BreakerSpanProcessor(SpanProcessor):
             if not address:
                 return None
             base, match = address, {"server.address": address}
+        if not isinstance(base, str) or len(base) > MAX_DISCOVERED_NAME:
+            return None  # an absurd attribute value never becomes a dependency (or /health)
         with self._discover_lock:
             if registry is not self._registry:
                 return None  # repointed meanwhile: the span belongs to the old wiring

@@ -67,7 +67,7 @@ class Registry:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._classifier = Classifier(())
-        self._fallback_counts: dict[tuple[str, str], int] = {}
+        self._fallback_counts: dict[tuple[str, str, str], int] = {}
         self._transition_listeners: list[Listener] = []
         self._add_all(dependencies)
 
@@ -109,6 +109,9 @@ class Registry:
                     breaker.add_listener(listener)
                 if dependency.observe_only:
                     breaker.disable()  # counts every outcome, never rejects
+                bind = getattr(dependency.fallback, "bind_breaker", None)
+                if bind is not None:  # a fallback that follows recovery (the memory cache)
+                    bind(breaker)
                 entries[dependency.name] = Entry(dependency, breaker, self._count_fallback)
             self._entries = entries
             # A new classifier (and cache) for the new set: readers never see a mix.
@@ -185,13 +188,20 @@ class Registry:
 
     # -- fallbacks -------------------------------------------------------------------
 
-    def _count_fallback(self, name: str, reason: str) -> None:
-        key = (name, reason)
+    def _count_fallback(self, name: str, reason: str, operation: str = "read") -> None:
+        key = (name, reason, operation)
         with self._lock:
             self._fallback_counts[key] = self._fallback_counts.get(key, 0) + 1
 
     def fallback_counts(self) -> dict[tuple[str, str], int]:
         """How many fallbacks were served, by (dependency, reason: open, error, timeout)."""
+        totals: dict[tuple[str, str], int] = {}
+        for (name, reason, _), count in self.fallback_operation_counts().items():
+            totals[name, reason] = totals.get((name, reason), 0) + count
+        return totals
+
+    def fallback_operation_counts(self) -> dict[tuple[str, str, str], int]:
+        """Fallbacks served by (dependency, reason, operation: read or write)."""
         with self._lock:
             return dict(self._fallback_counts)
 

@@ -10,6 +10,7 @@ cache, or a callable) answers per command.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -19,7 +20,7 @@ import redis.client
 
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
-from .._memory_cache import MemoryCache, UnsupportedCommand
+from .._memory_cache import MemoryCache, UnsupportedCommand, redis_operation
 from ._common import Patcher, mark_current_span
 
 __all__ = ["RedisCircuitOpenError", "install_redis"]
@@ -28,6 +29,12 @@ __all__ = ["RedisCircuitOpenError", "install_redis"]
 # install that looked it up, so the hot path is one attribute read:
 # (patcher, entry or None, decode_responses).
 _CACHE_ATTRIBUTE = "_otel_resilience_dependency"
+
+# What an asyncio pool's connection settings and a sync pool's have in common (for replay).
+_SYNC_KWARGS = frozenset(
+    {"host", "port", "path", "db", "username", "password", "socket_timeout"}
+    | {"socket_connect_timeout", "client_name"}
+)
 
 
 class RedisCircuitOpenError(CircuitOpenError, redis.exceptions.ConnectionError):
@@ -52,12 +59,14 @@ def serve(entry: Entry, commands: list[tuple[Any, ...]], decode: bool, reason: s
         return NOT_SERVED
     try:
         if isinstance(fallback, MemoryCache):
-            results = [fallback.execute(args, decode=decode) for args in commands]
+            results = fallback.serve(commands, decode=decode, reason=reason)
         else:
             results = [fallback(*args) for args in commands]
     except UnsupportedCommand:
         return NOT_SERVED
-    entry.on_fallback(entry.name, reason)
+    # The registry's counter also takes the operation (read or write) for the metric.
+    count: Callable[..., None] = entry.on_fallback
+    count(entry.name, reason, redis_operation(commands))
     return results
 
 
@@ -128,7 +137,26 @@ def install_redis(patcher: Patcher) -> None:
         if pool is not None:
             with contextlib.suppress(AttributeError):  # a pool with __slots__: each time
                 setattr(pool, _CACHE_ATTRIBUTE, cached)
+        fallback = registry[name].fallback if name is not None and name in registry else None
+        if isinstance(fallback, MemoryCache) and fallback.replay_writes:
+            fallback.set_replay_client(lambda: replay_client(pool))
         return cached
+
+    def replay_client(pool: Any) -> Callable[..., Any]:
+        """``execute_command`` of a sync client for the Redis of ``pool`` whose own pool is
+        tagged as no dependency, so replayed writes bypass the guard (and its fallback)."""
+        if isinstance(pool, redis.ConnectionPool):
+            replay_pool = redis.ConnectionPool(
+                connection_class=pool.connection_class, **pool.connection_kwargs
+            )
+        else:  # an asyncio pool: the same server through a sync connection
+            kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _SYNC_KWARGS}
+            if "path" in kwargs:
+                kwargs["connection_class"] = redis.UnixDomainSocketConnection
+            replay_pool = redis.ConnectionPool(**kwargs)
+        setattr(replay_pool, _CACHE_ATTRIBUTE, (patcher, None, False))
+        execute: Callable[..., Any] = redis.Redis(connection_pool=replay_pool).execute_command
+        return execute
 
     def dependency_of(instance: Any) -> tuple[Patcher, Entry | None, bool]:
         pool = getattr(instance, "connection_pool", None)
