@@ -376,7 +376,7 @@ def e2e_section(port: int, calls: int, rounds: int) -> str:
             sys.executable,
             __file__,
             "--worker",
-            setup,
+            setup.split()[0],  # "plain again" runs the plain worker
             "--port",
             str(port),
             "--calls",
@@ -717,7 +717,7 @@ def main() -> None:
             elif section == "e2e":
                 print(e2e_section(port, 250, 40 if quick else 200))
             elif section == "layers":
-                print(layers_section(port, 1000 if quick else 2000, rounds if quick else 16))
+                print(layers_section(port, 100, 40 if quick else 300))
             elif section == "scaling":
                 print(scaling_section(64_000 if quick else 256_000, 3 if quick else 5))
     print(f"\n{harness.machine_line()}")
