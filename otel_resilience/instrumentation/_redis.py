@@ -192,10 +192,14 @@ def install_redis(patcher: Patcher) -> None:
     # -- sync ------------------------------------------------------------------------
 
     def execute_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        _, entry, decode = dependency_of(instance)
+        # dependency_of, inlined: this runs for every command.
+        cached = getattr(getattr(instance, "connection_pool", None), _CACHE_ATTRIBUTE, None)
+        if cached is None or cached[0] is not patcher:
+            cached = lookup(getattr(instance, "connection_pool", None))
+        entry = cached[1]
         if entry is None:
             return wrapped(*args, **kwargs)
-        return guarded_call(entry, COMMAND, wrapped, args, kwargs, decode)
+        return guarded_call(entry, COMMAND, wrapped, args, kwargs, cached[2])
 
     def pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         _, entry, decode = dependency_of(instance)
