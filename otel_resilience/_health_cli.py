@@ -71,6 +71,9 @@ def _rows(document: dict[str, Any]) -> list[tuple[list[str], str, bool]]:
         if not isinstance(entry, dict):
             continue
         healthy = bool(entry.get("healthy"))
+        mark = "yes" if healthy else "no"
+        if healthy and entry.get("slow"):
+            mark = "slow"
         criticality = str(entry.get("criticality", "?"))
         if entry.get("observe_only"):
             criticality += " (observed)"
@@ -79,11 +82,13 @@ def _rows(document: dict[str, Any]) -> list[tuple[list[str], str, bool]]:
         check = entry.get("health_check")
         if isinstance(check, dict) and check.get("passing") is False and check.get("error"):
             error = f"check: {check['error']}"
+        elif isinstance(check, dict) and check.get("status") == "unknown" and error == "-":
+            error = "check: unknown (no address yet)"
         cells = [
             str(name),
             criticality,
             str(entry.get("state", "?")),
-            "yes" if healthy else "no",
+            mark,
             _number(rate * 100 if isinstance(rate, (int, float)) else None, "%"),
             _number(entry.get("retry_after_seconds"), "s"),
         ]

@@ -90,6 +90,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
             "criticality": "critical",
             "match": {"db.system": "postgresql"},
             "breaker": {"call_timeout_seconds": 1.0},
+            "health_check": {"type": "sql", "timeout_seconds": 1.0},
         },
         "redis": {
             "criticality": "optional",

@@ -444,3 +444,27 @@ def test_cli_status_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert cli_main(["status", f"127.0.0.1:{free_port()}", "--timeout", "1"]) == 3
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_cli_status_shows_a_slow_dependency(capsys: pytest.CaptureFixture[str]) -> None:
+    """A slow (but closed) dependency shows as slow, and the service exits 1 (degraded)."""
+    registry = Registry.from_config(
+        {
+            "service": "chat-api",
+            "dependencies": {
+                "search": {
+                    "criticality": "critical",
+                    "breaker": {"minimum_calls": 4, "slow_call_seconds": 0.5},
+                }
+            },
+        }
+    )
+    breaker = registry.breaker("search")
+    for duration in (0.1, 0.1, 0.9, 0.9):
+        breaker.record_success(duration)
+    with serve_asgi(health_app(registry, probe=False)) as base:
+        exit_code = cli_main(["status", base, "--timeout", "2"])
+    out = capsys.readouterr().out
+    assert exit_code == 1
+    assert "degraded" in out
+    assert "slow" in out
