@@ -494,6 +494,42 @@ class CircuitBreaker:
         self._notify(changes)
         return True
 
+    def apply_policy(self, policy: BreakerPolicy) -> None:
+        """Take ``policy`` in place (a config reload): the state and the window's outcomes stay.
+
+        A changed ``window_size`` keeps the newest outcomes that fit; a change of
+        ``window_seconds`` (or between count and time windows) starts an empty window.
+        An OPEN breaker stays OPEN, its current wait rescaled to the new ``open_seconds``
+        (same back-off step, capped at ``max_open_seconds``). Nothing is evaluated now:
+        the next outcome is judged by the new thresholds.
+        """
+        if not isinstance(policy, BreakerPolicy):
+            raise TypeError(f"expected a BreakerPolicy, got {policy!r}")
+        with self._lock:
+            old = self.policy
+            if policy == old:
+                return
+            if policy.window_seconds != old.window_seconds:
+                self._count_window = CountWindow(
+                    policy.window_size if policy.window_seconds is None else 1
+                )
+                if policy.window_seconds is None:
+                    self._window = self._count_window
+                else:
+                    self._window = TimeWindow(policy.window_seconds)
+            elif policy.window_seconds is None and policy.window_size != old.window_size:
+                self._count_window = self._count_window.resized(policy.window_size)
+                self._window = self._count_window
+            self._timed_window = policy.window_seconds is not None
+            self._slow_threshold = policy.slow_call_seconds
+            self._fast_success = not self._timed_window and self._slow_threshold is None
+            if self._state is _OPEN:
+                step = self._open_duration / old.open_seconds
+                self._open_duration = min(policy.open_seconds * step, policy.max_open_seconds)
+            else:
+                self._open_duration = policy.open_seconds
+            self.policy = policy
+
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(breaker, old_state, new_state)`` after each transition."""
         self._listeners.append(listener)

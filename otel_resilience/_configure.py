@@ -25,13 +25,6 @@ __all__ = ["configure", "get_registry"]
 
 _log = logging.getLogger("otel_resilience")
 
-# Client libraries whose OTel instrumentation configure() switches on when it is installed.
-_INSTRUMENTORS = (
-    ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
-    ("opentelemetry.instrumentation.asyncpg", "AsyncPGInstrumentor"),
-    ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
-)
-
 
 class _Wiring:
     """What the last configure() call set up, so the next one replaces it."""
@@ -44,7 +37,8 @@ class _Wiring:
         self.processors: dict[int, tuple[SDKTracerProvider, BreakerSpanProcessor]] = {}
         self.metrics: ResilienceMetrics | None = None
         self.uninstall_guards: Callable[[], None] | None = None
-        self.instrumentors: list[Any] = []
+        # Switches off the OTel instrumentations configure(instrument_clients=True) switched on.
+        self.uninstrument_clients: Callable[[], None] | None = None
         # Whether configure() (or the auto-instrumentation configurator) has run.
         self.configured = False
         # Registries standing in for an invalid config, with its error (one line).
@@ -171,19 +165,14 @@ def _attached(provider: SDKTracerProvider, processor: BreakerSpanProcessor) -> b
 
 
 def _instrument_clients(provider: SDKTracerProvider | None) -> None:
-    import importlib
-
-    for module_name, class_name in _INSTRUMENTORS:
-        try:
-            module = importlib.import_module(module_name)
-            instrumentor = getattr(module, class_name)()
-            if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument(tracer_provider=provider)
-                _wiring.instrumentors.append(instrumentor)
-        except ImportError:
-            continue
-        except Exception:
-            _log.warning("otel_resilience: could not enable %s", class_name, exc_info=True)
+    """Switch on the OTel instrumentation of every installed client (instrument_clients)."""
+    try:
+        from .instrumentation import CLIENTS, instrument_clients
+    except ImportError:
+        return
+    if _wiring.uninstrument_clients is not None:
+        _wiring.uninstrument_clients()
+    _wiring.uninstrument_clients = instrument_clients(CLIENTS, provider)
 
 
 def _install_guards(registry: Registry) -> Callable[[], None] | None:
@@ -202,6 +191,7 @@ def configure(
     tracer_provider: Any = None,
     meter_provider: MeterProvider | None = None,
     instrument: bool = True,
+    instrument_clients: bool = False,
 ) -> Registry:
     """Wire otel_resilience into the OpenTelemetry setup and return the registry.
 
@@ -209,9 +199,12 @@ def configure(
     ``$OTEL_RESILIENCE_CONFIG``, else the defaults). Adds the span processor and the
     sampler wrapper to the SDK tracer provider (the global one by default; one is created
     and set globally if none is), reports the metrics on the meter provider (the global
-    one by default), and with ``instrument`` switches on the redis, asyncpg and httpx
-    instrumentations and client guards where those libraries are installed. Calling it
-    again replaces the earlier wiring instead of stacking a second copy.
+    one by default), and with ``instrument`` guards the calls of every supported client
+    library that is installed (docs/clients.md). It changes nothing the application
+    traces: the clients' OpenTelemetry instrumentations are switched on only with
+    ``instrument_clients`` (those not instrumented already; the application's own later
+    ``instrument(...)`` of one replaces ours). Calling it again replaces the earlier
+    wiring instead of stacking a second copy.
     """
     registry = config if isinstance(config, Registry) else load_config(config)
     with _wiring.lock:
@@ -229,8 +222,9 @@ def configure(
         if _wiring.metrics is not None:
             _wiring.metrics.detach()
         _wiring.metrics = install_metrics(registry, meter_provider)
-        if instrument:
+        if instrument_clients:
             _instrument_clients(provider)
+        if instrument:
             _wiring.uninstall_guards = _install_guards(registry)
         _wiring.registry = registry
         _wiring.configured = True
@@ -298,9 +292,9 @@ def reset_for_tests() -> None:
         if _wiring.metrics is not None:
             _wiring.metrics.detach()
             _wiring.metrics = None
-        for instrumentor in _wiring.instrumentors:
-            instrumentor.uninstrument()
-        _wiring.instrumentors.clear()
+        if _wiring.uninstrument_clients is not None:
+            _wiring.uninstrument_clients()
+            _wiring.uninstrument_clients = None
         # Processors stay attached to their providers (the SDK cannot remove them), off,
         # and are switched on again by the next configure() on the same provider.
         for _, processor in _wiring.processors.values():

@@ -40,7 +40,8 @@ The API (for client guards and for features that hook into the path):
     hooks as is (the request, the command list; for ``PLAIN``, the per-call fallback or
     ``MISSING``): nothing is allocated per call. A client guard is then a wrapper that
     looks the entry up (cached per client object) and calls one of these, e.g.
-    ``return guarded_call(entry, REDIS, wrapped, args, kwargs, decode)``.
+    ``return guarded_call(entry, HTTPX, wrapped, args, kwargs, request)``;
+    ``instrumentation/_httpx.py`` is the smallest complete example.
 
 ``guarded_iter`` / ``guarded_aiter``, ``Guard``
     ``protect`` on generator and async-generator functions, and ``registry.guard(name)``.
@@ -57,14 +58,16 @@ The rules the path keeps (the breaker's own rules are in ``_breaker.py``):
   call reports only through the exceptions it raises.
 - Spans that end while ``GUARDED`` names their dependency are skipped by the span
   processor; a client guard also marks a current client span (``client.mark``).
-- Cancellation (``asyncio.CancelledError``) is no outcome in CLOSED (a half-open permit
-  is given back); a cancelled half-open trial is a failed probe and re-opens.
+- Cancellation (``asyncio.CancelledError``) is no outcome for a call admitted while
+  CLOSED; a cancelled half-open trial is a failed probe and re-opens the breaker
+  (``CircuitBreaker.admit()`` tells the two apart).
   ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit`` and another breaker's
   ``CircuitOpenError`` are no outcome.
 - Durations (slow calls, timeouts) are read from the registry's injected clock, and only
   when a policy needs them.
 - The success path on a CLOSED breaker: one ``GUARDED`` set and reset, one note read, the
-  breaker's success record; no object is allocated for it.
+  breaker's success record; nothing of ours is allocated for it (``ContextVar.set``
+  makes its token).
 """
 
 from __future__ import annotations

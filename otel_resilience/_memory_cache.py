@@ -266,26 +266,21 @@ class MemoryCache:
 
     def execute(self, args: Sequence[Any], *, decode: bool = False) -> Any:
         """The result redis-py would return for command ``args`` (bytes unless ``decode``)."""
-        if not args:
-            raise UnsupportedCommand("empty command")
-        command = _name(args)
-        handler = _COMMANDS.get(command)
-        if handler is None:
-            raise UnsupportedCommand(f"the memory fallback does not serve {command}")
-        try:
-            rest = [_b(a) for a in args[1:]]
-        except TypeError as exc:
-            raise UnsupportedCommand(str(exc)) from None
+        command, rest = _parse(args)
         with self._lock:
-            try:
-                return _decode(handler(self, rest), decode)
-            except (ValueError, IndexError) as exc:
-                raise UnsupportedCommand(f"{command}: {exc}") from None
+            return self._run(command, rest, decode)
+
+    def _run(self, command: str, rest: list[bytes], decode: bool) -> Any:
+        try:
+            return _decode(_COMMANDS[command](self, rest), decode)
+        except (ValueError, IndexError) as exc:
+            raise UnsupportedCommand(f"{command}: {exc}") from None
 
     def serve(
         self, commands: Sequence[Sequence[Any]], *, decode: bool = False, reason: str = "open"
     ) -> list[Any]:
-        """Answer ``commands`` (a pipeline, or one) while Redis is away, all or none.
+        """Answer ``commands`` (a pipeline, or one) while Redis is away, all or none: when
+        one cannot be answered, the writes before it are undone and none is answered.
 
         Writes among them are journaled for replay (with ``replay_writes``), except after
         a timeout: a timed-out write may still reach Redis, and replaying it could apply
@@ -294,14 +289,26 @@ class MemoryCache:
         # Redis could not be reached: what is cached may be out of date once it answers
         # again (it may have restarted empty, or others wrote meanwhile).
         self._away = True
-        for args in commands:
-            if not args or _name(args) not in _COMMANDS:
-                name = _name(args) if args else "an empty command"
-                raise UnsupportedCommand(f"the memory fallback does not serve {name}")
-        results = [self.execute(args, decode=decode) for args in commands]
+        parsed = [_parse(args) for args in commands]
+        with self._lock:
+            saved: dict[bytes, _Item | None] = {}
+            try:
+                results = []
+                for command, rest in parsed:
+                    for key in _written_keys(command, rest):
+                        if key not in saved:
+                            saved[key] = _copy(self._data.get(key))
+                    results.append(self._run(command, rest, decode))
+            except UnsupportedCommand:
+                for key, item in saved.items():
+                    self._pop(key)
+                    if item is not None:
+                        self._data[key] = item
+                        self._bytes += item.size
+                raise
         if self.replay_writes:
-            for args in commands:
-                if _name(args) in _WRITES:
+            for args, (command, _) in zip(commands, parsed, strict=True):
+                if command in _WRITES:
                     self._journal_write(args, replayable=reason != "timeout")
         return results
 
@@ -467,6 +474,11 @@ class MemoryCache:
         that bypasses the guard (the Redis guard provides it)."""
         self._replay_client = factory
 
+    def reach_redis_as(self, other: MemoryCache) -> None:
+        """Replay through whatever ``other`` replays through (a cache replaced by a reload)."""
+        if other._replay_client is not None:
+            self._replay_client = other._replay_client
+
     def _on_transition(self, breaker: CircuitBreaker, old: State, new: State) -> None:
         if new.value != "closed":
             return
@@ -532,6 +544,37 @@ class MemoryCache:
     def journal_length(self) -> int:
         """Writes waiting to be replayed."""
         return len(self._journal)
+
+
+def _parse(args: Sequence[Any]) -> tuple[str, list[bytes]]:
+    """``(command, arguments as bytes)`` of a command the cache serves, or UnsupportedCommand."""
+    if not args:
+        raise UnsupportedCommand("empty command")
+    command = _name(args)
+    if command not in _COMMANDS:
+        raise UnsupportedCommand(f"the memory fallback does not serve {command}")
+    try:
+        return command, [_b(a) for a in args[1:]]
+    except TypeError as exc:
+        raise UnsupportedCommand(str(exc)) from None
+
+
+def _written_keys(command: str, rest: list[bytes]) -> list[bytes]:
+    """The keys a served write changes (to undo it when its pipeline cannot be served)."""
+    if command not in _WRITES:
+        return []
+    if command in ("DEL", "UNLINK"):
+        return rest
+    if command == "MSET":
+        return rest[0::2]
+    return rest[:1]
+
+
+def _copy(item: _Item | None) -> _Item | None:
+    if item is None:
+        return None
+    value = dict(item.value) if isinstance(item.value, dict) else item.value
+    return _Item(value, item.expires_at, item.redis_expires_at, item.complete, item.size)
 
 
 def _is_error_reply(exc: BaseException) -> bool:

@@ -25,6 +25,7 @@ from ._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE, http_statu
 from ._dependency import Dependency
 from ._registry import Registry
 from ._semconv import lookup
+from ._trace_links import TRIPPING_SPAN
 
 __all__ = ["MAX_DISCOVERED_NAME", "BreakerSpanProcessor", "span_outcome"]
 
@@ -200,7 +201,12 @@ class BreakerSpanProcessor(SpanProcessor):
                 if isinstance(start, int) and isinstance(end, int):
                     duration = (end - start) / 1e9
             if failed:
-                breaker.record_failure(duration, error_type)
+                # The span is the call: a transition it causes links to it (_trace_links).
+                token = TRIPPING_SPAN.set(span.get_span_context())
+                try:
+                    breaker.record_failure(duration, error_type)
+                finally:
+                    TRIPPING_SPAN.reset(token)
             else:
                 breaker.record_success(duration)
         except Exception as exc:

@@ -64,6 +64,17 @@ class CountWindow:
         self.next_index = 0 if index == self.size else index
         self.steady = self.calls == self.size and not self.failures and not self.slow
 
+    def resized(self, size: int) -> CountWindow:
+        """A window of ``size`` holding the newest of these outcomes that fit, in order."""
+        if self.calls < self.size:
+            ordered = self.ring[: self.calls]
+        else:
+            ordered = self.ring[self.next_index :] + self.ring[: self.next_index]
+        window = CountWindow(size)
+        for outcome in ordered[max(0, len(ordered) - size) :]:
+            window.record(outcome)
+        return window
+
     def refresh(self, now: float) -> None:
         """A count window does not age."""
 

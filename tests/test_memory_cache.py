@@ -263,3 +263,17 @@ def test_recovery_empties_the_cache(clock: FakeClock) -> None:
     breaker.record_success()
     assert cache.execute(("GET", "k")) is None
     assert len(cache) == 0
+
+
+def test_pipeline_served_whole_or_not_at_all(clock: FakeClock) -> None:
+    """When one command of a pipeline cannot be answered, the writes before it are undone."""
+    cache = MemoryCache(replay_writes=True, clock=clock)
+    cache.observe(("GET", "k"), b"old")
+    cache.observe(("HSET", "h", "f", "v"), 1)  # partial hashes
+    cache.observe(("HSET", "h2", "f", "v"), 1)
+    with pytest.raises(UnsupportedCommand):
+        cache.serve([("SET", "k", "new"), ("DEL", "h"), ("SET", "n", "1"), ("HGETALL", "h2")])
+    assert cache.execute(("GET", "k")) == b"old"
+    assert cache.execute(("HGET", "h", "f")) == b"v"
+    assert cache.execute(("GET", "n")) is None
+    assert cache.journal_length == 0

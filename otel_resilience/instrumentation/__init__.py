@@ -1,8 +1,10 @@
-"""Client guards: an open breaker stops redis-py, asyncpg and httpx calls before any I/O.
+"""Client guards: an open breaker stops a client's calls before any network I/O.
 
-``install(registry)`` patches whichever of the three libraries is installed (each module
-imports its client library only when it is installed) and returns a function that
-removes the patches again. ``configure()`` and auto-instrumentation call it.
+``install(registry)`` guards every installed client library of the table below (each
+module imports its client library only when it is installed) and returns a function
+that removes the guards again. ``configure()`` and auto-instrumentation call it. Guards
+are installed as the innermost layer of the methods they patch (``_install``), so they
+coexist with OpenTelemetry's instrumentations in any order.
 """
 
 from __future__ import annotations
@@ -12,30 +14,45 @@ import logging
 from collections.abc import Callable
 
 from .._registry import Registry
-from ._common import Patcher
+from ._install import Installer, instrument_clients
 
-__all__ = ["install"]
+__all__ = ["CLIENTS", "install", "instrument_clients"]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
-_CLIENTS = (
-    ("redis", "._redis", "install_redis"),
-    ("asyncpg", "._asyncpg", "install_asyncpg"),
-    ("httpx", "._httpx", "install_httpx"),
+# (client library to look for, guard module, its install function, the OpenTelemetry
+# instrumentors of the library as "module:Class"), in install order: SQLAlchemy after
+# the drivers it goes through.
+CLIENTS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("redis", "._redis", "install_redis", ("redis:RedisInstrumentor",)),
+    ("asyncpg", "._asyncpg", "install_asyncpg", ("asyncpg:AsyncPGInstrumentor",)),
+    ("httpx", "._httpx", "install_httpx", ("httpx:HTTPXClientInstrumentor",)),
+    ("psycopg", "._psycopg", "install_psycopg", ("psycopg:PsycopgInstrumentor",)),
+    ("psycopg2", "._psycopg2", "install_psycopg2", ("psycopg2:Psycopg2Instrumentor",)),
+    ("sqlalchemy", "._sqlalchemy", "install_sqlalchemy", ("sqlalchemy:SQLAlchemyInstrumentor",)),
+    ("requests", "._requests", "install_requests", ("requests:RequestsInstrumentor",)),
+    ("urllib3", "._urllib3", "install_urllib3", ("urllib3:URLLib3Instrumentor",)),
+    ("aiohttp", "._aiohttp", "install_aiohttp", ("aiohttp_client:AioHttpClientInstrumentor",)),
+    (
+        "grpc",
+        "._grpc",
+        "install_grpc",
+        ("grpc:GrpcInstrumentorClient", "grpc:GrpcAioInstrumentorClient"),
+    ),
 )
 
 
 def install(registry: Registry) -> Callable[[], None]:
     """Guard the calls of every installed client library; returns the uninstall function."""
-    patcher = Patcher(registry)
-    for library, module_name, function_name in _CLIENTS:
+    installer = Installer(registry)
+    for library, module_name, function_name, _ in CLIENTS:
         try:
             importlib.import_module(library)
         except ImportError:
             continue
         try:
             module = importlib.import_module(module_name, __name__)
-            getattr(module, function_name)(patcher)
+            getattr(module, function_name)(installer)
         except Exception:
-            _log.warning("otel_resilience: could not guard %s calls", library, exc_info=True)
-    return patcher.uninstall
+            _log.warning("could not guard %s calls", library, exc_info=True)
+    return installer.uninstall

@@ -30,12 +30,6 @@ __all__ = ["RedisCircuitOpenError", "install_redis"]
 # (patcher, entry or None, decode_responses).
 _CACHE_ATTRIBUTE = "_otel_resilience_dependency"
 
-# What an asyncio pool's connection settings and a sync pool's have in common (for replay).
-_SYNC_KWARGS = frozenset(
-    {"host", "port", "path", "db", "username", "password", "socket_timeout"}
-    | {"socket_connect_timeout", "client_name"}
-)
-
 
 class RedisCircuitOpenError(CircuitOpenError, redis.exceptions.ConnectionError):
     """The Redis breaker is open: raised before any network I/O.
@@ -64,9 +58,7 @@ def serve(entry: Entry, commands: list[tuple[Any, ...]], decode: bool, reason: s
             results = [fallback(*args) for args in commands]
     except UnsupportedCommand:
         return NOT_SERVED
-    # The registry's counter also takes the operation (read or write) for the metric.
-    count: Callable[..., None] = entry.on_fallback
-    count(entry.name, reason, redis_operation(commands))
+    entry.on_fallback(entry.name, reason, redis_operation(commands))  # type: ignore[call-arg]
     return results
 
 
@@ -118,6 +110,30 @@ PIPELINE = _client(_serve_pipeline, _observe_pipeline)
 """Pipeline ``execute``: the subject is ``(queued commands, decode_responses)``."""
 
 
+# What an asyncio pool's connection settings and a sync pool's have in common (for replay).
+_SYNC_KWARGS = frozenset(
+    {"host", "port", "path", "db", "username", "password", "socket_timeout"}
+    | {"socket_connect_timeout", "client_name"}
+)
+
+
+def _replay_client(patcher: Patcher, pool: Any) -> Callable[..., Any]:
+    """``execute_command`` of a sync client for the Redis of ``pool``, whose own pool is
+    tagged as no dependency: replayed writes go around the guard (and its fallback)."""
+    if isinstance(pool, redis.ConnectionPool):
+        replay_pool = redis.ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs
+        )
+    else:  # an asyncio pool: the same server through a sync connection
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _SYNC_KWARGS}
+        if "path" in kwargs:
+            kwargs["connection_class"] = redis.UnixDomainSocketConnection
+        replay_pool = redis.ConnectionPool(**kwargs)
+    setattr(replay_pool, _CACHE_ATTRIBUTE, (patcher, None, False))
+    execute: Callable[..., Any] = redis.Redis(connection_pool=replay_pool).execute_command
+    return execute
+
+
 def install_redis(patcher: Patcher) -> None:
     """Wrap ``execute_command`` and pipeline ``execute`` of the sync and asyncio clients."""
     registry = patcher.registry
@@ -137,26 +153,10 @@ def install_redis(patcher: Patcher) -> None:
         if pool is not None:
             with contextlib.suppress(AttributeError):  # a pool with __slots__: each time
                 setattr(pool, _CACHE_ATTRIBUTE, cached)
-        fallback = registry[name].fallback if name is not None and name in registry else None
-        if isinstance(fallback, MemoryCache) and fallback.replay_writes:
-            fallback.set_replay_client(lambda: replay_client(pool))
+            entry = cached[1]
+            if entry is not None and isinstance(entry.fallback, MemoryCache):
+                entry.fallback.set_replay_client(lambda: _replay_client(patcher, pool))
         return cached
-
-    def replay_client(pool: Any) -> Callable[..., Any]:
-        """``execute_command`` of a sync client for the Redis of ``pool`` whose own pool is
-        tagged as no dependency, so replayed writes bypass the guard (and its fallback)."""
-        if isinstance(pool, redis.ConnectionPool):
-            replay_pool = redis.ConnectionPool(
-                connection_class=pool.connection_class, **pool.connection_kwargs
-            )
-        else:  # an asyncio pool: the same server through a sync connection
-            kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _SYNC_KWARGS}
-            if "path" in kwargs:
-                kwargs["connection_class"] = redis.UnixDomainSocketConnection
-            replay_pool = redis.ConnectionPool(**kwargs)
-        setattr(replay_pool, _CACHE_ATTRIBUTE, (patcher, None, False))
-        execute: Callable[..., Any] = redis.Redis(connection_pool=replay_pool).execute_command
-        return execute
 
     def dependency_of(instance: Any) -> tuple[Patcher, Entry | None, bool]:
         pool = getattr(instance, "connection_pool", None)

@@ -1,0 +1,90 @@
+"""What the guards added for issue 13 share: finding a call's dependency, HTTP answers,
+and a fallback-less ``serve`` for clients whose calls a fallback cannot stand in for.
+
+The guarded call itself runs on ``otel_resilience._guard``'s path (``guarded_call``,
+``guarded_acall``); each client module declares its ``Client`` there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._context import http_status_is_failure
+from .._guard import NOT_SERVED, Entry
+from ._install import Installer
+
+__all__ = ["Dependencies", "http_answer", "http_dependency", "never_serve", "serve_request"]
+
+
+class Dependencies:
+    """The entry of a call's dependency by its address, classified once per address
+    (bounded); None when the address matches no declared dependency."""
+
+    __slots__ = ("_entries", "_installer")
+
+    def __init__(self, installer: Installer) -> None:
+        self._installer = installer
+        self._entries: dict[Any, Entry | None] = {}
+
+    def entry(self, key: Any, attributes: Callable[[], dict[str, Any]]) -> Entry | None:
+        """The entry for ``key``; ``attributes()`` gives the span attributes to classify."""
+        try:
+            return self._entries[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable key: classify without caching
+            return self._classify(attributes())
+        found = self._classify(attributes())
+        if len(self._entries) >= 1024:
+            self._entries.clear()
+        self._entries[key] = found
+        return found
+
+    def _classify(self, attributes: dict[str, Any]) -> Entry | None:
+        name = self._installer.registry.classify(attributes)
+        return None if name is None else self._installer.entry(name)
+
+
+def http_dependency(dependencies: Dependencies, url: str) -> Entry | None:
+    """The entry of an HTTP request to ``url``, classified once per scheme and authority."""
+    parts = url.split("/", 3)
+    key = "/".join(parts[:3])
+
+    def attributes() -> dict[str, Any]:
+        try:
+            split = urlsplit(key)
+            host, port = split.hostname, split.port
+        except ValueError:
+            return {}
+        if host is None:
+            return {}
+        if port is None:
+            port = 443 if split.scheme in ("https", "wss") else 80
+        return {"server.address": host, "server.port": port}
+
+    return dependencies.entry(key, attributes)
+
+
+def http_answer(status: Any) -> str | None:
+    """The error type of a response status that is a failure (5xx, 429), else None."""
+    try:
+        code = int(status)
+    except (TypeError, ValueError):
+        return None
+    return str(code) if http_status_is_failure(code) else None
+
+
+def never_serve(entry: Entry, reason: str, subject: Any, args: Any, kwargs: Any) -> Any:
+    """No fallback: a database connection or query has no stand-in; the error is raised."""
+    return NOT_SERVED
+
+
+def serve_request(entry: Entry, reason: str, subject: Any, args: Any, kwargs: Any) -> Any:
+    """An HTTP fallback is called with the request (the call's ``subject``)."""
+    fallback = entry.fallback
+    if fallback is None:
+        return NOT_SERVED
+    entry.on_fallback(entry.name, reason)
+    return fallback(subject)

@@ -1,0 +1,331 @@
+"""Guards for grpc: sync and asyncio channels, unary and streaming calls, as interceptors.
+
+A call's dependency is its channel's target (``server.address``/``server.port``) with
+``rpc.system=grpc`` and ``rpc.service``: grpc spans carry no address, so a dependency
+declared by address is found through the guard, and one declared by ``rpc.service`` by
+the spans too.
+
+Where the interceptors are added, so that they sit under OpenTelemetry's and neither its
+``uninstrument()`` nor ``instrument()`` touches them:
+
+- sync: ``grpc.insecure_channel``/``secure_channel`` are guarded as innermost layers
+  (the instrumentation wraps them with ``wrapt``) and intercept the channel they make;
+- asyncio: the instrumentation replaces ``grpc.aio.insecure_channel`` with a function
+  of its own, so the guard appends its interceptors in ``grpc.aio.Channel.__init__``,
+  after any the application or the instrumentation passed: innermost.
+
+A rejected call raises ``GrpcCircuitOpenError``: a ``grpc.RpcError`` (an
+``grpc.aio.AioRpcError``) whose ``code()`` is ``UNAVAILABLE``. Imported only when grpcio
+is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+import grpc.aio  # type: ignore[import-untyped]
+import grpc.aio._channel  # type: ignore[import-untyped]
+
+from .._breaker import TRIAL
+from .._context import GUARDED, is_guarded
+from .._errors import CircuitOpenError
+from .._guard import Client, Entry, guarded_acall, guarded_call
+from ._clientcall import Dependencies, never_serve
+from ._common import mark_current_span
+from ._install import Installer
+
+__all__ = ["GrpcCircuitOpenError", "install_grpc", "parse_target"]
+
+# Status codes that mean the server is unavailable or failing, not that it answered.
+FAILURE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class GrpcCircuitOpenError(CircuitOpenError, grpc.aio.AioRpcError):  # type: ignore[misc]
+    """The breaker of the grpc dependency is open: raised before the call is started.
+
+    Also a ``grpc.RpcError`` with ``code()`` ``UNAVAILABLE``, what grpc raises when the
+    server cannot be reached, so existing handlers keep working.
+    """
+
+    def __init__(self, dependency: str, retry_after: float) -> None:
+        message = str(CircuitOpenError(dependency, retry_after))
+        grpc.aio.AioRpcError.__init__(
+            self,
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details=message,
+        )
+        self.dependency = dependency
+        self.retry_after = retry_after
+        self.args = (message,)
+
+    __reduce__ = CircuitOpenError.__reduce__
+
+    def __str__(self) -> str:
+        return self.args[0]  # type: ignore[no-any-return]
+
+
+def parse_target(target: str) -> tuple[str, int | None]:
+    """``(address, port)`` of a grpc channel target (``host:port``, ``dns:///host:port``,
+    ``ipv4:...``, ``[::1]:port``, ``unix:path``); port 443 when none is given."""
+    rest = target
+    for prefix in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        if rest.startswith(prefix):
+            rest = rest[len(prefix) :]
+            break
+    else:
+        if rest.startswith(("unix:", "unix-abstract:")):
+            return rest.split(":", 1)[1], None
+    if rest.startswith("//"):  # dns://authority/host:port
+        rest = rest[2:].split("/", 1)[-1]
+    rest = rest.split(",", 1)[0]
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    elif rest.count(":") == 1:
+        host, _, port_text = rest.partition(":")
+    else:
+        host, port_text = rest, ""
+    try:
+        port = int(port_text) if port_text else 443
+    except ValueError:
+        port = 443
+    return host, port
+
+
+def _service(method: Any) -> str:
+    if isinstance(method, bytes):
+        method = method.decode("utf-8", "replace")
+    return str(method).lstrip("/").rpartition("/")[0]
+
+
+def _failure_code(exc: BaseException) -> Any:
+    code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
+    return code if isinstance(code, grpc.StatusCode) else None
+
+
+def _is_failure(exc: BaseException) -> bool:
+    # A status the server chose (NOT_FOUND, INVALID_ARGUMENT...) is an answer.
+    code = _failure_code(exc)
+    return code is None or code in FAILURE_CODES
+
+
+def _answer(outcome: Any) -> str | None:
+    """A sync unary outcome that failed (the interceptor API returns failures)."""
+    if not outcome.done():
+        return None  # a future: its outcome comes later (counted as admitted, see docs)
+    exception = outcome.exception()
+    if exception is None:
+        return None
+    code = _failure_code(exception)
+    if code is None or code in FAILURE_CODES:
+        return code.name if code is not None else type(exception).__name__
+    return None
+
+
+class _Unavailable(grpc.aio.AioRpcError):  # type: ignore[misc]  # grpcio is untyped
+    """A grpc failure with ``code()`` UNAVAILABLE (what chaos drills inject)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), message
+        )
+
+
+GRPC = Client(
+    "grpc",
+    open_error=GrpcCircuitOpenError,
+    fault=_Unavailable,
+    is_failure=_is_failure,
+    answer=_answer,
+    serve=never_serve,
+    mark=mark_current_span,
+)
+"""Sync unary calls (the interceptor API returns failed outcomes instead of raising);
+response streams record when the stream ends."""
+
+GRPC_AIO = Client(
+    "grpc.aio",
+    open_error=GrpcCircuitOpenError,
+    fault=_Unavailable,
+    is_failure=_is_failure,
+    serve=never_serve,
+    mark=mark_current_span,
+)
+"""asyncio unary calls: a failed call raises its ``AioRpcError`` through the guard."""
+
+
+def _record(entry: Entry, trial: bool, code: Any) -> None:
+    breaker = entry.breaker
+    if code in FAILURE_CODES:
+        breaker.record_failure(0.0, code.name)
+    elif code is grpc.StatusCode.CANCELLED:
+        breaker.record_cancelled(0.0, trial)
+    else:
+        breaker.record_success(0.0)
+
+
+def _begin_stream(entry: Entry) -> bool | None:
+    """Admit a response-streaming call; None when it joins an outer guarded call, else
+    whether it is a half-open trial. Raises the rejection error."""
+    if is_guarded(GUARDED.get(), entry.name):
+        return None
+    admitted = entry.breaker.admit()
+    if not admitted:
+        mark_current_span(True)
+        raise GRPC.rejection(entry, "open", None)
+    mark_current_span(False)
+    return admitted == TRIAL
+
+
+def install_grpc(installer: Installer) -> None:
+    """Intercept every grpc channel made after this (sync and asyncio)."""
+    dependencies = Dependencies(installer)
+
+    def entry_of(target: str, method: Any) -> Entry | None:
+        if not installer.active():
+            return None
+        service = _service(method)
+
+        def attributes() -> dict[str, Any]:
+            host, port = parse_target(target)
+            found: dict[str, Any] = {"rpc.system": "grpc", "server.address": host}
+            if port is not None:
+                found["server.port"] = port
+            if service:
+                found["rpc.service"] = service
+            return found
+
+        return dependencies.entry((target, service), attributes)
+
+    def sync_interceptor(target: str) -> Any:
+        bases = (
+            grpc.UnaryUnaryClientInterceptor,
+            grpc.UnaryStreamClientInterceptor,
+            grpc.StreamUnaryClientInterceptor,
+            grpc.StreamStreamClientInterceptor,
+        )
+
+        class Interceptor(*bases):  # type: ignore[misc]  # grpcio is untyped
+            def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
+                entry = entry_of(target, details.method)
+                if entry is None:
+                    return continuation(details, request)
+                return guarded_call(entry, GRPC, continuation, (details, request), {}, None)
+
+            def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
+                entry = entry_of(target, details.method)
+                trial = None if entry is None else _begin_stream(entry)
+                if entry is None or trial is None:
+                    return continuation(details, request)
+                try:
+                    outcome = continuation(details, request)
+                except BaseException:
+                    _record(entry, trial, grpc.StatusCode.UNKNOWN)
+                    raise
+                if not outcome.add_callback(lambda: _record(entry, trial, outcome.code())):
+                    _record(entry, trial, outcome.code())  # already over
+                return outcome
+
+            intercept_unary_unary = _unary
+            intercept_stream_unary = _unary
+            intercept_unary_stream = _stream
+            intercept_stream_stream = _stream
+
+        return Interceptor()
+
+    def channel(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        made = wrapped(*args, **kwargs)
+        target = args[0] if args else kwargs.get("target", "")
+        return grpc.intercept_channel(made, sync_interceptor(str(target)))
+
+    pending: set[asyncio.Task[None]] = set()
+
+    async def record_when_done(entry: Entry, trial: bool, call: Any) -> None:
+        try:
+            code = await call.code()
+        except BaseException:
+            code = grpc.StatusCode.UNKNOWN
+        _record(entry, trial, code)
+
+    async def invoke(continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(details, request)
+        await call  # the response, or the call's AioRpcError: the outcome of the call
+        return call
+
+    def aio_interceptors(target: str) -> list[Any]:
+        async def unary(continuation: Any, details: Any, request: Any) -> Any:
+            entry = entry_of(target, details.method)
+            if entry is None:
+                return await continuation(details, request)
+            return await guarded_acall(
+                entry, GRPC_AIO, invoke, (continuation, details, request), {}, None
+            )
+
+        async def stream(continuation: Any, details: Any, request: Any) -> Any:
+            entry = entry_of(target, details.method)
+            trial = None if entry is None else _begin_stream(entry)
+            if entry is None or trial is None:
+                return await continuation(details, request)
+            try:
+                call = await continuation(details, request)
+            except BaseException:
+                _record(entry, trial, grpc.StatusCode.UNKNOWN)
+                raise
+
+            def done(finished: Any) -> None:
+                task = asyncio.get_running_loop().create_task(
+                    record_when_done(entry, trial, finished)
+                )
+                pending.add(task)  # a task nobody holds may be collected before it runs
+                task.add_done_callback(pending.discard)
+
+            call.add_done_callback(done)
+            return call
+
+        class UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+            intercept_unary_unary = staticmethod(unary)
+
+        class UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+            intercept_unary_stream = staticmethod(stream)
+
+        class StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+            intercept_stream_unary = staticmethod(unary)
+
+        class StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+            intercept_stream_stream = staticmethod(stream)
+
+        return [UnaryUnary(), UnaryStream(), StreamUnary(), StreamStream()]
+
+    def aio_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        target = args[0] if args else kwargs.get("target", "")
+        arguments = list(args)
+        if len(arguments) >= 5:
+            arguments[4] = [*(arguments[4] or ()), *aio_interceptors(str(target))]
+        else:
+            kwargs = {
+                **kwargs,
+                "interceptors": [
+                    *(kwargs.get("interceptors") or ()),
+                    *aio_interceptors(str(target)),
+                ],
+            }
+        return wrapped(*arguments, **kwargs)
+
+    guard_channel: Callable[..., Any] = channel
+    installer.wrap(grpc, "insecure_channel", guard_channel)
+    installer.wrap(grpc, "secure_channel", guard_channel)
+    installer.wrap(grpc.aio._channel.Channel, "__init__", aio_init)

@@ -1,0 +1,206 @@
+"""Where guards sit: the innermost layer of a patched client method, under any tracing.
+
+OpenTelemetry's instrumentations patch client methods with ``wrapt`` and take their
+patch off with ``unwrap``, which removes only the *outermost* layer. A guard laid on top
+of an instrumentation would therefore be what ``uninstrument()`` removes, leaving the
+tracing behind (and a later ``instrument()`` would trace twice). So a guard is always
+put directly around the original method, below every ``wrapt`` layer already there:
+
+- installed after an instrumentation, it is spliced in under the instrumentation's
+  wrapper (the wrapper's ``__wrapped__`` is repointed at the guard);
+- installed before one, the instrumentation wraps it like any method.
+
+Either way ``uninstrument()`` strips the tracing and leaves the guard, ``instrument()``
+traces once, and the client span is current while the guard runs, so the guard marks
+it for the span processor (``_context``). ``Installer.uninstall`` finds its own layers
+wherever they are in the chain and takes only them out.
+
+Where an instrumentation does not use ``wrapt`` (requests replaces ``Session.send`` with
+a closure, grpc.aio replaces its channel factory), the guard hooks one level below the
+method the instrumentation patches instead; the client modules say where.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import wrapt
+
+from .._context import PROBING
+from .._guard import Entry
+from .._registry import Registry
+
+__all__ = ["GuardLayer", "Installer", "innermost", "instrument_clients"]
+
+_log = logging.getLogger(__name__)
+
+# wrapt 2 names the base of its proxies BaseObjectProxy; wrapt 1 has ObjectProxy only.
+_Proxy: type[Any] = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
+
+Wrapper = Callable[[Any, Any, Any, Any], Any]
+
+
+class GuardLayer(wrapt.FunctionWrapper):  # type: ignore[type-arg]  # any wrapped callable
+    """A guard's ``wrapt`` layer, told apart from the instrumentations' layers."""
+
+
+def _stored(owner: Any, attribute: str) -> Any:
+    """The attribute as stored on ``owner`` (no descriptor binding), or None."""
+    try:
+        return inspect.getattr_static(owner, attribute)
+    except AttributeError:
+        return None
+
+
+def innermost(owner: Any, attribute: str) -> tuple[Any, Any]:
+    """``(parent, node)``: the innermost non-proxy under ``owner.attribute`` and the proxy
+    holding it (None when the attribute itself is not wrapped)."""
+    parent = None
+    node = _stored(owner, attribute)
+    while isinstance(node, _Proxy) and not isinstance(node, GuardLayer):
+        inner = getattr(node, "__wrapped__", None)
+        if inner is None:
+            break
+        parent, node = node, inner
+    return parent, node
+
+
+class Installer:
+    """Installs one ``configure()``'s guards as innermost layers and removes them again.
+
+    A removed guard layer that something still holds (a bound method captured earlier)
+    passes calls straight through, so uninstalling never leaves a half-guarded client.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.enabled = True
+        self._layers: list[tuple[Any, str, GuardLayer]] = []
+        self._undo: list[Callable[[], None]] = []
+
+    def wrap(self, owner: Any, attribute: str, wrapper: Wrapper) -> None:
+        """Guard ``owner.attribute`` with ``wrapper(wrapped, instance, args, kwargs)``."""
+
+        def gate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if not self.enabled or PROBING.get():
+                return wrapped(*args, **kwargs)
+            return wrapper(wrapped, instance, args, kwargs)
+
+        parent, original = innermost(owner, attribute)
+        if original is None:
+            raise AttributeError(f"{owner!r} has no attribute {attribute!r} to guard")
+        layer = GuardLayer(original, gate)
+        if parent is None:
+            setattr(owner, attribute, layer)
+        else:
+            parent.__wrapped__ = layer
+        self._layers.append((owner, attribute, layer))
+
+    def active(self) -> bool:
+        """Whether guards apply now (installed, and not inside a health check's own call)."""
+        return self.enabled and not PROBING.get()
+
+    def on_uninstall(self, undo: Callable[[], None]) -> None:
+        """Run ``undo`` when the guards are uninstalled (for hooks that are not layers)."""
+        self._undo.append(undo)
+
+    def uninstall(self) -> None:
+        """Take this installer's layers out, wherever they are in their chains."""
+        self.enabled = False
+        for owner, attribute, layer in reversed(self._layers):
+            try:
+                _remove(owner, attribute, layer)
+            except Exception:
+                _log.warning("could not remove the guard of %s.%s", owner, attribute, exc_info=True)
+        self._layers.clear()
+        for undo in reversed(self._undo):
+            try:
+                undo()
+            except Exception:
+                _log.warning("could not undo a client hook", exc_info=True)
+        self._undo.clear()
+
+    def entry(self, name: str) -> Entry:
+        return self.registry._entry(name)
+
+
+def _remove(owner: Any, attribute: str, layer: GuardLayer) -> None:
+    parent = None
+    node = _stored(owner, attribute)
+    while node is not None and node is not layer:
+        if not isinstance(node, _Proxy):
+            return  # replaced by something that is not a wrapt chain: nothing of ours to find
+        parent, node = node, getattr(node, "__wrapped__", None)
+    if node is None:
+        return
+    if parent is None:
+        setattr(owner, attribute, layer.__wrapped__)
+    else:
+        parent.__wrapped__ = layer.__wrapped__
+
+
+def instrument_clients(clients: Any, tracer_provider: Any) -> Callable[[], None]:
+    """Switch on the OpenTelemetry instrumentation of every installed client in ``clients``
+    (``instrumentation.CLIENTS``) that is not instrumented yet; returns the undo.
+
+    An instrumentor is a process-wide singleton that ignores a second ``instrument()``,
+    so one switched on here yields to the application: the application's own later
+    ``instrument(request_hook=..., ...)`` takes ours off and instruments with its options.
+    """
+    import importlib
+
+    switched: list[Any] = []
+    for library, _, _, instrumentors in clients:
+        try:
+            importlib.import_module(library)
+        except ImportError:
+            continue
+        for spec in instrumentors:
+            module_name, _, class_name = spec.partition(":")
+            try:
+                module = importlib.import_module(f"opentelemetry.instrumentation.{module_name}")
+                instrumentor = getattr(module, class_name)()
+            except ImportError:
+                continue
+            except Exception:
+                _log.warning("could not load %s", class_name, exc_info=True)
+                continue
+            if instrumentor.is_instrumented_by_opentelemetry:
+                continue  # the application's own: left as it is
+            try:
+                instrumentor.instrument(tracer_provider=tracer_provider)
+            except Exception:
+                _log.warning("could not switch on %s", class_name, exc_info=True)
+                continue
+            if instrumentor.is_instrumented_by_opentelemetry:
+                _yield_to_application(instrumentor, switched)
+                switched.append(instrumentor)
+
+    def undo() -> None:
+        for instrumentor in switched:
+            instrumentor.__dict__.pop("instrument", None)
+            if instrumentor.is_instrumented_by_opentelemetry:
+                try:
+                    instrumentor.uninstrument()
+                except Exception:
+                    _log.warning("could not switch off %r", instrumentor, exc_info=True)
+        switched.clear()
+
+    return undo
+
+
+def _yield_to_application(instrumentor: Any, switched: list[Any]) -> None:
+    """Make the application's next ``instrumentor.instrument(...)`` replace ours."""
+
+    def instrument(**options: Any) -> Any:
+        instrumentor.__dict__.pop("instrument", None)  # the class's method from now on
+        if instrumentor in switched:
+            switched.remove(instrumentor)
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        return instrumentor.instrument(**options)
+
+    instrumentor.instrument = instrument

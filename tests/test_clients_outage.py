@@ -1,0 +1,244 @@
+"""Every client of docs/clients.md against a real server that fails: PostgreSQL behind a
+fault proxy, an own HTTP server, an own grpc server.
+
+For each client, with the guards and with spans alone (in both semantic-convention
+modes): failing calls open the breaker, each adding exactly one failure; once open, a
+guarded call is rejected within milliseconds with the client's own error (also a
+``CircuitOpenError``) and the server sees nothing; after the server returns and
+``open_seconds`` pass, calls succeed and the breaker closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_resilience import BreakerSpanProcessor, CircuitOpenError, Registry, State, load_config
+from otel_resilience.instrumentation import install
+from tests.clients_cases import CASES, Case
+from tests.support.client_servers import SERVICE, CountingProxy, GrpcServer, HttpServer
+
+OPEN_SECONDS = 0.4
+FAILURES = 3
+MODES = ("guards", "spans", "spans-stable")
+
+
+@contextlib.contextmanager
+def semconv(mode: str) -> Iterator[None]:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN=database,http`` for ``spans-stable``, read afresh.
+
+    The instrumentations read the variable once per process; the test resets that
+    reading before and after, so each mode is what the instrumentations see.
+    """
+    from opentelemetry.instrumentation._semconv import (
+        _OpenTelemetrySemanticConventionStability as Stability,
+    )
+
+    def reread() -> None:
+        Stability._initialized = False
+        Stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = {}
+
+    saved = os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN")
+    if mode == "spans-stable":
+        os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "database,http"
+    else:
+        os.environ.pop("OTEL_SEMCONV_STABILITY_OPT_IN", None)
+    reread()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OTEL_SEMCONV_STABILITY_OPT_IN", None)
+        else:
+            os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = saved
+        reread()
+
+
+@contextlib.contextmanager
+def server_for(case: Case) -> Iterator[Any]:
+    if case.server == "postgres":
+        proxy = CountingProxy()
+        proxy.start()
+        try:
+            yield proxy
+        finally:
+            proxy.close()
+        return
+    server: Any = HttpServer() if case.server == "http" else GrpcServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def reached(server: Any) -> int:
+    """How many connections (PostgreSQL) or requests (HTTP, grpc) reached the server."""
+    return server.connections if isinstance(server, CountingProxy) else server.requests
+
+
+def match_for(case: Case, server: Any, mode: str) -> dict[str, Any]:
+    if case.server == "postgres":
+        return {"db.system": "postgresql", "server.port": server.port}
+    if case.server == "grpc" and mode != "guards":
+        return {"rpc.system": "grpc", "rpc.service": SERVICE}  # grpc spans carry no address
+    return {"server.address": "127.0.0.1", "server.port": server.port}
+
+
+def make_fail(server: Any, how: str) -> None:
+    if how == "refused":
+        server.fail()
+    elif how == "503":
+        server.status = 503
+    else:
+        server.unavailable = True
+
+
+@contextlib.contextmanager
+def wired(case: Case, registry: Registry, guards: bool) -> Iterator[None]:
+    """The case's OTel instrumentations on a provider feeding ``registry``'s breakers,
+    and with ``guards`` the client guards."""
+    provider = global_provider()
+    processor = BreakerSpanProcessor(registry)
+    provider.add_span_processor(processor)
+    instrumentors = case.instrumentors()
+    for instrumentor in instrumentors:
+        instrumentor.instrument(tracer_provider=provider)
+    uninstall = install(registry) if guards else None
+    try:
+        yield
+    finally:
+        if uninstall is not None:
+            uninstall()
+        for instrumentor in instrumentors:
+            uninstrument(instrumentor)
+        processor.shutdown()  # the SDK cannot remove a processor: this one stops recording
+
+
+def global_provider() -> TracerProvider:
+    """The global SDK tracer provider, set if there is none yet.
+
+    The grpc instrumentations ignore the ``tracer_provider`` given to ``instrument()``
+    (they read it from each channel call), so spans go to the global provider.
+    """
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+        provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    return provider
+
+
+def uninstrument(instrumentor: Any) -> None:
+    """``instrumentor.uninstrument()``, past a known SQLAlchemy instrumentation bug.
+
+    An asyncio engine gets its event listeners registered twice (through
+    ``create_async_engine`` and the ``create_engine`` it calls), so removing them
+    fails the second time, with or without otel_resilience; the rest is undone here.
+    """
+    try:
+        instrumentor.uninstrument()
+    except Exception as error:
+        from sqlalchemy.exc import InvalidRequestError
+
+        if not isinstance(error, InvalidRequestError):
+            raise
+        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
+        EngineTracer._remove_event_listener_params.clear()
+        instrumentor._is_instrumented_by_opentelemetry = False
+
+
+def assert_rejection(case: Case, error: BaseException) -> None:
+    """The rejection is the client's own error and, where it is raised, CircuitOpenError."""
+    if case.client == "sqlalchemy" and not isinstance(error, CircuitOpenError):
+        orig = error.orig  # type: ignore[attr-defined]
+        assert isinstance(orig, CircuitOpenError) or isinstance(orig.__cause__, CircuitOpenError)
+    else:
+        assert isinstance(error, CircuitOpenError)
+    if case.client == "grpc":
+        import grpc
+
+        assert error.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+
+def call_quietly(caller: Any) -> None:
+    with contextlib.suppress(Exception):
+        caller.call()
+
+
+PARAMS = [
+    pytest.param(case, how, mode, id=f"{case.id}-{how}-{mode}")
+    for case in CASES
+    for how in case.failures
+    for mode in MODES
+]
+
+
+@pytest.mark.parametrize(("case", "how", "mode"), PARAMS)
+def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, mode: str) -> None:
+    """Failing calls add one failure each and open the breaker; a guarded call is then
+    rejected at once with the client's error and reaches nothing; recovery closes it."""
+    guards = mode == "guards"
+    if not guards and not case.spans_count_once:
+        pytest.skip("SQLAlchemy's spans and its driver's are counted once only with the guards")
+    with semconv(mode), server_for(case) as server:
+        registry = load_config(
+            {
+                "dependencies": {
+                    "dep": {
+                        "criticality": "critical",
+                        "match": match_for(case, server, mode),
+                        "breaker": {
+                            "consecutive_failures": FAILURES,
+                            "open_seconds": OPEN_SECONDS,
+                            "minimum_calls": 100,
+                        },
+                    }
+                }
+            }
+        )
+        breaker = registry.breaker("dep")
+        with wired(case, registry, guards):
+            caller = case.caller(server)
+            try:
+                if not guards:
+                    # Spans alone see no connect (there is no span for it): the failing
+                    # calls are queries on connections opened before, as in a pool.
+                    caller.reconnect = False
+                    caller.prime(FAILURES)
+                caller.call()
+                assert breaker.snapshot().total_successes >= 1, "the first call was not seen"
+                make_fail(server, how)
+                for number in range(FAILURES):
+                    before = breaker.snapshot()
+                    call_quietly(caller)
+                    after = breaker.snapshot()
+                    added = after.total_failures - before.total_failures
+                    assert added == 1, f"failing call {number} added {added} failures"
+                    assert after.total_successes == before.total_successes
+                assert breaker.state is State.OPEN
+                if guards:
+                    seen = reached(server)
+                    started = time.monotonic()
+                    with pytest.raises(case.rejected_classes()) as rejected:
+                        caller.call()
+                    assert time.monotonic() - started < 0.5
+                    assert_rejection(case, rejected.value)
+                    assert reached(server) == seen, "a rejected call reached the server"
+                    assert breaker.snapshot().total_failures == FAILURES
+                server.recover()
+                time.sleep(OPEN_SECONDS + 0.1)
+                caller.reconnect = True
+                caller.call()
+                assert breaker.state is State.CLOSED
+            finally:
+                with contextlib.suppress(Exception):
+                    caller.close()
