@@ -89,7 +89,7 @@ class BreakerSnapshot:
 
 
 class CircuitBreaker:
-    """A circuit breaker following DESIGN.md section 4.
+    """A circuit breaker: closed, open, half-open, forced open and disabled.
 
     ``allow()`` asks for permission before a call; ``record_success`` and
     ``record_failure`` report its outcome. A call that was admitted and then neither

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._breaker import CircuitBreaker, State
 from ._config import TELEMETRY_DEPENDENCY, TELEMETRY_POLICY
+from ._fork import after_fork_in_child, renew_breaker_locks
 from ._metrics import METER_NAME, SPECS, TELEMETRY_DROPPED
 from ._policy import BreakerPolicy
 from ._registry import Registry
@@ -79,8 +80,20 @@ class _Worker:
         self._job: _Job | None = None
         self._busy = False
         self._stopped = False
+        self._name = name
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child has no worker thread: start a fresh one (a pending job is lost)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._job = None
+        self._busy = False
+        if not self._stopped:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
 
     def run(self, fn: Callable[[], Any], timeout: float) -> Any:
         """``fn()``'s result, ``_BUSY`` if a previous call is still running, or
@@ -241,6 +254,11 @@ class _Resilient(Generic[R]):
             exporter._timeout = export_timeout_seconds
         _quiet_loggers_of(exporter)
         _log_transitions(breaker)
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # The caller's thread in the parent may have held the breaker's lock at the fork.
+        renew_breaker_locks([self.breaker])
 
     def _drop(self, count: int) -> None:
         if count:

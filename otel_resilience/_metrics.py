@@ -20,7 +20,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from ._breaker import CircuitBreaker, State
-from ._events import OperatorEvent, add_event_listener
+from ._events import OperatorEvent
 from ._trace_links import call_context
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ class ResilienceMetrics:
         self._registry_ref = weakref.ref(registry)
         self._unsubscribe = [
             registry.add_transition_listener(self._on_transition),
-            add_event_listener(registry, self._on_event),
+            registry.add_event_listener(self._on_event),
         ]
         self._report_zeros(registry)
 

@@ -90,6 +90,7 @@ class Registry:
         self._fallback_counts: dict[tuple[str, str, str], int] = {}
         # Every transition to OPEN is a log record with the tripping call's trace ids.
         self._transition_listeners: list[Listener] = [log_open_transition]
+        self._event_listeners: tuple[Callable[[OperatorEvent], None], ...] = ()
         self._add_all(dependencies)
 
     @classmethod
@@ -99,7 +100,7 @@ class Registry:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> Registry:
-        """Build a registry from a config file path (YAML or TOML) or a dict (DESIGN.md 7)."""
+        """Build a registry from a config file path (YAML, TOML, JSON) or a dict."""
         from ._config import load_config
 
         return load_config(config, clock=clock)
@@ -194,9 +195,21 @@ class Registry:
     def add_event_listener(self, listener: Callable[[OperatorEvent], None]) -> Callable[[], None]:
         """Call ``listener(event)`` for each operator event of this registry (a config reload,
         applied or failed; a manual breaker action over HTTP); returns a remover."""
-        from ._events import add_event_listener
+        with self._lock:
+            self._event_listeners = (*self._event_listeners, listener)
 
-        return add_event_listener(self, listener)
+        def remove() -> None:
+            with self._lock:
+                listeners = list(self._event_listeners)
+                if listener in listeners:
+                    listeners.remove(listener)
+                self._event_listeners = tuple(listeners)
+
+        return remove
+
+    def event_listeners(self) -> tuple[Callable[[OperatorEvent], None], ...]:
+        """The operator-event listeners now (``_events.emit_event`` calls them)."""
+        return self._event_listeners
 
     def add_transition_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(breaker, old, new)`` on every breaker's transitions, present and
@@ -312,7 +325,7 @@ class Registry:
                 @functools.wraps(function)
                 async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
-                    iteration = guarded_aiter(entry, function, args, kwargs, fallback)
+                    iteration = guarded_aiter(entry, PLAIN, function, args, kwargs, fallback)
                     async with contextlib.aclosing(iteration):
                         async for item in iteration:
                             yield item
@@ -324,7 +337,7 @@ class Registry:
                 @functools.wraps(function)
                 def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
-                    return (yield from guarded_iter(entry, function, args, kwargs, fallback))
+                    return (yield from guarded_iter(entry, PLAIN, function, args, kwargs, fallback))
 
                 return gen_wrapper  # type: ignore[return-value]
 
@@ -358,7 +371,7 @@ class Registry:
     # -- health ----------------------------------------------------------------------
 
     def health(self) -> HealthReport:
-        """The service's health now (DESIGN.md 8), from in-memory state only: never waits."""
+        """The service's health now, from in-memory state only: never waits."""
         return health_report(self)
 
     # -- retry budgets (DESIGN.md 11) --------------------------------------------------
@@ -367,11 +380,11 @@ class Registry:
         entry = self._entry(name)
         policy = entry.dependency.retry_budget or _DEFAULT_RETRY_BUDGET
         gate = self._retry_gates.get(name)
-        if gate is not None and gate.breaker is entry.breaker and gate.policy == policy:
+        if gate is not None and gate.policy == policy:
             return gate
         with self._lock:
             gate = self._retry_gates.get(name)
-            if gate is None or gate.breaker is not entry.breaker or gate.policy != policy:
+            if gate is None or gate.policy != policy:
                 fresh = RetryGate(entry.breaker, policy, clock=self.clock)
                 if gate is not None:  # a reloaded policy keeps the counts
                     fresh.allowed, fresh.denied = gate.allowed, gate.denied
@@ -427,6 +440,13 @@ class Registry:
             entry.admission = current
         spec = self.chaos_settings.spec_for(name)
         entry.chaos = self._injector(name, spec) if spec is not None else None
+
+    def _reload_limits_and_chaos(self, fresh: Registry) -> None:
+        """The reload step of limits and drills: the fresh config's chaos settings, and
+        every entry equipped again from its (reloaded) dependency (``_reload.py``)."""
+        self.chaos_settings = fresh.chaos_settings
+        for entry in tuple(self._entries.values()):
+            self._equip(entry)
 
     def _injector(self, name: str, spec: FaultSpec) -> FaultInjector:
         def on_fault(kind: str) -> None:

@@ -18,8 +18,10 @@ import redis.asyncio
 import redis.asyncio.client
 import redis.client
 
+from .._addresses import Address
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
+from .._health import learn_address
 from .._memory_cache import MemoryCache, UnsupportedCommand, redis_operation
 from ._common import Patcher, mark_current_span
 
@@ -134,6 +136,23 @@ def _replay_client(patcher: Patcher, pool: Any) -> Callable[..., Any]:
     return execute
 
 
+def _pool_address(pool: Any, kwargs: dict[str, Any]) -> Address | None:
+    """Where a redis-py connection pool connects, with its credentials."""
+    if "path" in kwargs:
+        return Address(str(kwargs["path"]), scheme="unix", password=kwargs.get("password"))
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    if not isinstance(host, str) or not str(port).isdigit():
+        return None
+    tls = "SSL" in getattr(getattr(pool, "connection_class", None), "__name__", "")
+    return Address(
+        host,
+        int(port),
+        user=kwargs.get("username"),
+        scheme="rediss" if tls else None,
+        password=kwargs.get("password"),
+    )
+
+
 def install_redis(patcher: Patcher) -> None:
     """Wrap ``execute_command`` and pipeline ``execute`` of the sync and asyncio clients."""
     registry = patcher.registry
@@ -149,6 +168,8 @@ def install_redis(patcher: Patcher) -> None:
             attributes["server.address"] = kwargs.get("host", "localhost")
             attributes["server.port"] = kwargs.get("port", 6379)
         name = registry.classify(attributes)
+        if name is not None:  # once per pool: where the health check finds this Redis
+            learn_address(registry, name, _pool_address(pool, kwargs))
         cached = (patcher, None if name is None else patcher.entry(name), decode)
         if pool is not None:
             with contextlib.suppress(AttributeError):  # a pool with __slots__: each time
