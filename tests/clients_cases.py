@@ -13,6 +13,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+# Imported before any instrumentation: the SQLAlchemy instrumentation wraps
+# ``sqlalchemy.engine.create_engine``, and the asyncio module keeps its own reference to
+# it from import time, which ``uninstrument()`` would then never unwrap.
+import sqlalchemy.ext.asyncio  # noqa: F401
+
 from tests.support.client_servers import SERVICE, CountingProxy, GrpcServer, HttpServer
 
 __all__ = ["CASES", "Case", "LoopThread"]

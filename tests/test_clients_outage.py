@@ -118,7 +118,7 @@ def wired(case: Case, registry: Registry, guards: bool) -> Iterator[None]:
         if uninstall is not None:
             uninstall()
         for instrumentor in instrumentors:
-            uninstrument(instrumentor)
+            instrumentor.uninstrument()
         processor.shutdown()  # the SDK cannot remove a processor: this one stops recording
 
 
@@ -134,26 +134,6 @@ def global_provider() -> TracerProvider:
         provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     return provider
-
-
-def uninstrument(instrumentor: Any) -> None:
-    """``instrumentor.uninstrument()``, past a known SQLAlchemy instrumentation bug.
-
-    An asyncio engine gets its event listeners registered twice (through
-    ``create_async_engine`` and the ``create_engine`` it calls), so removing them
-    fails the second time, with or without otel_resilience; the rest is undone here.
-    """
-    try:
-        instrumentor.uninstrument()
-    except Exception as error:
-        from sqlalchemy.exc import InvalidRequestError
-
-        if not isinstance(error, InvalidRequestError):
-            raise
-        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-
-        EngineTracer._remove_event_listener_params.clear()
-        instrumentor._is_instrumented_by_opentelemetry = False
 
 
 def assert_rejection(case: Case, error: BaseException) -> None:

@@ -47,6 +47,18 @@ class GuardLayer(wrapt.FunctionWrapper):  # type: ignore[type-arg]  # any wrappe
     """A guard's ``wrapt`` layer, told apart from the instrumentations' layers."""
 
 
+def _layer_of(node: Any) -> GuardLayer | None:
+    """The guard layer ``node`` is: itself, or the bound form of one.
+
+    OpenTelemetry's ``unwrap`` reads the attribute through the class (``getattr``), so
+    the layer under the wrapper it removes goes back on the class in its bound form.
+    """
+    if isinstance(node, GuardLayer):
+        return node
+    parent = getattr(node, "_self_parent", None) if isinstance(node, _Proxy) else None
+    return parent if isinstance(parent, GuardLayer) else None
+
+
 def _stored(owner: Any, attribute: str) -> Any:
     """The attribute as stored on ``owner`` (no descriptor binding), or None."""
     try:
@@ -60,7 +72,7 @@ def innermost(owner: Any, attribute: str) -> tuple[Any, Any]:
     holding it (None when the attribute itself is not wrapped)."""
     parent = None
     node = _stored(owner, attribute)
-    while isinstance(node, _Proxy) and not isinstance(node, GuardLayer):
+    while isinstance(node, _Proxy) and _layer_of(node) is None:
         inner = getattr(node, "__wrapped__", None)
         if inner is None:
             break
@@ -130,7 +142,7 @@ class Installer:
 def _remove(owner: Any, attribute: str, layer: GuardLayer) -> None:
     parent = None
     node = _stored(owner, attribute)
-    while node is not None and node is not layer:
+    while node is not None and _layer_of(node) is not layer:
         if not isinstance(node, _Proxy):
             return  # replaced by something that is not a wrapt chain: nothing of ours to find
         parent, node = node, getattr(node, "__wrapped__", None)
