@@ -1,11 +1,13 @@
-"""Per-call cost of a closed breaker: otel_resilience against pybreaker, circuitbreaker,
-purgatory and aiobreaker, in one process, on the same trivial function.
+"""Per-call cost of a closed breaker: otel_resilience against circuitbreaker, purgatory,
+pybreaker (sync) and aiobreaker, purgatory (async), on the same trivial function.
 
-Rounds are interleaved (every contender once per round) and the best round counts, so a
-noisy neighbour hurts everyone alike. Printed: microseconds per call, the overhead over
-the bare call, and each figure as a ratio to the fastest peer.
+Run through the shared harness (``_harness.py``): the process is pinned to one CPU, each
+block of calls is timed in this thread's CPU time, rounds are interleaved in alternating
+order, and each contender's overhead (its time minus the bare call's in the same round)
+is divided by the fastest peer's overhead of that round; the best and the median of those
+paired ratios are printed.
 
-    python benchmarks/breaker_overhead.py [--calls 200000] [--rounds 7]
+    python benchmarks/breaker_overhead.py [--calls 200000] [--rounds 11]
 """
 
 from __future__ import annotations
@@ -13,16 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import platform
+import functools
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-import aiobreaker
-import circuitbreaker
-import pybreaker
-from purgatory import AsyncCircuitBreakerFactory, SyncCircuitBreakerFactory
-
-from otel_resilience import BreakerPolicy, Dependency, Registry
+import _harness as harness  # beside this script, so on sys.path when it runs
 
 
 def trivial(value: int = 1) -> int:
@@ -33,115 +31,140 @@ async def atrivial(value: int = 1) -> int:
     return value
 
 
+SYNC_PEER = "circuitbreaker"
+ASYNC_PEER = "aiobreaker"
+
+
 def sync_contenders() -> dict[str, Callable[[], object]]:
+    import circuitbreaker
+    import pybreaker
+    from purgatory import SyncCircuitBreakerFactory
+
+    from otel_resilience import BreakerPolicy, Dependency, Registry
+
     registry = Registry([Dependency("dep", policy=BreakerPolicy())])
     call = registry.call
-    protected = registry.protect("dep")(trivial)
-    pybreaker_cb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
-    purgatory_factory = SyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)
     return {
         "bare call": trivial,
-        "otel_resilience registry.call": lambda: call("dep", trivial),
-        "otel_resilience protect": protected,
-        "circuitbreaker": circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(trivial),
-        "purgatory": purgatory_factory("dep")(trivial),
-        "pybreaker": pybreaker_cb(trivial),
+        "otel_resilience protect": registry.protect("dep")(trivial),
+        "otel_resilience registry.call": functools.partial(call, "dep", trivial),
+        SYNC_PEER: circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(trivial),
+        "purgatory": SyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)("dep")(trivial),
+        "pybreaker": pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)(trivial),
     }
 
 
 def async_contenders() -> dict[str, Callable[[], Awaitable[object]]]:
+    import aiobreaker
+    from purgatory import AsyncCircuitBreakerFactory
+
+    from otel_resilience import BreakerPolicy, Dependency, Registry
+
     registry = Registry([Dependency("dep", policy=BreakerPolicy())])
     acall = registry.acall
-    protected = registry.protect("dep")(atrivial)
-    aiobreaker_cb = aiobreaker.CircuitBreaker(
-        fail_max=5, timeout_duration=datetime.timedelta(seconds=30)
-    )
-    purgatory_factory = AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)
+    aio = aiobreaker.CircuitBreaker(fail_max=5, timeout_duration=datetime.timedelta(seconds=30))
     return {
         "bare await": atrivial,
-        "otel_resilience registry.acall": lambda: acall("dep", atrivial),
-        "otel_resilience protect (async)": protected,
-        "aiobreaker": aiobreaker_cb(atrivial),
-        "purgatory (async)": purgatory_factory("dep")(atrivial),
+        "otel_resilience protect (async)": registry.protect("dep")(atrivial),
+        "otel_resilience registry.acall": functools.partial(acall, "dep", atrivial),
+        ASYNC_PEER: aio(atrivial),
+        "purgatory (async)": AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)("dep")(
+            atrivial
+        ),
     }
 
 
-def time_sync(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e6
+def measure_sync(calls: int, rounds: int) -> harness.Samples:
+    contenders = sync_contenders()
+    samples = harness.Samples()
+    for order in harness.orders(list(contenders), rounds):
+        for name in order:
+            fn = contenders[name]
+            start = time.thread_time_ns()
+            for _ in range(calls):
+                fn()
+            samples.add(name, (time.thread_time_ns() - start) / calls / 1000)
+    return samples
 
 
-async def time_async(fn: Callable[[], Awaitable[object]], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        await fn()
-    return (time.perf_counter() - start) / calls * 1e6
+def measure_async(calls: int, rounds: int) -> harness.Samples:
+    contenders = async_contenders()
+
+    async def run() -> harness.Samples:
+        samples = harness.Samples()
+        for order in harness.orders(list(contenders), rounds):
+            for name in order:
+                fn = contenders[name]
+                start = time.thread_time_ns()
+                for _ in range(calls):
+                    await fn()
+                samples.add(name, (time.thread_time_ns() - start) / calls / 1000)
+        return samples
+
+    return asyncio.run(run())
 
 
-def best_of(rounds: int, measure: Callable[[str], float], names: list[str]) -> dict[str, float]:
-    best = dict.fromkeys(names, float("inf"))
-    for _ in range(rounds):
-        for name in names:
-            best[name] = min(best[name], measure(name))
-    return best
+def report(samples: harness.Samples, bare: str, peer: str, target: float) -> str:
+    overhead = {name: samples.difference(name, bare) for name in samples.values if name != bare}
+    rows: list[list[object]] = [[bare, samples.best(bare), samples.median(bare), 0.0, "", "", ""]]
+    for name in sorted(overhead, key=lambda name: statistics.median(overhead[name])):
+        ratios = [
+            ours / theirs for ours, theirs in zip(overhead[name], overhead[peer], strict=True)
+        ]
+        ours = name.startswith("otel_resilience")
+        rows.append(
+            [
+                name,
+                samples.best(name),
+                samples.median(name),
+                statistics.median(overhead[name]),
+                "1" if name == peer else min(ratios),
+                "1" if name == peer else statistics.median(ratios),
+                f"<= {target}" if ours else "",
+            ]
+        )
+    return harness.table(
+        [
+            "contender",
+            "best µs/call",
+            "median µs/call",
+            "median overhead µs",
+            f"best paired overhead ratio to {peer}",
+            f"median paired overhead ratio to {peer}",
+            "target",
+        ],
+        rows,
+    )
 
 
-def report(title: str, best: dict[str, float], bare: str, ours: list[str]) -> list[str]:
-    base = best[bare]
-    peers = {name: us for name, us in best.items() if name != bare and name not in ours}
-    fastest_peer = min(peers, key=peers.__getitem__)
-    lines = [
-        f"### {title}",
-        "",
-        f"| contender | µs per call | overhead µs | ratio to fastest peer ({fastest_peer}) |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, us in sorted(best.items(), key=lambda item: item[1]):
-        overhead = us - base
-        ratio = "" if name == bare else f"{overhead / (peers[fastest_peer] - base):.2f}"
-        lines.append(f"| {name} | {us:.3f} | {overhead:.3f} | {ratio} |")
-    lines.append("")
-    return lines
+def section(calls: int, rounds: int) -> str:
+    """Both tables, with a line saying how they were measured."""
+    sync = measure_sync(calls, rounds)
+    asynchronous = measure_async(calls, rounds)
+    return "\n".join(
+        [
+            f"{calls} calls per block, {rounds} interleaved rounds, thread CPU time; overhead "
+            "is a contender's time minus the bare call's in the same round.",
+            "",
+            "**sync**",
+            "",
+            report(sync, "bare call", SYNC_PEER, 0.5),
+            "",
+            "**async**",
+            "",
+            report(asynchronous, "bare await", ASYNC_PEER, 0.4),
+        ]
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args()
-
-    sync = sync_contenders()
-    sync_best = best_of(args.rounds, lambda name: time_sync(sync[name], args.calls), list(sync))
-
-    async_fns = async_contenders()
-
-    async def measure_async() -> dict[str, float]:
-        best = dict.fromkeys(async_fns, float("inf"))
-        for _ in range(args.rounds):
-            for name, fn in async_fns.items():
-                best[name] = min(best[name], await time_async(fn, args.calls))
-        return best
-
-    async_best = asyncio.run(measure_async())
-
-    lines = [
-        f"Measured {datetime.date.today()} on {platform.python_implementation()} "
-        f"{platform.python_version()}, {args.calls} calls x best of {args.rounds} interleaved "
-        "rounds. Ratios compare overheads (per-call time minus the bare call).",
-        "",
-    ]
-    lines += report(
-        "sync", sync_best, "bare call", ["otel_resilience registry.call", "otel_resilience protect"]
-    )
-    lines += report(
-        "async",
-        async_best,
-        "bare await",
-        ["otel_resilience registry.acall", "otel_resilience protect (async)"],
-    )
-    print("\n".join(lines))
+    harness.pin_client()
+    print(harness.machine_line(), end="\n\n")
+    print(section(args.calls, args.rounds))
 
 
 if __name__ == "__main__":

@@ -42,8 +42,13 @@ from otel_resilience._metrics import (
     BREAKER_FAILURE_RATE,
     BREAKER_STATE,
     BREAKER_TRANSITIONS,
+    CHAOS_INJECTED,
+    CONCURRENCY_INFLIGHT,
+    CONCURRENCY_LIMIT,
+    CONFIG_RELOADS,
     DEPENDENCY_CALLS,
     DEPENDENCY_FALLBACKS,
+    DEPENDENCY_RETRIES,
     HEALTH_STATUS,
     SPECS,
     TELEMETRY_DROPPED,
@@ -61,6 +66,11 @@ CALLS = SPECS[DEPENDENCY_CALLS].prometheus
 FALLBACKS = SPECS[DEPENDENCY_FALLBACKS].prometheus
 HEALTH = SPECS[HEALTH_STATUS].prometheus
 DROPPED = SPECS[TELEMETRY_DROPPED].prometheus
+RETRIES = SPECS[DEPENDENCY_RETRIES].prometheus
+LIMIT = SPECS[CONCURRENCY_LIMIT].prometheus
+INFLIGHT = SPECS[CONCURRENCY_INFLIGHT].prometheus
+CHAOS = SPECS[CHAOS_INJECTED].prometheus
+RELOADS = SPECS[CONFIG_RELOADS].prometheus
 
 SERVICE = 'job=~"$job", service_name=~"$service"'
 DEPENDENCY = SERVICE + ', dependency_name=~"$dependency"'
@@ -236,6 +246,60 @@ def overview() -> dict[str, Any]:
             .span(12)
             .height(8)
         )
+        .with_row(Row("Fleet"))
+        .with_panel(
+            timeseries.Panel()
+            .title("Replicas with the breaker open")
+            .description(
+                "Per service and dependency, the fraction of replicas whose breaker is open "
+                "(the recording rule dependency:resilience_breakers_open:ratio). At or above "
+                "half: the dependency is down (ResilienceDependencyDown). Above zero and below "
+                "half: some replicas cannot reach it, look at those replicas "
+                "(ResiliencePartialReachability)."
+            )
+            .datasource(DATASOURCE)
+            .unit("percentunit")
+            .min(0)
+            .max(1)
+            .thresholds(
+                ThresholdsConfig()
+                .mode(ThresholdsMode.ABSOLUTE)
+                .steps(
+                    [
+                        Threshold(value=None, color="green"),
+                        Threshold(value=0.01, color="orange"),
+                        Threshold(value=0.5, color="red"),
+                    ]
+                )
+            )
+            .with_target(
+                query(
+                    f"sum by ({by}, dependency_name) "
+                    f'({STATE}{{{SERVICE}, breaker_state=~"open|forced_open"}})'
+                    f" / count by ({by}, dependency_name) "
+                    f'({STATE}{{{SERVICE}, breaker_state="closed"}})',
+                    "{{job}} {{service_name}} {{dependency_name}}",
+                )
+            )
+            .span(16)
+            .height(8)
+        )
+        .with_panel(
+            stat.Panel()
+            .title("Config reloads (1h)")
+            .description(
+                "Hot reloads of the resilience config: applied, and failed (the old config stayed)."
+            )
+            .datasource(DATASOURCE)
+            .with_target(
+                query(
+                    f"sum by ({by}, outcome) (increase({RELOADS}{{{SERVICE}}}[1h]))",
+                    "{{job}} {{service_name}} {{outcome}}",
+                )
+            )
+            .span(8)
+            .height(8)
+        )
     )
     return json.loads(json.dumps(dashboard.build(), cls=JSONEncoder))  # type: ignore[no-any-return]
 
@@ -265,13 +329,19 @@ def dependency_view() -> dict[str, Any]:
         .with_panel(
             timeseries.Panel()
             .title("Transitions")
+            .description(
+                "State changes over 5 minutes. The dots are exemplars: each opening is "
+                "recorded in the context of the call that tripped the breaker, so a dot links "
+                "to that call's trace (collector path with OpenMetrics, Prometheus with "
+                "exemplar storage, and a trace data source on the Prometheus data source)."
+            )
             .datasource(DATASOURCE)
             .with_target(
                 query(
                     f"sum by ({by}, breaker_from_state, breaker_state) "
                     f"(increase({TRANSITIONS}{{{DEPENDENCY}}}[5m]))",
                     "{{dependency_name}} {{breaker_from_state}} → {{breaker_state}}",
-                )
+                ).exemplar(True)
             )
             .span(12)
             .height(8)
@@ -342,7 +412,87 @@ def dependency_view() -> dict[str, Any]:
             .height(8)
         )
     )
+    dashboard = beyond_breakers(dashboard, by)
     return json.loads(json.dumps(dashboard.build(), cls=JSONEncoder))  # type: ignore[no-any-return]
+
+
+def beyond_breakers(dashboard: Dashboard, by: str) -> Dashboard:
+    """The dependency view's row for retry budgets, concurrency limits and chaos drills."""
+    return (
+        dashboard.with_row(Row("Retries, limits, chaos"))
+        .with_panel(
+            timeseries.Panel()
+            .title("Retries allowed and denied")
+            .description(
+                "Retries asked of the retry budget. Denied: the budget is spent or the breaker "
+                "is not closed, so callers give up instead of adding load."
+            )
+            .datasource(DATASOURCE)
+            .unit("reqps")
+            .with_target(
+                query(
+                    f"sum by ({by}, outcome) (rate({RETRIES}{{{DEPENDENCY}}}[1m]))",
+                    "{{dependency_name}} {{outcome}}",
+                )
+            )
+            .span(6)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Concurrency: limit and in flight")
+            .description(
+                "The concurrency limit (static, or adaptive: it falls when latency rises) and "
+                "the calls in flight. In flight at the limit means calls are being rejected."
+            )
+            .datasource(DATASOURCE)
+            .with_target(
+                query(f"max by ({by}) ({LIMIT}{{{DEPENDENCY}}})", "{{dependency_name}} limit")
+            )
+            .with_target(
+                query(
+                    f"sum by ({by}) ({INFLIGHT}{{{DEPENDENCY}}})",
+                    "{{dependency_name}} in flight",
+                    "B",
+                )
+            )
+            .span(6)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Rejected calls by reason")
+            .description("open: the breaker is open; limit: the concurrency limit was reached.")
+            .datasource(DATASOURCE)
+            .unit("reqps")
+            .with_target(
+                query(
+                    f"sum by ({by}, reject_reason) "
+                    f'(rate({CALLS}{{{DEPENDENCY}, outcome="rejected"}}[1m]))',
+                    "{{dependency_name}} {{reject_reason}}",
+                )
+            )
+            .span(6)
+            .height(8)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Chaos faults injected")
+            .description(
+                "Errors and latency injected by a chaos drill (chaos.enabled and "
+                "OTEL_RESILIENCE_CHAOS=1). Anything here outside a drill is a misconfiguration."
+            )
+            .datasource(DATASOURCE)
+            .with_target(
+                query(
+                    f"sum by ({by}, fault) (increase({CHAOS}{{{DEPENDENCY}}}[5m]))",
+                    "{{dependency_name}} {{fault}}",
+                )
+            )
+            .span(6)
+            .height(8)
+        )
+    )
 
 
 DASHBOARDS = {

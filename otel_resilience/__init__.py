@@ -11,14 +11,17 @@ from ._breaker import BreakerSnapshot, CircuitBreaker, State
 from ._config import load_config
 from ._configure import configure, get_registry
 from ._dependency import Criticality, Dependency
-from ._errors import CircuitOpenError, ConfigError, UnknownDependencyError
+from ._errors import CircuitOpenError, ConcurrencyLimitError, ConfigError, UnknownDependencyError
+from ._events import OperatorEvent
 from ._exporter import ResilientLogExporter, ResilientMetricExporter, ResilientSpanExporter
 from ._health import DependencyHealth, HealthEvent, HealthReport, health_events, on_health_change
 from ._health_app import health_app
+from ._limits import LimitPolicy
 from ._policy import BreakerPolicy
 from ._prober import HealthProber
 from ._processor import BreakerSpanProcessor
 from ._registry import Registry
+from ._retry_budget import RetryBudgetPolicy
 from ._sampler import ResilienceSampler
 
 try:
@@ -32,6 +35,7 @@ __all__ = [
     "BreakerSpanProcessor",
     "CircuitBreaker",
     "CircuitOpenError",
+    "ConcurrencyLimitError",
     "ConfigError",
     "Criticality",
     "Dependency",
@@ -39,11 +43,14 @@ __all__ = [
     "HealthEvent",
     "HealthProber",
     "HealthReport",
+    "LimitPolicy",
+    "OperatorEvent",
     "Registry",
     "ResilienceSampler",
     "ResilientLogExporter",
     "ResilientMetricExporter",
     "ResilientSpanExporter",
+    "RetryBudgetPolicy",
     "State",
     "UnknownDependencyError",
     "configure",

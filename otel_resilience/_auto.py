@@ -173,3 +173,9 @@ def post_instrument(**kwargs: Any) -> None:
         _configure.install_guards_for_auto_instrumentation()
     except Exception:
         _log.warning("otel_resilience: could not install the client guards", exc_info=True)
+    try:
+        from ._reload import install_reload_triggers
+
+        install_reload_triggers()  # SIGHUP and $OTEL_RESILIENCE_RELOAD_SECONDS reload the file
+    except Exception:
+        _log.warning("otel_resilience: could not install config reloading", exc_info=True)

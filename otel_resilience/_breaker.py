@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import logging
 import threading
 import time
@@ -55,9 +56,6 @@ TRIAL = 2
 HALF_OPEN_RETRY_FRACTION = 0.1
 MIN_RETRY_AFTER = 0.001
 
-# Marks "the fast path did not apply" (a distinct list object, never a real change list).
-_SLOW_PATH: list[tuple[State, State]] = []
-
 Listener = Callable[["CircuitBreaker", State, State], None]
 """Called as ``fn(breaker, old_state, new_state)`` after each transition."""
 
@@ -104,6 +102,8 @@ class CircuitBreaker:
         "_consecutive",
         "_count_window",
         "_fast_success",
+        "_fast_successes",
+        "_fast_successes_read",
         "_half_open_in_flight",
         "_half_open_successes",
         "_last_error_type",
@@ -160,6 +160,10 @@ class CircuitBreaker:
         self._last_failure_at: float | None = None
         self._last_error_type: str | None = None
         self._total_successes = 0
+        # Successes recorded without the lock (see record_success): ``next()`` on an
+        # itertools.count is one atomic step, where ``+= 1`` on an attribute is not.
+        self._fast_successes = itertools.count()
+        self._fast_successes_read = 0
         self._total_failures = 0
         self._total_slow = 0
         self._total_rejected = 0
@@ -209,7 +213,7 @@ class CircuitBreaker:
                 retry_after=retry_after,
                 last_failure_at=self._last_failure_at,
                 last_error_type=self._last_error_type,
-                total_successes=self._total_successes,
+                total_successes=self._total_successes + self._read_fast_successes(),
                 total_failures=self._total_failures,
                 total_slow=self._total_slow,
                 total_rejected=self._total_rejected,
@@ -299,31 +303,39 @@ class CircuitBreaker:
     def record_success(self, duration: float = 0.0) -> None:
         """Record a call that completed; it is slow when ``duration`` reaches the policy's bound."""
         if self._fast_success:
-            # The hot path (a closed breaker, count window, no slow-call bound), inlined:
-            # this runs once per successful call and is most of a guard's overhead.
-            with self._lock:
-                if self._state is _CLOSED:
-                    self._total_successes += 1
-                    ring = self._count_window
-                    if not ring.failures:
-                        # An all-success ring: its slots are all equal, so only the count moves.
-                        # (No failure in the ring also means no run of consecutive failures.)
-                        calls = ring.calls
+            ring = self._count_window
+            state = self._state
+            if state is _CLOSED or state is _DISABLED:
+                if ring.steady:
+                    # The steady state, and the hot path of every guarded call: a full
+                    # window of successes only. A success changes nothing but the total
+                    # (the ring stays all-success, the run of failures stays 0), so it is
+                    # counted without the lock. Racing a failure recorded under the lock
+                    # is the same as this success coming just before it.
+                    next(self._fast_successes)
+                    return
+                with self._lock:
+                    if self._state is state and not ring.failures and ring.calls < ring.size:
+                        # Filling an all-success ring: its slots are all equal, so only
+                        # the count moves.
+                        self._total_successes += 1
+                        calls = ring.calls + 1
+                        ring.calls = calls
                         if calls < ring.size:
-                            calls += 1
-                            ring.calls = calls
-                            ring.next_index = calls if calls < ring.size else 0
+                            ring.next_index = calls
+                        else:
+                            ring.next_index = 0
+                            ring.steady = not ring.slow
                         return
-                    self._consecutive = 0
-                    ring.record(SUCCESS)
-                    changes = self._evaluate()
-                else:
-                    changes = _SLOW_PATH
-            if changes is not _SLOW_PATH:
-                if changes:
-                    self._notify(changes)
-                return
         self._record_success(duration)
+
+    def _read_fast_successes(self) -> int:
+        """Successes counted without the lock so far (called with the lock held)."""
+        # Reading an itertools.count means taking a number from it: the reads are
+        # counted and subtracted.
+        value = next(self._fast_successes) - self._fast_successes_read
+        self._fast_successes_read += 1
+        return value
 
     def _record_success(self, duration: float) -> None:
         slow_threshold = self._slow_threshold
@@ -418,6 +430,42 @@ class CircuitBreaker:
             changes = [self._set_state(_HALF_OPEN)]
         self._notify(changes)
         return True
+
+    def apply_policy(self, policy: BreakerPolicy) -> None:
+        """Take ``policy`` in place (a config reload): the state and the window's outcomes stay.
+
+        A changed ``window_size`` keeps the newest outcomes that fit; a change of
+        ``window_seconds`` (or between count and time windows) starts an empty window.
+        An OPEN breaker stays OPEN, its current wait rescaled to the new ``open_seconds``
+        (same back-off step, capped at ``max_open_seconds``). Nothing is evaluated now:
+        the next outcome is judged by the new thresholds.
+        """
+        if not isinstance(policy, BreakerPolicy):
+            raise TypeError(f"expected a BreakerPolicy, got {policy!r}")
+        with self._lock:
+            old = self.policy
+            if policy == old:
+                return
+            if policy.window_seconds != old.window_seconds:
+                self._count_window = CountWindow(
+                    policy.window_size if policy.window_seconds is None else 1
+                )
+                if policy.window_seconds is None:
+                    self._window = self._count_window
+                else:
+                    self._window = TimeWindow(policy.window_seconds)
+            elif policy.window_seconds is None and policy.window_size != old.window_size:
+                self._count_window = self._count_window.resized(policy.window_size)
+                self._window = self._count_window
+            self._timed_window = policy.window_seconds is not None
+            self._slow_threshold = policy.slow_call_seconds
+            self._fast_success = not self._timed_window and self._slow_threshold is None
+            if self._state is _OPEN:
+                step = self._open_duration / old.open_seconds
+                self._open_duration = min(policy.open_seconds * step, policy.max_open_seconds)
+            else:
+                self._open_duration = policy.open_seconds
+            self.policy = policy
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(breaker, old_state, new_state)`` after each transition."""

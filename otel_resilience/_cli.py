@@ -160,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)"
     )
     status.add_argument("--json", action="store_true", help="print the document as JSON")
+    breaker = commands.add_parser(
+        "breaker",
+        help="force a service's breaker open, disable it, or reset it (needs its admin token)",
+    )
+    breaker.add_argument("url", help="the service's health URL (a bare host:port gets /health)")
+    breaker.add_argument("name", help="the dependency whose breaker to act on")
+    breaker.add_argument("action", choices=("force-open", "disable", "reset"))
+    breaker.add_argument(
+        "--token-env",
+        default="OTEL_RESILIENCE_ADMIN_TOKEN",
+        help="the environment variable holding the admin token "
+        "(default OTEL_RESILIENCE_ADMIN_TOKEN)",
+    )
+    breaker.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)"
+    )
     return parser
 
 
@@ -199,6 +215,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._health_cli import show_status
 
         return show_status(args.url, console, timeout=args.timeout, as_json=args.json)
+    if args.command == "breaker":
+        from ._admin_cli import breaker_action
+
+        return breaker_action(
+            args.url,
+            args.name,
+            args.action,
+            console,
+            token_env=args.token_env,
+            timeout=args.timeout,
+        )
     parser.print_help()
     return 0
 

@@ -26,12 +26,15 @@ from typing import Any
 
 import yaml
 
+from ._chaos import ChaosSettings, FaultSpec
 from ._dependency import Criticality, Dependency
 from ._errors import ConfigError, did_you_mean
 from ._fallbacks import BUILTIN_FALLBACKS, check_import_path, import_object, resolve_fallback
 from ._health_checks import BUILTIN_CHECKS, parse_health_check
+from ._limits import LimitPolicy
 from ._policy import POLICY_FIELDS, BreakerPolicy, PolicyField, format_number
 from ._registry import Registry, TelemetrySettings
+from ._retry_budget import RetryBudgetPolicy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -476,13 +479,13 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "dependencies.<name>.retry_budget.min_per_second",
-        Number(0, 1_000_000, integer=True),
+        Number(0, 10_000),
         10,
         "Retries allowed per second whatever the traffic.",
     ),
     Key(
         "dependencies.<name>.retry_budget.ttl_seconds",
-        Number(1, 3600, seconds=True),
+        Number(1, 60, seconds=True),
         10.0,
         "How long a deposited call counts toward the budget.",
     ),
@@ -568,8 +571,8 @@ KEYS: tuple[Key, ...] = (
     Key(
         "chaos.dependencies.<name>.latency_rate",
         _PERCENT,
-        0.0,
-        "Fraction of calls delayed.",
+        1.0,
+        "Fraction of calls delayed by latency_seconds.",
     ),
     Key("admin", Section(), None, "Manual breaker control over HTTP on health_app."),
     Key(
@@ -821,23 +824,50 @@ class _Builder:
             types.append(target)
         return tuple(types)
 
-    def limits(self, values: Any, path: str) -> None:
-        if not values or not _clean(values):
-            return
+    def limits(self, values: Any, path: str) -> LimitPolicy | None:
+        if values is None or not _clean(values):
+            return None
         if ("max_concurrent_calls" in values) == ("adaptive" in values):
             self.v.report(
                 path, "give either max_concurrent_calls or adaptive (with min, max, initial)"
             )
-            return
+            return None
         if "max_concurrent_calls" in values:
             extra = [k for k in values if k != "max_concurrent_calls"]
             if extra:
                 self.v.report(_join(path, extra[0]), "applies to adaptive limits only")
-            return
-        low, high = values.get("min", 1), values.get("max", 200)
-        initial = values.get("initial", min(max(20, low), high))
-        if not low <= initial <= high:
-            self.v.report(path, f"needs min <= initial <= max, got {low}, {initial}, {high}")
+                return None
+        try:
+            return LimitPolicy(**values)
+        except ValueError as exc:  # a rule across keys (min <= initial <= max)
+            self.v.report(path, str(exc))
+            return None
+
+    def retry_budget(self, values: Any, path: str) -> RetryBudgetPolicy | None:
+        if values is None or not _clean(values):
+            return None
+        try:
+            return RetryBudgetPolicy(**values)
+        except ValueError as exc:
+            self.v.report(path, str(exc))
+            return None
+
+    def chaos(self, values: Any, declared: Mapping[str, Any]) -> ChaosSettings | None:
+        if not _clean(values):
+            return None
+        faults: dict[str, FaultSpec] = {}
+        for name, spec in values["dependencies"].items():
+            if name not in declared:
+                self.v.report(
+                    f"chaos.dependencies.{name}",
+                    f"is not a declared dependency{did_you_mean(name, declared)}",
+                )
+                continue
+            try:
+                faults[name] = FaultSpec(**spec)
+            except ValueError as exc:
+                self.v.report(f"chaos.dependencies.{name}", str(exc))
+        return ChaosSettings(enabled=values["enabled"], dependencies=faults)
 
     def dependency(
         self, name: str, values: Any, defaults: BreakerPolicy | None
@@ -871,7 +901,8 @@ class _Builder:
             except ConfigError as exc:
                 self.v.errors.append(exc)
         business_errors = self.exception_types(values["business_errors"], f"{path}.business_errors")
-        self.limits(values.get("limits"), f"{path}.limits")
+        limits = self.limits(values.get("limits"), f"{path}.limits")
+        retry_budget = self.retry_budget(values.get("retry_budget"), f"{path}.retry_budget")
         if policy is None or not _clean(values) or self.v.errors:
             return None
         try:
@@ -883,6 +914,8 @@ class _Builder:
                 fallback=fallback,
                 health_check=health_check,
                 business_errors=business_errors,
+                limits=limits,
+                retry_budget=retry_budget,
             )
         except ValueError as exc:
             self.v.report(path, str(exc))
@@ -901,19 +934,24 @@ class _Builder:
                 dependencies.append(dependency)
         telemetry = values["telemetry"]
         policy = self.policy(TELEMETRY_POLICY, telemetry.get("breaker"), "telemetry.breaker")
+        chaos = self.chaos(values["chaos"], values["dependencies"])
         if self.v.errors or policy is None:
             return None
         dependencies.append(Dependency(TELEMETRY_DEPENDENCY, Criticality.MONITORING, policy=policy))
         settings = TelemetrySettings(
             export_timeout_seconds=float(telemetry["export_timeout_seconds"])
         )
-        return Registry(
+        registry = Registry(
             dependencies,
             clock=clock,
             service=values["service"],
             telemetry=settings,
             source=self.v.source,
+            chaos=chaos,
         )
+        admin = values.get("admin")
+        registry.admin_token_env = admin.get("token_env") if isinstance(admin, dict) else None
+        return registry
 
 
 def _registry_from(document: Any, source: str | None, clock: Callable[[], float]) -> Registry:

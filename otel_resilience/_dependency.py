@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._fallbacks import resolve_fallback
+from ._limits import LimitPolicy
 from ._policy import BreakerPolicy
+from ._retry_budget import RetryBudgetPolicy
 from ._semconv import canonical_key
 
 __all__ = ["Criticality", "Dependency"]
@@ -49,7 +51,9 @@ class Dependency:
     (or a built-in name such as ``"none"``, or an import path) applied while the breaker is
     open or the call fails; critical dependencies have none. ``business_errors`` are
     exception types that mean the dependency answered (counted as successes), and
-    ``is_failure``, when given, decides for every other exception.
+    ``is_failure``, when given, decides for every other exception. ``limits`` caps the
+    calls in flight; ``retry_budget`` bounds ``Registry.retry_allowed`` (default: 20% of
+    calls plus 10 a second).
     """
 
     name: str
@@ -61,6 +65,8 @@ class Dependency:
     business_errors: tuple[type[BaseException], ...] = ()
     is_failure: Callable[[BaseException], bool] | None = None
     observe_only: bool = False
+    limits: LimitPolicy | None = None
+    retry_budget: RetryBudgetPolicy | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -113,4 +119,13 @@ class Dependency:
         if self.is_failure is not None and not callable(self.is_failure):
             raise ValueError(
                 f"dependency {self.name!r}: is_failure must be callable, got {self.is_failure!r}"
+            )
+        if self.limits is not None and not isinstance(self.limits, LimitPolicy):
+            raise ValueError(
+                f"dependency {self.name!r}: limits must be a LimitPolicy, got {self.limits!r}"
+            )
+        if self.retry_budget is not None and not isinstance(self.retry_budget, RetryBudgetPolicy):
+            raise ValueError(
+                f"dependency {self.name!r}: retry_budget must be a RetryBudgetPolicy, "
+                f"got {self.retry_budget!r}"
             )

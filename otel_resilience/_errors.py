@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-__all__ = ["CircuitOpenError", "ConfigError", "UnknownDependencyError"]
+__all__ = ["CircuitOpenError", "ConcurrencyLimitError", "ConfigError", "UnknownDependencyError"]
 
 
 class CircuitOpenError(Exception):
@@ -27,6 +28,35 @@ class CircuitOpenError(Exception):
 
     def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float]]:
         return (type(self), (self.dependency, self.retry_after))
+
+
+_LIMIT_RETRY_AFTER = 0.01
+
+
+class ConcurrencyLimitError(CircuitOpenError):
+    """A call was rejected without being attempted because its dependency already has as
+    many calls in flight as its concurrency limit allows.
+
+    A ``CircuitOpenError``, so code that handles an open breaker handles this too; client
+    integrations raise a subclass that is also the client's own connection error.
+    ``retry_after`` is a short hint (10 ms unless the caller knows better); ``limit`` the
+    limit at the time, when known.
+    """
+
+    def __init__(self, dependency: str, retry_after: float, limit: int | None = None) -> None:
+        self.limit = limit
+        # Never 0 (a closed breaker has no time left to wait), so a caller that sleeps
+        # retry_after never spins.
+        retry_after = retry_after if retry_after > 0 else _LIMIT_RETRY_AFTER
+        super().__init__(dependency, retry_after)
+        at = f" ({limit} calls in flight)" if limit is not None else ""
+        self.args = (
+            f"dependency {dependency!r} is at its concurrency limit{at}; "
+            f"retry after {retry_after:.3g}s",
+        )
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[Any, ...]]:
+        return (type(self), (self.dependency, self.retry_after, self.limit))
 
 
 class ConfigError(ValueError):

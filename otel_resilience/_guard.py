@@ -40,7 +40,8 @@ The API (for client guards and for features that hook into the path):
     hooks as is (the request, the command list; for ``PLAIN``, the per-call fallback or
     ``MISSING``): nothing is allocated per call. A client guard is then a wrapper that
     looks the entry up (cached per client object) and calls one of these, e.g.
-    ``return guarded_call(entry, REDIS, wrapped, args, kwargs, decode)``.
+    ``return guarded_call(entry, HTTPX, wrapped, args, kwargs, request)``;
+    ``instrumentation/_httpx.py`` is the smallest complete example.
 
 ``guarded_iter`` / ``guarded_aiter``, ``Guard``
     ``protect`` on generator and async-generator functions, and ``registry.guard(name)``.
@@ -57,14 +58,16 @@ The rules the path keeps (the breaker's own rules are in ``_breaker.py``):
   call reports only through the exceptions it raises.
 - Spans that end while ``GUARDED`` names their dependency are skipped by the span
   processor; a client guard also marks a current client span (``client.mark``).
-- Cancellation (``asyncio.CancelledError``) is no outcome in CLOSED (a half-open permit
-  is given back); a cancelled half-open trial is a failed probe and re-opens.
+- Cancellation (``asyncio.CancelledError``) is no outcome for a call admitted while
+  CLOSED; a cancelled half-open trial is a failed probe and re-opens the breaker
+  (``CircuitBreaker.admit()`` tells the two apart).
   ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit`` and another breaker's
   ``CircuitOpenError`` are no outcome.
 - Durations (slow calls, timeouts) are read from the registry's injected clock, and only
   when a policy needs them.
 - The success path on a CLOSED breaker: one ``GUARDED`` set and reset, one note read, the
-  breaker's success record; no object is allocated for it.
+  breaker's success record; nothing of ours is allocated for it (``ContextVar.set``
+  makes its token).
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -819,7 +822,7 @@ def guarded_iter(
 
 async def guarded_aiter(
     entry: Entry, fn: Callable[..., AsyncIterator[T]], args: Any, kwargs: Any, fallback: Any
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, Any]:
     """Iterate ``fn(*args, **kwargs)`` as one guarded call (async generators).
 
     As ``guarded_iter``; a step cancelled inside the generator follows the cancellation
@@ -933,6 +936,10 @@ class Guard:
         """Admit the block (or raise the rejection); the chaos plan for it."""
         entry = self._entry
         name = entry.name
+        self._token = None
+        self._trial = False
+        self._admission = None
+        self._start = None
         mark = _get_mark()
         if mark is None:
             mark = name

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from ._admin import admin_request, is_admin_path
 from ._health import health_report
 from ._health_checks import redact
 from ._prober import HealthProber
@@ -127,6 +128,13 @@ class HealthApp:
         route = _ROUTES.get(path)
         method = scope.get("method", "GET")
         head = method == "HEAD"
+        if (
+            route is None
+            and is_admin_path(path)
+            and (admin := admin_request(self.registry, scope, path)) is not None
+        ):
+            await _respond(send, admin[0], admin[1], head, extra_headers=admin[2])
+            return
         if route is None:
             await _respond(send, 404, {"error": "not found", "endpoints": _endpoints()}, head)
             return

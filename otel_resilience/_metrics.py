@@ -2,7 +2,9 @@
 
 The hot path pays nothing for them: breakers keep cumulative counts, and observable
 instruments read those counts (and the registry's fallback counts) at collection time.
-Only transitions, which are rare, are counted as they happen.
+Only transitions and config reloads, which are rare, are counted as they happen:
+transitions in the context of the call that caused them, so that trace-based exemplars
+(``OTEL_METRICS_EXEMPLAR_FILTER=trace_based``) link the counter to that call's trace.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import TYPE_CHECKING
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from ._breaker import State
+from ._breaker import CircuitBreaker, State
+from ._events import OperatorEvent, add_event_listener
+from ._trace_links import call_context
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -26,8 +30,13 @@ __all__ = [
     "BREAKER_FAILURE_RATE",
     "BREAKER_STATE",
     "BREAKER_TRANSITIONS",
+    "CHAOS_INJECTED",
+    "CONCURRENCY_INFLIGHT",
+    "CONCURRENCY_LIMIT",
+    "CONFIG_RELOADS",
     "DEPENDENCY_CALLS",
     "DEPENDENCY_FALLBACKS",
+    "DEPENDENCY_RETRIES",
     "HEALTH_STATUS",
     "METER_NAME",
     "METRICS",
@@ -48,6 +57,11 @@ DEPENDENCY_CALLS = "resilience.dependency.calls"
 DEPENDENCY_FALLBACKS = "resilience.dependency.fallbacks"
 HEALTH_STATUS = "resilience.health.status"
 TELEMETRY_DROPPED = "resilience.telemetry.dropped"
+DEPENDENCY_RETRIES = "resilience.dependency.retries"
+CONCURRENCY_LIMIT = "resilience.dependency.concurrency.limit"
+CONCURRENCY_INFLIGHT = "resilience.dependency.concurrency.inflight"
+CHAOS_INJECTED = "resilience.chaos.injected"
+CONFIG_RELOADS = "resilience.config.reloads"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +94,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "{transition}",
         ("dependency.name", "breaker.from_state", "breaker.state"),
         "resilience_breaker_transitions_total",
-        "Circuit breaker state transitions.",
+        "Circuit breaker state transitions, recorded in the tripping call's context.",
     ),
     MetricSpec(
         BREAKER_FAILURE_RATE,
@@ -94,9 +108,10 @@ METRICS: tuple[MetricSpec, ...] = (
         DEPENDENCY_CALLS,
         "counter",
         "{call}",
-        ("dependency.name", "outcome"),
+        ("dependency.name", "outcome", "reject.reason"),
         "resilience_dependency_calls_total",
-        "Calls to a dependency by outcome: success, failure, slow, rejected.",
+        "Calls to a dependency by outcome: success, failure, slow, rejected (reject.reason: "
+        "open, limit).",
     ),
     MetricSpec(
         DEPENDENCY_FALLBACKS,
@@ -104,7 +119,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "{call}",
         ("dependency.name", "reason"),
         "resilience_dependency_fallbacks_total",
-        "Calls answered by a fallback, by reason: open, error, timeout.",
+        "Calls answered by a fallback, by reason: open, error, timeout, limit.",
     ),
     MetricSpec(
         HEALTH_STATUS,
@@ -122,6 +137,46 @@ METRICS: tuple[MetricSpec, ...] = (
         "resilience_telemetry_dropped_total",
         "Telemetry items dropped because export was failing.",
     ),
+    MetricSpec(
+        DEPENDENCY_RETRIES,
+        "counter",
+        "{retry}",
+        ("dependency.name", "outcome"),
+        "resilience_dependency_retries_total",
+        "Retries asked of a dependency's retry budget, by outcome: allowed, denied.",
+    ),
+    MetricSpec(
+        CONCURRENCY_LIMIT,
+        "observable_gauge",
+        "",
+        ("dependency.name",),
+        "resilience_dependency_concurrency_limit",
+        "A dependency's concurrency limit: calls allowed in flight at once.",
+    ),
+    MetricSpec(
+        CONCURRENCY_INFLIGHT,
+        "observable_gauge",
+        "",
+        ("dependency.name",),
+        "resilience_dependency_concurrency_inflight",
+        "Calls in flight to a dependency with a concurrency limit.",
+    ),
+    MetricSpec(
+        CHAOS_INJECTED,
+        "counter",
+        "{fault}",
+        ("dependency.name", "fault"),
+        "resilience_chaos_injected_total",
+        "Faults injected by a chaos drill, by kind: error, latency.",
+    ),
+    MetricSpec(
+        CONFIG_RELOADS,
+        "counter",
+        "{reload}",
+        ("outcome",),
+        "resilience_config_reloads_total",
+        "Config reloads by outcome: applied, failed (the old config stays).",
+    ),
 )
 SPECS = {spec.name: spec for spec in METRICS}
 
@@ -134,6 +189,7 @@ _WATCHED_TRANSITIONS = (
     (State.HALF_OPEN, State.CLOSED),
 )
 _HEALTH_STATUSES = ("healthy", "degraded", "unhealthy")
+_RELOAD_OUTCOMES = ("applied", "failed")
 
 
 def _version() -> str:
@@ -153,6 +209,7 @@ class ResilienceMetrics:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         meter = provider.get_meter(METER_NAME, _version())
         self._registry_ref: weakref.ref[Registry] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
 
         def spec(name: str) -> dict[str, str]:
             return {"unit": SPECS[name].unit, "description": SPECS[name].description}
@@ -160,9 +217,10 @@ class ResilienceMetrics:
         meter.create_observable_gauge(
             BREAKER_STATE, callbacks=[self._observe_state], **spec(BREAKER_STATE)
         )
-        meter.create_observable_counter(
-            BREAKER_TRANSITIONS, callbacks=[self._observe_transitions], **spec(BREAKER_TRANSITIONS)
-        )
+        # Synchronous, so each transition is recorded in the context of the call that
+        # caused it and can carry that call's exemplar.
+        self._transitions = meter.create_counter(BREAKER_TRANSITIONS, **spec(BREAKER_TRANSITIONS))
+        self._reloads = meter.create_counter(CONFIG_RELOADS, **spec(CONFIG_RELOADS))
         meter.create_observable_gauge(
             BREAKER_FAILURE_RATE,
             callbacks=[self._observe_failure_rate],
@@ -177,16 +235,78 @@ class ResilienceMetrics:
         meter.create_observable_gauge(
             HEALTH_STATUS, callbacks=[self._observe_health], **spec(HEALTH_STATUS)
         )
+        self._create_beyond_breakers(meter, spec)
+
+    def _create_beyond_breakers(
+        self, meter: metrics.Meter, spec: Callable[[str], dict[str, str]]
+    ) -> None:
+        """Retry budgets, concurrency limits and chaos drills."""
+        meter.create_observable_counter(
+            DEPENDENCY_RETRIES,
+            callbacks=[lambda options: self._collect("retries", _retries)],
+            **spec(DEPENDENCY_RETRIES),
+        )
+        meter.create_observable_gauge(
+            CONCURRENCY_LIMIT,
+            callbacks=[lambda options: self._collect("concurrency limit", _limits)],
+            **spec(CONCURRENCY_LIMIT),
+        )
+        meter.create_observable_gauge(
+            CONCURRENCY_INFLIGHT,
+            callbacks=[lambda options: self._collect("in-flight calls", _inflight)],
+            **spec(CONCURRENCY_INFLIGHT),
+        )
+        meter.create_observable_counter(
+            CHAOS_INJECTED,
+            callbacks=[lambda options: self._collect("chaos faults", _chaos)],
+            **spec(CHAOS_INJECTED),
+        )
 
     # -- which registry ----------------------------------------------------------------
 
     def attach(self, registry: Registry) -> None:
         """Report on ``registry`` from now on."""
+        self.detach()
         self._registry_ref = weakref.ref(registry)
+        self._unsubscribe = [
+            registry.add_transition_listener(self._on_transition),
+            add_event_listener(registry, self._on_event),
+        ]
+        self._report_zeros(registry)
 
     def detach(self) -> None:
         """Stop reporting."""
         self._registry_ref = None
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+
+    def _report_zeros(self, registry: Registry) -> None:
+        # Reported from the start (at 0) so that increase() sees the first real one.
+        for name in registry.breakers():
+            for old, new in _WATCHED_TRANSITIONS:
+                self._transitions.add(0, _transition_attributes(name, old, new))
+        for outcome in _RELOAD_OUTCOMES:
+            self._reloads.add(0, {"outcome": outcome})
+
+    # -- counted as they happen --------------------------------------------------------
+
+    def _on_transition(self, breaker: CircuitBreaker, old: State, new: State) -> None:
+        try:
+            self._transitions.add(
+                1, _transition_attributes(breaker.name, old, new), context=call_context()
+            )
+        except Exception:
+            _log.debug("otel_resilience: counting a transition failed", exc_info=True)
+
+    def _on_event(self, event: OperatorEvent) -> None:
+        if event.kind != "reload":
+            return
+        outcome = "applied" if event.detail == "applied" else "failed"
+        self._reloads.add(1, {"outcome": outcome})
+        registry = self._registry()
+        if outcome == "applied" and registry is not None:
+            self._report_zeros(registry)  # dependencies the new config added
 
     def _registry(self) -> Registry | None:
         ref = self._registry_ref
@@ -210,9 +330,6 @@ class ResilienceMetrics:
             _log.debug("otel_resilience: %s callback failed", what, exc_info=True)
         return observations
 
-    def _observe_transitions(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._collect("transitions", _transitions)
-
     def _observe_state(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._collect("breaker state", _states)
 
@@ -229,18 +346,8 @@ class ResilienceMetrics:
         return self._collect("health", _health)
 
 
-def _transitions(registry: Registry) -> Iterator[Observation]:
-    for name, breaker in registry.breakers().items():
-        counts = breaker.transition_counts()
-        for key in _WATCHED_TRANSITIONS:
-            counts.setdefault(key, 0)
-        for (old, new), count in counts.items():
-            attributes = {
-                "dependency.name": name,
-                "breaker.from_state": old.value,
-                "breaker.state": new.value,
-            }
-            yield Observation(count, attributes)
+def _transition_attributes(name: str, old: State, new: State) -> dict[str, str]:
+    return {"dependency.name": name, "breaker.from_state": old.value, "breaker.state": new.value}
 
 
 def _states(registry: Registry) -> Iterator[Observation]:
@@ -262,20 +369,45 @@ def _failure_rates(registry: Registry) -> Iterator[Observation]:
 
 
 def _calls(registry: Registry) -> Iterator[Observation]:
+    limiters = registry.limiters()
     for name, breaker in registry.breakers().items():
         snap = breaker.snapshot()
         for outcome, value in (
             ("success", snap.total_successes),
             ("failure", snap.total_failures),
             ("slow", snap.total_slow),
-            ("rejected", snap.total_rejected),
         ):
             yield Observation(value, {"dependency.name": name, "outcome": outcome})
+        rejected = {"dependency.name": name, "outcome": "rejected"}
+        yield Observation(snap.total_rejected, {**rejected, "reject.reason": "open"})
+        limiter = limiters.get(name)
+        if limiter is not None:
+            yield Observation(limiter.rejected, {**rejected, "reject.reason": "limit"})
 
 
 def _fallbacks(registry: Registry) -> Iterator[Observation]:
     for (name, reason), value in registry.fallback_counts().items():
         yield Observation(value, {"dependency.name": name, "reason": reason})
+
+
+def _retries(registry: Registry) -> Iterator[Observation]:
+    for (name, outcome), value in registry.retry_counts().items():
+        yield Observation(value, {"dependency.name": name, "outcome": outcome})
+
+
+def _limits(registry: Registry) -> Iterator[Observation]:
+    for name, limiter in registry.limiters().items():
+        yield Observation(limiter.limit, {"dependency.name": name})
+
+
+def _inflight(registry: Registry) -> Iterator[Observation]:
+    for name, limiter in registry.limiters().items():
+        yield Observation(limiter.inflight, {"dependency.name": name})
+
+
+def _chaos(registry: Registry) -> Iterator[Observation]:
+    for (name, fault), value in registry.chaos_counts().items():
+        yield Observation(value, {"dependency.name": name, "fault": fault})
 
 
 def _health(registry: Registry) -> Iterator[Observation]:

@@ -18,13 +18,14 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._breaker import CircuitBreaker
 from ._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE, http_status_is_failure
 from ._dependency import Dependency
 from ._registry import Registry
 from ._semconv import lookup
+from ._trace_links import TRIPPING_SPAN
 
 __all__ = ["BreakerSpanProcessor", "span_outcome"]
 
@@ -141,20 +142,23 @@ class BreakerSpanProcessor(SpanProcessor):
             if type(span) is ReadableSpan:
                 # What the SDK passes: read its fields, skipping the properties' copies.
                 kind = span._kind
-                status = span._status
+                if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
+                    return
                 bounded = span._attributes
                 attributes = getattr(bounded, "_dict", None)
                 if type(attributes) is not dict:
                     attributes = bounded if isinstance(bounded, Mapping) else _EMPTY
+                status = span._status
             else:
                 kind = span.kind
-                status = span.status
+                if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
+                    return
                 attributes = span.attributes or _EMPTY
-            if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
-                return
+                status = span.status
             if not self.enabled:
                 return
-            if attributes.get(GUARDED_ATTRIBUTE) or attributes.get(REJECTED_ATTRIBUTE):
+            get = attributes.get
+            if get(GUARDED_ATTRIBUTE) or get(REJECTED_ATTRIBUTE):
                 return
             registry = self._registry
             name = registry._classifier.classify(attributes)  # Registry.classify, one call less
@@ -171,31 +175,47 @@ class BreakerSpanProcessor(SpanProcessor):
                 return  # ended inside a guarded call of this dependency: counted there
             target = self._targets.get(name)
             if target is None:
-                breaker = registry.breaker(name)
-                target = (breaker, breaker.policy.slow_call_seconds is not None)
-                self._targets[name] = target
-            breaker, timed = target
-            get = attributes.get
-            if (
-                get("http.response.status_code") is None
-                and get("http.status_code") is None
-                and not get("error.type")
-                and not _status_is_error(status)
-            ):
-                failed, error_type = False, None  # the common case, without the full rules
+                target = self._target(registry, name)
+            code = get("http.response.status_code")
+            if code is None:
+                code = get("http.status_code")
+            if code is None:
+                if get("error.type") or (
+                    status._status_code is _ERROR
+                    if type(status) is Status
+                    else _status_is_error(status)
+                ):
+                    failed, error_type = span_outcome(span, attributes)
+                else:
+                    failed, error_type = False, None  # the common case, without the full rules
+            elif type(code) is int and 0 < code < 400:
+                failed, error_type = False, None  # an HTTP answer that is not a failure
             else:
                 failed, error_type = span_outcome(span, attributes)
+            breaker, timed = target
             duration = 0.0
             if timed:
                 start, end = span.start_time, span.end_time
                 if isinstance(start, int) and isinstance(end, int):
                     duration = (end - start) / 1e9
             if failed:
-                breaker.record_failure(duration, error_type)
+                # The span is the call: a transition it causes links to it (_trace_links).
+                token = TRIPPING_SPAN.set(span.get_span_context())
+                try:
+                    breaker.record_failure(duration, error_type)
+                finally:
+                    TRIPPING_SPAN.reset(token)
             else:
                 breaker.record_success(duration)
         except Exception as exc:
             self._log_error(exc)
+
+    def _target(self, registry: Registry, name: str) -> tuple[CircuitBreaker, bool]:
+        """Dependency ``name``'s breaker and whether it needs span durations, kept by name."""
+        breaker = registry.breaker(name)
+        target = (breaker, breaker.policy.slow_call_seconds is not None)
+        self._targets[name] = target
+        return target
 
     def _discover(self, registry: Registry, attributes: Mapping[str, Any]) -> str | None:
         """The observe-only dependency for an unmatched span, declared on first sight.

@@ -26,6 +26,12 @@ from ._semconv import SOURCES, lookup
 
 __all__ = ["ResilienceSampler"]
 
+# Enum members read once: ``Decision.DROP`` costs a lookup on every read (about 0.1 µs),
+# and should_sample runs for every span.
+_DROP = Decision.DROP
+_RECORD_ONLY = Decision.RECORD_ONLY
+_CLIENT = SpanKind.CLIENT
+
 # Attributes that say which server a client span talks to, in either convention.
 _SERVER_KEYS = (*{key for keys in SOURCES.values() for key in keys}, "url.full", "http.url")
 
@@ -53,7 +59,7 @@ class ResilienceSampler(Sampler):
         result = self.wrapped.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
-        if result.decision is not Decision.DROP or kind is not SpanKind.CLIENT:
+        if result.decision is not _DROP or kind is not _CLIENT:
             return result
         try:
             keep = self._belongs_to_a_dependency(attributes)
@@ -61,7 +67,7 @@ class ResilienceSampler(Sampler):
             return result
         if not keep:
             return result
-        return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
+        return SamplingResult(_RECORD_ONLY, attributes, result.trace_state)
 
     def _belongs_to_a_dependency(self, attributes: Attributes) -> bool:
         """Whether a client span with these start attributes may feed a breaker."""

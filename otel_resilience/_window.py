@@ -33,7 +33,7 @@ class Window(Protocol):
 class CountWindow:
     """The last ``size`` outcomes, in a ring buffer with running totals."""
 
-    __slots__ = ("calls", "failures", "next_index", "ring", "size", "slow")
+    __slots__ = ("calls", "failures", "next_index", "ring", "size", "slow", "steady")
 
     def __init__(self, size: int) -> None:
         # Public so the breaker's hot path can inline a success; nothing else writes them.
@@ -43,6 +43,9 @@ class CountWindow:
         self.calls = 0
         self.failures = 0
         self.slow = 0
+        # Full of plain successes: one more success changes nothing but the position,
+        # and every slot is equal, so the breaker need not move it either.
+        self.steady = False
 
     def record(self, outcome: int, now: float = 0.0) -> None:
         index = self.next_index
@@ -59,6 +62,18 @@ class CountWindow:
             self.slow += (outcome & SLOW) >> 1
         index += 1
         self.next_index = 0 if index == self.size else index
+        self.steady = self.calls == self.size and not self.failures and not self.slow
+
+    def resized(self, size: int) -> CountWindow:
+        """A window of ``size`` holding the newest of these outcomes that fit, in order."""
+        if self.calls < self.size:
+            ordered = self.ring[: self.calls]
+        else:
+            ordered = self.ring[self.next_index :] + self.ring[: self.next_index]
+        window = CountWindow(size)
+        for outcome in ordered[max(0, len(ordered) - size) :]:
+            window.record(outcome)
+        return window
 
     def refresh(self, now: float) -> None:
         """A count window does not age."""
@@ -67,6 +82,7 @@ class CountWindow:
         self.ring = bytearray(self.size)
         self.next_index = 0
         self.calls = self.failures = self.slow = 0
+        self.steady = False
 
 
 class TimeWindow:

@@ -47,12 +47,14 @@ from otel_resilience import (
     CircuitBreaker,
     CircuitOpenError,
     Criticality,
+    OperatorEvent,
     Registry,
     State,
     configure,
     health_app,
 )
 
+from ._live import CallSeries, install_latency_recorder
 from ._page import RESILIENCE_PAGE
 from ._telemetry import Telemetry, build_telemetry, export_spans, prometheus_text
 from ._tokens import InvalidToken, sign_token, verify_token
@@ -104,6 +106,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "export_timeout_seconds": 0.4,
         "breaker": {"open_seconds": 1.0, "max_open_seconds": 2.0},
     },
+    "admin": {"token_env": "OTEL_RESILIENCE_ADMIN_TOKEN"},
 }
 
 # What a user loses while an optional dependency is down, in the words the user is sent.
@@ -336,6 +339,11 @@ class ChatService:
         self.connections: set[_Connection] = set()
         self.limited: dict[str, str] = {}
         self.timeline: deque[dict[str, Any]] = deque(maxlen=500)
+        # What the page lists: transitions, reloads, manual actions, chaos on/off.
+        self.events: deque[dict[str, Any]] = deque(maxlen=200)
+        self.series = CallSeries(registry)
+        self._sampler: asyncio.Task[None] | None = None
+        self._remove_event_listener: Any = None
         self.redis: redis.asyncio.Redis | None = None
         self.pool: Any = None
         self.memory = MemoryStore() if postgres_dsn.startswith("memory:") else None
@@ -348,6 +356,9 @@ class ChatService:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._remove_listener = self.registry.add_transition_listener(self._on_transition)
+        self._remove_event_listener = self.registry.add_event_listener(self._on_operator_event)
+        install_latency_recorder(self.series)
+        self._sampler = self._loop.create_task(self._sample_series())
         self.redis = redis.asyncio.Redis.from_url(
             self.redis_url,
             socket_timeout=0.5,
@@ -367,6 +378,12 @@ class ChatService:
     async def stop(self) -> None:
         if self._remove_listener is not None:
             self._remove_listener()
+        if self._remove_event_listener is not None:
+            self._remove_event_listener()
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sampler
         for connection in list(self.connections):
             connection.send({"type": "server_stopping"})
             connection.queue.put_nowait(None)
@@ -501,8 +518,37 @@ class ChatService:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._transition, breaker.name, old, new, stamp)
 
+    def _on_operator_event(self, event: OperatorEvent) -> None:
+        """Any thread (a reload's worker, a request's): hand over to the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        entry = {
+            "t": event.at,
+            "kind": event.kind,
+            "dependency": event.dependency,
+            "detail": event.detail,
+        }
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self.events.append, entry)
+
+    async def _sample_series(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.series.sample()
+            await asyncio.sleep(self.series.step_seconds)
+
     def _transition(self, name: str, old: State, new: State, stamp: float) -> None:
         self.timeline.append({"t": stamp, "dependency": name, "from": old.value, "to": new.value})
+        self.events.append(
+            {
+                "t": stamp,
+                "kind": "transition",
+                "dependency": name,
+                "detail": f"{old.value} → {new.value}",
+                "state": new.value,
+            }
+        )
         try:
             criticality = self.registry[name].criticality
         except KeyError:
@@ -675,6 +721,8 @@ class ChatService:
             "breakers": breakers,
             "limited": dict(self.limited),
             "timeline": list(self.timeline),
+            "events": list(self.events),
+            "series": self.series.to_dict(),
             "fallbacks": fallbacks,
             "stats": {
                 "uptime_seconds": time.monotonic() - stats.started_at,

@@ -6,13 +6,25 @@ time window keeps every (time, outcome) pair and filters on read.
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from otel_resilience import BreakerPolicy, CircuitBreaker, State
+from otel_resilience import (
+    BreakerPolicy,
+    CircuitBreaker,
+    CircuitOpenError,
+    Criticality,
+    Dependency,
+    Registry,
+    State,
+)
+from otel_resilience._breaker import REJECTED, TRIAL
 from tests.conftest import FakeClock
 
 TIME_BUCKETS = 20  # the time window's slice count, part of its documented semantics
@@ -105,14 +117,24 @@ class Model:
     # -- operations ----------------------------------------------------------------
 
     def allow(self, now: float) -> bool:
+        return self.admit(now) != "rejected"
+
+    def admit(self, now: float) -> str:
+        """ "rejected", "admitted", or "trial" (a half-open call holding a permit)."""
         self.expire(now)
         if self.state in ("closed", "disabled"):
-            return True
+            return "admitted"
         if self.state == "half_open" and self.in_flight < self.policy.half_open_calls:
             self.in_flight += 1
-            return True
+            return "trial"
         self.rejected += 1
-        return False
+        return "rejected"
+
+    def cancelled(self, now: float, duration: float, trial: bool) -> None:
+        """A cancelled call: nothing in CLOSED; a half-open trial is a failed probe."""
+        self.expire(now)
+        if trial and self.state == "half_open":
+            self.failure(now, duration)
 
     def release(self) -> None:
         if self.state == "half_open" and self.in_flight > 0:
@@ -181,7 +203,12 @@ class BreakerMatchesModel(RuleBasedStateMachine):
 
     @initialize(policy=policies)
     def start(self, policy: BreakerPolicy) -> None:
-        self.breaker = CircuitBreaker("model", policy, clock=self.clock)
+        # The breaker of a registry's dependency, so calls can also go through the guards.
+        self.registry = Registry(
+            [Dependency("model", Criticality.CRITICAL, policy=policy)], clock=self.clock
+        )
+        self.breaker = self.registry.breaker("model")
+        assert isinstance(self.breaker, CircuitBreaker)
         self.model = Model(policy)
 
     @rule(seconds=st.sampled_from([0.05, 0.3, 1.0, 2.5, 7.0]))
@@ -216,6 +243,75 @@ class BreakerMatchesModel(RuleBasedStateMachine):
             else:
                 self.breaker.record_success(duration)
                 self.model.success(self.clock.now, duration)
+
+    @rule(duration=durations)
+    def cancelled_call(self, duration: float) -> None:
+        """admit() then a cancellation: no outcome, unless it was a half-open trial."""
+        admitted = self.breaker.admit()
+        expected = self.model.admit(self.clock.now)
+        assert admitted == {"rejected": REJECTED, "trial": TRIAL}.get(expected, admitted)
+        assert (admitted == TRIAL) == (expected == "trial")
+        if admitted != REJECTED:
+            self.clock.advance(duration)
+            self.breaker.record_cancelled(duration, trial=admitted == TRIAL)
+            self.model.cancelled(self.clock.now, duration, expected == "trial")
+
+    @rule(
+        layers=st.lists(st.sampled_from(["call", "guard", "protect"]), min_size=1, max_size=3),
+        duration=durations,
+        outcome=st.sampled_from(["success", "failure", "cancelled"]),
+    )
+    def nested_guarded_call(self, layers: list[str], duration: float, outcome: str) -> None:
+        """A call through nested guards of the dependency (registry.call, guard, protect)
+        is one admission and one outcome: the model sees a single guarded call."""
+        registry = self.registry
+
+        def innermost() -> str:
+            self.clock.advance(duration)
+            if outcome == "failure":
+                raise ConnectionError("refused")
+            if outcome == "cancelled":
+                raise asyncio.CancelledError
+            return "ok"
+
+        def wrap(layer: str, inner: Callable[[], str]) -> Callable[[], str]:
+            if layer == "call":
+                return lambda: registry.call("model", inner)
+            if layer == "protect":
+                return registry.protect("model")(inner)
+
+            def guarded() -> str:
+                with registry.guard("model"):
+                    return inner()
+
+            return guarded
+
+        call = innermost
+        for layer in layers:
+            call = wrap(layer, call)
+        # The model's view: one admission, then (when admitted) one outcome.
+        admitted = self.model.admit(self.clock.now)
+        expected: type[BaseException] | None = {
+            "rejected": CircuitOpenError,
+            "failure": ConnectionError,
+            "cancelled": asyncio.CancelledError,
+        }.get(admitted if admitted == "rejected" else outcome)
+        if expected is None:
+            assert call() == "ok"
+        else:
+            with pytest.raises(expected):
+                call()
+        if admitted == "rejected":
+            return
+        # The registry's guards measure durations only when the policy has a slow-call bound.
+        measured = duration if self.model.policy.slow_call_seconds is not None else 0.0
+        now = self.clock.now
+        if outcome == "success":
+            self.model.success(now, measured)
+        elif outcome == "failure":
+            self.model.failure(now, measured)
+        else:
+            self.model.cancelled(now, measured, admitted == "trial")
 
     @rule()
     def release(self) -> None:

@@ -123,3 +123,63 @@ async def test_asyncio_tasks_keep_counts_consistent() -> None:
     snap = registry.breaker("dep").snapshot()
     assert (snap.total_successes, snap.total_failures) == (400, 100)
     assert snap.calls == 500
+
+
+async def test_nested_guards_in_many_tasks_count_each_call_once() -> None:
+    """Hundreds of interleaving tasks, each a protected call with a nested acall and a
+    guard block of the same dependency: every task's call is one outcome, and the
+    joined-call context of one task never leaks into another."""
+    registry = Registry(
+        [
+            Dependency(
+                "dep",
+                policy=BreakerPolicy(
+                    consecutive_failures=None, window_size=1000, failure_rate_threshold=1.0
+                ),
+            )
+        ]
+    )
+
+    async def work(index: int) -> int:
+        await asyncio.sleep(0)
+        async with registry.guard("dep"):
+            await asyncio.sleep(0)
+        if index % 5 == 0:
+            raise ConnectionError("down")
+        return index
+
+    @registry.protect("dep", fallback=None)
+    async def outer(index: int) -> int:
+        await asyncio.sleep(0)
+        return await registry.acall("dep", work, index)
+
+    async def one(index: int) -> None:
+        with contextlib.suppress(ConnectionError):
+            await outer(index)
+
+    await asyncio.gather(*(one(i) for i in range(500)))
+    snap = registry.breaker("dep").snapshot()
+    assert (snap.total_successes, snap.total_failures) == (400, 100)
+
+
+def test_nested_guards_in_many_threads_count_each_call_once() -> None:
+    """The same across threads: each thread's nested guards join only its own call."""
+    registry = Registry([Dependency("dep", Criticality.OPTIONAL)])
+    barrier = threading.Barrier(THREADS)
+
+    @registry.protect("dep")
+    def outer() -> str:
+        with registry.guard("dep"):
+            return registry.call("dep", lambda: "ok")
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(200):
+            assert outer() == "ok"
+
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert registry.breaker("dep").snapshot().total_successes == THREADS * 200

@@ -18,6 +18,7 @@ CONTRACT = {
     "BreakerSpanProcessor",
     "ResilientSpanExporter",
     "ResilientMetricExporter",
+    "ConcurrencyLimitError",
 }
 
 
@@ -52,6 +53,12 @@ def test_all_is_pinned() -> None:
         "ResilientLogExporter",
         "ResilientMetricExporter",
         "ResilientSpanExporter",
+        # beyond breakers (issue 15)
+        "ConcurrencyLimitError",
+        "LimitPolicy",
+        "RetryBudgetPolicy",
+        # operating it live (issue 16)
+        "OperatorEvent",
     }
     for name in otel_resilience.__all__:
         assert getattr(otel_resilience, name) is not None

@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from otel_resilience import (
     BreakerPolicy,
+    CircuitBreaker,
     CircuitOpenError,
     Criticality,
     Dependency,
@@ -341,3 +347,144 @@ def test_retry_after_is_positive_while_half_open_permits_are_taken(clock: FakeCl
         contextvars.Context().run(registry.call, "dep", lambda: None)
     assert info.value.retry_after == pytest.approx(0.5)
     assert "retry after 0.5s" in str(info.value)
+
+
+def test_breaker_retry_after_is_never_zero(clock: FakeClock) -> None:
+    """OPEN: the time left (at least a millisecond); FORCED_OPEN: inf; otherwise a tenth
+    of the current open time."""
+    breaker = CircuitBreaker("dep", QUICK, clock=clock)
+    assert breaker.retry_after() == pytest.approx(0.5)
+    breaker.record_failure()
+    breaker.record_failure()
+    clock.advance(4.9999999)
+    assert breaker.retry_after() == pytest.approx(0.001)
+    breaker.force_open()
+    assert breaker.retry_after() == float("inf")
+
+
+# -- sync timeouts and interpreter exit ----------------------------------------------------
+
+EXIT_SCRIPT = """
+import threading
+from otel_resilience import BreakerPolicy, Dependency, Registry
+
+registry = Registry([Dependency("dep", policy=BreakerPolicy(call_timeout_seconds=0.1))])
+try:
+    registry.call("dep", threading.Event().wait)  # hangs forever
+except TimeoutError:
+    print("timed out", flush=True)
+"""
+
+
+def test_timed_out_sync_call_does_not_keep_the_interpreter_alive() -> None:
+    """A sync call stuck past call_timeout_seconds runs on a daemon worker thread: the
+    process still exits when its main thread is done."""
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "timed out"), result.stderr
+
+
+def test_timed_out_sync_call_keeps_the_callers_context(clock: FakeClock) -> None:
+    """The worker runs the call in the caller's context (a nested guard joins the call),
+    and a stuck worker does not stop the next call from running on another one."""
+    registry = registry_with(clock, policy=BreakerPolicy(call_timeout_seconds=0.2))
+    release = threading.Event()
+    seen = []
+
+    def stuck() -> None:
+        seen.append(GUARDED.get())
+        release.wait(10)
+
+    with pytest.raises(TimeoutError, match=r"longer than 0\.2s"):
+        registry.call("dep", stuck)
+    assert registry.call("dep", GUARDED.get) == "dep"
+    release.set()
+    assert seen == ["dep"]
+    assert totals(registry) == (1, 1, 0)
+
+
+def test_protected_generators_stay_generator_functions(clock: FakeClock) -> None:
+    """protect keeps what a function is (frameworks such as FastAPI look), and works on
+    methods."""
+    registry = registry_with(clock)
+
+    class Repository:
+        @registry.protect("dep")
+        def rows(self) -> Iterator[int]:
+            yield from (1, 2)
+
+        @registry.protect("dep")
+        async def arows(self) -> AsyncIterator[int]:
+            yield 3
+
+    assert inspect.isgeneratorfunction(Repository.rows)
+    assert inspect.isasyncgenfunction(Repository.arows)
+    assert list(Repository().rows()) == [1, 2]
+
+    async def collect() -> list[int]:
+        return [row async for row in Repository().arows()]
+
+    assert asyncio.run(collect()) == [3]
+    assert totals(registry) == (2, 0, 0)
+
+
+def test_a_guard_object_used_twice_starts_afresh(clock: FakeClock) -> None:
+    """A guard kept and entered again admits and records each block on its own."""
+    registry = registry_with(clock, criticality=Criticality.CRITICAL)
+    guard = registry.guard("dep")
+    open_then_half_open(registry, clock)
+    with guard:
+        pass  # the trial: closes
+    with guard:
+        pass
+    assert totals(registry) == (2, 2, 0)
+    assert registry.breaker("dep").state is State.CLOSED
+
+
+FORK_SCRIPT = """
+import os
+from otel_resilience import BreakerPolicy, Dependency, Registry
+
+registry = Registry([Dependency("dep", policy=BreakerPolicy(call_timeout_seconds=5))])
+assert registry.call("dep", os.getpid) == os.getpid()  # a worker thread, now idle
+pid = os.fork()
+if pid == 0:
+    # the parent's idle worker does not exist here: the child must start its own
+    os._exit(0 if registry.call("dep", os.getpid) == os.getpid() else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sync_timeouts_work_in_a_forked_child() -> None:
+    """After os.fork, sync calls with call_timeout_seconds run on the child's own workers."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "0"), result.stderr
+
+
+def test_rejection_of_another_reason_is_also_the_clients_error(clock: FakeClock) -> None:
+    """A rejection for a reason registered in REJECTION_ERRORS (a concurrency limit) raises
+    an error that is that reason's class and still the client's own connection error."""
+    from otel_resilience._guard import REJECTION_ERRORS, Client
+
+    class LimitError(CircuitOpenError):
+        pass
+
+    class ClientOpenError(CircuitOpenError, ConnectionResetError):
+        pass
+
+    registry = registry_with(clock)
+    client = Client("test", open_error=ClientOpenError)
+    REJECTION_ERRORS["test-limit"] = LimitError
+    try:
+        error = client.rejection(registry._entry("dep"), "test-limit", None)
+    finally:
+        del REJECTION_ERRORS["test-limit"]
+    assert isinstance(error, LimitError)
+    assert isinstance(error, ConnectionResetError)
+    assert error.retry_after > 0
+    assert isinstance(client.rejection(registry._entry("dep"), "open", None), ClientOpenError)

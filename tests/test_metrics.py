@@ -76,7 +76,9 @@ def test_instruments_names_and_attributes(clock: FakeClock) -> None:
         "resilience.breaker.failure_rate",
         "resilience.dependency.calls",
         "resilience.dependency.fallbacks",
+        "resilience.dependency.retries",
         "resilience.health.status",
+        "resilience.config.reloads",
     }
     state = {
         (a["dependency.name"], a["dependency.criticality"], a["breaker.state"]): v
@@ -139,7 +141,9 @@ def test_prometheus_names_on_the_python_exporter_path(clock: FakeClock) -> None:
         "resilience_breaker_failure_rate",
         "resilience_dependency_calls_total",
         "resilience_dependency_fallbacks_total",
+        "resilience_dependency_retries_total",
         "resilience_health_status",
+        "resilience_config_reloads_total",
     }
 
     def sample(name: str, *labels: str) -> str:
@@ -167,8 +171,13 @@ def test_detached_metrics_report_nothing(clock: FakeClock) -> None:
     metrics.detach()
     drive(registry, clock)
     data = reader.get_metrics_data()
+    # The synchronous counters keep the zeros reported while attached, and only those.
     assert data is None or all(
         not metric.data.data_points
+        or (
+            metric.name in ("resilience.breaker.transitions", "resilience.config.reloads")
+            and all(point.value == 0 for point in metric.data.data_points)
+        )
         for resource_metrics in data.resource_metrics
         for scope in resource_metrics.scope_metrics
         for metric in scope.metrics

@@ -8,8 +8,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,14 @@ import yaml
 
 from otel_resilience._metrics import METRICS
 from tests.support.health_servers import free_port, need_tool
+from tests.support.prometheus import api, prometheus, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR = ROOT / "collector"
 DASHBOARDS = ROOT / "dashboards"
 PROMETHEUS_NAMES = {spec.prometheus for spec in METRICS}
-METRIC_NAME = re.compile(r"\b(resilience_[a-z_]+)\b")
+# A metric name, not part of a recording rule's name (level:metric:operations).
+METRIC_NAME = re.compile(r"(?<![\w:])(resilience_[a-z_]+)\b(?!:)")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -65,6 +65,10 @@ def test_promtool_unit_tests() -> None:
         "ResilienceBreakerFlapping",
         "ResilienceServiceUnhealthy",
         "ResilienceTelemetryDropping",
+        "ResilienceRetryBudgetSpent",
+        "ResilienceConcurrencyLimitPinned",
+        "ResilienceDependencyDown",
+        "ResiliencePartialReachability",
     }
     assert tested == defined
 
@@ -150,71 +154,14 @@ def test_collector_config_keeps_the_names() -> None:
 # -- end to end: a real Prometheus scraping a live, instrumented process --------------
 
 
-def api(base: str, path: str, **params: str) -> Any:
-    url = f"{base}{path}?{urllib.parse.urlencode(params)}" if params else f"{base}{path}"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())["data"]
-
-
 @pytest.fixture
 def prometheus_server(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """A Prometheus on a free port scraping the test process's /metrics every second, with
     the alerts (for: shortened to 2s) loaded."""
-    binary = need_tool("prometheus")
     target = free_port()
     rules = (COLLECTOR / "alerts.yml").read_text().replace("for: 1m", "for: 2s")
-    (tmp_path / "alerts.yml").write_text(rules)
-    (tmp_path / "prometheus.yml").write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": ["alerts.yml"],
-                "scrape_configs": [
-                    {
-                        "job_name": "resilience-test",
-                        "static_configs": [{"targets": [f"127.0.0.1:{target}"]}],
-                    }
-                ],
-            }
-        )
-    )
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/-/ready", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    with prometheus(tmp_path, [f"127.0.0.1:{target}"], {"alerts.yml": rules}) as base:
         yield base, target
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def wait_for(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {check.__doc__ or check}")
-        time.sleep(0.25)
 
 
 def test_outage_fires_the_alert_and_fills_every_dashboard(
@@ -250,8 +197,11 @@ def test_outage_fires_the_alert_and_fills_every_dashboard(
                             "match": {"db.system": "redis", "server.port": own_redis.port},
                             "fallback": "memory",
                             "breaker": {"consecutive_failures": 2, "open_seconds": 60},
+                            "limits": {"max_concurrent_calls": 64},
                         }
-                    }
+                    },
+                    # Named in a (disarmed) drill, so the chaos panel has its zero series.
+                    "chaos": {"dependencies": {"cache": {"error_rate": 1.0}}},
                 }
             )
             ResilienceMetrics(meter_provider).attach(registry)

@@ -1,0 +1,90 @@
+"""The closed breaker's lock-free success path counts exactly, whoever races it."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from otel_resilience import BreakerPolicy, CircuitBreaker, State
+
+THREADS = 8
+CALLS = 5_000
+
+
+def test_successes_on_a_full_window_are_all_counted_across_threads() -> None:
+    """Successes recorded without the lock by many threads (with a tiny switch interval) add up."""
+    breaker = CircuitBreaker("dep", BreakerPolicy(window_size=10, minimum_calls=10))
+    for _ in range(10):
+        breaker.record_success()  # fill the ring: from here successes take the lock-free path
+    barrier = threading.Barrier(THREADS)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(CALLS):
+            breaker.record_success()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
+    snap = breaker.snapshot()
+    assert snap.total_successes == 10 + THREADS * CALLS
+    assert (snap.calls, snap.failures, snap.consecutive_failures) == (10, 0, 0)
+
+
+def test_reading_the_totals_does_not_change_them() -> None:
+    """Snapshots taken between lock-free successes report each success exactly once."""
+    breaker = CircuitBreaker("dep", BreakerPolicy(window_size=2, minimum_calls=2))
+    seen = []
+    for _ in range(6):
+        breaker.record_success()
+        seen.append(breaker.snapshot().total_successes)
+        seen.append(breaker.snapshot().total_successes)
+    assert seen == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+
+
+def test_failures_racing_lock_free_successes_still_open_the_breaker() -> None:
+    """Failures recorded while other threads record lock-free successes trip the breaker."""
+    breaker = CircuitBreaker(
+        "dep", BreakerPolicy(window_size=20, minimum_calls=20, consecutive_failures=None)
+    )
+    for _ in range(20):
+        breaker.record_success()
+    stop = threading.Event()
+
+    def succeed() -> None:
+        while not stop.is_set():
+            breaker.record_success()
+
+    threads = [threading.Thread(target=succeed) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(10_000):
+            breaker.record_failure()
+            if breaker.state is State.OPEN:
+                break
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert breaker.state is State.OPEN
+
+
+def test_disabled_breaker_counts_successes_on_the_fast_path_and_never_opens() -> None:
+    """An observe-only (DISABLED) breaker counts every success and keeps counting failures."""
+    breaker = CircuitBreaker("dep", BreakerPolicy(window_size=4, minimum_calls=4))
+    breaker.disable()
+    for _ in range(10):
+        breaker.record_success()
+    for _ in range(4):
+        breaker.record_failure()
+    snap = breaker.snapshot()
+    assert (snap.state, snap.total_successes, snap.total_failures) == (State.DISABLED, 10, 4)
+    assert (snap.calls, snap.failures) == (4, 4)

@@ -1,0 +1,433 @@
+"""Hot reload: new policies, criticalities, matches and fallbacks applied in place, breaker
+state kept, atomic; SIGHUP and file polling under opentelemetry-instrument."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_resilience import (
+    BreakerPolicy,
+    CircuitBreaker,
+    CircuitOpenError,
+    ConfigError,
+    Criticality,
+    State,
+    load_config,
+)
+from otel_resilience._events import OperatorEvent, add_event_listener
+from otel_resilience._memory_cache import MemoryCache
+from otel_resilience._metrics import ResilienceMetrics
+from tests.conftest import FakeClock
+
+BASE = """
+service: chat-api
+dependencies:
+  redis:
+    criticality: optional
+    match: {db.system: redis}
+    breaker: {consecutive_failures: 3, open_seconds: 30, window_size: 20, minimum_calls: 10}
+  postgres:
+    criticality: critical
+    match: {db.system: postgresql}
+    breaker: {consecutive_failures: 5, minimum_calls: 4, failure_rate_threshold: 0.9}
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def trip(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        breaker.record_failure(error_type="ConnectionError")
+
+
+def test_open_breaker_stays_open_and_the_new_threshold_applies(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """An OPEN breaker is still OPEN (same object, same counts) after a reload; the new
+    open_seconds shortens its wait and the new consecutive_failures trips it next time."""
+    path = write(tmp_path / "resilience.yaml", BASE)
+    registry = load_config(path, clock=clock)
+    redis = registry.breaker("redis")
+    trip(redis, 3)
+    assert redis.state is State.OPEN
+    before = redis.snapshot()
+    write(
+        path,
+        BASE.replace(
+            "consecutive_failures: 3, open_seconds: 30", "consecutive_failures: 2, open_seconds: 10"
+        ),
+    )
+    registry.reload()
+    assert registry.breaker("redis") is redis
+    assert redis.state is State.OPEN
+    after = redis.snapshot()
+    assert (after.calls, after.failures, after.opened_at) == (
+        before.calls,
+        before.failures,
+        before.opened_at,
+    )
+    assert redis.policy.consecutive_failures == 2
+    assert after.retry_after == pytest.approx(10)
+    clock.advance(10)
+    assert redis.state is State.HALF_OPEN
+    redis.record_success()
+    assert redis.state is State.CLOSED
+    trip(redis, 2)
+    assert redis.state is State.OPEN  # two in a row now open it (three before the reload)
+
+
+def test_closed_breaker_keeps_its_window(clock: FakeClock) -> None:
+    """A CLOSED breaker keeps its outcomes; a smaller window keeps the newest that fit, and
+    the new failure-rate threshold judges the next outcome."""
+    registry = load_config(
+        {
+            "dependencies": {
+                "api": {
+                    "breaker": {
+                        "window_size": 10,
+                        "minimum_calls": 4,
+                        "failure_rate_threshold": 0.9,
+                        "consecutive_failures": None,
+                    }
+                }
+            }
+        },
+        clock=clock,
+    )
+    api = registry.breaker("api")
+    for _ in range(6):
+        api.record_success()
+    for _ in range(3):
+        api.record_failure()
+    assert api.state is State.CLOSED
+    assert (api.snapshot().calls, api.snapshot().failures) == (9, 3)
+    registry.reload(
+        {
+            "dependencies": {
+                "api": {
+                    "breaker": {
+                        "window_size": 5,
+                        "minimum_calls": 4,
+                        "failure_rate_threshold": 0.5,
+                        "consecutive_failures": None,
+                    }
+                }
+            }
+        }
+    )
+    snapshot = api.snapshot()
+    assert (snapshot.calls, snapshot.failures) == (5, 3)  # s s f f f
+    assert api.state is State.CLOSED  # a reload judges nothing by itself
+    api.record_failure()
+    assert api.state is State.OPEN  # 4 of 5 >= 0.5
+
+
+def test_invalid_config_raises_and_changes_nothing(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config with an error anywhere raises ConfigError; no policy, criticality or
+    dependency changed, and the failure is counted; an applied reload is a log line."""
+    caplog.set_level(logging.INFO, logger="otel_resilience")
+    path = write(tmp_path / "resilience.yaml", BASE)
+    registry = load_config(path, clock=clock)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    ResilienceMetrics(provider).attach(registry)
+    events: list[OperatorEvent] = []
+    add_event_listener(registry, events.append)
+    policies = {d.name: d.policy for d in registry}
+    broken = BASE.replace("consecutive_failures: 3, open_seconds: 30", "open_seconds: 5") + (
+        "  extra:\n    criticality: critical\n    breaker: {failure_rate_threshold: 7}\n"
+    )
+    write(path, broken.replace("criticality: optional", "criticality: important"))
+    with pytest.raises(ConfigError, match=r"extra\.breaker\.failure_rate_threshold"):
+        registry.reload()
+    assert {d.name: d.policy for d in registry} == policies
+    assert registry["redis"].criticality is Criticality.OPTIONAL
+    assert "extra" not in registry
+    write(path, "dependencies: [")
+    with pytest.raises(ConfigError):
+        registry.reload()
+    assert [e.detail.split(":")[0] for e in events] == ["failed", "failed"]
+    registry.reload({"dependencies": {"redis": {"criticality": "optional"}}})
+    lines = [r.getMessage() for r in caplog.records if r.name == "otel_resilience._reload"]
+    assert lines == ["reloaded the resilience config: 2 dependencies"]
+    data = reader.get_metrics_data()
+    assert data is not None
+    reloads = {
+        dict(p.attributes or {})["outcome"]: p.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "resilience.config.reloads"
+        for p in m.data.data_points
+    }
+    assert reloads == {"applied": 1, "failed": 2}
+    provider.shutdown()
+
+
+def test_criticality_match_and_fallback_change_in_place(clock: FakeClock) -> None:
+    """A reload changes criticality (health follows), match (classification follows), and
+    fallback (also for functions protected before the reload); new dependencies appear."""
+    registry = load_config({"dependencies": {"api": {"criticality": "optional"}}}, clock=clock)
+
+    @registry.protect("api")
+    def fetch() -> str:
+        raise ConnectionError("refused")
+
+    registry.breaker("api").force_open()
+    with pytest.raises(CircuitOpenError):
+        fetch()
+    assert registry.health().status == "degraded"
+    registry.reload(
+        {
+            "dependencies": {
+                "api": {
+                    "criticality": "important",
+                    "match": {"server.address": "api.internal"},
+                    "fallback": "tests.fallbacks_for_tests:local_analytics",
+                },
+                "search": {"criticality": "critical", "match": {"server.address": "search"}},
+            }
+        }
+    )
+    assert registry.breaker("api").state is State.FORCED_OPEN
+    assert registry["api"].criticality is Criticality.IMPORTANT
+    assert fetch() == "kept locally"
+    assert registry.classify({"server.address": "api.internal"}) == "api"
+    assert registry.classify({"server.address": "search"}) == "search"
+    registry.breaker("search").force_open()
+    assert registry.health().status == "unhealthy"
+
+
+def test_memory_fallback_keeps_its_cache(clock: FakeClock) -> None:
+    """Reloading an unchanged memory fallback keeps the cache it is serving from."""
+    config = {"dependencies": {"redis": {"fallback": "memory"}}}
+    registry = load_config(config, clock=clock)
+    cache = registry["redis"].fallback
+    assert isinstance(cache, MemoryCache)
+    registry.reload(
+        {"dependencies": {"redis": {"fallback": "memory", "breaker": {"open_seconds": 3}}}}
+    )
+    assert registry["redis"].fallback is cache
+    assert registry.breaker("redis").policy.open_seconds == 3
+
+
+def test_reload_without_a_source_says_so(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry built from a dict has no file to reload: reload() asks for one."""
+    monkeypatch.delenv("OTEL_RESILIENCE_CONFIG", raising=False)
+    registry = load_config({"dependencies": {"api": {}}}, clock=clock)
+    with pytest.raises(ConfigError, match="nothing to reload"):
+        registry.reload()
+    assert "api" in registry
+
+
+def test_time_window_change_starts_an_empty_window(clock: FakeClock) -> None:
+    """Switching to a time window (or changing its length) starts an empty window."""
+    breaker = CircuitBreaker("x", BreakerPolicy(consecutive_failures=None), clock=clock)
+    breaker.record_failure()
+    breaker.apply_policy(BreakerPolicy(consecutive_failures=None, window_seconds=10))
+    assert breaker.snapshot().calls == 0
+    breaker.record_failure()
+    assert breaker.snapshot().calls == 1
+
+
+def test_reload_of_a_fixed_file_replaces_the_stand_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service started with an invalid file runs on a stand-in registry carrying the
+    error; reloading the fixed file declares its dependencies and clears the error."""
+    from otel_resilience._configure import config_error_of, registry_from_environment
+
+    path = write(tmp_path / "resilience.yaml", "dependencies: {redis: {criticality: nope}}")
+    monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
+    registry = registry_from_environment()
+    assert config_error_of(registry) is not None
+    assert "redis" not in registry
+    write(path, BASE)
+    registry.reload()
+    assert config_error_of(registry) is None
+    assert registry["postgres"].criticality is Criticality.CRITICAL
+    assert registry.classify({"db.system": "redis"}) == "redis"
+
+
+# -- SIGHUP and polling under opentelemetry-instrument ---------------------------------
+
+APP = """
+import json, time
+from otel_resilience import get_registry
+from otel_resilience._events import add_event_listener
+
+registry = get_registry()
+breaker = registry.breaker("cache")
+for _ in range(3):
+    breaker.record_failure(error_type="ConnectionError")
+
+def report(event):
+    cache = registry.breaker("cache")
+    print("EVENT " + json.dumps({
+        "detail": event.detail.split(":")[0],
+        "open_seconds": cache.policy.open_seconds,
+        "state": cache.state.value,
+    }), flush=True)
+
+add_event_listener(registry, report)
+print("READY " + json.dumps({"state": breaker.state.value}), flush=True)
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
+    time.sleep(0.05)
+"""
+
+CONFIG = """
+service: reload-svc
+dependencies:
+  cache:
+    criticality: optional
+    match: {{db.system: redis}}
+    breaker: {{consecutive_failures: 3, open_seconds: {open_seconds}}}
+"""
+
+
+def lines_of(stream: Any) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def next_line(lines: queue.Queue[str], prefix: str, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {prefix} line in {timeout}s")
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            continue
+        if line.startswith(prefix + " "):
+            return json.loads(line.removeprefix(prefix + " "))  # type: ignore[no-any-return]
+
+
+class InstrumentedApp:
+    """APP under ``opentelemetry-instrument`` with OTEL_RESILIENCE_CONFIG=``config``."""
+
+    def __init__(self, tmp_path: Path, config: Path, **extra_env: str) -> None:
+        instrument = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+        assert instrument is not None, "opentelemetry-instrument is part of the test install"
+        app = tmp_path / "app.py"
+        app.write_text(APP)
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "OTEL_RESILIENCE_RELOAD_SECONDS"},
+            "OTEL_RESILIENCE_CONFIG": str(config),
+            "OTEL_PYTHON_DISTRO": "otel_resilience",
+            "OTEL_PYTHON_CONFIGURATOR": "otel_resilience",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            **extra_env,
+        }
+        self.process = subprocess.Popen(
+            [instrument, sys.executable, str(app)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.out = lines_of(self.process.stdout)
+        self.err = lines_of(self.process.stderr)
+
+    def stop(self) -> list[str]:
+        """Terminate it; its stderr lines."""
+        self.process.terminate()
+        self.process.wait(10)
+        time.sleep(0.1)
+        lines = []
+        while not self.err.empty():
+            lines.append(self.err.get())
+        return lines
+
+
+def failure_lines(stderr: list[str]) -> list[str]:
+    return [line for line in stderr if "config reload" in line and "failed" in line]
+
+
+def test_sighup_reloads_under_opentelemetry_instrument(tmp_path: Path) -> None:
+    """Under opentelemetry-instrument, SIGHUP applies an edited file (the open breaker stays
+    open, the new open_seconds applies); a broken file is logged once, the old config
+    stays, and the process lives on."""
+    config = tmp_path / "resilience.yaml"
+    config.write_text(CONFIG.format(open_seconds=30))
+    app = InstrumentedApp(tmp_path, config)
+    try:
+        assert next_line(app.out, "READY")["state"] == "open"
+        config.write_text(CONFIG.format(open_seconds=20))
+        app.process.send_signal(signal.SIGHUP)
+        assert next_line(app.out, "EVENT") == {
+            "detail": "applied",
+            "open_seconds": 20,
+            "state": "open",
+        }
+        config.write_text("dependencies:\n  cache: {breaker: {open_seconds: -1}}\n")
+        app.process.send_signal(signal.SIGHUP)
+        assert next_line(app.out, "EVENT") == {
+            "detail": "failed",
+            "open_seconds": 20,
+            "state": "open",
+        }
+        time.sleep(0.5)
+        assert app.process.poll() is None
+    finally:
+        stderr = app.stop()
+    failures = failure_lines(stderr)
+    assert len(failures) == 1, stderr
+    assert "SIGHUP" in failures[0]
+    assert "open_seconds" in failures[0]
+
+
+def test_polling_reloads_a_changed_file(tmp_path: Path) -> None:
+    """With OTEL_RESILIENCE_RELOAD_SECONDS an edited file applies without a signal; a broken
+    one is logged once however often it is polled, and a fixed one applies again."""
+    config = tmp_path / "resilience.yaml"
+    config.write_text(CONFIG.format(open_seconds=30))
+    app = InstrumentedApp(tmp_path, config, OTEL_RESILIENCE_RELOAD_SECONDS="0.2")
+    try:
+        assert next_line(app.out, "READY")["state"] == "open"
+        config.write_text(CONFIG.format(open_seconds=20))
+        assert next_line(app.out, "EVENT")["open_seconds"] == 20
+        config.write_text("dependencies: [")
+        assert next_line(app.out, "EVENT")["detail"] == "failed"
+        time.sleep(1.0)  # several polls of the same broken file
+        config.write_text(CONFIG.format(open_seconds=7))
+        assert next_line(app.out, "EVENT") == {
+            "detail": "applied",
+            "open_seconds": 7,
+            "state": "open",
+        }
+        assert app.process.poll() is None
+    finally:
+        stderr = app.stop()
+    assert len(failure_lines(stderr)) == 1, stderr
