@@ -232,7 +232,85 @@ class AsyncSQLAlchemyPsycopgCaller(AsyncSQLAlchemyCaller):
     driver = "psycopg"
 
 
+class AsyncpgCaller(Caller):
+    def __init__(self, server: CountingProxy) -> None:
+        super().__init__(server)
+        import asyncpg
+
+        self.asyncpg = asyncpg
+        self.loop = LoopThread()
+
+    def connect(self) -> Any:
+        return self.loop.run(
+            self.asyncpg.connect(
+                f"postgresql://postgres@127.0.0.1:{self.server.port}/test", timeout=2
+            )
+        )
+
+    def prime(self, count: int) -> None:
+        self.conns += [self.connect() for _ in range(count)]
+
+    def pick(self, connect: Callable[[], Any]) -> Any:
+        for conn in self.conns:
+            if not conn.is_closed():
+                return conn
+        if self.conns and not self.reconnect:
+            return self.conns[-1]
+        conn = connect()
+        self.conns.append(conn)
+        return conn
+
+    def call(self) -> Any:
+        return self.loop.run(self.pick(self.connect).fetchval("SELECT 1"))
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                self.loop.run(conn.close(timeout=1))
+            except Exception:
+                conn.terminate()
+        self.loop.close()
+
+
+# -- Redis -----------------------------------------------------------------------------
+
+
+class RedisCaller(Caller):
+    def __init__(self, server: CountingProxy) -> None:
+        super().__init__(server)
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.client = redis.Redis(
+            port=server.port,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def call(self) -> Any:
+        return self.client.get("otel-resilience-clients-test")
+
+    def close(self) -> None:
+        self.client.close()
+
+
 # -- HTTP ------------------------------------------------------------------------------
+
+
+class HttpxCaller(Caller):
+    def __init__(self, server: HttpServer) -> None:
+        super().__init__(server)
+        import httpx
+
+        self.client = httpx.Client(timeout=2)
+
+    def call(self) -> Any:
+        return self.client.get(self.server.url)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class RequestsCaller(Caller):
@@ -388,6 +466,8 @@ def _instrumentors(*names: str) -> Callable[[], list[Any]]:
     return make
 
 
+_REDIS = "opentelemetry.instrumentation.redis.RedisInstrumentor"
+_HTTPX = "opentelemetry.instrumentation.httpx.HTTPXClientInstrumentor"
 _PSYCOPG = "opentelemetry.instrumentation.psycopg.PsycopgInstrumentor"
 _PSYCOPG2 = "opentelemetry.instrumentation.psycopg2.Psycopg2Instrumentor"
 _ASYNCPG = "opentelemetry.instrumentation.asyncpg.AsyncPGInstrumentor"
@@ -405,7 +485,7 @@ class Case:
 
     id: str
     client: str  # the row of docs/clients.md
-    server: str  # "postgres", "http" or "grpc"
+    server: str  # "postgres", "redis", "http" or "grpc"
     caller: Callable[[Any], Caller]
     instrumentors: Callable[[], list[Any]]
     rejected: str  # dotted names (space-separated) of the error classes a rejection may be
@@ -423,6 +503,22 @@ class Case:
 
 
 CASES: tuple[Case, ...] = (
+    Case(
+        "redis",
+        "redis-py",
+        "redis",
+        RedisCaller,
+        _instrumentors(_REDIS),
+        "redis.exceptions.ConnectionError",
+    ),
+    Case(
+        "asyncpg",
+        "asyncpg",
+        "postgres",
+        AsyncpgCaller,
+        _instrumentors(_ASYNCPG),
+        "asyncpg.exceptions.InterfaceError",
+    ),
     Case(
         "psycopg",
         "psycopg",
@@ -483,6 +579,15 @@ CASES: tuple[Case, ...] = (
         _instrumentors(_SQLALCHEMY, _PSYCOPG),
         "sqlalchemy.exc.DBAPIError",
         spans_count_once=False,
+    ),
+    Case(
+        "httpx",
+        "httpx",
+        "http",
+        HttpxCaller,
+        _instrumentors(_HTTPX),
+        "httpx.TransportError",
+        failures=("refused", "503"),
     ),
     Case(
         "requests",

@@ -63,8 +63,8 @@ def semconv(mode: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def server_for(case: Case) -> Iterator[Any]:
-    if case.server == "postgres":
-        proxy = CountingProxy()
+    if case.server in ("postgres", "redis"):
+        proxy = CountingProxy(5432 if case.server == "postgres" else 6379)
         proxy.start()
         try:
             yield proxy
@@ -87,6 +87,8 @@ def reached(server: Any) -> int:
 def match_for(case: Case, server: Any, mode: str) -> dict[str, Any]:
     if case.server == "postgres":
         return {"db.system": "postgresql", "server.port": server.port}
+    if case.server == "redis":
+        return {"db.system": "redis", "server.port": server.port}
     if case.server == "grpc" and mode != "guards":
         return {"rpc.system": "grpc", "rpc.service": SERVICE}  # grpc spans carry no address
     return {"server.address": "127.0.0.1", "server.port": server.port}

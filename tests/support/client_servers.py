@@ -22,10 +22,11 @@ SERVICE = "test.Echo"
 
 
 class CountingProxy(FaultProxy):
-    """The fault proxy in front of the shared PostgreSQL, counting accepted connections."""
+    """The fault proxy in front of a shared server (PostgreSQL by default, or Redis),
+    counting the connections it accepts."""
 
-    def __init__(self) -> None:
-        super().__init__("127.0.0.1", 5432)
+    def __init__(self, target_port: int = 5432) -> None:
+        super().__init__("127.0.0.1", target_port)
         self.connections = 0
 
     async def _handle(self, reader: Any, writer: Any) -> None:
