@@ -25,8 +25,8 @@ class CountingProxy(FaultProxy):
     """The fault proxy in front of a shared server (PostgreSQL by default, or Redis),
     counting the connections it accepts."""
 
-    def __init__(self, target_port: int = 5432) -> None:
-        super().__init__("127.0.0.1", target_port)
+    def __init__(self, target_port: int = 5432, port: int | None = None) -> None:
+        super().__init__("127.0.0.1", target_port, port)
         self.connections = 0
 
     async def _handle(self, reader: Any, writer: Any) -> None:
@@ -45,8 +45,8 @@ class HttpServer:
     """A threading HTTP server on a fixed free port: ``status`` is what every request
     gets; ``fail()`` stops it (refused), ``recover()`` serves again on the same port."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.status = 200
         self.requests = 0
         self._server: ThreadingHTTPServer | None = None
@@ -103,8 +103,8 @@ class GrpcServer:
     (refused), ``recover()`` starts it again on the same port.
     """
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.unavailable = False
         self.requests = 0
         self._server: Any = None
