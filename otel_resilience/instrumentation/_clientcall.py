@@ -7,15 +7,28 @@ The guarded call itself runs on ``otel_resilience._guard``'s path (``guarded_cal
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._context import http_status_is_failure
+from opentelemetry.context import get_current
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from .._context import GUARDED, http_status_is_failure, is_guarded
 from .._guard import NOT_SERVED, Entry
 from ._install import Installer
 
-__all__ = ["Dependencies", "http_answer", "http_dependency", "never_serve", "serve_request"]
+__all__ = [
+    "Dependencies",
+    "end_guarded",
+    "guard_current_span",
+    "http_answer",
+    "http_dependency",
+    "never_serve",
+    "serve_request",
+]
 
 
 class Dependencies:
@@ -88,3 +101,44 @@ def serve_request(entry: Entry, reason: str, subject: Any, args: Any, kwargs: An
         return NOT_SERVED
     entry.on_fallback(entry.name, reason)
     return fallback(subject)
+
+
+def end_guarded(span: Any, name: str) -> None:
+    """Make ``span`` end inside the guarded context of dependency ``name``.
+
+    The span processor skips a span that ends while ``GUARDED`` names its dependency (the
+    guard records the call). A guard under the instrumentation returns before the
+    instrumentation ends its span, so the span's own ``end`` is wrapped to end it there.
+    Nothing is added to the span: what the application traces is unchanged.
+    """
+    if span is None or not span.is_recording():
+        return
+    original = span.end
+    if getattr(original, "_otel_resilience_guarded", None) == name:
+        return  # a joined call of the same dependency already did it
+
+    def end(*args: Any, **kwargs: Any) -> None:
+        mark = GUARDED.get()
+        if mark is None:
+            token = GUARDED.set(name)
+        elif is_guarded(mark, name):
+            token = None
+        else:
+            token = GUARDED.set((*mark, name) if isinstance(mark, tuple) else (mark, name))
+        try:
+            original(*args, **kwargs)
+        finally:
+            if token is not None:
+                GUARDED.reset(token)
+
+    end._otel_resilience_guarded = name  # type: ignore[attr-defined]
+    with contextlib.suppress(AttributeError):  # a span type without an instance dict
+        span.end = end
+
+
+def guard_current_span(name: str) -> None:
+    """``end_guarded`` for the current span, when it is a client span (the
+    instrumentation's span of the call this guard is in)."""
+    span: Any = get_current().get(_SPAN_KEY)
+    if span is not None and getattr(span, "kind", None) is SpanKind.CLIENT:
+        end_guarded(span, name)

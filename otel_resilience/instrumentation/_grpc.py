@@ -33,8 +33,7 @@ from .._breaker import TRIAL
 from .._context import GUARDED, is_guarded
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_acall, guarded_call
-from ._clientcall import Dependencies, never_serve
-from ._common import mark_current_span
+from ._clientcall import Dependencies, guard_current_span, never_serve
 from ._install import Installer
 
 __all__ = ["GrpcCircuitOpenError", "install_grpc", "parse_target"]
@@ -152,20 +151,25 @@ GRPC = Client(
     is_failure=_is_failure,
     answer=_answer,
     serve=never_serve,
-    mark=mark_current_span,
 )
 """Sync unary calls (the interceptor API returns failed outcomes instead of raising);
 response streams record when the stream ends."""
+
+
+def _aio_answer(outcome: tuple[Any, Any]) -> str | None:
+    code = outcome[1]
+    return code.name if code in FAILURE_CODES else None
+
 
 GRPC_AIO = Client(
     "grpc.aio",
     open_error=GrpcCircuitOpenError,
     fault=_Unavailable,
     is_failure=_is_failure,
+    answer=_aio_answer,
     serve=never_serve,
-    mark=mark_current_span,
 )
-"""asyncio unary calls: a failed call raises its ``AioRpcError`` through the guard."""
+"""asyncio unary calls: the guarded function returns ``(call, status)``."""
 
 
 def _record(entry: Entry, trial: bool, code: Any) -> None:
@@ -183,11 +187,10 @@ def _begin_stream(entry: Entry) -> bool | None:
     whether it is a half-open trial. Raises the rejection error."""
     if is_guarded(GUARDED.get(), entry.name):
         return None
+    guard_current_span(entry.name)
     admitted = entry.breaker.admit()
     if not admitted:
-        mark_current_span(True)
         raise GRPC.rejection(entry, "open", None)
-    mark_current_span(False)
     return admitted == TRIAL
 
 
@@ -224,6 +227,7 @@ def install_grpc(installer: Installer) -> None:
                 entry = entry_of(target, details.method)
                 if entry is None:
                     return continuation(details, request)
+                guard_current_span(entry.name)
                 return guarded_call(entry, GRPC, continuation, (details, request), {}, None)
 
             def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
@@ -261,19 +265,26 @@ def install_grpc(installer: Installer) -> None:
             code = grpc.StatusCode.UNKNOWN
         _record(entry, trial, code)
 
-    async def invoke(continuation: Any, details: Any, request: Any) -> Any:
+    async def invoke(continuation: Any, details: Any, request: Any) -> tuple[Any, Any]:
+        """The call and its status: a failed call is returned, as grpc returns it (the
+        application's ``await`` raises its error), and its status tells the guard."""
         call = await continuation(details, request)
-        await call  # the response, or the call's AioRpcError: the outcome of the call
-        return call
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            return call, error.code()
+        return call, grpc.StatusCode.OK
 
     def aio_interceptors(target: str) -> list[Any]:
         async def unary(continuation: Any, details: Any, request: Any) -> Any:
             entry = entry_of(target, details.method)
             if entry is None:
                 return await continuation(details, request)
-            return await guarded_acall(
+            guard_current_span(entry.name)
+            call, _ = await guarded_acall(
                 entry, GRPC_AIO, invoke, (continuation, details, request), {}, None
             )
+            return call
 
         async def stream(continuation: Any, details: Any, request: Any) -> Any:
             entry = entry_of(target, details.method)

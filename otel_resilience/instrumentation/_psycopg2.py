@@ -20,8 +20,7 @@ import psycopg2.extensions
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_call
 from . import _postgres
-from ._clientcall import Dependencies, never_serve
-from ._common import mark_current_span
+from ._clientcall import Dependencies, guard_current_span, never_serve
 from ._install import Installer
 
 __all__ = ["Psycopg2CircuitOpenError", "install_psycopg2"]
@@ -50,7 +49,6 @@ PSYCOPG2 = Client(
     fault=psycopg2.OperationalError,
     is_failure=_is_failure,
     serve=never_serve,
-    mark=mark_current_span,
 )
 """Connecting and queries; no fallback (a rejected call raises)."""
 
@@ -91,6 +89,7 @@ def install_psycopg2(installer: Installer) -> None:
                 entry = of_connection(self.connection) if installer.active() else None
                 if entry is None:
                     return method(*args, **kwargs)
+                guard_current_span(entry.name)
                 return guarded_call(entry, PSYCOPG2, method, args, kwargs, None)
 
             def execute(self, *args: Any, **kwargs: Any) -> Any:
@@ -157,6 +156,7 @@ def install_psycopg2(installer: Installer) -> None:
         entry = of_connect(args, kwargs)
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, PSYCOPG2, wrapped, args, kwargs, None)
 
     installer.wrap(psycopg2, "connect", connect)

@@ -15,8 +15,7 @@ import urllib3.exceptions
 
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_call
-from ._clientcall import Dependencies, http_answer, never_serve
-from ._common import mark_current_span
+from ._clientcall import Dependencies, guard_current_span, http_answer, never_serve
 from ._install import Installer
 
 __all__ = ["Urllib3CircuitOpenError", "install_urllib3"]
@@ -49,7 +48,6 @@ URLLIB3 = Client(
     is_failure=_is_failure,
     answer=_answer,
     serve=never_serve,
-    mark=mark_current_span,
     timeout_errors=(urllib3.exceptions.TimeoutError,),
 )
 """Pool ``urlopen``; no fallback (a urllib3 response cannot be made up)."""
@@ -71,6 +69,7 @@ def install_urllib3(installer: Installer) -> None:
         entry = of_pool(instance)
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, URLLIB3, wrapped, args, kwargs, None)
 
     installer.wrap(urllib3.connectionpool.HTTPConnectionPool, "urlopen", urlopen)
