@@ -2,7 +2,9 @@
 with otel_resilience configured around it, as an application would have it.
 
 ``tests/test_clients_upstream.py`` runs each upstream suite from its sdist twice, with
-``-p otel_resilience_upstream`` (this folder on ``PYTHONPATH``: the suites have a ``tests`` package of their own) and without, and compares what passes.
+``-p otel_resilience_upstream`` and without, and compares what passes. This folder goes
+on ``PYTHONPATH`` instead of the plugin living in ``tests.support``: every suite has a
+``tests`` package of its own.
 """
 
 from __future__ import annotations
