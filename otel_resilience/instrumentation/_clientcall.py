@@ -103,6 +103,31 @@ def serve_request(entry: Entry, reason: str, subject: Any, args: Any, kwargs: An
     return fallback(subject)
 
 
+class _GuardedEnd:
+    """A span's ``end``, run inside the guarded context of dependency ``name``."""
+
+    __slots__ = ("end", "name")
+
+    def __init__(self, end: Callable[..., None], name: str) -> None:
+        self.end = end
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        name = self.name
+        mark = GUARDED.get()
+        if mark is None:
+            token = GUARDED.set(name)
+        elif is_guarded(mark, name):
+            self.end(*args, **kwargs)
+            return
+        else:
+            token = GUARDED.set((*mark, name) if isinstance(mark, tuple) else (mark, name))
+        try:
+            self.end(*args, **kwargs)
+        finally:
+            GUARDED.reset(token)
+
+
 def end_guarded(span: Any, name: str) -> None:
     """Make ``span`` end inside the guarded context of dependency ``name``.
 
@@ -111,34 +136,19 @@ def end_guarded(span: Any, name: str) -> None:
     instrumentation ends its span, so the span's own ``end`` is wrapped to end it there.
     Nothing is added to the span: what the application traces is unchanged.
     """
-    if span is None or not span.is_recording():
+    if span is None:
         return
-    original = span.end
-    if getattr(original, "_otel_resilience_guarded", None) == name:
-        return  # a joined call of the same dependency already did it
-
-    def end(*args: Any, **kwargs: Any) -> None:
-        mark = GUARDED.get()
-        if mark is None:
-            token = GUARDED.set(name)
-        elif is_guarded(mark, name):
-            token = None
-        else:
-            token = GUARDED.set((*mark, name) if isinstance(mark, tuple) else (mark, name))
-        try:
-            original(*args, **kwargs)
-        finally:
-            if token is not None:
-                GUARDED.reset(token)
-
-    end._otel_resilience_guarded = name  # type: ignore[attr-defined]
+    end = span.end
+    if type(end) is _GuardedEnd:
+        return  # a joined call already did it
     with contextlib.suppress(AttributeError):  # a span type without an instance dict
-        span.end = end
+        span.end = _GuardedEnd(end, name)
 
 
 def guard_current_span(name: str) -> None:
     """``end_guarded`` for the current span, when it is a client span (the
     instrumentation's span of the call this guard is in)."""
+    # The context lookup get_current_span() does, without its layers: this runs per call.
     span: Any = get_current().get(_SPAN_KEY)
     if span is not None and getattr(span, "kind", None) is SpanKind.CLIENT:
         end_guarded(span, name)

@@ -23,6 +23,7 @@ declared dependency. Imported only when SQLAlchemy is installed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import sqlalchemy
@@ -38,6 +39,8 @@ from ._clientcall import Dependencies, end_guarded, guard_current_span, never_se
 from ._install import Installer
 
 __all__ = ["install_sqlalchemy"]
+
+_CACHE_ATTRIBUTE = "_otel_resilience_dependency"
 
 # SQLAlchemy driver names whose DB-API calls an otel_resilience guard covers.
 _GUARDED_DRIVERS = frozenset({"psycopg", "psycopg_async", "psycopg2", "asyncpg"})
@@ -63,12 +66,18 @@ def install_sqlalchemy(installer: Installer) -> None:
     dependencies = Dependencies(installer)
 
     def of_engine(engine: Any) -> Entry | None:
-        url = engine.url
-        driver = engine.dialect.driver
-        if driver not in _GUARDED_DRIVERS or engine.dialect.name != "postgresql":
-            return None
-        key = _postgres.address(url.host, url.port)
-        return dependencies.entry(key, lambda: _postgres.attributes(*key))
+        """The entry of a guarded engine's dependency (kept on the engine), else None."""
+        cached = getattr(engine, _CACHE_ATTRIBUTE, None)
+        if cached is not None and cached[0] is installer:
+            return cached[1]  # type: ignore[no-any-return]
+        entry = None
+        dialect = engine.dialect
+        if dialect.driver in _GUARDED_DRIVERS and dialect.name == "postgresql":
+            key = _postgres.address(engine.url.host, engine.url.port)
+            entry = dependencies.entry(key, lambda: _postgres.attributes(*key))
+        with contextlib.suppress(AttributeError):
+            setattr(engine, _CACHE_ATTRIBUTE, (installer, entry))
+        return entry
 
     def after_execute(conn: Any, cursor: Any, statement: Any, *rest: Any) -> None:
         try:
