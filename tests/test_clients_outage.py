@@ -224,3 +224,37 @@ def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, 
             finally:
                 with contextlib.suppress(Exception):
                     caller.close()
+
+
+def test_connections_opened_before_the_guards_and_pooled_ones_are_guarded() -> None:
+    """psycopg: a connection opened before the guards were installed, and a
+    psycopg_pool pool's connections, are rejected while the breaker is open."""
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    proxy = CountingProxy()
+    proxy.start()
+    dsn = f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres connect_timeout=2"
+    registry = load_config(
+        {"dependencies": {"db": {"match": {"db.system": "postgresql", "server.port": proxy.port}}}}
+    )
+    early = psycopg.connect(dsn, autocommit=True)
+    pool = ConnectionPool(dsn, min_size=1, max_size=1, open=True, timeout=5)
+    uninstall = install(registry)
+    try:
+        with pool.connection() as pooled:
+            pooled.execute("SELECT 1")
+        registry.breaker("db").force_open()
+        seen = proxy.connections
+        with pytest.raises(psycopg.OperationalError) as rejected:
+            early.execute("SELECT 1")
+        assert isinstance(rejected.value, CircuitOpenError)
+        with pool.connection() as pooled, pytest.raises(CircuitOpenError):
+            pooled.execute("SELECT 1")
+        assert proxy.connections == seen
+    finally:
+        uninstall()
+        registry.breaker("db").reset()
+        early.close()
+        pool.close()
+        proxy.close()
