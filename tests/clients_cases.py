@@ -491,6 +491,7 @@ class Case:
     rejected: str  # dotted names (space-separated) of the error classes a rejection may be
     spans_count_once: bool = True  # whether spans alone count one call once
     failures: tuple[str, ...] = field(default=("refused",))
+    successes_per_call: int = 1  # what one good call adds to the breaker
 
     def rejected_classes(self) -> tuple[type[BaseException], ...]:
         import importlib
@@ -570,6 +571,9 @@ CASES: tuple[Case, ...] = (
         # SQLAlchemy passes asyncpg's connect errors through unmapped, rejections too.
         "sqlalchemy.exc.DBAPIError asyncpg.exceptions.InterfaceError",
         spans_count_once=False,
+        # The statement, and the ROLLBACK SQLAlchemy sends through asyncpg when the
+        # connection goes back to the pool (psycopg's rollback is no query).
+        successes_per_call=2,
     ),
     Case(
         "sqlalchemy-asyncio-psycopg",

@@ -198,6 +198,10 @@ def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, 
                     caller.prime(FAILURES)
                 caller.call()
                 assert breaker.snapshot().total_successes >= 1, "the first call was not seen"
+                before = breaker.snapshot().total_successes
+                caller.call()
+                added = breaker.snapshot().total_successes - before
+                assert added == case.successes_per_call, f"a good call added {added} successes"
                 make_fail(server, how)
                 for number in range(FAILURES):
                     before = breaker.snapshot()
