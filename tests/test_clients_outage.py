@@ -262,3 +262,45 @@ def test_connections_opened_before_the_guards_and_pooled_ones_are_guarded() -> N
         early.close()
         pool.close()
         proxy.close()
+
+
+def cached_response(request: Any) -> Any:
+    """A fallback for requests (by import path): a Response made here."""
+    import requests
+
+    response = requests.Response()
+    response.status_code = 200
+    response._content = b"from the fallback"
+    response.request = request
+    response.url = request.url
+    return response
+
+
+def test_a_requests_fallback_answers_for_an_open_http_dependency() -> None:
+    """An optional HTTP dependency with a fallback: once open, ``requests`` calls get the
+    fallback's answer (called with the prepared request) instead of an error."""
+    import requests
+
+    server = HttpServer().start()
+    registry = load_config(
+        {
+            "dependencies": {
+                "api": {
+                    "criticality": "optional",
+                    "match": {"server.address": "127.0.0.1", "server.port": server.port},
+                    "fallback": "tests.test_clients_outage:cached_response",
+                }
+            }
+        }
+    )
+    uninstall = install(registry)
+    try:
+        assert requests.get(server.url, timeout=2).status_code == 200
+        registry.breaker("api").force_open()
+        seen = server.requests
+        answer = requests.get(server.url, timeout=2)
+        assert (answer.status_code, answer.text) == (200, "from the fallback")
+        assert server.requests == seen
+    finally:
+        uninstall()
+        server.stop()
