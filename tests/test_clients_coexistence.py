@@ -186,3 +186,26 @@ def test_an_instrumentation_the_app_switched_on_is_left_alone() -> None:
     finally:
         reset_for_tests()
         RequestsInstrumentor().uninstrument()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_clients_made_under_an_earlier_install_follow_the_last_one(case: Case) -> None:
+    """Connections, sessions and channels made while one set of guards was installed are
+    guarded by the next one (``configure()`` again replaces the guards)."""
+    with server_for(case) as server:
+        match = match_for(case, server, "guards")
+        first = load_config({"dependencies": {"dep": {"match": match}}})
+        uninstall = install(first)
+        caller = case.caller(server)
+        try:
+            caller.call()
+            uninstall()
+            second = load_config({"dependencies": {"dep": {"match": match}}})
+            uninstall = install(second)
+            second.breaker("dep").force_open()
+            with pytest.raises(case.rejected_classes()):
+                caller.call()
+        finally:
+            uninstall()
+            with contextlib.suppress(Exception):
+                caller.close()

@@ -21,6 +21,7 @@ from .._guard import NOT_SERVED, Entry
 from ._install import Installer
 
 __all__ = [
+    "Current",
     "Dependencies",
     "end_guarded",
     "guard_current_span",
@@ -152,3 +153,32 @@ def guard_current_span(name: str) -> None:
     span: Any = get_current().get(_SPAN_KEY)
     if span is not None and getattr(span, "kind", None) is SpanKind.CLIENT:
         end_guarded(span, name)
+
+
+class Current:
+    """The install whose guards apply now, for hooks that outlive one install: classes
+    and interceptors the application's objects keep (psycopg2 connections, grpc channels)
+    look the install up here on each call, so a later ``configure()`` guards them too."""
+
+    __slots__ = ("_dependencies", "_installer")
+
+    def __init__(self) -> None:
+        self._installer: Installer | None = None
+        self._dependencies: Dependencies | None = None
+
+    def activate(self, installer: Installer) -> None:
+        self._installer = installer
+        self._dependencies = Dependencies(installer)
+        installer.on_uninstall(lambda: self._deactivate(installer))
+
+    def _deactivate(self, installer: Installer) -> None:
+        if self._installer is installer:
+            self._installer = None
+            self._dependencies = None
+
+    def dependencies(self) -> Dependencies | None:
+        """The current install's dependency lookup; None when no guards apply now."""
+        installer = self._installer
+        if installer is None or not installer.active():
+            return None
+        return self._dependencies

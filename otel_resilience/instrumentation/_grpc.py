@@ -33,7 +33,7 @@ from .._breaker import TRIAL
 from .._context import GUARDED, is_guarded
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_acall, guarded_call
-from ._clientcall import Dependencies, guard_current_span, never_serve
+from ._clientcall import Current, guard_current_span, never_serve
 from ._install import Installer
 
 __all__ = ["GrpcCircuitOpenError", "install_grpc", "parse_target"]
@@ -194,25 +194,33 @@ def _begin_stream(entry: Entry) -> bool | None:
     return admitted == TRIAL
 
 
+_current = Current()
+
+
+def _entry_of(target: str, method: Any) -> Entry | None:
+    """The entry of a call's dependency under the current install (channels made under an
+    earlier ``configure()`` follow the last one)."""
+    dependencies = _current.dependencies()
+    if dependencies is None:
+        return None
+    service = _service(method)
+
+    def attributes() -> dict[str, Any]:
+        host, port = parse_target(target)
+        found: dict[str, Any] = {"rpc.system": "grpc", "server.address": host}
+        if port is not None:
+            found["server.port"] = port
+        if service:
+            found["rpc.service"] = service
+        return found
+
+    return dependencies.entry((target, service), attributes)
+
+
 def install_grpc(installer: Installer) -> None:
     """Intercept every grpc channel made after this (sync and asyncio)."""
-    dependencies = Dependencies(installer)
-
-    def entry_of(target: str, method: Any) -> Entry | None:
-        if not installer.active():
-            return None
-        service = _service(method)
-
-        def attributes() -> dict[str, Any]:
-            host, port = parse_target(target)
-            found: dict[str, Any] = {"rpc.system": "grpc", "server.address": host}
-            if port is not None:
-                found["server.port"] = port
-            if service:
-                found["rpc.service"] = service
-            return found
-
-        return dependencies.entry((target, service), attributes)
+    _current.activate(installer)
+    entry_of = _entry_of
 
     def sync_interceptor(target: str) -> Any:
         bases = (
