@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,13 @@ class CountingProxy(FaultProxy):
     def fail(self) -> None:
         """Refuse new connections and cut the open ones."""
         self.stop()
+
+    def close(self) -> None:
+        """Stop, give the cut connections' handlers a moment to finish, end the loop."""
+        with contextlib.suppress(Exception):
+            self.stop()
+        time.sleep(0.05)
+        super().close()
 
     def recover(self) -> None:
         self.start()
