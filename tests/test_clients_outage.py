@@ -304,3 +304,42 @@ def test_a_requests_fallback_answers_for_an_open_http_dependency() -> None:
     finally:
         uninstall()
         server.stop()
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_a_black_holed_postgres_opens_on_connect_timeouts_then_fails_fast(driver: str) -> None:
+    """PostgreSQL that accepts connections and never answers: connects time out and
+    count as failures; once open, a connect is rejected at once, without a connection."""
+    import importlib
+
+    module = importlib.import_module(driver)
+    proxy = CountingProxy()
+    proxy.start()
+    dsn = f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres connect_timeout=1"
+    registry = load_config(
+        {
+            "dependencies": {
+                "db": {
+                    "match": {"db.system": "postgresql", "server.port": proxy.port},
+                    "breaker": {"consecutive_failures": 2, "open_seconds": 30},
+                }
+            }
+        }
+    )
+    uninstall = install(registry)
+    try:
+        proxy.blackhole()
+        for _ in range(2):
+            with pytest.raises(module.OperationalError):
+                module.connect(dsn)
+        assert registry.breaker("db").snapshot().total_failures == 2
+        assert registry.breaker("db").state is State.OPEN
+        seen, started = proxy.connections, time.monotonic()
+        with pytest.raises(module.OperationalError) as rejected:
+            module.connect(dsn)
+        assert isinstance(rejected.value, CircuitOpenError)
+        assert time.monotonic() - started < 0.5
+        assert proxy.connections == seen
+    finally:
+        uninstall()
+        proxy.close()
