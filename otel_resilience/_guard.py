@@ -43,8 +43,10 @@ The API (for client guards and for features that hook into the path):
     ``return guarded_call(entry, HTTPX, wrapped, args, kwargs, request)``;
     ``instrumentation/_httpx.py`` is the smallest complete example.
 
-``guarded_iter`` / ``guarded_aiter``, ``Guard``
-    ``protect`` on generator and async-generator functions, and ``registry.guard(name)``.
+``guarded_iter`` / ``guarded_aiter`` (same arguments), ``Guard``
+    A whole iteration as one call (``protect`` on generator functions; a streaming client
+    call): no fallback once an item was yielded, and ``answer``/``observe`` are not
+    asked. ``Guard`` is ``registry.guard(name)``.
 
 The rules the path keeps (the breaker's own rules are in ``_breaker.py``):
 
@@ -75,6 +77,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import logging
 import os
 import queue
 import threading
@@ -107,6 +110,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+_log = logging.getLogger(__name__)
+
 
 class _Sentinel:
     __slots__ = ("_name",)
@@ -122,7 +127,12 @@ MISSING: Any = _Sentinel("MISSING")
 """No per-call fallback given, so the dependency's own applies."""
 
 NOT_SERVED: Any = _Sentinel("NOT_SERVED")
-"""What ``Client.serve`` returns when it has no answer: the error is raised instead."""
+"""What ``Client.serve`` returns when it has no answer: the error is raised instead. As
+the ``subject`` of a call: serve no fallback at all (a ``guard`` block, a stream that has
+already yielded)."""
+
+_NO_RESULT: Any = _Sentinel("NO_RESULT")
+"""A call that ended without one result to show ``answer``/``observe`` (a block, a stream)."""
 
 FallbackCounter = Callable[[str, str], None]
 """Called as ``fn(dependency_name, reason)`` each time a fallback is served."""
@@ -265,10 +275,6 @@ def serve_fallback(entry: Entry, reason: str, subject: Any, args: Any, kwargs: A
     return fallback(*args, **kwargs)
 
 
-def _never_serve(entry: Entry, reason: str, subject: Any, args: Any, kwargs: Any) -> Any:
-    return NOT_SERVED
-
-
 class Client:
     """How one client library's calls go through the path (see the module docstring)."""
 
@@ -364,9 +370,6 @@ class Client:
 PLAIN = Client("plain", thread_timeout=True)
 """``Registry.call``/``acall``/``protect``: ``subject`` is the per-call fallback."""
 
-_GUARD_BLOCK = Client("guard", serve=_never_serve)
-"""``registry.guard``: a block has no value a fallback could replace."""
-
 
 # -- the parts of the path -----------------------------------------------------------
 
@@ -446,6 +449,17 @@ def _chaos_plan(entry: Entry, client: Client) -> tuple[float, BaseException | No
     return delay, fault
 
 
+def _observe(entry: Entry, client: Client, result: Any, subject: Any, args: Any) -> None:
+    """Show a successful result to the client's observer; its errors never reach the app."""
+    observe = client.observe
+    if observe is None:
+        return
+    try:
+        observe(entry, result, subject, args)
+    except Exception:
+        _log.debug("observing a result of %s failed", entry.name, exc_info=True)
+
+
 def _succeeded(  # noqa: PLR0917 - positional: the path runs per call
     entry: Entry,
     client: Client,
@@ -456,7 +470,8 @@ def _succeeded(  # noqa: PLR0917 - positional: the path runs per call
     args: Any,
 ) -> None:
     """Record a call that returned ``result`` (a failure if its client or a note says so)."""
-    error_type = client.answer(result) if client.answer is not None else None
+    answer = client.answer if result is not _NO_RESULT else None
+    error_type = answer(result) if answer is not None else None
     note = _take_note(entry.name)
     if error_type is None and note is not None and note[2]:
         error_type = note[3]
@@ -466,8 +481,8 @@ def _succeeded(  # noqa: PLR0917 - positional: the path runs per call
         entry.breaker.record_failure(duration, error_type)
     if admission is not None:
         admission.release(duration, error_type is not None)
-    if client.observe is not None:
-        client.observe(entry, result, subject, args)
+    if client.observe is not None and result is not _NO_RESULT:
+        _observe(entry, client, result, subject, args)
 
 
 def _raised(  # noqa: PLR0917 - positional: the path runs per call
@@ -501,7 +516,7 @@ def _raised(  # noqa: PLR0917 - positional: the path runs per call
         breaker.release()
     if admission is not None:
         admission.release(duration, verdict == _FAILURE)
-    if verdict != _FAILURE:
+    if verdict != _FAILURE or subject is NOT_SERVED:
         return NOT_SERVED
     reason = "timeout" if isinstance(exc, client.timeout_errors) else "error"
     return client.serve(entry, reason, subject, args, kwargs)
@@ -539,7 +554,7 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
     if client.answer is None and _get_note() is None:
         entry.breaker.record_success()
         if client.observe is not None:
-            client.observe(entry, result, subject, args)
+            _observe(entry, client, result, subject, args)
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result
@@ -667,7 +682,7 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
     if client.answer is None and _get_note() is None:
         entry.breaker.record_success()
         if client.observe is not None:
-            client.observe(entry, result, subject, args)
+            _observe(entry, client, result, subject, args)
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result
@@ -741,8 +756,13 @@ async def _maybe_await(value: Any) -> Any:
 # -- generators --------------------------------------------------------------------------
 
 
-def guarded_iter(
-    entry: Entry, fn: Callable[..., Iterator[T]], args: Any, kwargs: Any, fallback: Any
+def guarded_iter(  # noqa: PLR0917 - the same order as guarded_call
+    entry: Entry,
+    client: Client,
+    fn: Callable[..., Iterator[T]],
+    args: Any,
+    kwargs: Any,
+    subject: Any,
 ) -> Generator[T, Any, Any]:
     """Iterate ``fn(*args, **kwargs)`` as one guarded call (``protect`` on a generator).
 
@@ -760,12 +780,12 @@ def guarded_iter(
         try:
             return (yield from fn(*args, **kwargs))
         except BaseException as exc:
-            _note_exception(entry, PLAIN, exc)
+            _note_exception(entry, client, exc)
             raise
     mark = name if mark is None else _joined(mark, name)
     trial, admission, reason = _admit(entry)
     if reason is not None:
-        return (yield from _rejected(entry, PLAIN, reason, fallback, args, kwargs))
+        return (yield from _rejected(entry, client, reason, subject, args, kwargs))
     clock = entry.breaker._clock
     measured = entry.measured
     spent = 0.0
@@ -778,7 +798,7 @@ def guarded_iter(
         token = _set_mark(mark)
         try:
             if iterator is None:
-                plan = _chaos_plan(entry, PLAIN)
+                plan = _chaos_plan(entry, client)
                 if plan is not None:
                     if plan[0] > 0:
                         time.sleep(plan[0])
@@ -792,13 +812,16 @@ def guarded_iter(
         except StopIteration as stop:
             _reset_mark(token)
             spent += clock() - start if measured else 0.0
-            _succeeded(entry, PLAIN, None, spent, admission, fallback, args)
+            _succeeded(entry, client, _NO_RESULT, spent, admission, subject, args)
             return stop.value
         except BaseException as exc:
             _reset_mark(token)
             spent += clock() - start if measured else 0.0
-            client = _GUARD_BLOCK if started else PLAIN
-            served = _raised(entry, client, exc, spent, trial, admission, fallback, args, kwargs)
+            if exc is to_throw:  # the consumer's own exception, thrown in and not handled
+                _succeeded(entry, client, _NO_RESULT, spent, admission, subject, args)
+                raise
+            serving = NOT_SERVED if started else subject  # no fallback after the first item
+            served = _raised(entry, client, exc, spent, trial, admission, serving, args, kwargs)
             if served is NOT_SERVED:
                 raise
             return (yield from served)
@@ -814,14 +837,19 @@ def guarded_iter(
                 iterator.close()
             finally:
                 _reset_mark(token)
-                _succeeded(entry, PLAIN, None, spent, admission, fallback, args)
+                _succeeded(entry, client, _NO_RESULT, spent, admission, subject, args)
             raise
         except BaseException as exc:
             to_throw = exc
 
 
-async def guarded_aiter(
-    entry: Entry, fn: Callable[..., AsyncIterator[T]], args: Any, kwargs: Any, fallback: Any
+async def guarded_aiter(  # noqa: PLR0917 - the same order as guarded_acall
+    entry: Entry,
+    client: Client,
+    fn: Callable[..., AsyncIterator[T]],
+    args: Any,
+    kwargs: Any,
+    subject: Any,
 ) -> AsyncGenerator[T, Any]:
     """Iterate ``fn(*args, **kwargs)`` as one guarded call (async generators).
 
@@ -836,13 +864,13 @@ async def guarded_aiter(
             async for item in fn(*args, **kwargs):
                 yield item
         except BaseException as exc:
-            _note_exception(entry, PLAIN, exc)
+            _note_exception(entry, client, exc)
             raise
         return
     mark = name if mark is None else _joined(mark, name)
     trial, admission, reason = _admit(entry)
     if reason is not None:
-        async for item in _aiterate(_rejected(entry, PLAIN, reason, fallback, args, kwargs)):
+        async for item in _aiterate(_rejected(entry, client, reason, subject, args, kwargs)):
             yield item
         return
     clock = entry.breaker._clock
@@ -857,7 +885,7 @@ async def guarded_aiter(
         token = _set_mark(mark)
         try:
             if iterator is None:
-                plan = _chaos_plan(entry, PLAIN)
+                plan = _chaos_plan(entry, client)
                 if plan is not None:
                     if plan[0] > 0:
                         await asyncio.sleep(plan[0])
@@ -871,13 +899,16 @@ async def guarded_aiter(
         except StopAsyncIteration:
             _reset_mark(token)
             spent += clock() - start if measured else 0.0
-            _succeeded(entry, PLAIN, None, spent, admission, fallback, args)
+            _succeeded(entry, client, _NO_RESULT, spent, admission, subject, args)
             return
         except BaseException as exc:
             _reset_mark(token)
             spent += clock() - start if measured else 0.0
-            client = _GUARD_BLOCK if started else PLAIN
-            served = _raised(entry, client, exc, spent, trial, admission, fallback, args, kwargs)
+            if exc is to_throw:  # the consumer's own exception, thrown in and not handled
+                _succeeded(entry, client, _NO_RESULT, spent, admission, subject, args)
+                raise
+            serving = NOT_SERVED if started else subject  # no fallback after the first item
+            served = _raised(entry, client, exc, spent, trial, admission, serving, args, kwargs)
             if served is NOT_SERVED:
                 raise
             async for item in _aiterate(served):
@@ -895,7 +926,7 @@ async def guarded_aiter(
                 await iterator.aclose()
             finally:
                 _reset_mark(token)
-                _succeeded(entry, PLAIN, None, spent, admission, fallback, args)
+                _succeeded(entry, client, _NO_RESULT, spent, admission, subject, args)
             raise
         except BaseException as exc:
             to_throw = exc
@@ -952,13 +983,13 @@ class Guard:
             return None
         trial, admission, reason = _admit(entry)
         if reason is not None:
-            raise _GUARD_BLOCK.rejection(entry, reason, None)
+            raise PLAIN.rejection(entry, reason, None)
         self._trial = trial
         self._admission = admission
         if entry.measured:
             self._start = entry.breaker._clock()
         self._token = _set_mark(mark)
-        return _chaos_plan(entry, _GUARD_BLOCK)
+        return _chaos_plan(entry, PLAIN)
 
     def __enter__(self) -> Guard:
         plan = self._enter()
@@ -981,16 +1012,16 @@ class Guard:
         token = self._token
         if token is None:  # joined the outer call
             if exc is not None:
-                _note_exception(entry, _GUARD_BLOCK, exc)
+                _note_exception(entry, PLAIN, exc)
             return
         self._token = None
         _reset_mark(token)
         start = self._start
         duration = entry.breaker._clock() - start if start is not None else 0.0
         if exc is None:
-            _succeeded(entry, _GUARD_BLOCK, None, duration, self._admission, None, ())
+            _succeeded(entry, PLAIN, _NO_RESULT, duration, self._admission, None, ())
         else:
-            _raised(entry, _GUARD_BLOCK, exc, duration, self._trial, self._admission, None, (), {})
+            _raised(entry, PLAIN, exc, duration, self._trial, self._admission, NOT_SERVED, (), {})
 
     async def __aenter__(self) -> Guard:
         plan = self._enter()

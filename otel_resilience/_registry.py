@@ -302,7 +302,7 @@ class Registry:
                 @functools.wraps(function)
                 async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
-                    iteration = guarded_aiter(entry, function, args, kwargs, fallback)
+                    iteration = guarded_aiter(entry, PLAIN, function, args, kwargs, fallback)
                     async with contextlib.aclosing(iteration):
                         async for item in iteration:
                             yield item
@@ -314,7 +314,7 @@ class Registry:
                 @functools.wraps(function)
                 def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
-                    return (yield from guarded_iter(entry, function, args, kwargs, fallback))
+                    return (yield from guarded_iter(entry, PLAIN, function, args, kwargs, fallback))
 
                 return gen_wrapper  # type: ignore[return-value]
 

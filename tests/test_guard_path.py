@@ -488,3 +488,34 @@ def test_rejection_of_another_reason_is_also_the_clients_error(clock: FakeClock)
     assert isinstance(error, ConnectionResetError)
     assert error.retry_after > 0
     assert isinstance(client.rejection(registry._entry("dep"), "open", None), ClientOpenError)
+
+
+def test_a_failing_observer_never_reaches_the_app(clock: FakeClock) -> None:
+    """A client's observe hook (the memory cache's write-through) that raises does not turn
+    a successful call into an error."""
+    from otel_resilience._guard import Client, guarded_call
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("observer bug")
+
+    registry = registry_with(clock)
+    client = Client("test", observe=broken)
+    assert guarded_call(registry._entry("dep"), client, lambda: "ok", (), {}, None) == "ok"
+    assert totals(registry) == (1, 0, 0)
+
+
+def test_an_exception_the_consumer_throws_in_is_not_a_failure(clock: FakeClock) -> None:
+    """gen.throw(exc) that the generator does not handle is the consumer's error, not the
+    dependency's; an exception the generator raises itself is a failure."""
+    registry = registry_with(clock)
+
+    @registry.protect("dep")
+    def numbers() -> Iterator[int]:
+        yield 1
+        yield 2
+
+    iterator = numbers()
+    assert next(iterator) == 1
+    with pytest.raises(KeyError):
+        iterator.throw(KeyError("consumer"))
+    assert totals(registry) == (1, 0, 0)
