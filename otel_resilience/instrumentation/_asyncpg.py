@@ -18,7 +18,8 @@ import asyncpg.connection
 
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall
-from ._common import Patcher, mark_current_span
+from ._clientcall import guard_current_span
+from ._common import Patcher
 
 __all__ = ["PostgresCircuitOpenError", "install_asyncpg"]
 
@@ -75,7 +76,6 @@ ASYNCPG = Client(
     fault=ConnectionRefusedError,
     is_failure=_is_failure,
     serve=_serve,
-    mark=mark_current_span,
 )
 """Queries and connecting: the subject is the method name (``"connect"`` for connecting)."""
 
@@ -110,6 +110,7 @@ def install_asyncpg(patcher: Patcher) -> None:
                 entry = classify(addr, host, port)
             if entry is None:
                 return await wrapped(*args, **kwargs)
+            guard_current_span(entry.name)
             return await guarded_acall(entry, ASYNCPG, wrapped, args, kwargs, method)
 
         return wrapper
@@ -131,6 +132,7 @@ def install_asyncpg(patcher: Patcher) -> None:
         entry = classify((str(host), str(port)), host, port)
         if entry is None:
             return await wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return await guarded_acall(entry, ASYNCPG, wrapped, args, kwargs, "connect")
 
     for method in _QUERY_METHODS:

@@ -15,7 +15,8 @@ import httpx
 from .._context import http_status_is_failure
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
-from ._common import Patcher, mark_current_span
+from ._clientcall import guard_current_span
+from ._common import Patcher
 
 __all__ = ["HTTPCircuitOpenError", "install_httpx"]
 
@@ -53,7 +54,6 @@ HTTPX = Client(
     answer=_answer,
     serve=_serve,
     on_reject=_on_reject,
-    mark=mark_current_span,
     timeout_errors=(httpx.TimeoutException,),
 )
 """``send``: the subject is the request."""
@@ -85,6 +85,7 @@ def install_httpx(patcher: Patcher) -> None:
         entry = dependency_of(request)
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, HTTPX, wrapped, args, kwargs, request)
 
     async def async_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -92,6 +93,7 @@ def install_httpx(patcher: Patcher) -> None:
         entry = dependency_of(request)
         if entry is None:
             return await wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return await guarded_acall(entry, HTTPX, wrapped, args, kwargs, request)
 
     patcher.wrap(httpx.Client, "send", send)

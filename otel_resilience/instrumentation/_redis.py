@@ -20,7 +20,8 @@ import redis.client
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
 from .._memory_cache import MemoryCache, UnsupportedCommand
-from ._common import Patcher, mark_current_span
+from ._clientcall import guard_current_span
+from ._common import Patcher
 
 __all__ = ["RedisCircuitOpenError", "install_redis"]
 
@@ -97,7 +98,6 @@ def _client(serve: Any, observe: Any) -> Client:
         is_failure=_is_failure,
         serve=serve,
         observe=observe,
-        mark=mark_current_span,
         timeout_errors=(redis.exceptions.TimeoutError,),
     )
 
@@ -146,6 +146,7 @@ def install_redis(patcher: Patcher) -> None:
         _, entry, decode = dependency_of(instance)
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, COMMAND, wrapped, args, kwargs, decode)
 
     def pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -153,6 +154,7 @@ def install_redis(patcher: Patcher) -> None:
         if entry is None:
             return wrapped(*args, **kwargs)
         try:
+            guard_current_span(entry.name)
             return guarded_call(entry, PIPELINE, wrapped, args, kwargs, (queued(instance), decode))
         finally:
             if instance.command_stack:  # not executed (rejected): reset as execute would
@@ -164,6 +166,7 @@ def install_redis(patcher: Patcher) -> None:
         _, entry, decode = dependency_of(instance)
         if entry is None:
             return await wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return await guarded_acall(entry, COMMAND, wrapped, args, kwargs, decode)
 
     async def async_pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -171,6 +174,7 @@ def install_redis(patcher: Patcher) -> None:
         if entry is None:
             return await wrapped(*args, **kwargs)
         try:
+            guard_current_span(entry.name)
             return await guarded_acall(
                 entry, PIPELINE, wrapped, args, kwargs, (queued(instance), decode)
             )
