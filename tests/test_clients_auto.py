@@ -131,3 +131,37 @@ def test_opentelemetry_instrument_service_fails_fast_and_recovers(tmp_path: Path
         assert seconds < 0.5, name
         assert unreached, f"a rejected {name} call reached the server"
         assert outcome["closed"], name
+
+
+IMPORTED_LATER = """
+import sys
+from otel_resilience import CircuitOpenError, configure
+from opentelemetry.sdk.trace import TracerProvider
+
+registry = configure({"dependencies": {"api": {"match": {"server.port": int(sys.argv[1])}}}},
+                     tracer_provider=TracerProvider())
+imported = [name for name in ("requests", "grpc", "sqlalchemy", "aiohttp") if name in sys.modules]
+import requests  # imported after configure(): guarded on import
+registry.breaker("api").force_open()
+try:
+    requests.get(f"http://127.0.0.1:{sys.argv[1]}/", timeout=1)
+    print("not rejected", imported)
+except CircuitOpenError:
+    print("rejected", imported)
+"""
+
+
+def test_a_client_imported_after_configure_is_guarded(tmp_path: Path) -> None:
+    """configure() imports no client library; one the application imports later is
+    guarded when it is imported."""
+    script = tmp_path / "later.py"
+    script.write_text(IMPORTED_LATER, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(script), str(free_port())],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "rejected []", result.stderr[-2000:]
