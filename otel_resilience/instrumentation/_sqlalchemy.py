@@ -62,7 +62,8 @@ def _asyncpg_is_failure(exc: BaseException) -> bool:
 
 
 def install_sqlalchemy(installer: Installer) -> None:
-    """Mark SQLAlchemy's spans of guarded engines; guard asyncpg-adapted cursors."""
+    """Count SQLAlchemy's spans of guarded engines once (through the driver guard);
+    guard asyncpg-adapted cursors."""
     dependencies = Dependencies(installer)
 
     def of_engine(engine: Any) -> Entry | None:
