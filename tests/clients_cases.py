@@ -68,9 +68,12 @@ class Caller:
     def prime(self, count: int) -> None:
         pass
 
+    def closed(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
     def pick(self, connect: Callable[[], Any]) -> Any:
         for conn in self.conns:
-            if not conn.closed:
+            if not self.closed(conn):
                 return conn
         if self.conns and not self.reconnect:
             return self.conns[-1]  # a broken one: the call fails as the application's would
@@ -92,15 +95,11 @@ def _dsn(proxy: CountingProxy) -> str:
     return f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres connect_timeout=2"
 
 
-class PsycopgCaller(Caller):
-    def __init__(self, server: CountingProxy) -> None:
-        super().__init__(server)
-        import psycopg
-
-        self.psycopg = psycopg
+class PoolCaller(Caller):
+    """A database caller with a pool of its own connections (``connect`` makes one)."""
 
     def connect(self) -> Any:
-        return self.psycopg.connect(_dsn(self.server), autocommit=True)
+        raise NotImplementedError
 
     def prime(self, count: int) -> None:
         self.conns += [self.connect() for _ in range(count)]
@@ -115,21 +114,31 @@ class PsycopgCaller(Caller):
             conn.close()
 
 
-class AsyncPsycopgCaller(Caller):
-    def __init__(self, server: CountingProxy) -> None:
-        super().__init__(server)
+class PsycopgCaller(PoolCaller):
+    def connect(self) -> Any:
         import psycopg
 
-        self.psycopg = psycopg
+        return psycopg.connect(_dsn(self.server), autocommit=True)
+
+
+class Psycopg2Caller(PoolCaller):
+    def connect(self) -> Any:
+        import psycopg2
+
+        conn = psycopg2.connect(_dsn(self.server))
+        conn.autocommit = True
+        return conn
+
+
+class AsyncPsycopgCaller(PoolCaller):
+    def __init__(self, server: CountingProxy) -> None:
+        super().__init__(server)
         self.loop = LoopThread()
 
     def connect(self) -> Any:
-        return self.loop.run(
-            self.psycopg.AsyncConnection.connect(_dsn(self.server), autocommit=True)
-        )
+        import psycopg
 
-    def prime(self, count: int) -> None:
-        self.conns += [self.connect() for _ in range(count)]
+        return self.loop.run(psycopg.AsyncConnection.connect(_dsn(self.server), autocommit=True))
 
     async def _call(self, conn: Any) -> Any:
         cursor = await conn.execute("SELECT 1")
@@ -142,31 +151,6 @@ class AsyncPsycopgCaller(Caller):
         for conn in self.conns:
             self.loop.run(conn.close())
         self.loop.close()
-
-
-class Psycopg2Caller(Caller):
-    def __init__(self, server: CountingProxy) -> None:
-        super().__init__(server)
-        import psycopg2
-
-        self.psycopg2 = psycopg2
-
-    def connect(self) -> Any:
-        conn = self.psycopg2.connect(_dsn(self.server))
-        conn.autocommit = True
-        return conn
-
-    def prime(self, count: int) -> None:
-        self.conns += [self.connect() for _ in range(count)]
-
-    def call(self) -> Any:
-        with self.pick(self.connect).cursor() as cursor:
-            cursor.execute("SELECT 1")
-            return cursor.fetchone()
-
-    def close(self) -> None:
-        for conn in self.conns:
-            conn.close()
 
 
 class SQLAlchemyCaller(Caller):
@@ -232,33 +216,19 @@ class AsyncSQLAlchemyPsycopgCaller(AsyncSQLAlchemyCaller):
     driver = "psycopg"
 
 
-class AsyncpgCaller(Caller):
+class AsyncpgCaller(PoolCaller):
     def __init__(self, server: CountingProxy) -> None:
         super().__init__(server)
-        import asyncpg
-
-        self.asyncpg = asyncpg
         self.loop = LoopThread()
 
     def connect(self) -> Any:
-        return self.loop.run(
-            self.asyncpg.connect(
-                f"postgresql://postgres@127.0.0.1:{self.server.port}/test", timeout=2
-            )
-        )
+        import asyncpg
 
-    def prime(self, count: int) -> None:
-        self.conns += [self.connect() for _ in range(count)]
+        dsn = f"postgresql://postgres@127.0.0.1:{self.server.port}/test"
+        return self.loop.run(asyncpg.connect(dsn, timeout=2))
 
-    def pick(self, connect: Callable[[], Any]) -> Any:
-        for conn in self.conns:
-            if not conn.is_closed():
-                return conn
-        if self.conns and not self.reconnect:
-            return self.conns[-1]
-        conn = connect()
-        self.conns.append(conn)
-        return conn
+    def closed(self, conn: Any) -> bool:
+        return bool(conn.is_closed())
 
     def call(self) -> Any:
         return self.loop.run(self.pick(self.connect).fetchval("SELECT 1"))
