@@ -231,8 +231,8 @@ def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, 
 
 
 def test_connections_opened_before_the_guards_and_pooled_ones_are_guarded() -> None:
-    """psycopg: a connection opened before the guards were installed, and a
-    psycopg_pool pool's connections, are rejected while the breaker is open."""
+    """psycopg: a connection opened before the guards were installed, a psycopg_pool
+    pool's connections and server-side cursors are rejected while the breaker is open."""
     import psycopg
     from psycopg_pool import ConnectionPool
 
@@ -255,6 +255,8 @@ def test_connections_opened_before_the_guards_and_pooled_ones_are_guarded() -> N
         assert isinstance(rejected.value, CircuitOpenError)
         with pool.connection() as pooled, pytest.raises(CircuitOpenError):
             pooled.execute("SELECT 1")
+        with early.transaction(), pytest.raises(CircuitOpenError):
+            early.cursor(name="server_side").execute("SELECT 1")
         assert proxy.connections == seen
     finally:
         uninstall()

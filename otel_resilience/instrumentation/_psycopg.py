@@ -124,3 +124,7 @@ def install_psycopg(installer: Installer) -> None:
     for method in ("execute", "executemany"):
         installer.wrap(psycopg.Cursor, method, execute)
         installer.wrap(psycopg.AsyncCursor, method, aexecute)
+    # Server-side cursors (``conn.cursor(name=...)``) declare themselves in their own
+    # ``execute``.
+    installer.wrap(psycopg.ServerCursor, "execute", execute)
+    installer.wrap(psycopg.AsyncServerCursor, "execute", aexecute)
