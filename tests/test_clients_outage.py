@@ -27,7 +27,9 @@ from tests.support.client_servers import SERVICE, CountingProxy, GrpcServer, Htt
 
 OPEN_SECONDS = 0.4
 FAILURES = 3
-MODES = ("guards", "spans", "spans-stable")
+# guards: guards and the OTel instrumentation; guards-alone: no instrumentation at all;
+# spans, spans-stable: the instrumentation alone (both semantic-convention modes).
+MODES = ("guards", "guards-alone", "spans", "spans-stable")
 
 
 @contextlib.contextmanager
@@ -89,7 +91,7 @@ def match_for(case: Case, server: Any, mode: str) -> dict[str, Any]:
         return {"db.system": "postgresql", "server.port": server.port}
     if case.server == "redis":
         return {"db.system": "redis", "server.port": server.port}
-    if case.server == "grpc" and mode != "guards":
+    if case.server == "grpc" and not mode.startswith("guards"):
         return {"rpc.system": "grpc", "rpc.service": SERVICE}  # grpc spans carry no address
     return {"server.address": "127.0.0.1", "server.port": server.port}
 
@@ -104,13 +106,14 @@ def make_fail(server: Any, how: str) -> None:
 
 
 @contextlib.contextmanager
-def wired(case: Case, registry: Registry, guards: bool) -> Iterator[None]:
-    """The case's OTel instrumentations on a provider feeding ``registry``'s breakers,
-    and with ``guards`` the client guards."""
+def wired(case: Case, registry: Registry, mode: str) -> Iterator[None]:
+    """The case's OTel instrumentations (but in ``guards-alone``) on a provider feeding
+    ``registry``'s breakers, and the client guards (but in the span modes)."""
+    guards = mode.startswith("guards")
     provider = global_provider()
     processor = BreakerSpanProcessor(registry)
     provider.add_span_processor(processor)
-    instrumentors = case.instrumentors()
+    instrumentors = [] if mode == "guards-alone" else case.instrumentors()
     for instrumentor in instrumentors:
         instrumentor.instrument(tracer_provider=provider)
     uninstall = install(registry) if guards else None
@@ -168,7 +171,7 @@ PARAMS = [
 def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, mode: str) -> None:
     """Failing calls add one failure each and open the breaker; a guarded call is then
     rejected at once with the client's error and reaches nothing; recovery closes it."""
-    guards = mode == "guards"
+    guards = mode.startswith("guards")
     if not guards and not case.spans_count_once:
         pytest.skip("SQLAlchemy's spans and its driver's are counted once only with the guards")
     with semconv(mode), server_for(case) as server:
@@ -188,7 +191,7 @@ def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, 
             }
         )
         breaker = registry.breaker("dep")
-        with wired(case, registry, guards):
+        with wired(case, registry, mode):
             caller = case.caller(server)
             try:
                 if not guards:
