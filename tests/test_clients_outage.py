@@ -348,3 +348,31 @@ def test_a_black_holed_postgres_opens_on_connect_timeouts_then_fails_fast(driver
     finally:
         uninstall()
         proxy.close()
+
+
+GRPC_CASES = [case for case in CASES if case.client == "grpc"]
+
+
+@pytest.mark.parametrize("case", GRPC_CASES, ids=[case.id for case in GRPC_CASES])
+def test_a_grpc_dependency_declared_by_service_counts_each_call_once(case: Case) -> None:
+    """Declared by ``rpc.service``, a grpc dependency matches both the guard and the spans;
+    each call, streams included, still counts once."""
+    with server_for(case) as server:
+        registry = load_config(
+            {"dependencies": {"dep": {"match": {"rpc.system": "grpc", "rpc.service": SERVICE}}}}
+        )
+        with wired(case, registry, "guards"):
+            caller = case.caller(server)
+            try:
+                caller.call()
+                before = registry.breaker("dep").snapshot().total_successes
+                caller.call()
+                deadline = time.monotonic() + 2
+                while time.monotonic() < deadline:  # streams record when they end
+                    if registry.breaker("dep").snapshot().total_successes > before:
+                        break
+                    time.sleep(0.01)
+                time.sleep(0.1)
+                assert registry.breaker("dep").snapshot().total_successes == before + 1
+            finally:
+                caller.close()
