@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -98,6 +99,13 @@ def _pin_all_threads(pid: int, cpu: int) -> None:
         )
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @contextlib.contextmanager
 def own_redis() -> Iterator[int]:
     """An own redis-server on a free port, pinned to the server CPU; yields the port.
@@ -105,20 +113,36 @@ def own_redis() -> Iterator[int]:
     The benchmarks never touch the shared Redis: their GETs, their load and their
     pinning stay on this instance.
     """
-    from otel_resilience.demo._servers import RedisProcess
-
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is needed for this benchmark")
-    server = RedisProcess(binary)
-    server.start()
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            *taskset(server_cpu()),
+            *(binary, "--port", str(port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {port}") from None
+                time.sleep(0.02)
         cpu = server_cpu()
-        if cpu is not None and server.process is not None:
-            _pin_all_threads(server.process.pid, cpu)
-        yield server.port
+        if cpu is not None:
+            _pin_all_threads(server.pid, cpu)  # its background threads too
+        yield port
     finally:
         server.kill()
+        server.wait(10)
 
 
 # -- samples and summaries -------------------------------------------------------------

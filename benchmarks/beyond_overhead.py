@@ -7,37 +7,40 @@ is called, in one process, through:
 
 - ``registry.call`` of this tree with nothing configured, and of a baseline tree
   (``--baseline REV``, default ``main``: exported with ``git archive`` and imported under
-  another name) — the difference is what this tree adds when unconfigured;
+  another name): the paired difference is what this tree adds when unconfigured;
 - ``registry.call`` with a static limit, an adaptive (gradient2) limit, and an armed chaos
-  drill that injects nothing (rates of 0.0001): what each costs when configured;
+  drill that injects almost nothing (an error rate of 0.0001): what each costs when
+  configured;
 - ``registry.retry_allowed`` (per retry asked, not per call);
 - pybreaker and circuitbreaker, the peers, on the same function.
 
-Rounds are interleaved and the best round counts. Printed: µs per call, the overhead over
-the bare call, and the difference to the baseline.
+Run through the shared harness (``_harness.py``): pinned to one CPU, each block timed in
+this thread's CPU time, rounds interleaved in alternating order; differences are paired
+round by round and their median printed.
 
-    python benchmarks/beyond_overhead.py [--calls 200000] [--rounds 7] [--baseline main] [--cpu 1]
+    python benchmarks/beyond_overhead.py [--calls 200000] [--rounds 11] [--baseline main]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
+import functools
 import importlib
 import os
-import platform
+import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import _harness as harness  # beside this script, so on sys.path when it runs
 import circuitbreaker
 import pybreaker
-from breaker_overhead import time_async, time_sync  # this folder is on sys.path
 
 from otel_resilience import load_config
 
@@ -97,9 +100,7 @@ def registries(baseline: Any) -> dict[str, Any]:
 
 
 def sync_contenders(regs: dict[str, Any]) -> dict[str, Callable[[], object]]:
-    def through(registry: Any) -> Callable[[], object]:
-        call = registry.call
-        return lambda: call("dep", trivial)
+    drill_call = regs["chaos"].call
 
     def drilled() -> object:
         try:
@@ -107,88 +108,110 @@ def sync_contenders(regs: dict[str, Any]) -> dict[str, Callable[[], object]]:
         except ConnectionError:  # the rare injected fault (1 in 10000)
             return None
 
-    drill_call = regs["chaos"].call
-    retry_allowed = regs["unconfigured"].retry_allowed
     return {
         "bare call": trivial,
-        "registry.call, baseline": through(regs["baseline"]),
-        "registry.call, nothing configured": through(regs["unconfigured"]),
-        "registry.call, static limit": through(regs["static"]),
-        "registry.call, adaptive limit (gradient2)": through(regs["adaptive"]),
+        "registry.call, baseline": functools.partial(regs["baseline"].call, "dep", trivial),
+        "registry.call, nothing configured": functools.partial(
+            regs["unconfigured"].call, "dep", trivial
+        ),
+        "registry.call, static limit": functools.partial(regs["static"].call, "dep", trivial),
+        "registry.call, adaptive limit (gradient2)": functools.partial(
+            regs["adaptive"].call, "dep", trivial
+        ),
         "registry.call, chaos armed (rate 1e-4)": drilled,
-        "registry.retry_allowed (per retry)": lambda: retry_allowed("dep"),
+        "registry.retry_allowed (per retry)": functools.partial(
+            regs["unconfigured"].retry_allowed, "dep"
+        ),
         "circuitbreaker": circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(trivial),
         "pybreaker": pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)(trivial),
     }
 
 
 def async_contenders(regs: dict[str, Any]) -> dict[str, Callable[[], Awaitable[object]]]:
-    def through(registry: Any) -> Callable[[], Awaitable[object]]:
-        acall = registry.acall
-        return lambda: acall("dep", atrivial)
-
     return {
         "bare await": atrivial,
-        "registry.acall, baseline": through(regs["baseline"]),
-        "registry.acall, nothing configured": through(regs["unconfigured"]),
-        "registry.acall, static limit": through(regs["static"]),
-        "registry.acall, adaptive limit (gradient2)": through(regs["adaptive"]),
+        "registry.acall, baseline": functools.partial(regs["baseline"].acall, "dep", atrivial),
+        "registry.acall, nothing configured": functools.partial(
+            regs["unconfigured"].acall, "dep", atrivial
+        ),
+        "registry.acall, static limit": functools.partial(regs["static"].acall, "dep", atrivial),
+        "registry.acall, adaptive limit (gradient2)": functools.partial(
+            regs["adaptive"].acall, "dep", atrivial
+        ),
     }
 
 
-def table(title: str, best: dict[str, float], bare: str, baseline: str) -> list[str]:
-    lines = [
-        f"### {title}",
-        "",
-        "| contender | µs per call | overhead µs | vs baseline µs |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, us in best.items():
-        overhead = "" if name == bare else f"{us - best[bare]:.3f}"
-        versus = "" if name in (bare, baseline) else f"{us - best[baseline]:+.3f}"
-        lines.append(f"| {name} | {us:.3f} | {overhead} | {versus} |")
-    lines.append("")
-    return lines
+def measure_sync(contenders: dict[str, Callable[[], object]], calls: int, rounds: int) -> Any:
+    samples = harness.Samples()
+    for order in harness.orders(list(contenders), rounds):
+        for name in order:
+            fn = contenders[name]
+            start = time.thread_time_ns()
+            for _ in range(calls):
+                fn()
+            samples.add(name, (time.thread_time_ns() - start) / calls / 1000)
+    return samples
+
+
+def measure_async(
+    contenders: dict[str, Callable[[], Awaitable[object]]], calls: int, rounds: int
+) -> Any:
+    async def run() -> Any:
+        samples = harness.Samples()
+        for order in harness.orders(list(contenders), rounds):
+            for name in order:
+                fn = contenders[name]
+                start = time.thread_time_ns()
+                for _ in range(calls):
+                    await fn()
+                samples.add(name, (time.thread_time_ns() - start) / calls / 1000)
+        return samples
+
+    return asyncio.run(run())
+
+
+def report(samples: Any, bare: str, baseline: str) -> str:
+    rows: list[list[object]] = []
+    for name in samples.values:
+        overhead = None if name == bare else statistics.median(samples.difference(name, bare))
+        versus = (
+            None
+            if name in (bare, baseline)
+            else statistics.median(samples.difference(name, baseline))
+        )
+        rows.append([name, samples.best(name), samples.median(name), overhead, versus])
+    return harness.table(
+        [
+            "contender",
+            "best µs/call",
+            "median µs/call",
+            "median overhead µs",
+            "median paired difference to the baseline µs",
+        ],
+        rows,
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--baseline", default="main", help="git revision to compare with")
-    parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
     args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-
+    harness.pin_client()
     with tempfile.TemporaryDirectory() as tmp:
         regs = registries(load_baseline(args.baseline, Path(tmp)))
-        sync = sync_contenders(regs)
-        best = dict.fromkeys(sync, float("inf"))
-        for _ in range(args.rounds):
-            for name, fn in sync.items():
-                best[name] = min(best[name], time_sync(fn, args.calls))
-
-        async_fns = async_contenders(regs)
-
-        async def measure_async() -> dict[str, float]:
-            best = dict.fromkeys(async_fns, float("inf"))
-            for _ in range(args.rounds):
-                for name, fn in async_fns.items():
-                    best[name] = min(best[name], await time_async(fn, args.calls))
-            return best
-
-        async_best = asyncio.run(measure_async())
-
-    lines = [
-        f"Measured {datetime.date.today()} on {platform.python_implementation()} "
-        f"{platform.python_version()}, {args.calls} calls x best of {args.rounds} interleaved "
-        f"rounds; baseline: {args.baseline}.",
-        "",
-    ]
-    lines += table("sync", best, "bare call", "registry.call, baseline")
-    lines += table("async", async_best, "bare await", "registry.acall, baseline")
-    print("\n".join(lines))
+        sync = measure_sync(sync_contenders(regs), args.calls, args.rounds)
+        asynchronous = measure_async(async_contenders(regs), args.calls, args.rounds)
+    print(harness.machine_line(), end="\n\n")
+    print(
+        f"{args.calls} calls per block, {args.rounds} interleaved rounds, thread CPU time; "
+        f"baseline: {args.baseline}.\n"
+    )
+    print("**sync**\n")
+    print(report(sync, "bare call", "registry.call, baseline"))
+    print("\n**async**\n")
+    print(report(asynchronous, "bare await", "registry.acall, baseline"))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import functools
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import _harness as harness  # beside this script, so on sys.path when it runs
 
@@ -35,17 +36,45 @@ SYNC_PEER = "circuitbreaker"
 ASYNC_PEER = "aiobreaker"
 
 
+def breaker_decorator(breaker: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The breaker's own closed path as a decorator, the way circuitbreaker's works:
+    ask, call, record. (``protect`` and ``registry.call`` add the guarded-call path on top:
+    the joined-call mark that nested guards and the span processor need, fallbacks.)"""
+    from otel_resilience import CircuitOpenError
+
+    allow, success, failure = breaker.allow, breaker.record_success, breaker.record_failure
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not allow():
+                raise CircuitOpenError(breaker.name, breaker.retry_after())
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                failure(0.0, type(exc).__name__)
+                raise
+            success()
+            return result
+
+        return wrapper
+
+    return decorate
+
+
 def sync_contenders() -> dict[str, Callable[[], object]]:
     import circuitbreaker
     import pybreaker
     from purgatory import SyncCircuitBreakerFactory
 
-    from otel_resilience import BreakerPolicy, Dependency, Registry
+    from otel_resilience import BreakerPolicy, CircuitBreaker, Dependency, Registry
 
     registry = Registry([Dependency("dep", policy=BreakerPolicy())])
     call = registry.call
     return {
         "bare call": trivial,
+        "otel_resilience CircuitBreaker (allow, call, record)": breaker_decorator(
+            CircuitBreaker("dep")
+        )(trivial),
         "otel_resilience protect": registry.protect("dep")(trivial),
         "otel_resilience registry.call": functools.partial(call, "dep", trivial),
         SYNC_PEER: circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(trivial),
@@ -58,13 +87,38 @@ def async_contenders() -> dict[str, Callable[[], Awaitable[object]]]:
     import aiobreaker
     from purgatory import AsyncCircuitBreakerFactory
 
-    from otel_resilience import BreakerPolicy, Dependency, Registry
+    from otel_resilience import (
+        BreakerPolicy,
+        CircuitBreaker,
+        CircuitOpenError,
+        Dependency,
+        Registry,
+    )
 
     registry = Registry([Dependency("dep", policy=BreakerPolicy())])
     acall = registry.acall
     aio = aiobreaker.CircuitBreaker(fail_max=5, timeout_duration=datetime.timedelta(seconds=30))
+    breaker = CircuitBreaker("dep")
+
+    def async_breaker(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        allow, success, failure = breaker.allow, breaker.record_success, breaker.record_failure
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not allow():
+                raise CircuitOpenError(breaker.name, breaker.retry_after())
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                failure(0.0, type(exc).__name__)
+                raise
+            success()
+            return result
+
+        return wrapper
+
     return {
         "bare await": atrivial,
+        "otel_resilience CircuitBreaker (allow, await, record)": async_breaker(atrivial),
         "otel_resilience protect (async)": registry.protect("dep")(atrivial),
         "otel_resilience registry.acall": functools.partial(acall, "dep", atrivial),
         ASYNC_PEER: aio(atrivial),

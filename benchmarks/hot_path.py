@@ -376,7 +376,7 @@ def e2e_section(port: int, calls: int, rounds: int) -> str:
             sys.executable,
             __file__,
             "--worker",
-            setup,
+            setup.split(maxsplit=1)[0],  # "plain again" runs the plain worker
             "--port",
             str(port),
             "--calls",
@@ -439,55 +439,37 @@ def layers_section(port: int, calls: int, rounds: int) -> str:
     from opentelemetry.sdk.metrics import MeterProvider
 
     from otel_resilience import configure
-    from otel_resilience._configure import _wiring
     from otel_resilience.instrumentation import install
 
     provider, client, _ = _tracing(port)
+    active = provider._active_span_processor
+    plain_processors, plain_sampler = active._span_processors, provider.sampler
     registry = configure(
         FULL_CONFIG, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False
     )
-    processor = _wiring.processors[id(provider)][1]
-    wrapper = provider.sampler
-    inner = wrapper.wrapped
+    ours_processors, ours_sampler = active._span_processors, provider.sampler
 
-    def set_sampler(sampler: Any) -> None:
-        provider.sampler = sampler
-        for tracer in provider._tracers.values():
-            tracer.sampler = sampler
+    def setup(spans: bool, guard: bool) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+        """Our processor and sampler wrapper in the pipeline or not; the guard or not."""
 
-    @contextlib.contextmanager
-    def plain() -> Iterator[None]:
-        processor.enabled = False
-        set_sampler(inner)
-        try:
-            yield
-        finally:
-            processor.enabled = True
-            set_sampler(wrapper)
+        @contextlib.contextmanager
+        def switch() -> Iterator[None]:
+            sampler = ours_sampler if spans else plain_sampler
+            active._span_processors = ours_processors if spans else plain_processors
+            provider.sampler = sampler
+            for tracer in provider._tracers.values():
+                tracer.sampler = sampler
+            uninstall = install(registry) if guard else None
+            try:
+                yield
+            finally:
+                if uninstall is not None:
+                    uninstall()
 
-    @contextlib.contextmanager
-    def spans_only() -> Iterator[None]:
-        yield
+        return switch
 
-    @contextlib.contextmanager
-    def guarded() -> Iterator[None]:
-        uninstall = install(registry)
-        try:
-            yield
-        finally:
-            uninstall()
-
-    @contextlib.contextmanager
-    def guard_only() -> Iterator[None]:
-        uninstall = install(registry)
-        processor.enabled = False
-        set_sampler(inner)
-        try:
-            yield
-        finally:
-            processor.enabled = True
-            set_sampler(wrapper)
-            uninstall()
+    plain, spans_only = setup(False, False), setup(True, False)
+    guard_only, guarded = setup(False, True), setup(True, True)
 
     get = client.get
 
@@ -500,13 +482,15 @@ def layers_section(port: int, calls: int, rounds: int) -> str:
         work()
     variants = {
         "plain": plain,
+        "plain again": plain,
         "processor": spans_only,
         "guard": guard_only,
         "full": guarded,
     }
     samples = harness.ab(work, variants, rounds=rounds)
     names = {
-        "plain": "OTel redis instrumentation + batch export (processor off, sampler unwrapped)",
+        "plain": "OTel redis instrumentation + batch export",
+        "plain again": "the same, another block (A/A: the noise floor)",
         "processor": "+ processor and sampler wrapper",
         "guard": "+ redis guard and memory fallback only",
         "full": "+ processor, sampler wrapper, redis guard, memory fallback",
@@ -717,7 +701,7 @@ def main() -> None:
             elif section == "e2e":
                 print(e2e_section(port, 250, 40 if quick else 200))
             elif section == "layers":
-                print(layers_section(port, 1000 if quick else 2000, rounds if quick else 16))
+                print(layers_section(port, 100, 40 if quick else 300))
             elif section == "scaling":
                 print(scaling_section(64_000 if quick else 256_000, 3 if quick else 5))
     print(f"\n{harness.machine_line()}")

@@ -49,6 +49,7 @@ from otel_resilience._metrics import (
     DEPENDENCY_CALLS,
     DEPENDENCY_FALLBACKS,
     DEPENDENCY_RETRIES,
+    FALLBACK_REPLAYED,
     HEALTH_STATUS,
     SPECS,
     TELEMETRY_DROPPED,
@@ -64,6 +65,7 @@ TRANSITIONS = SPECS[BREAKER_TRANSITIONS].prometheus
 FAILURE_RATE = SPECS[BREAKER_FAILURE_RATE].prometheus
 CALLS = SPECS[DEPENDENCY_CALLS].prometheus
 FALLBACKS = SPECS[DEPENDENCY_FALLBACKS].prometheus
+REPLAYED = SPECS[FALLBACK_REPLAYED].prometheus
 HEALTH = SPECS[HEALTH_STATUS].prometheus
 DROPPED = SPECS[TELEMETRY_DROPPED].prometheus
 RETRIES = SPECS[DEPENDENCY_RETRIES].prometheus
@@ -404,8 +406,16 @@ def dependency_view() -> dict[str, Any]:
             .unit("reqps")
             .with_target(
                 query(
-                    f"sum by ({by}, reason) (rate({FALLBACKS}{{{DEPENDENCY}}}[1m]))",
-                    "{{dependency_name}} {{reason}}",
+                    f"sum by ({by}, reason, fallback_operation) "
+                    f"(rate({FALLBACKS}{{{DEPENDENCY}}}[1m]))",
+                    "{{dependency_name}} {{reason}} {{fallback_operation}}",
+                )
+            )
+            .with_target(
+                query(
+                    f"sum by ({by}, outcome) (rate({REPLAYED}{{{DEPENDENCY}}}[1m]))",
+                    "{{dependency_name}} writes {{outcome}}",
+                    "B",
                 )
             )
             .span(8)

@@ -1,6 +1,6 @@
 """otel_resilience: circuit breakers driven by the OpenTelemetry spans a service emits.
 
-The public names are re-exported here from private modules; see DESIGN.md section 3.
+The public names are re-exported here from private modules; README.md and docs/ describe them.
 """
 
 from __future__ import annotations

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
-from rich.console import Console
-
 from ._health_cli import _health_url
+from ._output import Output
 
 __all__ = ["DEFAULT_TOKEN_ENV", "breaker_action"]
 
@@ -22,7 +22,7 @@ def breaker_action(
     url: str,
     name: str,
     action: str,
-    console: Console,
+    out: Output,
     *,
     token_env: str = DEFAULT_TOKEN_ENV,
     timeout: float = 5.0,
@@ -32,10 +32,10 @@ def breaker_action(
     ``url`` is the service's health URL as for ``status`` (a bare host:port gets
     ``/health``); the token is read from the environment variable ``token_env``.
     """
-    errors = Console(stderr=True)
+    errors = Output(sys.stderr)
     token = os.environ.get(token_env)
     if not token:
-        errors.print(f"set {token_env} to the service's admin token", highlight=False)
+        errors.paragraph(f"set {token_env} to the service's admin token", indent="  ")
         return 2
     target = (
         _health_url(url).rstrip("/") + f"/breakers/{urllib.parse.quote(name, safe='')}/{action}"
@@ -54,15 +54,14 @@ def breaker_action(
             401: "the token was refused",
             404: f"no dependency {name!r}, or the service has no admin token configured",
         }
-        errors.print(
-            f"{target}: HTTP {exc.code}: {reasons.get(exc.code, exc.reason)}", highlight=False
+        errors.paragraph(
+            f"{target}: HTTP {exc.code}: {reasons.get(exc.code, exc.reason)}", "red", indent="  "
         )
         return 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        errors.print(f"cannot reach {target}: {getattr(exc, 'reason', exc)}", highlight=False)
+        errors.paragraph(
+            f"cannot reach {target}: {getattr(exc, 'reason', exc)}", "red", indent="  "
+        )
         return 3
-    console.print(
-        f"{name}: {document.get('previous_state')} -> {document.get('state')} ({action})",
-        highlight=False,
-    )
+    out.line(f"{name}: {document.get('previous_state')} -> {document.get('state')} ({action})")
     return 0

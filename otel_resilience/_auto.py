@@ -45,6 +45,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from . import _configure
 from ._processor import BreakerSpanProcessor
+from ._redact import describe_error
 from ._registry import Registry
 from ._sampler import ResilienceSampler
 
@@ -127,9 +128,8 @@ class ResilienceConfigurator(_OTelSDKConfigurator):
             ours = self._our_arguments(dict(kwargs), registry, processor)
         except Exception as exc:
             _log.error(
-                "the breakers are not wired (%s: %s); OpenTelemetry starts without them",
-                type(exc).__name__,
-                exc,
+                "the breakers are not wired (%s); OpenTelemetry starts without them",
+                describe_error(exc),
             )
             super()._configure(**kwargs)  # type: ignore[no-untyped-call]
             return
@@ -139,7 +139,7 @@ class ResilienceConfigurator(_OTelSDKConfigurator):
             # The SDK's configurator has set the global providers: take them over.
             _configure.adopt(registry, processor)
         except Exception as exc:
-            _log.error("the breakers are only partly wired (%s: %s)", type(exc).__name__, exc)
+            _log.error("the breakers are only partly wired (%s)", describe_error(exc))
 
     @staticmethod
     def _our_arguments(

@@ -89,7 +89,7 @@ class BreakerSnapshot:
 
 
 class CircuitBreaker:
-    """A circuit breaker following DESIGN.md section 4.
+    """A circuit breaker: closed, open, half-open, forced open and disabled.
 
     ``allow()`` asks for permission before a call; ``record_success`` and
     ``record_failure`` report its outcome. A call that was admitted and then neither
@@ -314,19 +314,46 @@ class CircuitBreaker:
                     # is the same as this success coming just before it.
                     next(self._fast_successes)
                     return
+                # The count window's record, inlined, and no call at all while the lock is
+                # held: a call is where CPython may hand the GIL to another thread, and a
+                # thread that loses the GIL holding the lock makes every other one queue
+                # on it (a lock convoy).
                 with self._lock:
-                    if self._state is state and not ring.failures and ring.calls < ring.size:
-                        # Filling an all-success ring: its slots are all equal, so only
-                        # the count moves.
+                    if self._state is state:
                         self._total_successes += 1
-                        calls = ring.calls + 1
-                        ring.calls = calls
-                        if calls < ring.size:
-                            ring.next_index = calls
+                        self._consecutive = 0
+                        size = ring.size
+                        calls = ring.calls
+                        index = ring.next_index
+                        if calls == size:
+                            evicted = ring.ring[index]
+                            if evicted:
+                                ring.failures -= evicted & FAILURE
+                                ring.slow -= (evicted & SLOW) >> 1
                         else:
-                            ring.next_index = 0
-                            ring.steady = not ring.slow
-                        return
+                            calls += 1
+                            ring.calls = calls
+                        ring.ring[index] = SUCCESS
+                        index += 1
+                        ring.next_index = 0 if index == size else index
+                        failures = ring.failures
+                        ring.steady = calls == size and not failures and not ring.slow
+                        # A success trips only by bringing the calls up to minimum_calls
+                        # (the rule of _tripped, for a success without a slow-call bound).
+                        policy = self.policy
+                        if (
+                            state is not _CLOSED
+                            or not failures
+                            or calls < policy.minimum_calls
+                            or failures / calls < policy.failure_rate_threshold
+                        ):
+                            return
+                        changes = self._trip()
+                    else:
+                        changes = None
+                if changes is not None:
+                    self._notify(changes)
+                    return
         self._record_success(duration)
 
     def _read_fast_successes(self) -> int:
@@ -357,8 +384,8 @@ class CircuitBreaker:
                 window = self._window
                 window.record(outcome, self._clock() if self._timed_window else 0.0)
                 changes = (
-                    self._evaluate()
-                    if (window.failures or window.slow) and state is _CLOSED
+                    self._trip()
+                    if (window.failures or window.slow) and state is _CLOSED and self._tripped()
                     else None
                 )
             elif state is _HALF_OPEN:
@@ -383,8 +410,8 @@ class CircuitBreaker:
 
     def record_failure(self, duration: float = 0.0, error_type: str | None = None) -> None:
         """Record a call that failed (``error_type`` names the error, for health reports)."""
+        now = self._clock()  # read before the lock: no call while it is held (see above)
         with self._lock:
-            now = self._clock()
             self._total_failures += 1
             self._last_failure_at = now
             if error_type is not None:
@@ -393,13 +420,49 @@ class CircuitBreaker:
             state = self._state
             changes = None
             if state is _CLOSED or state is _DISABLED:
-                self._consecutive += 1
+                consecutive = self._consecutive + 1
+                self._consecutive = consecutive
                 outcome = FAILURE
-                if self._slow_threshold is not None and duration >= self._slow_threshold:
+                slow_threshold = self._slow_threshold
+                if slow_threshold is not None and duration >= slow_threshold:
                     outcome |= SLOW
-                self._window.record(outcome, now)
+                if self._timed_window:
+                    window: Window = self._window
+                    window.record(outcome, now)
+                else:
+                    # CountWindow.record, inlined (no call under the lock).
+                    window = ring = self._count_window
+                    size = ring.size
+                    index = ring.next_index
+                    if ring.calls == size:
+                        evicted = ring.ring[index]
+                        if evicted:
+                            ring.failures -= evicted & FAILURE
+                            ring.slow -= (evicted & SLOW) >> 1
+                    else:
+                        ring.calls += 1
+                    ring.ring[index] = outcome
+                    ring.failures += 1
+                    ring.slow += outcome >> 1
+                    index += 1
+                    ring.next_index = 0 if index == size else index
+                    ring.steady = False
                 if state is _CLOSED:
-                    changes = self._evaluate()
+                    # The rule of _tripped, inlined for the same reason.
+                    policy = self.policy
+                    calls = window.calls
+                    limit = policy.consecutive_failures
+                    if (limit is not None and consecutive >= limit) or (
+                        calls >= policy.minimum_calls
+                        and (
+                            window.failures / calls >= policy.failure_rate_threshold
+                            or (
+                                slow_threshold is not None
+                                and window.slow / calls >= policy.slow_call_rate_threshold
+                            )
+                        )
+                    ):
+                        changes = self._trip()
             elif state is _HALF_OPEN:
                 self._consecutive += 1
                 changes = self._reopen()
@@ -511,25 +574,29 @@ class CircuitBreaker:
             return [self._set_state(_HALF_OPEN)]
         return None
 
-    def _evaluate(self) -> list[tuple[State, State]] | None:
+    def _tripped(self) -> bool:
+        """Whether the window and the run of failures call for opening (DESIGN.md 4)."""
         policy = self.policy
         window = self._window
-        tripped = policy.consecutive_failures is not None and (
+        if policy.consecutive_failures is not None and (
             self._consecutive >= policy.consecutive_failures
-        )
+        ):
+            return True
         calls = window.calls
-        if not tripped and calls >= policy.minimum_calls:
-            tripped = (
-                window.failures > 0 and window.failures / calls >= policy.failure_rate_threshold
-            ) or (
-                self._slow_threshold is not None
-                and window.slow > 0
-                and window.slow / calls >= policy.slow_call_rate_threshold
-            )
-        if not tripped:
-            return None
+        if calls < policy.minimum_calls:
+            return False
+        return (
+            window.failures > 0 and window.failures / calls >= policy.failure_rate_threshold
+        ) or (
+            self._slow_threshold is not None
+            and window.slow > 0
+            and window.slow / calls >= policy.slow_call_rate_threshold
+        )
+
+    def _trip(self) -> list[tuple[State, State]]:
+        """CLOSED to OPEN, for the base open time."""
         self._opened_at = self._clock()
-        self._open_duration = policy.open_seconds
+        self._open_duration = self.policy.open_seconds
         return [self._set_state(_OPEN)]
 
     def _reopen(self) -> list[tuple[State, State]]:

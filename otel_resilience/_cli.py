@@ -8,19 +8,18 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
+from typing import Any
 
 from . import __version__
 from ._config import config_warnings, load_config, read_config_file
 from ._errors import ConfigError
+from ._output import Output, pack
 from ._registry import Registry
 
 __all__ = ["main"]
 
 
-def _policy_summary(registry: Registry, name: str) -> str:
+def _policy_summary(registry: Registry, name: str) -> list[str]:
     policy = registry[name].policy
     parts = []
     if policy.window_seconds is not None:
@@ -38,41 +37,64 @@ def _policy_summary(registry: Registry, name: str) -> str:
     parts.append(f"{policy.half_open_calls} probe(s)")
     if policy.call_timeout_seconds is not None:
         parts.append(f"timeout {policy.call_timeout_seconds:g}s")
-    return ", ".join(parts)
+    return parts
 
 
-def check_config(path: str, console: Console) -> int:
-    """Validate ``path`` and print its dependencies; 0 when valid, 2 when not."""
+def fallback_name(fallback: Any) -> str:
+    """What a config would say for ``fallback``: ``none``, ``memory`` or ``module:name``."""
+    from ._fallbacks import none_fallback
+    from ._memory_cache import MemoryCache
+
+    if fallback is None:
+        return "-"
+    if fallback is none_fallback:
+        return "none"
+    if isinstance(fallback, MemoryCache):
+        return "memory"
+    qualname = getattr(fallback, "__qualname__", None)
+    module = getattr(fallback, "__module__", None)
+    if isinstance(qualname, str) and isinstance(module, str):
+        return f"{module}:{qualname}"
+    kind = type(fallback)
+    return f"a {kind.__module__}:{kind.__qualname__}"
+
+
+def check_config(path: str, out: Output, errors: Output) -> int:
+    """Validate ``path`` and print its dependencies; 0 when valid, 2 when not.
+
+    One short block per dependency (its criticality, match and fallback, then its breaker
+    policy), wrapped to the terminal's width: names and values are never cut.
+    """
     try:
         registry = load_config(path)
         warnings = config_warnings(read_config_file(path))
     except ConfigError as exc:
         # One plain line per error (no markup, no traceback), so it greps and wraps well.
-        sys.stderr.write("".join(f"{line}\n" for line in str(exc).splitlines()))
+        for line in str(exc).splitlines():
+            errors.line(line)
         return 2
-    table = Table(title=f"{path}: service {registry.service!r}", title_justify="left")
-    table.add_column("dependency", style="bold")
-    table.add_column("criticality")
-    table.add_column("match")
-    table.add_column("fallback")
-    table.add_column("breaker policy")
+    out.paragraph(
+        f"service {registry.service!r}: {len(registry)} dependencies, from {path}",
+        "bold",
+        indent="    ",
+    )
     for dependency in registry.dependencies:
         match = ", ".join(f"{k}={v}" for k, v in dependency.match.items()) or "-"
-        fallback = dependency.fallback
-        fallback_name = (
-            "-" if fallback is None else getattr(fallback, "__qualname__", repr(fallback))
-        )
-        table.add_row(
-            dependency.name,
+        summary = [
             dependency.criticality.value,
-            match,
-            fallback_name,
-            _policy_summary(registry, dependency.name),
-        )
-    console.print(table)
-    for warning in warnings:
-        sys.stderr.write(f"warning: {path}: {warning}\n")
-    console.print(f"ok: {len(registry)} dependencies")
+            f"match {match}",
+            f"fallback {fallback_name(dependency.fallback)}",
+        ]
+        lines = pack(summary, out.width, indent="    ", first=f"{dependency.name}: ")
+        out.line(lines[0], "bold")
+        for line in lines[1:]:
+            out.line(line)
+        policy = _policy_summary(registry, dependency.name)
+        for line in pack(policy, out.width, indent="    ", first="  breaker: "):
+            out.line(line)
+    for warning in warnings:  # one line each, like the errors: diagnostics are grepped
+        errors.line(f"warning: {path}: {warning}", "yellow")
+    out.line(f"ok: {len(registry)} dependencies", "green")
     return 0
 
 
@@ -85,7 +107,7 @@ DEMO_NOT_FOUND = (
 )
 
 
-def _demo_runner(console: Console) -> Callable[..., int] | None:
+def _demo_runner(out: Output) -> Callable[..., int] | None:
     """The demo's ``run_demo``, from the import path or the checkout this package lives in.
 
     The demo is not in the wheel: an editable install (``pip install -e '.[demo]'``) maps only
@@ -99,16 +121,20 @@ def _demo_runner(console: Console) -> Callable[..., int] | None:
             raise
         checkout = Path(__file__).resolve().parent.parent
         if not (checkout / "otel_resilience_demo" / "__init__.py").is_file():
-            console.print(DEMO_NOT_FOUND)
+            for line in DEMO_NOT_FOUND.splitlines():
+                out.paragraph(line, indent="  ")
             return None
         sys.path.insert(0, str(checkout))
         demo = importlib.import_module("otel_resilience_demo")
     missing: list[str] = demo.missing_requirements()
     if missing:
-        console.print(
+        out.paragraph(
             "otel-resilience demo needs the 'demo' extra: "
-            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed.\n"
-            "In the checkout:  pip install -e '.[demo]'\n"
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed.",
+            indent="  ",
+        )
+        out.paragraph("In the checkout:  pip install -e '.[demo]'")
+        out.paragraph(
             "Without it, 'otel-resilience walkthrough' shows a breaker on a simulated outage."
         )
         return None
@@ -182,22 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
+    out = Output()
+    errors = Output(sys.stderr)
     if args.command == "check-config":
-        return check_config(args.file, console)
+        return check_config(args.file, out, errors)
     if args.command == "demo":
         # gRPC's C core logs connection events (GOAWAY on a collector outage) to stderr at
         # info level; the demo's own view says what happens to telemetry.
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-        run_demo = _demo_runner(console)
+        if args.duration <= 0 or args.users < 1:
+            errors.line("--duration must be > 0 and --users >= 1")
+            return 2
+        run_demo = _demo_runner(errors)
         if run_demo is None:
             return 2
         scenarios = [s.strip() for s in args.scenarios.split(",")] if args.scenarios else None
-        if args.duration <= 0 or args.users < 1:
-            console.print("--duration must be > 0 and --users >= 1")
-            return 2
         return run_demo(
-            console,
             duration=args.duration,
             users=args.users,
             scenarios=scenarios,
@@ -207,14 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._walkthrough import run_walkthrough
 
         try:
-            return run_walkthrough(console, seconds=args.seconds)
+            return run_walkthrough(out, seconds=args.seconds)
         except KeyboardInterrupt:
-            console.print("stopped")
+            out.line("stopped")
             return 130
     if args.command == "status":
         from ._health_cli import show_status
 
-        return show_status(args.url, console, timeout=args.timeout, as_json=args.json)
+        return show_status(args.url, out, errors, timeout=args.timeout, as_json=args.json)
     if args.command == "breaker":
         from ._admin_cli import breaker_action
 
@@ -222,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.url,
             args.name,
             args.action,
-            console,
+            out,
             token_env=args.token_env,
             timeout=args.timeout,
         )

@@ -33,6 +33,7 @@ from ._fallbacks import BUILTIN_FALLBACKS, check_import_path, import_object, res
 from ._health_checks import BUILTIN_CHECKS, parse_health_check
 from ._limits import LimitPolicy
 from ._policy import POLICY_FIELDS, BreakerPolicy, PolicyField, format_number
+from ._redact import redact
 from ._registry import Registry, TelemetrySettings
 from ._retry_budget import RetryBudgetPolicy
 
@@ -84,7 +85,8 @@ def _describe(value: Any) -> str:
     kind = {dict: "mapping", list: "list", str: "string", bool: "boolean"}.get(
         type(value), type(value).__name__
     )
-    return f"{kind} {_short_repr.repr(value)}"
+    # redacted: a value may be a DSN or a token, and errors reach logs and /health
+    return f"{kind} {redact(_short_repr.repr(value))}"
 
 
 class _Invalid(Exception):
@@ -116,12 +118,13 @@ class Text(Kind):
     type = "string"
     pattern: str | None = None
     what: str = "a non-empty string"
+    max_length: int = _MAX_NAME
 
     def allowed(self) -> str:
-        return f"{self.what}, at most {_MAX_NAME} characters"
+        return f"{self.what}, at most {self.max_length} characters"
 
     def check(self, value: Any) -> Any:
-        if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME:
+        if not isinstance(value, str) or not value.strip() or len(value) > self.max_length:
             raise _Invalid(f"must be {self.allowed()}, got {_describe(value)}")
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
             raise _Invalid(f"must be {self.what}, got {_describe(value)}")
@@ -430,11 +433,16 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "dependencies.<name>.health_check.url",
-        Text(what="a URL"),
+        Text(what="a URL", max_length=4096),
         None,
         "redis and http: the address; default: the one the dependency's calls use.",
     ),
-    Key("dependencies.<name>.health_check.dsn", Text(what="a DSN"), None, "sql: the DSN."),
+    Key(
+        "dependencies.<name>.health_check.dsn",
+        Text(what="a DSN", max_length=4096),
+        None,
+        "sql: the DSN.",
+    ),
     Key(
         "dependencies.<name>.health_check.url_env",
         _ENV_NAME,
@@ -722,16 +730,22 @@ def _clean(values: Any) -> bool:
 
 def validate_document(document: Any, source: str | None = None) -> dict[str, Any]:
     """The document checked against ``KEYS``, defaults filled in; ``ConfigError`` (all
-    problems at once) when it does not fit. Imports are not tried here (``load_config``
-    does that)."""
+    problems at once) when it does not fit. Imports and cross-key rules are not tried here
+    (``load_config`` does that): this is for reading a section's validated values."""
     validator = _Validator(source)
-    if not isinstance(document, Mapping) and document is not None:
-        raise validator.error("", f"must be a mapping, got {_describe(document)}")
-    values = validator.walk(document, _ROOTS[""], "")
+    values = _walk_document(validator, document)
     if validator.errors:
         raise ConfigError.combine(validator.errors)
     result: dict[str, Any] = values
     return result
+
+
+def _walk_document(validator: _Validator, document: Any) -> Any:
+    if document is None:
+        document = {}
+    if not isinstance(document, Mapping):
+        raise validator.error("", f"must be a mapping, got {_describe(document)}")
+    return validator.walk(document, _ROOTS[""], "")
 
 
 class _Builder:
@@ -956,14 +970,10 @@ class _Builder:
 
 def _registry_from(document: Any, source: str | None, clock: Callable[[], float]) -> Registry:
     validator = _Validator(source)
-    if document is None:
-        document = {}
-    if not isinstance(document, Mapping):
-        raise validator.error("", f"must be a mapping, got {_describe(document)}")
-    values = validator.walk(document, _ROOTS[""], "")
+    values = _walk_document(validator, document)
     registry = None
     if values is not _BAD:
-        registry = _Builder(validator, document).registry(values, clock)
+        registry = _Builder(validator, document or {}).registry(values, clock)
     if validator.errors or registry is None:
         raise ConfigError.combine(validator.errors or [validator.error("", "is invalid")])
     return registry

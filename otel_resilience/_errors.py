@@ -39,8 +39,8 @@ class ConcurrencyLimitError(CircuitOpenError):
 
     A ``CircuitOpenError``, so code that handles an open breaker handles this too; client
     integrations raise a subclass that is also the client's own connection error.
-    ``retry_after`` is a short hint (10 ms unless the caller knows better); ``limit`` the
-    limit at the time, when known.
+    ``retry_after`` is a back-off hint (the guards give a tenth of the breaker's open time);
+    ``limit`` the limit at the time, when known.
     """
 
     def __init__(self, dependency: str, retry_after: float, limit: int | None = None) -> None:

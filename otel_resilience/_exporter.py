@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._breaker import CircuitBreaker, State
 from ._config import TELEMETRY_DEPENDENCY, TELEMETRY_POLICY
+from ._fork import after_fork_in_child, renew_breaker_locks
 from ._metrics import METER_NAME, SPECS, TELEMETRY_DROPPED
 from ._policy import BreakerPolicy
 from ._registry import Registry
@@ -51,6 +52,15 @@ _TIMED_OUT = object()
 _BUSY = object()
 
 
+class InnerExporterAborted(Exception):
+    """The inner exporter raised a BaseException that is not an Exception (SystemExit,
+    KeyboardInterrupt): contained as an export failure named after it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(type(error).__name__)
+        self.error_type = type(error).__name__
+
+
 class _Job:
     __slots__ = ("done", "error", "fn", "result")
 
@@ -70,8 +80,20 @@ class _Worker:
         self._job: _Job | None = None
         self._busy = False
         self._stopped = False
+        self._name = name
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child has no worker thread: start a fresh one (a pending job is lost)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._job = None
+        self._busy = False
+        if not self._stopped:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
 
     def run(self, fn: Callable[[], Any], timeout: float) -> Any:
         """``fn()``'s result, ``_BUSY`` if a previous call is still running, or
@@ -86,7 +108,11 @@ class _Worker:
         if not job.done.wait(timeout):
             return _TIMED_OUT
         if job.error is not None:
-            raise job.error
+            if isinstance(job.error, Exception):
+                raise job.error
+            # SystemExit, KeyboardInterrupt... raised by the inner exporter on our worker
+            # thread are its failure, not a request to stop the application's thread.
+            raise InnerExporterAborted(job.error)
         return job.result
 
     def stop(self) -> None:
@@ -228,6 +254,11 @@ class _Resilient(Generic[R]):
             exporter._timeout = export_timeout_seconds
         _quiet_loggers_of(exporter)
         _log_transitions(breaker)
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # The caller's thread in the parent may have held the breaker's lock at the fork.
+        renew_breaker_locks([self.breaker])
 
     def _drop(self, count: int) -> None:
         if count:
@@ -246,7 +277,8 @@ class _Resilient(Generic[R]):
         try:
             result = self._worker.run(call, self.export_timeout_seconds)
         except Exception as exc:
-            breaker.record_failure(time.monotonic() - started, type(exc).__name__)
+            error_type = getattr(exc, "error_type", None) or type(exc).__name__
+            breaker.record_failure(time.monotonic() - started, error_type)
             self._drop(count)
             return False
         if result is _BUSY:

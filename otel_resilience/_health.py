@@ -1,10 +1,11 @@
 """The health of a service from what each dependency means to it (DESIGN.md 8).
 
-The rules are pure: ``dependency_healthy`` and ``evaluate_health`` take breaker snapshots,
-criticalities and the last health-check results and do no I/O. ``health_report(registry)``
-gathers those inputs from a registry; it reads only in-memory state, so it answers at once
-even while every dependency hangs. ``HealthMonitor`` keeps the last check results of a
-registry and tells listeners when a dependency degrades or recovers (the degradation feed).
+The rules are pure: ``dependency_healthy``, ``dependency_slow`` and ``evaluate_health``
+take breaker snapshots, policies, criticalities and the last health-check results and do
+no I/O. ``health_report(registry)`` gathers those inputs from a registry; it reads only
+in-memory state, so it answers at once even while every dependency hangs.
+``HealthMonitor`` keeps the last check results of a registry and tells listeners when a
+dependency degrades or recovers (the degradation feed).
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ._addresses import Address, AddressBook
 from ._breaker import BreakerSnapshot, CircuitBreaker, State
 from ._dependency import Criticality
-from ._health_checks import CheckResult
+from ._errors import ConfigError
+from ._fork import after_fork_in_child, renew_breaker_locks
+from ._health_checks import CheckResult, needs_address, parse_health_check
+from ._policy import BreakerPolicy
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -34,17 +39,21 @@ __all__ = [
     "HealthListener",
     "HealthMonitor",
     "HealthReport",
+    "address_learner",
     "dependency_healthy",
+    "dependency_slow",
     "evaluate_health",
     "health_events",
     "health_monitor",
     "health_report",
     "iso_utc",
+    "learn_address",
     "on_health_change",
     "overall_status",
+    "usable_check",
 ]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 HEALTHY = "healthy"
 DEGRADED = "degraded"
@@ -52,7 +61,9 @@ UNHEALTHY = "unhealthy"
 
 # Breaker states in which a dependency is not healthy. HALF_OPEN is not among them: the
 # breaker admits trial calls, and a readiness probe that kept the pod out of rotation while
-# half-open would starve it of the very traffic that closes the breaker.
+# half-open would starve it of the very traffic that closes the breaker. That holds only
+# where traffic is the sole way to close it: with an active health check the prober makes
+# the trial calls, so the check decides until the breaker closes (``dependency_healthy``).
 _DOWN_STATES = frozenset({State.OPEN, State.FORCED_OPEN})
 
 
@@ -62,13 +73,51 @@ def iso_utc(wall_seconds: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def dependency_healthy(state: State, check_passing: bool | None) -> bool:
+def dependency_healthy(state: State, check_passing: bool | None, *, checked: bool = False) -> bool:
     """Whether one dependency is healthy: its breaker admits calls and its check (if any) passes.
 
-    Open and forced open are not healthy; closed, half-open and disabled are, unless the
-    last active health check failed (``check_passing`` False; None means no check result).
+    Open and forced open are not healthy; closed and disabled are, unless the last active
+    health check failed (``check_passing`` False; None means no usable check result).
+    Half-open is healthy when the dependency has no active check (``checked`` False), so
+    that traffic can reach it and close the breaker; with one, the prober makes the trial
+    calls and only a passing check taken since the breaker opened counts (the caller passes
+    None for an older result), so a critical dependency that is still down keeps the
+    service unhealthy.
     """
-    return state not in _DOWN_STATES and check_passing is not False
+    if state in _DOWN_STATES:
+        return False
+    if state is State.HALF_OPEN and checked:
+        return check_passing is True
+    return check_passing is not False
+
+
+def dependency_slow(snapshot: BreakerSnapshot, policy: BreakerPolicy) -> bool:
+    """Whether a dependency answers too slowly: performance-based degradation (DESIGN.md 8).
+
+    True when the policy bounds call durations (``slow_call_seconds``), the window holds at
+    least ``minimum_calls`` outcomes, and the slow-call rate is at or above half of
+    ``slow_call_rate_threshold``: a warning before the breaker opens on slowness.
+    """
+    if policy.slow_call_seconds is None or snapshot.calls < max(policy.minimum_calls, 1):
+        return False
+    return snapshot.slow_calls / snapshot.calls >= policy.slow_call_rate_threshold / 2
+
+
+def usable_check(result: CheckResult | None, snapshot: BreakerSnapshot) -> bool | None:
+    """What a check result says about a dependency now: passing, failing, or None.
+
+    None for no result, an ``unknown`` one (the check has no address yet), and, while the
+    breaker is half-open, a result taken before the breaker last opened.
+    """
+    if result is None or result.unknown:
+        return None
+    if (
+        snapshot.state is State.HALF_OPEN
+        and snapshot.opened_at is not None
+        and result.checked_at < snapshot.opened_at
+    ):
+        return None
+    return result.passing
 
 
 def overall_status(dependencies: Iterable[tuple[Criticality, bool, bool]]) -> str:
@@ -90,12 +139,13 @@ def overall_status(dependencies: Iterable[tuple[Criticality, bool, bool]]) -> st
 
 @dataclass(frozen=True, slots=True)
 class DependencyHealth:
-    """One dependency's entry in the health document (DESIGN.md 8).
+    """One dependency's entry in the health document (docs/health.md).
 
     Times are UTC ISO 8601 strings. ``monitoring`` flags a dependency that is reported but
     never changes the status (MONITORING criticality, or observe-only); ``check`` is the
     last active health-check result as a dict (``passing``, ``checked_at``, ``error``), or
-    None when the dependency has no check or it has not run yet.
+    None when the dependency has no check or it has not run yet. ``slow`` flags a
+    dependency whose slow-call rate is at or above half its threshold (``dependency_slow``).
     """
 
     name: str
@@ -110,6 +160,7 @@ class DependencyHealth:
     monitoring: bool = False
     observe_only: bool = False
     check: Mapping[str, Any] | None = None
+    slow: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """This entry as JSON-ready data."""
@@ -127,6 +178,8 @@ class DependencyHealth:
             document["monitoring"] = True
         if self.observe_only:
             document["observe_only"] = True
+        if self.slow:
+            document["slow"] = True
         if self.check is not None:
             document["health_check"] = dict(self.check)
         return document
@@ -151,7 +204,7 @@ class HealthReport:
         return {status: int(status == self.status) for status in (HEALTHY, DEGRADED, UNHEALTHY)}
 
     def to_dict(self) -> dict[str, Any]:
-        """The health document of DESIGN.md 8, JSON-ready."""
+        """The health document (docs/health.md), JSON-ready."""
         return {
             "status": self.status,
             "service": self.service,
@@ -169,29 +222,39 @@ def evaluate_health(
     wall_now: float,
     mono_now: float,
     observe_only: Iterable[str] = (),
+    policies: Mapping[str, BreakerPolicy] | None = None,
 ) -> HealthReport:
     """A HealthReport from breaker snapshots, criticalities and last check results.
 
     Pure: the caller reads the clocks. Snapshot and check times are readings of the
     registry's monotonic clock, turned into wall time as ``wall_now - (mono_now - reading)``.
+    ``policies`` (by dependency) enable the slow-call rule; a dependency that is ``slow``
+    makes the service at least degraded, never unhealthy.
     """
     checks = checks or {}
+    policies = policies or {}
     observers = frozenset(observe_only)
     entries: dict[str, DependencyHealth] = {}
     verdicts: list[tuple[Criticality, bool, bool]] = []
+    any_slow = False
     for name, snap in snapshots.items():
         level = criticality[name]
         result = checks.get(name)
-        healthy = dependency_healthy(snap.state, None if result is None else result.passing)
+        checked = result is not None and not result.unknown
+        healthy = dependency_healthy(snap.state, usable_check(result, snap), checked=checked)
+        policy = policies.get(name)
+        slow = policy is not None and dependency_slow(snap, policy)
         is_observer = name in observers
         decisive = not is_observer and level is not Criticality.MONITORING
         verdicts.append((level, healthy, decisive))
+        any_slow = any_slow or (slow and decisive)
         last_failure = snap.last_failure_at
         retry_after = snap.retry_after
         check_document = None
         if result is not None:
             check_document = {
-                "passing": result.passing,
+                "status": result.status,
+                "passing": None if result.unknown else result.passing,
                 "checked_at": iso_utc(wall_now - (mono_now - result.checked_at)),
                 "duration_seconds": round(result.duration_seconds, 4),
                 "error": result.error,
@@ -211,9 +274,13 @@ def evaluate_health(
             monitoring=not decisive,
             observe_only=is_observer,
             check=check_document,
+            slow=slow,
         )
+    status = overall_status(verdicts)
+    if any_slow and status == HEALTHY:
+        status = DEGRADED  # slowness alone degrades, never more
     return HealthReport(
-        status=overall_status(verdicts),
+        status=status,
         service=service,
         checked_at=iso_utc(wall_now),
         dependencies=entries,
@@ -259,6 +326,8 @@ def _message(  # noqa: PLR0917 - a private helper called once, with every field 
     if healthy:
         return f"{name} recovered ({state.value})"
     why = state.value if state in _DOWN_STATES else "health check failing"
+    if state is State.HALF_OPEN and not check_error:
+        why = "half_open, until its health check passes"
     if level is Criticality.MONITORING:
         consequence = "telemetry may be dropped; the service is unaffected"
     elif has_fallback and state in _DOWN_STATES:
@@ -276,18 +345,31 @@ class HealthMonitor:
     """The health bookkeeping of one registry: last check results and change listeners.
 
     It listens to every breaker's transitions and to check results, and calls health
-    listeners when a dependency's ``healthy`` flips. Thread-safe; listeners run outside the
-    lock and their exceptions are logged, never raised into the caller.
+    listeners when a dependency's ``healthy`` flips. ``addresses`` holds where each
+    dependency's calls go, for the checks that have no address of their own. Thread-safe;
+    listeners run outside the lock and their exceptions are logged, never raised into the
+    caller.
     """
 
     def __init__(self, registry: Registry) -> None:
         self._registry_ref = weakref.ref(registry)
+        self.addresses = AddressBook()
         self._lock = threading.Lock()
         self._checks: dict[str, CheckResult] = {}
         self._healthy: dict[str, bool] = {}
         self._watched: set[str] = set()
         self._listeners: list[HealthListener] = []
+        after_fork_in_child(self._after_fork_in_child)
         self.sync()
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread (the prober's) may have held these locks at the fork.
+        self._lock = threading.Lock()
+        self.addresses._lock = threading.Lock()
+        registry = self._registry()
+        if registry is not None:
+            registry._lock = threading.Lock()
+            renew_breaker_locks(registry.breakers().values())
 
     def _registry(self) -> Registry | None:
         return self._registry_ref()
@@ -305,10 +387,7 @@ class HealthMonitor:
                 if name in self._watched:
                     continue
                 self._watched.add(name)
-                check = self._checks.get(name)
-                self._healthy[name] = dependency_healthy(
-                    breaker.state, None if check is None else check.passing
-                )
+                self._healthy[name] = _healthy_now(breaker, self._checks.get(name))[0]
                 breaker.add_listener(self._on_transition)
 
     def check_results(self) -> dict[str, CheckResult]:
@@ -335,25 +414,24 @@ class HealthMonitor:
         return unsubscribe
 
     def _on_transition(self, breaker: CircuitBreaker, old: State, new: State) -> None:
-        self._reevaluate(breaker.name, new)
+        self._reevaluate(breaker.name)
 
-    def _reevaluate(self, name: str, state: State | None = None) -> None:
+    def _reevaluate(self, name: str) -> None:
         registry = self._registry()
         if registry is None or name not in registry:
             return
         breaker = registry.breaker(name)
         dependency = registry[name]
-        if state is None:
-            state = breaker.state
         with self._lock:
             check = self._checks.get(name)
-            healthy = dependency_healthy(state, None if check is None else check.passing)
+        healthy, state = _healthy_now(breaker, check)
+        with self._lock:
             was_healthy = self._healthy.get(name, True)
             self._healthy[name] = healthy
             listeners = tuple(self._listeners) if healthy != was_healthy else ()
         if not listeners:
             return
-        check_error = None if check is None or check.passing else check.error
+        check_error = None if check is None or check.passing or check.unknown else check.error
         event = HealthEvent(
             dependency=name,
             criticality=dependency.criticality,
@@ -375,7 +453,7 @@ class HealthMonitor:
             try:
                 listener(event)
             except Exception:
-                _log.exception("otel_resilience: health listener %r failed", listener)
+                _log.exception("health listener %r failed", listener)
 
     def _status(self, registry: Registry) -> str:
         with self._lock:
@@ -388,6 +466,13 @@ class HealthMonitor:
             )
             for dep in registry.dependencies
         )
+
+
+def _healthy_now(breaker: CircuitBreaker, check: CheckResult | None) -> tuple[bool, State]:
+    """``dependency_healthy`` for a breaker's current snapshot and its last check result."""
+    snap = breaker.snapshot()
+    checked = check is not None and not check.unknown
+    return dependency_healthy(snap.state, usable_check(check, snap), checked=checked), snap.state
 
 
 _MONITORS: weakref.WeakKeyDictionary[Registry, HealthMonitor] = weakref.WeakKeyDictionary()
@@ -424,7 +509,36 @@ def health_report(
         wall_now=wall_now,
         mono_now=mono_now,
         observe_only=[dep.name for dep in dependencies if dep.observe_only],
+        policies={dep.name: registry.breaker(dep.name).policy for dep in dependencies},
     )
+
+
+def learn_address(registry: Registry, name: str, address: Address | None) -> None:
+    """Tell ``registry``'s health checks where dependency ``name``'s calls go.
+
+    For client guards, which see calls that have no span (asyncpg connects) and skip the
+    spans of the calls they guard. Cheap when nothing changed; never raises.
+    """
+    try:
+        health_monitor(registry).addresses.learn(name, address)
+    except Exception:  # pragma: no cover - a bug; the guarded call must go on
+        _log.debug("could not learn the address of %s", name, exc_info=True)
+
+
+def address_learner(registry: Registry, name: str) -> Callable[[Mapping[str, Any]], None] | None:
+    """The span processor's learning function for ``name``, or None when none is needed.
+
+    Only a dependency with a built-in health check that has no address of its own needs
+    its calls' address; for the others the processor does nothing extra per span.
+    """
+    try:
+        dependency = registry[name]
+        spec = parse_health_check(dependency.health_check, match=dependency.match)
+    except (ConfigError, ValueError, LookupError):
+        return None
+    if not needs_address(spec):
+        return None
+    return health_monitor(registry).addresses.span_learner(name)
 
 
 def on_health_change(registry: Registry, listener: HealthListener) -> Callable[[], None]:

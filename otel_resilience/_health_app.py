@@ -200,7 +200,7 @@ async def _respond(
 def health_app(
     registry: Registry | None = None, *, probe: bool = True, interval_seconds: float = 5.0
 ) -> HealthApp:
-    """An ASGI app serving ``/health``, ``/health/live`` and ``/health/ready`` (DESIGN.md 8).
+    """An ASGI app serving ``/health``, ``/health/live`` and ``/health/ready`` (docs/health.md).
 
     ``registry`` None means the one ``configure()`` made, looked up at each request.
     ``/health`` and ``/health/ready`` answer 503 only when the service is unhealthy;

@@ -2,7 +2,9 @@
 callable by import path, each with its own timeout and interval.
 
 A check is an async function that returns when the dependency is healthy and raises (or a
-callable returns False) when it is not. Clients are imported lazily inside the check, so the
+callable returns False) when it is not. A built-in check with no address in the config
+checks the address learned from the dependency's own calls (``_addresses``); until one is
+learned its result is ``unknown``. Clients are imported lazily inside the check, so the
 core imports nothing optional. Error text kept from a failed check is passed through
 ``redact`` first: it never holds a password or a URL's credentials.
 """
@@ -10,18 +12,23 @@ core imports nothing optional. Error text kept from a failed check is passed thr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import os
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ._addresses import Address
+from ._context import http_status_is_failure
 from ._errors import ConfigError, did_you_mean
 from ._fallbacks import import_object
+from ._redact import describe_error, redact
 from ._semconv import canonical_key
 
 __all__ = [
@@ -29,9 +36,11 @@ __all__ = [
     "DEFAULT_CHECK_TIMEOUT_SECONDS",
     "CheckResult",
     "HealthCheckSpec",
+    "needs_address",
     "parse_health_check",
     "redact",
     "run_check",
+    "run_check_blocking",
 ]
 
 DEFAULT_CHECK_TIMEOUT_SECONDS = 2.0
@@ -39,6 +48,7 @@ BUILTIN_CHECKS = ("redis", "sql", "http")
 _CHECK_KEYS = ("type", "url", "dsn", "url_env", "dsn_env", "timeout_seconds", "interval_seconds")
 _TARGET_KEYS = {"redis": ("url", "url_env"), "sql": ("dsn", "dsn_env"), "http": ("url", "url_env")}
 _MAX_ERROR_CHARS = 200
+_MAX_SECONDS = 86_400.0
 
 ErrorFactory = Callable[[str, str], ConfigError]
 """``error(key_path, message)``: builds the ConfigError that names the source and key path."""
@@ -49,7 +59,8 @@ class HealthCheckSpec:
     """A validated health check: what to run, against what, how long it may take, how often.
 
     ``kind`` is ``redis``, ``sql``, ``http`` or ``callable``. ``target`` is the URL or DSN
-    (None: derived at run time from ``match`` and the environment, see docs/health.md);
+    (None: the address learned from the dependency's calls, else ``match``'s
+    ``server.address``, see docs/health.md);
     ``target_env`` names an environment variable holding it, read at each run, so the
     config file need not hold a secret. ``interval_seconds`` None means the prober's own.
     """
@@ -72,7 +83,9 @@ class CheckResult:
     """The outcome of one health check run.
 
     ``checked_at`` is a reading of the monotonic clock when the run ended; ``error`` is a
-    short, redacted description of why it failed (None when it passed).
+    short, redacted description of why it failed (None when it passed). ``unknown``: the
+    check could not run because no address is known for it yet; such a result neither
+    passes nor fails (``passing`` is False, and health ignores it).
     """
 
     passing: bool
@@ -80,6 +93,14 @@ class CheckResult:
     duration_seconds: float
     error: str | None = None
     error_type: str | None = None
+    unknown: bool = False
+
+    @property
+    def status(self) -> str:
+        """``passing``, ``failing`` or ``unknown``."""
+        if self.unknown:
+            return "unknown"
+        return "passing" if self.passing else "failing"
 
 
 # -- parsing and validation ------------------------------------------------------------------
@@ -92,8 +113,8 @@ def _default_error(path: str, message: str) -> ConfigError:
 def _seconds(value: Any, path: str, error: ErrorFactory) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise error(path, f"must be a number of seconds > 0, got {value!r}")
-    if value == float("inf"):
-        raise error(path, f"must be a finite number of seconds, got {value!r}")
+    if not value <= _MAX_SECONDS:  # also refuses inf and nan
+        raise error(path, f"must be a number of seconds up to {_MAX_SECONDS:g}, got {value!r}")
     return float(value)
 
 
@@ -200,12 +221,6 @@ def parse_health_check(
         raise error(
             f"{path}.{env_key}", f"must be an environment variable name, got {target_env!r}"
         )
-    if kind == "http" and target is None and target_env is None and "server.address" not in match:
-        raise error(
-            path,
-            "the http check needs a url (or url_env), or a match with server.address to "
-            "derive one from",
-        )
     return HealthCheckSpec(kind, target=target, target_env=target_env, **options)
 
 
@@ -229,28 +244,8 @@ def _validate_target(kind: str, target: str, path: str, error: ErrorFactory) -> 
         raise error(path, f"has no host: {redact(target)!r}")
 
 
-# -- redaction -------------------------------------------------------------------------------
-
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]*@")
-_KEY_VALUE_SECRET = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|auth)\s*[=:]\s*)"
-    r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,'\"]+)",
-    re.IGNORECASE,
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with URL credentials and ``password=...`` style values replaced by ``***``."""
-    text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
-    return _KEY_VALUE_SECRET.sub(r"\g<key>***", text)
-
-
 def _describe_error(exc: BaseException) -> str:
-    message = redact(str(exc)).strip()
-    if len(message) > _MAX_ERROR_CHARS:
-        message = message[: _MAX_ERROR_CHARS - 3] + "..."
-    name = type(exc).__name__
-    return f"{name}: {message}" if message else name
+    return describe_error(exc, _MAX_ERROR_CHARS)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -258,6 +253,20 @@ def _describe_error(exc: BaseException) -> str:
 
 class CheckFailed(Exception):
     """A health check answered, and the answer was "unhealthy"."""
+
+
+class NoAddress(Exception):
+    """A built-in check has no address yet: nothing in the config, nothing learned."""
+
+
+def needs_address(spec: HealthCheckSpec | None) -> bool:
+    """Whether ``spec`` is a built-in check whose config gives no URL or DSN of its own."""
+    return (
+        spec is not None
+        and spec.kind in BUILTIN_CHECKS
+        and spec.target is None
+        and spec.target_env is None
+    )
 
 
 def _resolve_target(spec: HealthCheckSpec) -> str | None:
@@ -271,12 +280,22 @@ def _resolve_target(spec: HealthCheckSpec) -> str | None:
     return None
 
 
-def _match_host_port(spec: HealthCheckSpec, default_port: int | None) -> tuple[str, int | None]:
+def _address(spec: HealthCheckSpec, learned: Address | None) -> Address:
+    """Where an address-less built-in check goes: the learned address, else ``match``'s.
+
+    Never a default host: with neither, the check cannot run (``NoAddress``).
+    """
+    if learned is not None:
+        return learned
     match = spec.match or {}
-    host = match.get("server.address", "localhost")
+    host = match.get("server.address")
+    if not host:
+        raise NoAddress(
+            "no address yet: the check runs against the address of the dependency's own "
+            "calls once one is seen (or give it a url/dsn)"
+        )
     port_text = match.get("server.port")
-    port = int(port_text) if port_text and port_text.isdigit() else default_port
-    return host, port
+    return Address(host, int(port_text) if port_text and port_text.isdigit() else None)
 
 
 def _redis_command(*parts: str) -> bytes:
@@ -287,22 +306,31 @@ def _redis_command(*parts: str) -> bytes:
     return b"".join(out)
 
 
-async def _redis_ping(spec: HealthCheckSpec) -> None:
+async def _redis_ping(spec: HealthCheckSpec, learned: Address | None) -> None:
     """PING over a raw connection (AUTH first when the URL carries credentials)."""
     url = _resolve_target(spec)
     username: str | None = None
     password: str | None = None
     use_tls = False
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
     if url is None:
-        host, port = _match_host_port(spec, 6379)
+        address = _address(spec, learned)
+        username, password = address.user, address.password
+        if address.scheme == "unix":
+            reader, writer = await asyncio.open_unix_connection(address.host)
+        else:
+            reader, writer = await asyncio.open_connection(
+                address.host, address.port or 6379, ssl=(address.scheme == "rediss") or None
+            )
     else:
         parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = parts.port or 6379
         use_tls = parts.scheme == "rediss"
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
-    reader, writer = await asyncio.open_connection(host, port or 6379, ssl=use_tls or None)
+        reader, writer = await asyncio.open_connection(
+            parts.hostname or "localhost", parts.port or 6379, ssl=use_tls or None
+        )
     try:
         if password is not None:
             auth = ("AUTH", username, password) if username else ("AUTH", password)
@@ -324,19 +352,24 @@ async def _redis_ping(spec: HealthCheckSpec) -> None:
             await writer.wait_closed()
 
 
-async def _sql_select_one(spec: HealthCheckSpec) -> None:
+async def _sql_select_one(spec: HealthCheckSpec, learned: Address | None) -> None:
     """Connect with asyncpg, ``SELECT 1``, close."""
     import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
     dsn = _resolve_target(spec)
     kwargs: dict[str, Any] = {"timeout": spec.timeout_seconds}
     if dsn is None:
-        match = spec.match or {}
-        # Unset fields come from libpq's environment (PGHOST, PGUSER, PGPASSWORD, ...).
-        if "server.address" in match:
-            kwargs["host"] = match["server.address"]
-        if match.get("server.port", "").isdigit():
-            kwargs["port"] = int(match["server.port"])
+        address = _address(spec, learned)
+        # Fields the calls did not show come from libpq's environment (PGUSER, PGPASSWORD...).
+        kwargs["host"] = address.host
+        for key, value in (
+            ("port", address.port),
+            ("database", address.database),
+            ("user", address.user),
+            ("password", address.password),
+        ):
+            if value is not None:
+                kwargs[key] = value
     else:
         kwargs["dsn"] = dsn
     connection = await asyncpg.connect(**kwargs)
@@ -348,36 +381,80 @@ async def _sql_select_one(spec: HealthCheckSpec) -> None:
         raise CheckFailed(f"SELECT 1 returned {value!r}")
 
 
-async def _http_get(spec: HealthCheckSpec) -> None:
-    """GET the URL without following redirects; 2xx and 3xx are healthy."""
+async def _http_get(spec: HealthCheckSpec, learned: Address | None) -> None:
+    """GET the URL without following redirects.
+
+    A configured URL is healthy on 2xx and 3xx. A URL built from the learned address (its
+    root path, which the service may not serve) is healthy whenever the server answers
+    without a 5xx or 429, the rule its calls are judged by.
+    """
     import httpx
 
     url = _resolve_target(spec)
+    derived = url is None
     if url is None:
-        host, port = _match_host_port(spec, None)
-        url = f"http://{host}:{port}/" if port else f"http://{host}/"
+        address = _address(spec, learned)
+        scheme = address.scheme if address.scheme in ("http", "https") else "http"
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        url = f"{scheme}://{host}:{address.port}/" if address.port else f"{scheme}://{host}/"
     async with httpx.AsyncClient(timeout=spec.timeout_seconds, follow_redirects=False) as client:
         response = await client.get(url)
-    if response.status_code >= 400:
+    failed = (
+        http_status_is_failure(response.status_code) if derived else response.status_code >= 400
+    )
+    if failed:
         raise CheckFailed(f"GET answered HTTP {response.status_code}")
 
 
-async def _call_function(spec: HealthCheckSpec) -> None:
-    """Run a user's check: sync ones in a worker thread, async ones awaited."""
+def _in_daemon_thread(function: Callable[[], Any]) -> asyncio.Future[Any]:
+    """``function()`` on a daemon thread of its own, as a future of the running loop.
+
+    Not ``asyncio.to_thread``: the default executor's threads are joined at interpreter
+    exit, so a check that never returns would keep the process from exiting.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = function(), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="otel-resilience-check", daemon=True).start()
+    return future
+
+
+async def _call_function(spec: HealthCheckSpec, learned: Address | None) -> None:
+    """Run a user's check: sync ones in a daemon thread, async ones awaited."""
     function = spec.function
     assert function is not None
     if inspect.iscoroutinefunction(function):
         result = await function()
     else:
-        result = await asyncio.to_thread(function)
+        result = await _in_daemon_thread(function)
         if inspect.isawaitable(result):
             result = await result
+    _callable_verdict(function, result)
+
+
+def _callable_verdict(function: Callable[[], Any], result: Any) -> None:
     if result is False:
         name = getattr(function, "__qualname__", repr(function))
         raise CheckFailed(f"{name} returned False")
 
 
-_RUNNERS: dict[str, Callable[[HealthCheckSpec], Awaitable[None]]] = {
+_RUNNERS: dict[str, Callable[[HealthCheckSpec, Address | None], Awaitable[None]]] = {
     "redis": _redis_ping,
     "sql": _sql_select_one,
     "http": _http_get,
@@ -385,27 +462,111 @@ _RUNNERS: dict[str, Callable[[HealthCheckSpec], Awaitable[None]]] = {
 }
 
 
-async def run_check(
-    spec: HealthCheckSpec, *, clock: Callable[[], float] = time.monotonic
+def _outcome(
+    spec: HealthCheckSpec, started: float, ended: float, exc: BaseException | None
 ) -> CheckResult:
-    """Run ``spec`` once within its timeout; never raises (except on cancellation)."""
+    """The CheckResult of a run that started and ended at these clock readings."""
+    duration = ended - started
+    if exc is None:
+        return CheckResult(True, ended, duration)
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not str(exc):
+        return CheckResult(
+            False, ended, duration, f"timed out after {spec.timeout_seconds:g}s", "TimeoutError"
+        )
+    if isinstance(exc, NoAddress):
+        return CheckResult(False, ended, duration, str(exc), "NoAddress", unknown=True)
+    if isinstance(exc, CheckFailed):
+        return CheckResult(False, ended, duration, redact(str(exc)), "CheckFailed")
+    return CheckResult(False, ended, duration, _describe_error(exc), type(exc).__name__)
+
+
+async def run_check(
+    spec: HealthCheckSpec,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    address: Address | None = None,
+) -> CheckResult:
+    """Run ``spec`` once within its timeout; never raises (except on cancellation).
+
+    ``address`` is the learned address of the dependency, used by a built-in check whose
+    config gives none.
+    """
     started = clock()
     try:
-        await asyncio.wait_for(_RUNNERS[spec.kind](spec), spec.timeout_seconds)
+        await asyncio.wait_for(_RUNNERS[spec.kind](spec, address), spec.timeout_seconds)
     except asyncio.TimeoutError:
-        ended = clock()
-        return CheckResult(
-            False,
-            ended,
-            ended - started,
-            f"timed out after {spec.timeout_seconds:g}s",
-            "TimeoutError",
-        )
-    except CheckFailed as exc:
-        ended = clock()
-        return CheckResult(False, ended, ended - started, redact(str(exc)), "CheckFailed")
+        return _outcome(spec, started, clock(), asyncio.TimeoutError())
     except Exception as exc:
-        ended = clock()
-        return CheckResult(False, ended, ended - started, _describe_error(exc), type(exc).__name__)
-    ended = clock()
-    return CheckResult(True, ended, ended - started)
+        return _outcome(spec, started, clock(), exc)
+    return _outcome(spec, started, clock(), None)
+
+
+def run_check_blocking(
+    spec: HealthCheckSpec,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    address: Address | None = None,
+) -> CheckResult:
+    """Run ``spec`` once on the calling thread (the prober's slot for its dependency).
+
+    A sync callable is called right here, so the thread stays busy exactly as long as the
+    check does (the prober does not start it again meanwhile, and times it out itself); an
+    async check runs in a fresh event loop of this thread, within its timeout.
+    """
+    function = spec.function
+    if (
+        spec.kind == "callable"
+        and function is not None
+        and not inspect.iscoroutinefunction(function)
+    ):
+        started = clock()
+        try:
+            result = function()
+            if inspect.isawaitable(result):
+                result = _run_in_new_loop(_awaited(result), spec.timeout_seconds)
+            _callable_verdict(function, result)
+        except Exception as exc:
+            return _outcome(spec, started, clock(), exc)
+        return _outcome(spec, started, clock(), None)
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(_DaemonExecutor())
+    try:
+        return loop.run_until_complete(run_check(spec, clock=clock, address=address))
+    finally:
+        loop.close()
+
+
+class _DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A default executor for a check's event loop whose threads never block exit.
+
+    asyncio resolves host names in the loop's default executor; a ThreadPoolExecutor's
+    threads are joined at interpreter exit, so a resolver stuck on a dead DNS server would
+    keep the process alive. Each call here gets a daemon thread of its own (a subclass,
+    because asyncio accepts only a ThreadPoolExecutor; its own pool is never used).
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to whoever awaits the future
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="otel-resilience-check-io", daemon=True).start()
+        return future
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _run_in_new_loop(coroutine: Awaitable[Any], timeout: float) -> Any:
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
+    finally:
+        loop.close()

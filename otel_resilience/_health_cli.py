@@ -9,9 +9,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from ._output import Output, fit_table
 
 __all__ = ["EXIT_CODES", "EXIT_UNREACHABLE", "fetch_health", "show_status"]
 
@@ -65,56 +63,85 @@ def _number(value: Any, suffix: str = "") -> str:
     return "-"
 
 
-def render(document: dict[str, Any], console: Console) -> None:
-    """Print the health document as a rich table."""
-    status = document["status"]
-    title = (
-        f"{document.get('service', '?')}: [{_STYLES[status]}]{status}[/] "
-        f"at {document.get('checked_at', '?')}"
-    )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("dependency", "criticality", "state"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("healthy")
-    table.add_column("failure rate", justify="right", min_width=5)
-    table.add_column("retry after", justify="right", min_width=6)
-    table.add_column("last error", overflow="fold", min_width=10)
+def _rows(document: dict[str, Any]) -> list[tuple[list[str], str, bool]]:
+    """Per dependency: its cells (without the error), its last error, whether it is healthy."""
+    rows = []
     dependencies = document.get("dependencies") or {}
     for name, entry in dependencies.items():
         if not isinstance(entry, dict):
             continue
-        healthy = entry.get("healthy")
-        mark = "[green]yes[/]" if healthy else "[red]no[/]"
+        healthy = bool(entry.get("healthy"))
+        mark = "yes" if healthy else "no"
+        if healthy and entry.get("slow"):
+            mark = "slow"
         criticality = str(entry.get("criticality", "?"))
         if entry.get("observe_only"):
             criticality += " (observed)"
         rate = entry.get("failure_rate")
-        error = entry.get("last_error_type") or "-"
+        error = str(entry.get("last_error_type") or "-")
         check = entry.get("health_check")
         if isinstance(check, dict) and check.get("passing") is False and check.get("error"):
             error = f"check: {check['error']}"
-        table.add_row(
+        elif isinstance(check, dict) and check.get("status") == "unknown" and error == "-":
+            error = "check: unknown (no address yet)"
+        cells = [
             str(name),
             criticality,
             str(entry.get("state", "?")),
             mark,
             _number(rate * 100 if isinstance(rate, (int, float)) else None, "%"),
             _number(entry.get("retry_after_seconds"), "s"),
-            error,
-            style=None if healthy else "red",
-        )
-    console.print(table)
+        ]
+        rows.append((cells, error, healthy))
+    return rows
 
 
-def show_status(url: str, console: Console, *, timeout: float = 5.0, as_json: bool = False) -> int:
+_HEADERS = ["dependency", "criticality", "state", "healthy", "fail rate", "retry in"]
+
+
+def render(document: dict[str, Any], out: Output) -> None:
+    """Print the health document: a title line, then one line per dependency.
+
+    The columns fit the width, names and headers are never cut: when the last errors do not
+    fit as a column they follow the table, one per line; when even the table does not fit,
+    each dependency gets a short block.
+    """
+    status = document["status"]
+    out.paragraph(
+        f"{document.get('service', '?')}: {status} at {document.get('checked_at', '?')}",
+        _STYLES[status],
+    )
+    rows = _rows(document)
+    styles = [None if healthy else "red" for _, _, healthy in rows]
+    with_errors = [[*cells, error] for cells, error, _ in rows]
+    lines = fit_table([*_HEADERS, "last error"], with_errors, out.width)
+    if lines is not None:
+        out.line(lines[0], "bold")
+        for line, style in zip(lines[1:], styles, strict=True):
+            out.line(line, style)
+        return
+    if fit_table(_HEADERS, [cells for cells, _, _ in rows], out.width) is None:
+        out.table([*_HEADERS, "last error"], with_errors, styles=styles)
+        return
+    out.table(_HEADERS, [cells for cells, _, _ in rows], styles=styles)
+    failing = [(cells[0], error) for cells, error, _ in rows if error != "-"]
+    if failing:
+        out.line("last errors:", "bold")
+        for name, error in failing:
+            out.paragraph(f"  {name}: {error}", "red", indent="    ")
+
+
+def show_status(
+    url: str, out: Output, errors: Output, *, timeout: float = 5.0, as_json: bool = False
+) -> int:
     """Fetch and print a service's health; the exit code is 0, 1, 2 by status, 3 unreachable."""
     try:
         document = fetch_health(url, timeout)
     except Unreachable as exc:
-        Console(stderr=True).print(f"[bold red]unreachable[/]: {exc}", highlight=False)
+        errors.paragraph(f"unreachable: {exc}", "bold red", indent="  ")
         return EXIT_UNREACHABLE
     if as_json:
-        console.print_json(data=document)
+        out.line(json.dumps(document, indent=2, sort_keys=False))
     else:
-        render(document, console)
+        render(document, out)
     return EXIT_CODES[document["status"]]

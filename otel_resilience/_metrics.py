@@ -20,7 +20,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from ._breaker import CircuitBreaker, State
-from ._events import OperatorEvent, add_event_listener
+from ._events import OperatorEvent
 from ._trace_links import call_context
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = [
     "DEPENDENCY_CALLS",
     "DEPENDENCY_FALLBACKS",
     "DEPENDENCY_RETRIES",
+    "FALLBACK_REPLAYED",
     "HEALTH_STATUS",
     "METER_NAME",
     "METRICS",
@@ -55,6 +56,7 @@ BREAKER_TRANSITIONS = "resilience.breaker.transitions"
 BREAKER_FAILURE_RATE = "resilience.breaker.failure_rate"
 DEPENDENCY_CALLS = "resilience.dependency.calls"
 DEPENDENCY_FALLBACKS = "resilience.dependency.fallbacks"
+FALLBACK_REPLAYED = "resilience.fallback.replayed"
 HEALTH_STATUS = "resilience.health.status"
 TELEMETRY_DROPPED = "resilience.telemetry.dropped"
 DEPENDENCY_RETRIES = "resilience.dependency.retries"
@@ -117,9 +119,19 @@ METRICS: tuple[MetricSpec, ...] = (
         DEPENDENCY_FALLBACKS,
         "counter",
         "{call}",
-        ("dependency.name", "reason"),
+        ("dependency.name", "reason", "fallback.operation"),
         "resilience_dependency_fallbacks_total",
-        "Calls answered by a fallback, by reason: open, error, timeout, limit.",
+        "Calls answered by a fallback, by reason (open, error, timeout, limit) and "
+        "operation (read, write).",
+    ),
+    MetricSpec(
+        FALLBACK_REPLAYED,
+        "counter",
+        "{write}",
+        ("dependency.name", "outcome"),
+        "resilience_fallback_replayed_total",
+        "Writes made while a memory fallback answered, by outcome: replayed to the "
+        "dependency once it recovered, or dropped.",
     ),
     MetricSpec(
         HEALTH_STATUS,
@@ -232,6 +244,9 @@ class ResilienceMetrics:
         meter.create_observable_counter(
             DEPENDENCY_FALLBACKS, callbacks=[self._observe_fallbacks], **spec(DEPENDENCY_FALLBACKS)
         )
+        meter.create_observable_counter(
+            FALLBACK_REPLAYED, callbacks=[self._observe_replayed], **spec(FALLBACK_REPLAYED)
+        )
         meter.create_observable_gauge(
             HEALTH_STATUS, callbacks=[self._observe_health], **spec(HEALTH_STATUS)
         )
@@ -270,7 +285,7 @@ class ResilienceMetrics:
         self._registry_ref = weakref.ref(registry)
         self._unsubscribe = [
             registry.add_transition_listener(self._on_transition),
-            add_event_listener(registry, self._on_event),
+            registry.add_event_listener(self._on_event),
         ]
         self._report_zeros(registry)
 
@@ -342,6 +357,9 @@ class ResilienceMetrics:
     def _observe_fallbacks(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._collect("fallbacks", _fallbacks)
 
+    def _observe_replayed(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._collect("replayed", _replayed)
+
     def _observe_health(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._collect("health", _health)
 
@@ -386,8 +404,17 @@ def _calls(registry: Registry) -> Iterator[Observation]:
 
 
 def _fallbacks(registry: Registry) -> Iterator[Observation]:
-    for (name, reason), value in registry.fallback_counts().items():
-        yield Observation(value, {"dependency.name": name, "reason": reason})
+    for (name, reason, operation), value in registry.fallback_operation_counts().items():
+        attributes = {"dependency.name": name, "reason": reason, "fallback.operation": operation}
+        yield Observation(value, attributes)
+
+
+def _replayed(registry: Registry) -> Iterator[Observation]:
+    for dependency in registry.dependencies:
+        fallback = dependency.fallback
+        if getattr(fallback, "replay_writes", False):
+            for outcome, value in fallback.replay_counts().items():  # type: ignore[union-attr]
+                yield Observation(value, {"dependency.name": dependency.name, "outcome": outcome})
 
 
 def _retries(registry: Registry) -> Iterator[Observation]:

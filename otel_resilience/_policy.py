@@ -115,7 +115,7 @@ POLICY_FIELDS: tuple[PolicyField, ...] = (
         0.001,
         _DAY,
         True,
-        "A call slower than this counts as slow (and can open the breaker, see below).",
+        "A call slower than this counts as slow; slow calls can open the breaker too.",
     ),
     PolicyField(
         "slow_call_rate_threshold",

@@ -1,9 +1,12 @@
 """The background prober: active health checks that notice recovery without user traffic.
 
-It runs in its own daemon thread with its own event loop, so a hung check never touches the
-application's loop and the health endpoint never waits on it. Every tick it reads each
-breaker's state (an OPEN breaker whose time is up becomes HALF_OPEN eagerly) and starts the
-health checks that are due, at most one in flight per dependency:
+A scheduler runs in its own daemon thread with its own event loop, so the application's
+loop and the health endpoint never wait on a check. Every tick it reads each breaker's
+state (an OPEN breaker whose time is up becomes HALF_OPEN eagerly) and starts the health
+checks that are due. Each dependency's check runs in a slot of its own, a daemon thread
+that runs one check at a time: a check that hangs (a sync call that never returns) is
+reported as timed out at its timeout, is not started again while it is still stuck, never
+delays another dependency's check, and never keeps the process from exiting.
 
 - OPEN: a passing check moves the breaker to HALF_OPEN at once and, taking the half-open
   permit, counts as the trial call, so the breaker closes with no user traffic.
@@ -23,19 +26,66 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from ._addresses import Address
 from ._breaker import CircuitBreaker, State
 from ._context import GUARDED, PROBING
 from ._dependency import Dependency
 from ._errors import ConfigError
+from ._fork import after_fork_in_child
 from ._health import health_monitor
-from ._health_checks import HealthCheckSpec, parse_health_check, run_check
+from ._health_checks import CheckResult, HealthCheckSpec, parse_health_check, run_check_blocking
 
 if TYPE_CHECKING:
     from ._registry import Registry
 
 __all__ = ["HealthProber"]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
+
+# How long past a check's own timeout the scheduler waits for its slot before it reports
+# the check as timed out itself (the check normally reports its own timeout first).
+_GRACE_SECONDS = 0.1
+
+
+class _Slot:
+    """One dependency's bounded slot: one check at a time, on a daemon thread of its own."""
+
+    __slots__ = ("started_at", "thread")
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.started_at = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """Whether the last check started here has not returned yet."""
+        thread = self.thread
+        return thread is not None and thread.is_alive()
+
+    def start(
+        self,
+        name: str,
+        run: Callable[[], CheckResult],
+        deliver: Callable[[CheckResult], None],
+        now: float,
+    ) -> None:
+        """Run ``run()`` on a new daemon thread and hand its result to ``deliver``."""
+
+        def target() -> None:
+            # A new thread starts with an empty context: mark the check's own calls here.
+            PROBING.set(True)
+            GUARDED.set(name)
+            try:
+                result = run()
+            except BaseException as exc:  # a bug in the check runner: still a result
+                result = CheckResult(False, now, 0.0, type(exc).__name__, type(exc).__name__)
+            deliver(result)
+
+        self.started_at = now
+        self.thread = threading.Thread(
+            target=target, name=f"otel-resilience-check-{name}", daemon=True
+        )
+        self.thread.start()
 
 
 class HealthProber:
@@ -70,9 +120,13 @@ class HealthProber:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
+        self._wanted = False  # started and not stopped: a forked child starts it again
         self._specs: dict[str, tuple[Dependency, HealthCheckSpec | None]] = {}
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._slots: dict[str, _Slot] = {}
         self._next_due: dict[str, float] = {}
+        self._started: dict[str, float] = {}  # registry clock: when each check last started
+        after_fork_in_child(self._after_fork_in_child)
 
     def __repr__(self) -> str:
         running = "running" if self.running else "stopped"
@@ -89,6 +143,7 @@ class HealthProber:
     def start(self) -> None:
         """Start probing in a daemon thread; a second call while running does nothing."""
         with self._lock:
+            self._wanted = True
             if self.running:
                 return
             self._stopping = False
@@ -104,6 +159,7 @@ class HealthProber:
         """Stop probing: cancel checks in flight and wait (at most ``timeout``) for the thread."""
         with self._lock:
             thread = self._thread
+            self._wanted = False
             self._stopping = True
             loop, wake = self._loop, self._wake
             if loop is not None and wake is not None:
@@ -111,6 +167,19 @@ class HealthProber:
                     loop.call_soon_threadsafe(wake.set)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: fresh lock and state, and probing again if the parent was."""
+        self._lock = threading.Lock()
+        self._thread = None
+        self._loop = None
+        self._wake = None
+        self._in_flight = {}
+        self._slots = {}
+        self._next_due = {}
+        self._started = {}
+        if self._wanted:
+            self.start()
 
     async def astart(self) -> None:
         """``start()`` for async code (an ASGI lifespan)."""
@@ -151,7 +220,7 @@ class HealthProber:
         try:
             loop.run_until_complete(self._main(ready))
         except Exception:  # pragma: no cover - a bug; the application must not notice
-            _log.exception("otel_resilience: health prober stopped by an error")
+            _log.exception("health prober stopped by an error")
         finally:
             with self._lock:
                 self._loop = None
@@ -166,24 +235,37 @@ class HealthProber:
             self._wake = wake
             stopping = self._stopping
         ready.set()
+        # An opening breaker wakes the scheduler, to be there when it half-opens.
+        remove_listener = self.registry.add_transition_listener(self._on_transition)
         try:
             while not stopping:
                 try:
                     pause = self._tick()
                 except Exception:
-                    _log.exception("otel_resilience: health prober tick failed")
+                    _log.exception("health prober tick failed")
                     pause = self.interval_seconds
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), pause)
+                wake.clear()
                 with self._lock:
                     stopping = self._stopping
         finally:
+            remove_listener()
             tasks = [task for task in self._in_flight.values() if not task.done()]
             for task in tasks:
                 task.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=1.0)
             self._in_flight.clear()
+
+    def _on_transition(self, breaker: CircuitBreaker, old: State, new: State) -> None:
+        """Any thread: wake the scheduler when a breaker opens (a cheap, rare event)."""
+        if new is not State.OPEN:
+            return
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(wake.set)
 
     def _spec(self, dependency: Dependency) -> HealthCheckSpec | None:
         cached = self._specs.get(dependency.name)
@@ -197,7 +279,7 @@ class HealthProber:
                 path=f"dependencies.{dependency.name}.health_check",
             )
         except ConfigError as exc:
-            _log.error("otel_resilience: health check not run: %s", exc)
+            _log.error("health check not run: %s", exc)
             spec = None
         self._specs[dependency.name] = (dependency, spec)
         return spec
@@ -217,38 +299,86 @@ class HealthProber:
                     pause = min(pause, max(breaker.retry_after(), 0.01))
                 continue
             interval = spec.interval_seconds or self.interval_seconds
+            if state is State.OPEN:
+                # Wake when it half-opens: the prober, not a user's call, makes the trial.
+                pause = min(pause, max(breaker.retry_after(), 0.01))
             task = self._in_flight.get(name)
             if task is not None and not task.done():
                 continue  # one probe in flight per dependency, never a pile
             due = self._next_due.get(name, now)
+            if state is State.HALF_OPEN and self._untried(name, breaker):
+                due = now  # half-opened since the last run: the trial is due now
             if now < due:
                 pause = min(pause, due - now)
                 continue
             self._next_due[name] = now + interval
             pause = min(pause, interval)
+            slot = self._slots.setdefault(name, _Slot())
+            if slot.busy:
+                # Its last run timed out and is still stuck: say so again, start nothing.
+                self._monitor.record_check(name, _stuck(spec, slot, self.registry.clock()))
+                continue
+            self._started[name] = self.registry.clock()
             self._in_flight[name] = asyncio.get_running_loop().create_task(
-                self._probe(name, breaker, spec, state)
+                self._probe(name, breaker, spec, state, slot)
             )
         return max(pause, 0.01)
 
+    def _untried(self, name: str, breaker: CircuitBreaker) -> bool:
+        """Whether no check of ``name`` started since its breaker last opened."""
+        opened_at = breaker.snapshot().opened_at
+        started = self._started.get(name)
+        return opened_at is not None and (started is None or started < opened_at)
+
     async def _probe(
-        self, name: str, breaker: CircuitBreaker, spec: HealthCheckSpec, state: State
+        self, name: str, breaker: CircuitBreaker, spec: HealthCheckSpec, state: State, slot: _Slot
     ) -> None:
         permit = state is State.HALF_OPEN and breaker.allow()
-        # The check's own client calls bypass the guards (the breaker may be open, or its
-        # one half-open permit may be this probe's) and are not counted from their spans.
-        probing, guarded = PROBING.set(True), GUARDED.set(name)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[CheckResult] = loop.create_future()
+
+        def settle(result: CheckResult) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        def deliver(result: CheckResult) -> None:
+            with contextlib.suppress(RuntimeError):  # the prober stopped: nobody waits
+                loop.call_soon_threadsafe(settle, result)
+
+        clock = self.registry.clock
+        address: Address | None = self._monitor.addresses.get(name)
         try:
-            result = await run_check(spec, clock=self.registry.clock)
+            # The check's own client calls bypass the guards (the breaker may be open, or
+            # its one half-open permit may be this probe's) and are not counted from their
+            # spans: the slot marks its thread PROBING and GUARDED.
+            slot.start(
+                name,
+                lambda: run_check_blocking(spec, clock=clock, address=address),
+                deliver,
+                clock(),
+            )
+            try:
+                result = await asyncio.wait_for(
+                    asyncio.shield(future), spec.timeout_seconds + _GRACE_SECONDS
+                )
+            except asyncio.TimeoutError:
+                ended = clock()
+                result = CheckResult(
+                    False,
+                    ended,
+                    ended - slot.started_at,
+                    f"timed out after {spec.timeout_seconds:g}s",
+                    "TimeoutError",
+                )
         except BaseException:
             if permit:
                 breaker.release()
             raise
-        finally:
-            GUARDED.reset(guarded)
-            PROBING.reset(probing)
         self._monitor.record_check(name, result)
-        if permit:
+        if result.unknown:
+            if permit:
+                breaker.release()  # no address yet: the check says nothing either way
+        elif permit:
             if result.passing:
                 breaker.record_success()
             else:
@@ -258,3 +388,15 @@ class HealthProber:
             if breaker.state is State.HALF_OPEN and breaker.allow():
                 # The passing probe is the trial call: recovery needs no user traffic.
                 breaker.record_success()
+
+
+def _stuck(spec: HealthCheckSpec, slot: _Slot, now: float) -> CheckResult:
+    """The result reported while a check's previous run is still stuck in its slot."""
+    return CheckResult(
+        False,
+        now,
+        now - slot.started_at,
+        f"timed out after {spec.timeout_seconds:g}s; still stuck after "
+        f"{now - slot.started_at:.0f}s, not started again",
+        "TimeoutError",
+    )

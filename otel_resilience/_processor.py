@@ -23,11 +23,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from ._breaker import CircuitBreaker
 from ._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE, http_status_is_failure
 from ._dependency import Dependency
+from ._events import OperatorEvent
+from ._health import address_learner
 from ._registry import Registry
 from ._semconv import lookup
 from ._trace_links import TRIPPING_SPAN
 
-__all__ = ["BreakerSpanProcessor", "span_outcome"]
+__all__ = ["MAX_DISCOVERED_NAME", "BreakerSpanProcessor", "span_outcome"]
 
 _log = logging.getLogger("otel_resilience")
 
@@ -37,6 +39,8 @@ _PRODUCER = SpanKind.PRODUCER
 _EMPTY: Mapping[str, Any] = {}
 # Seconds between two log lines about the same kind of error in on_end.
 _LOG_INTERVAL = 60.0
+MAX_DISCOVERED_NAME = 128
+"""Longer system names or server addresses are not grouped into a dependency."""
 
 
 def _event_error_type(span: ReadableSpan) -> str | None:
@@ -115,11 +119,14 @@ class BreakerSpanProcessor(SpanProcessor):
         self.max_discovered = max_discovered
         self.include_producer = include_producer
         self.enabled = True
-        # Dependency name -> (its breaker, whether it needs the span's duration).
-        self._targets: dict[str, tuple[CircuitBreaker, bool]] = {}
+        # Dependency name -> (its breaker, whether it needs the span's duration, and the
+        # function learning its calls' address for a health check that has none, or None).
+        self._targets: dict[str, tuple[CircuitBreaker, bool, Any]] = {}
         self._discovered: set[str] = set()
         self._discover_lock = threading.Lock()
         self._last_logged: dict[str, float] = {}
+        # A reloaded config may change a breaker's slow-call bound: forget the flags then.
+        self._unlisten = registry.add_event_listener(self._on_registry_event)
 
     @property
     def registry(self) -> Registry:
@@ -129,9 +136,15 @@ class BreakerSpanProcessor(SpanProcessor):
     @registry.setter
     def registry(self, registry: Registry) -> None:
         with self._discover_lock:
+            self._unlisten()
             self._registry = registry
             self._targets = {}
             self._discovered = set()
+            self._unlisten = registry.add_event_listener(self._on_registry_event)
+
+    def _on_registry_event(self, event: OperatorEvent) -> None:
+        if event.kind == "reload":
+            self._targets = {}
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Nothing to do when a span starts."""
@@ -176,6 +189,9 @@ class BreakerSpanProcessor(SpanProcessor):
             target = self._targets.get(name)
             if target is None:
                 target = self._target(registry, name)
+            breaker, timed, learn = target
+            if learn is not None:
+                learn(attributes)  # only for a dependency whose health check has no address
             code = get("http.response.status_code")
             if code is None:
                 code = get("http.status_code")
@@ -192,7 +208,6 @@ class BreakerSpanProcessor(SpanProcessor):
                 failed, error_type = False, None  # an HTTP answer that is not a failure
             else:
                 failed, error_type = span_outcome(span, attributes)
-            breaker, timed = target
             duration = 0.0
             if timed:
                 start, end = span.start_time, span.end_time
@@ -210,10 +225,15 @@ class BreakerSpanProcessor(SpanProcessor):
         except Exception as exc:
             self._log_error(exc)
 
-    def _target(self, registry: Registry, name: str) -> tuple[CircuitBreaker, bool]:
-        """Dependency ``name``'s breaker and whether it needs span durations, kept by name."""
+    def _target(self, registry: Registry, name: str) -> tuple[CircuitBreaker, bool, Any]:
+        """Dependency ``name``'s breaker, whether it needs span durations, and its address
+        learner (``_health.address_learner``), kept by name."""
         breaker = registry.breaker(name)
-        target = (breaker, breaker.policy.slow_call_seconds is not None)
+        target = (
+            breaker,
+            breaker.policy.slow_call_seconds is not None,
+            address_learner(registry, name),
+        )
         self._targets[name] = target
         return target
 
@@ -233,6 +253,8 @@ class BreakerSpanProcessor(SpanProcessor):
             if not address:
                 return None
             base, match = address, {"server.address": address}
+        if not isinstance(base, str) or len(base) > MAX_DISCOVERED_NAME:
+            return None  # an absurd attribute value never becomes a dependency (or /health)
         with self._discover_lock:
             if registry is not self._registry:
                 return None  # repointed meanwhile: the span belongs to the old wiring

@@ -87,9 +87,10 @@ class Registry:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._classifier = Classifier(())
-        self._fallback_counts: dict[tuple[str, str], int] = {}
+        self._fallback_counts: dict[tuple[str, str, str], int] = {}
         # Every transition to OPEN is a log record with the tripping call's trace ids.
         self._transition_listeners: list[Listener] = [log_open_transition]
+        self._event_listeners: tuple[Callable[[OperatorEvent], None], ...] = ()
         self._add_all(dependencies)
 
     @classmethod
@@ -99,7 +100,7 @@ class Registry:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> Registry:
-        """Build a registry from a config file path (YAML or TOML) or a dict (DESIGN.md 7)."""
+        """Build a registry from a config file path (YAML, TOML, JSON) or a dict."""
         from ._config import load_config
 
         return load_config(config, clock=clock)
@@ -130,6 +131,9 @@ class Registry:
                     breaker.add_listener(listener)
                 if dependency.observe_only:
                     breaker.disable()  # counts every outcome, never rejects
+                bind = getattr(dependency.fallback, "bind_breaker", None)
+                if bind is not None:  # a fallback that follows recovery (the memory cache)
+                    bind(breaker)
                 entry = Entry(dependency, breaker, self._count_fallback)
                 self._equip(entry)
                 entries[dependency.name] = entry
@@ -191,9 +195,21 @@ class Registry:
     def add_event_listener(self, listener: Callable[[OperatorEvent], None]) -> Callable[[], None]:
         """Call ``listener(event)`` for each operator event of this registry (a config reload,
         applied or failed; a manual breaker action over HTTP); returns a remover."""
-        from ._events import add_event_listener
+        with self._lock:
+            self._event_listeners = (*self._event_listeners, listener)
 
-        return add_event_listener(self, listener)
+        def remove() -> None:
+            with self._lock:
+                listeners = list(self._event_listeners)
+                if listener in listeners:
+                    listeners.remove(listener)
+                self._event_listeners = tuple(listeners)
+
+        return remove
+
+    def event_listeners(self) -> tuple[Callable[[OperatorEvent], None], ...]:
+        """The operator-event listeners now (``_events.emit_event`` calls them)."""
+        return self._event_listeners
 
     def add_transition_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(breaker, old, new)`` on every breaker's transitions, present and
@@ -226,13 +242,20 @@ class Registry:
 
     # -- fallbacks -------------------------------------------------------------------
 
-    def _count_fallback(self, name: str, reason: str) -> None:
-        key = (name, reason)
+    def _count_fallback(self, name: str, reason: str, operation: str = "read") -> None:
+        key = (name, reason, operation)
         with self._lock:
             self._fallback_counts[key] = self._fallback_counts.get(key, 0) + 1
 
     def fallback_counts(self) -> dict[tuple[str, str], int]:
         """How many fallbacks were served, by (dependency, reason: open, error, timeout)."""
+        totals: dict[tuple[str, str], int] = {}
+        for (name, reason, _), count in self.fallback_operation_counts().items():
+            totals[name, reason] = totals.get((name, reason), 0) + count
+        return totals
+
+    def fallback_operation_counts(self) -> dict[tuple[str, str, str], int]:
+        """Fallbacks served by (dependency, reason, operation: read or write)."""
         with self._lock:
             return dict(self._fallback_counts)
 
@@ -348,7 +371,7 @@ class Registry:
     # -- health ----------------------------------------------------------------------
 
     def health(self) -> HealthReport:
-        """The service's health now (DESIGN.md 8), from in-memory state only: never waits."""
+        """The service's health now, from in-memory state only: never waits."""
         return health_report(self)
 
     # -- retry budgets (DESIGN.md 11) --------------------------------------------------
@@ -357,11 +380,11 @@ class Registry:
         entry = self._entry(name)
         policy = entry.dependency.retry_budget or _DEFAULT_RETRY_BUDGET
         gate = self._retry_gates.get(name)
-        if gate is not None and gate.breaker is entry.breaker and gate.policy == policy:
+        if gate is not None and gate.policy == policy:
             return gate
         with self._lock:
             gate = self._retry_gates.get(name)
-            if gate is None or gate.breaker is not entry.breaker or gate.policy != policy:
+            if gate is None or gate.policy != policy:
                 fresh = RetryGate(entry.breaker, policy, clock=self.clock)
                 if gate is not None:  # a reloaded policy keeps the counts
                     fresh.allowed, fresh.denied = gate.allowed, gate.denied
@@ -417,6 +440,13 @@ class Registry:
             entry.admission = current
         spec = self.chaos_settings.spec_for(name)
         entry.chaos = self._injector(name, spec) if spec is not None else None
+
+    def _reload_limits_and_chaos(self, fresh: Registry) -> None:
+        """The reload step of limits and drills: the fresh config's chaos settings, and
+        every entry equipped again from its (reloaded) dependency (``_reload.py``)."""
+        self.chaos_settings = fresh.chaos_settings
+        for entry in tuple(self._entries.values()):
+            self._equip(entry)
 
     def _injector(self, name: str, spec: FaultSpec) -> FaultInjector:
         def on_fault(kind: str) -> None:

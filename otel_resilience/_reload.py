@@ -3,9 +3,10 @@
 ``Registry.reload(config)`` validates the new config by building a fresh Registry from it
 (the config loader's full checks; a ``ConfigError`` then changes nothing), and only then
 applies it to the live registry step by step: breaker policies (state and windows kept),
-dependencies (criticality, match, fallback; new ones added), and registry settings. Other
-features add their own step with ``add_reload_step`` (concurrency limits and chaos
-settings carry state of their own, such as calls in flight, that a step keeps).
+dependencies (criticality, match, fallback, retry budget; new ones added), concurrency
+limits (a limiter whose policy is unchanged keeps its calls in flight and learnt limit)
+and chaos settings (a change is reported as a ``chaos`` on/off event), and registry
+settings. A feature with state of its own adds a step with ``add_reload_step``.
 
 Under auto-instrumentation ``install_reload_triggers`` reloads the file named by
 ``$OTEL_RESILIENCE_CONFIG`` on SIGHUP, and every ``$OTEL_RESILIENCE_RELOAD_SECONDS`` when
@@ -53,18 +54,6 @@ ReloadStep = Callable[["Registry", "Registry"], None]
 _steps: list[ReloadStep] = []
 _reload_lock = threading.Lock()
 
-# Entry slots derived from the dependency's config, recomputed on reload. Anything else an
-# Entry holds (state a limiter or chaos setting keeps) is reloaded by that feature's step.
-_ENTRY_CONFIG_SLOTS = (
-    "dependency",
-    "fallback",
-    "fast",
-    "timed",
-    "timeout",
-    "business_errors",
-    "is_failure",
-)
-
 
 def add_reload_step(step: ReloadStep) -> None:
     """Run ``step(live, fresh)`` on every successful reload, after the built-in steps.
@@ -98,7 +87,12 @@ def reload_registry(
         except ConfigError as exc:
             emit_event(registry, "reload", f"failed: {exc}")
             raise
+        chaos_before = _chaos_active(registry)
         _apply_dependencies(registry, fresh)
+        registry.chaos_settings = fresh.chaos_settings
+        with registry._lock:
+            for entry in registry._entries.values():
+                registry._equip(entry)  # limits kept or replaced, chaos from the new settings
         registry.service = fresh.service
         registry.telemetry = fresh.telemetry
         registry.admin_token_env = fresh.admin_token_env
@@ -113,6 +107,16 @@ def reload_registry(
         len(fresh),
     )
     emit_event(registry, "reload", "applied")
+    chaos_after = _chaos_active(registry)
+    for name in sorted(chaos_before.keys() | chaos_after.keys()):
+        if chaos_before.get(name) != chaos_after.get(name):
+            emit_event(registry, "chaos", "on" if name in chaos_after else "off", name)
+
+
+def _chaos_active(registry: Registry) -> dict[str, Any]:
+    """The fault spec of each dependency a chaos drill acts on now (from the settings)."""
+    settings = registry.chaos_settings
+    return {name: spec for name in registry.breakers() if (spec := settings.spec_for(name))}
 
 
 def _apply_dependencies(live: Registry, fresh: Registry) -> None:
@@ -123,6 +127,9 @@ def _apply_dependencies(live: Registry, fresh: Registry) -> None:
         entry = live._entry(dependency.name)
         was_observe_only = entry.dependency.observe_only
         reloaded = _keep_fallback_state(entry.dependency, dependency)
+        bind = getattr(reloaded.fallback, "bind_breaker", None)
+        if bind is not None:  # a new memory cache follows recovery of the same breaker
+            bind(entry.breaker)
         entry.breaker.apply_policy(reloaded.policy)
         _rebind(entry, reloaded)
         if was_observe_only:
@@ -132,12 +139,9 @@ def _apply_dependencies(live: Registry, fresh: Registry) -> None:
 
 
 def _rebind(entry: Entry, dependency: Dependency) -> None:
-    """Point ``entry`` at the reloaded dependency, recomputing its config-derived flags."""
-    from ._guard import Entry
-
-    derived = Entry(dependency, entry.breaker, entry.on_fallback)
-    for slot in _ENTRY_CONFIG_SLOTS:
-        setattr(entry, slot, getattr(derived, slot))
+    """Point ``entry`` at the reloaded dependency and recompute its hot-path flags."""
+    entry.dependency = dependency
+    entry.refresh()
 
 
 def _keep_fallback_state(old: Dependency, new: Dependency) -> Dependency:
@@ -152,28 +156,32 @@ def _keep_fallback_state(old: Dependency, new: Dependency) -> Dependency:
         and _cache_settings(before) == _cache_settings(after)
     ):
         return dataclasses.replace(new, fallback=before)
+    if isinstance(before, MemoryCache) and isinstance(after, MemoryCache):
+        after.reach_redis_as(before)  # a new cache replays through the same Redis
     return new
 
 
 def _cache_settings(cache: Any) -> tuple[Any, ...]:
     return tuple(
         getattr(cache, name, None)
-        for name in ("max_entries", "default_ttl_seconds", "replay_writes")
+        for name in (
+            "max_entries",
+            "default_ttl_seconds",
+            "max_bytes",
+            "replay_writes",
+            "max_replay_writes",
+        )
     )
 
 
 def _after_reload(registry: Registry) -> None:
-    """Drop what the wiring cached about ``registry``: span processors' per-dependency
-    breaker flags, and the config error it stood in for (a fixed file was applied)."""
+    """Forget the config error ``registry`` stood in for: a fixed file was applied. (Span
+    processors drop their cached breaker flags on the reload event.)"""
     from ._configure import _wiring
 
     with _wiring.lock:
         _wiring.config_errors.pop(registry, None)
         _wiring.config_error_logged = None
-        processors = tuple(_wiring.processors.values())
-    for _, processor in processors:
-        if processor.registry is registry:
-            processor._targets = {}
 
 
 # -- triggers under auto-instrumentation ----------------------------------------------
@@ -314,3 +322,10 @@ def _restart_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_restart_in_child)
+
+
+def _limits_and_chaos(live: Registry, fresh: Registry) -> None:
+    live._reload_limits_and_chaos(fresh)
+
+
+add_reload_step(_limits_and_chaos)

@@ -198,11 +198,6 @@ class RetryGate:
                 self.denied += 1
         return allowed
 
-    def deny(self) -> None:
-        """Count a retry refused without asking the budget."""
-        with self._lock:
-            self.denied += 1
-
 
 def _calls_made(snapshot: BreakerSnapshot) -> int:
     """Every call the breaker recorded an outcome for (rejections are not calls made)."""
@@ -225,12 +220,10 @@ def retry_predicate(
             raise TypeError(f"retry_on() takes exception types, got {kind!r}")
 
     def should_retry(exc: BaseException) -> bool:
-        if not isinstance(exc, exception_types):
+        # A rejection is not counted as a denied retry either: the retries counter says
+        # what the budget and the breaker decided (so a spent budget shows on its own).
+        if not isinstance(exc, exception_types) or isinstance(exc, CircuitOpenError):
             return False
-        gate = gate_of()
-        if isinstance(exc, CircuitOpenError):
-            gate.deny()
-            return False
-        return gate.retry_allowed()
+        return gate_of().retry_allowed()
 
     return should_retry

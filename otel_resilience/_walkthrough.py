@@ -1,4 +1,4 @@
-"""``otel-resilience demo`` (for now): a breaker walk-through with a simulated outage.
+"""``otel-resilience walkthrough``: a breaker walk-through with a simulated outage.
 
 Two in-process dependencies, an optional cache with a fallback and a critical database,
 are called at a steady rate through real breakers and a real clock. Both go down for a
@@ -10,12 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from rich.console import Console
-from rich.table import Table
-
 from ._breaker import CircuitBreaker, State
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError
+from ._output import Output
 from ._policy import BreakerPolicy
 from ._registry import Registry
 
@@ -47,7 +45,7 @@ class _SimulatedDependency:
         return f"{self.name}:{key}"
 
 
-def run_walkthrough(console: Console, *, seconds: float = 8.0, rate: float = 40.0) -> int:
+def run_walkthrough(out: Output, *, seconds: float = 8.0, rate: float = 40.0) -> int:
     """Run the walk-through for ``seconds`` at ``rate`` calls per second per dependency."""
     policy = BreakerPolicy(
         minimum_calls=5,
@@ -78,15 +76,13 @@ def run_walkthrough(console: Console, *, seconds: float = 8.0, rate: float = 40.
         if new is State.CLOSED and elapsed > outage_end and tally.closed_at is None:
             tally.closed_at = elapsed - outage_end
         colour = {State.OPEN: "red", State.HALF_OPEN: "yellow", State.CLOSED: "green"}[new]
-        console.print(
-            f"[dim]{elapsed:6.2f}s[/] {breaker.name:<9} [{colour}]{old.value} -> {new.value}[/]"
-        )
+        out.line(f"{elapsed:6.2f}s {breaker.name:<9} {old.value} -> {new.value}", colour)
 
     for breaker in registry.breakers().values():
         breaker.add_listener(on_transition)
 
-    console.print(
-        f"[bold]otel-resilience walk-through[/]: {rate:g} calls/s to each dependency for "
+    out.paragraph(
+        f"otel-resilience walk-through: {rate:g} calls/s to each dependency for "
         f"{seconds:g}s; both go down at {outage_start:.1f}s and come back at {outage_end:.1f}s"
     )
     interval = 1.0 / rate
@@ -111,19 +107,8 @@ def run_walkthrough(console: Console, *, seconds: float = 8.0, rate: float = 40.
         next_call += interval
         time.sleep(max(0.0, next_call - time.monotonic()))
 
-    table = Table(title="summary", title_justify="left")
-    for column in (
-        "dependency",
-        "answered",
-        "fallback",
-        "failed",
-        "failed fast",
-        "opened after",
-        "closed after recovery",
-    ):
-        table.add_column(column)
-    for name, tally in tallies.items():
-        table.add_row(
+    rows = [
+        [
             name,
             str(tally.ok),
             str(tally.fallback),
@@ -131,10 +116,18 @@ def run_walkthrough(console: Console, *, seconds: float = 8.0, rate: float = 40.
             str(tally.fast_failed),
             "-" if tally.opened_at is None else f"{tally.opened_at:.2f}s",
             "-" if tally.closed_at is None else f"{tally.closed_at:.2f}s",
-        )
-    console.print(table)
-    healthy = all(registry.breaker(name).state is State.CLOSED for name in tallies)
-    console.print(
-        "all breakers closed again" if healthy else "[red]a breaker is still not closed[/]"
+        ]
+        for name, tally in tallies.items()
+    ]
+    headers = ["dependency", "answered", "fallback", "failed", "failed fast", "opened after"]
+    out.table(
+        [*headers, "closed after"],
+        rows,
+        title="summary (opened after the outage began, closed after it ended)",
     )
+    healthy = all(registry.breaker(name).state is State.CLOSED for name in tallies)
+    if healthy:
+        out.line("all breakers closed again", "green")
+    else:
+        out.line("a breaker is still not closed", "red")
     return 0 if healthy else 1

@@ -9,7 +9,8 @@ a message fail at once with an ``error`` event, an open analytics breaker keeps 
 locally. Users are sent ``service_degraded`` / ``service_restored`` when an optional
 dependency's breaker opens or closes.
 
-Endpoints: ``POST /login`` (a signed token), ``POST /logout``, ``WS /ws?token=...``,
+Endpoints: ``POST /login`` (a signed token), ``POST /logout``, ``WS /ws`` (the first
+message is ``{"type": "auth", "token": ...}``),
 ``/health`` (``health_app``), ``/metrics`` (Prometheus), ``/resilience`` (a live page),
 ``/resilience/state`` (what the page polls).
 """
@@ -61,7 +62,7 @@ from ._tokens import InvalidToken, sign_token, verify_token
 
 __all__ = ["AGENT_EVENTS", "DEFAULT_CONFIG", "LIMITATIONS", "ChatService", "create_app"]
 
-_log = logging.getLogger("otel_resilience.demo")
+_log = logging.getLogger(__name__)
 
 AGENT_EVENTS = (
     "agent_started",
@@ -89,6 +90,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
             "criticality": "critical",
             "match": {"db.system": "postgresql"},
             "breaker": {"call_timeout_seconds": 1.0},
+            "health_check": {"type": "sql", "timeout_seconds": 1.0},
         },
         "redis": {
             "criticality": "optional",
@@ -118,6 +120,7 @@ LIMITATIONS = {
 
 _STORE_DEADLINE_SECONDS = 2.0
 _SESSION_TTL_SECONDS = 3600
+_AUTH_SECONDS = 5.0
 
 
 def _read_config_file(path: Path) -> Any:
@@ -461,22 +464,30 @@ class ChatService:
         return sum(n for (name, _), n in self.registry.fallback_counts().items() if name == "redis")
 
     async def login(self, user: str) -> str:
+        """A signed token for ``user``, valid until it expires or is logged out.
+
+        Nothing is stored: Redis keeps only the sessions that were logged out, so a token
+        stays valid while Redis is down and after Redis restarts with no data.
+        """
         session_id = uuid.uuid4().hex
-        assert self.redis is not None
-        with contextlib.suppress(Exception):  # the memory fallback takes it while Redis is down
-            await self.redis.set(f"chat:auth:{session_id}", user, ex=_SESSION_TTL_SECONDS)
         return sign_token(self.token_secret, user, session_id, ttl_seconds=_SESSION_TTL_SECONDS)
 
     async def logout(self, token: str) -> None:
+        """Refuse ``token`` from now on: its session is kept in Redis until it would expire.
+
+        While Redis is down the memory fallback keeps it, on this server only.
+        """
         claims = verify_token(self.token_secret, token)
         assert self.redis is not None
-        await self.redis.delete(f"chat:auth:{claims.session_id}")
+        remaining = max(1, int(claims.expires_at - time.time()) + 1)
+        await self.redis.set(f"chat:logged-out:{claims.session_id}", claims.user, ex=remaining)
 
     async def authenticate(self, token: str) -> tuple[str, str]:
-        """(user, how): how is ``session`` (Redis said yes) or ``signature`` (Redis is down).
+        """(user, how): how is ``session`` (Redis says the session was not logged out) or
+        ``signature`` (Redis is down: the signature and expiry alone decide).
 
         Raises ``InvalidToken`` for a bad or expired token whatever Redis's state, and for
-        a session Redis no longer has (logged out) while Redis answers.
+        a logged-out session while Redis (or its memory fallback) knows of the logout.
         """
         claims = verify_token(self.token_secret, token)
         breaker = self.registry.breaker("redis")
@@ -485,24 +496,26 @@ class ChatService:
         assert self.redis is not None
         before = self._fallbacks_served()
         try:
-            value = await self.redis.get(f"chat:auth:{claims.session_id}")
+            logged_out = await self.redis.exists(f"chat:logged-out:{claims.session_id}")
         except Exception:
             return claims.user, "signature"
+        if logged_out:
+            raise InvalidToken("session ended (logged out)")
         if self._fallbacks_served() != before:
             return claims.user, "signature"  # the answer came from the fallback, not Redis
-        if value is None:
-            raise InvalidToken("session ended (logged out or expired)")
-        stored = value.decode() if isinstance(value, bytes) else str(value)
-        if stored != claims.user:
-            raise InvalidToken("session belongs to another user")
         return claims.user, "session"
 
     async def session_count(self, session_key: str) -> int | None:
-        """Messages in this session so far (Redis, or its memory fallback)."""
+        """Messages in this session so far (Redis, or its memory fallback).
+
+        INCR and EXPIRE, which the memory fallback answers while Redis is down (it does not
+        answer HINCRBY: the count would be lost, and no fallback served or counted).
+        """
         assert self.redis is not None
+        key = f"{session_key}:messages"
         try:
-            count = await self.redis.hincrby(session_key, "messages", 1)
-            await self.redis.expire(session_key, _SESSION_TTL_SECONDS)
+            count = await self.redis.incr(key)
+            await self.redis.expire(key, _SESSION_TTL_SECONDS)
         except Exception:
             return None
         return int(count)
@@ -656,11 +669,34 @@ class ChatService:
             }
         )
 
+    async def _first_token(self, websocket: WebSocket) -> str:
+        """The token of the ``{"type": "auth", "token": ...}`` message a client sends first.
+
+        Not in the URL: a query string ends up in access logs and in the URL attributes of
+        spans. Raises ``InvalidToken`` when the first message is not that, or does not come
+        within ``_AUTH_SECONDS``.
+        """
+        try:
+            raw = await asyncio.wait_for(websocket.receive_text(), _AUTH_SECONDS)
+            message = json.loads(raw)
+        except asyncio.TimeoutError:
+            raise InvalidToken(f"no auth message within {_AUTH_SECONDS:g}s") from None
+        except (ValueError, KeyError):
+            message = None
+        token = message.get("token") if isinstance(message, dict) else None
+        if not isinstance(message, dict) or message.get("type") != "auth":
+            raise InvalidToken('send {"type": "auth", "token": "<token>"} first')
+        if not isinstance(token, str):
+            raise InvalidToken("the auth message has no token")
+        return token
+
     async def serve(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        token = websocket.query_params.get("token", "")
         try:
+            token = await self._first_token(websocket)
             user, how = await self.authenticate(token)
+        except WebSocketDisconnect:
+            return
         except InvalidToken as exc:
             self.stats.refused_connections += 1
             await websocket.send_text(

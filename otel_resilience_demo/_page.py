@@ -77,6 +77,11 @@ Polls /health and /resilience/state twice a second.</small>
       style="background:#1565c0"></i>p99</span></div></th></tr></thead>
   <tbody id="deps"></tbody>
 </table>
+<p id="observe-note" hidden><small>A row marked <b>observe-only</b> is a server this
+service called that its config does not declare (found from the client spans, such as
+127.0.0.1 for the service's own HTTP calls to itself). Its breaker is disabled: calls to
+it are counted and shown here and in the metrics, never rejected. Declare it in
+resilience.yaml to protect it.</small></p>
 <div id="stats"></div>
 <div id="limited"></div>
 <div id="error"></div>
@@ -221,7 +226,8 @@ async function poll() {
     for (const [name, breaker] of Object.entries(state.breakers)) {
       const dep = (health.dependencies || {})[name] || {};
       rows.push(`<tr data-dependency="${esc(name)}" data-state="${esc(breaker.state)}">` +
-        `<td>${esc(name)}</td><td>${esc(breaker.criticality)}</td>` +
+        `<td>${esc(name)}</td><td>${esc(breaker.criticality)}` +
+        `${breaker.criticality === "observe-only" ? " <small>(not declared)</small>" : ""}</td>` +
         `<td class="state"><span class="${esc(breaker.state)}">${esc(breaker.state)}</span></td>` +
         `<td>${(100 * (breaker.failure_rate || 0)).toFixed(0)}%` +
         `${dep.last_error_type ? " <small>" + esc(dep.last_error_type) + "</small>" : ""}</td>` +
@@ -230,17 +236,20 @@ async function poll() {
         `<td>${plot(name, series[name] || [], state.now)}</td></tr>`);
     }
     document.getElementById("deps").innerHTML = rows.join("");
+    document.getElementById("observe-note").hidden =
+      !Object.values(state.breakers).some(b => b.criticality === "observe-only");
     document.getElementById("events").innerHTML = eventList(events);
     const s = state.stats;
-    let rate = 0;
+    // A rate needs two samples: until the second poll it says so instead of "0.0".
+    let rate = "measuring";
     if (lastEvents !== null && state.now > lastAt) {
-      rate = (s.events_sent - lastEvents) / (state.now - lastAt);
+      rate = ((s.events_sent - lastEvents) / (state.now - lastAt)).toFixed(1);
     }
     lastEvents = s.events_sent;
     lastAt = state.now;
     const fallbacks = Object.entries(state.fallbacks).map(([k, v]) => `${k} ${v}`).join(", ");
     document.getElementById("stats").innerHTML =
-      `<span>events/s <b id="rate">${rate.toFixed(1)}</b></span>` +
+      `<span>events/s <b id="rate">${rate}</b></span>` +
       `<span>messages <b>${s.messages}</b></span>` +
       `<span>completed <b>${s.completed}</b></span>` +
       `<span>failed fast <b>${s.failed_fast}</b></span>` +

@@ -1,7 +1,7 @@
 """Telemetry for the example chat service: Prometheus ``/metrics`` and OTLP export.
 
 The OTLP exporters are wrapped in ``ResilientSpanExporter`` / ``ResilientMetricExporter``
-(DESIGN.md 3) on the registry's ``telemetry`` breaker, so a collector that is down or
+on the registry's ``telemetry`` breaker, so a collector that is down or
 black-holed costs the service nothing.
 """
 
@@ -21,7 +21,7 @@ from otel_resilience import Registry, ResilientSpanExporter
 
 __all__ = ["Telemetry", "build_telemetry", "export_spans", "prometheus_text"]
 
-_log = logging.getLogger("otel_resilience.demo")
+_log = logging.getLogger(__name__)
 
 # One meter provider per process: prometheus_client's registry is global and a metric
 # reader belongs to one provider for life. Later calls reuse it.

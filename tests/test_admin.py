@@ -9,9 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from otel_resilience import ConfigError, State, health_app, load_config
+from otel_resilience import ConfigError, OperatorEvent, State, health_app, load_config
 from otel_resilience._cli import main as cli_main
-from otel_resilience._events import OperatorEvent, add_event_listener
 from tests.support.health_servers import serve_asgi
 
 TOKEN = "s3cret-admin-token"
@@ -49,7 +48,7 @@ async def test_right_token_forces_open_disables_and_resets(
     the caller's address and never the token."""
     registry = registry_with_token()
     events: list[OperatorEvent] = []
-    add_event_listener(registry, events.append)
+    registry.add_event_listener(events.append)
     app = health_app(registry, probe=False)
     caplog.set_level(logging.INFO, logger="otel_resilience")
     async with client_for(app) as client:

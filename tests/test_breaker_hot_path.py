@@ -88,3 +88,33 @@ def test_disabled_breaker_counts_successes_on_the_fast_path_and_never_opens() ->
     snap = breaker.snapshot()
     assert (snap.state, snap.total_successes, snap.total_failures) == (State.DISABLED, 10, 4)
     assert (snap.calls, snap.failures) == (4, 4)
+
+
+def test_a_success_that_reaches_minimum_calls_can_open_the_breaker() -> None:
+    """With failures at the threshold, the success that brings the window to minimum_calls
+    opens the breaker (the success path evaluates the failure rate like any record)."""
+    breaker = CircuitBreaker(
+        "dep",
+        BreakerPolicy(
+            window_size=10, minimum_calls=4, failure_rate_threshold=0.5, consecutive_failures=None
+        ),
+    )
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_success()
+    assert breaker.state is State.CLOSED  # 3 calls: fewer than minimum_calls
+    breaker.record_success()  # 4 calls, 2 failures: 50%
+    assert breaker.state is State.OPEN
+
+
+def test_failures_evicted_by_successes_leave_a_steady_window() -> None:
+    """Once the last failure has left the window, successes are counted lock-free again and
+    the window reads as all successes."""
+    breaker = CircuitBreaker("dep", BreakerPolicy(window_size=3, minimum_calls=3))
+    breaker.record_failure()
+    for _ in range(5):
+        breaker.record_success()
+    snap = breaker.snapshot()
+    assert (snap.calls, snap.failures, snap.consecutive_failures) == (3, 0, 0)
+    assert (snap.total_successes, snap.total_failures) == (5, 1)
+    assert breaker._count_window.steady

@@ -233,7 +233,7 @@ def test_latency_is_added_before_the_call_and_marked_on_the_span(
     server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """latency_seconds with latency_rate 1: the call waits first, then reaches the server;
-    the client span (the instrumentation runs outside the guard here) carries
+    the client span (the instrumentation runs outside the guard) carries
     resilience.chaos=true."""
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
@@ -242,15 +242,17 @@ def test_latency_is_added_before_the_call_and_marked_on_the_span(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    uninstall = install(registry)
     RedisInstrumentor().instrument(tracer_provider=provider)
+    uninstall = install(registry)  # under the instrumentation's layer: the span is current
     try:
         started = time.monotonic()
         assert client_for(server).get("k") is None
         assert time.monotonic() - started >= 0.2
     finally:
-        RedisInstrumentor().uninstrument()
+        # In this order: redis' uninstrument() unwraps Redis.execute_command twice (Redis
+        # and its alias StrictRedis), which would take a guard under it off as well.
         uninstall()
+        RedisInstrumentor().uninstrument()
     spans = [span for span in exporter.get_finished_spans() if span.name == "GET"]
     assert len(spans) == 1
     attributes = spans[0].attributes or {}
@@ -482,3 +484,19 @@ def test_injected_faults_are_counted_in_their_metric(monkeypatch: pytest.MonkeyP
         ("quiet", "error"): 0,
         ("quiet", "latency"): 0,
     }
+
+
+def test_reload_arms_and_disarms_a_drill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """registry.reload applies a chaos block (and its removal) in place."""
+    monkeypatch.setenv("OTEL_RESILIENCE_CHAOS", "1")
+    config: dict[str, Any] = {"dependencies": {"svc": {}}}
+    registry = load_config(config)
+    assert registry.call("svc", lambda: "ok") == "ok"
+    config["chaos"] = {"enabled": True, "dependencies": {"svc": {"error_rate": 1.0}}}
+    registry.reload(config)
+    with pytest.raises(ConnectionError):
+        registry.call("svc", lambda: "never")
+    config["chaos"]["enabled"] = False
+    registry.reload(config)
+    assert registry.call("svc", lambda: "ok") == "ok"
+    assert registry.chaos_counts()[("svc", "error")] == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -204,7 +205,8 @@ async def login(env: Env, name: str) -> str:
 @asynccontextmanager
 async def user(env: Env, name: str, token: str | None = None) -> AsyncIterator[User]:
     token = token or await login(env, name)
-    async with websockets.connect(f"{env.ws}?token={token}") as ws:
+    async with websockets.connect(env.ws) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
         hello = json.loads(await ws.recv())
         assert hello["type"] == "connected", hello
         chat_user = User(name, ws)
@@ -255,6 +257,25 @@ async def test_redis_down_golden_path_continues(env: Env) -> None:
     finally:
         await connection.close()
     assert sum(row["role"] == "agent" for row in rows) >= 5
+
+
+async def test_fallbacks_served_during_a_redis_outage_are_counted(env: Env) -> None:
+    """While Redis is down the memory fallback answers every message's session count, and
+    the state endpoint (what the page and the demo's terminal show) counts each serve."""
+
+    def served() -> int:
+        response = httpx.get(env.base + "/resilience/state", timeout=5)
+        return int(response.json()["fallbacks"].get("redis", 0))
+
+    async with user(env, "fay") as fay:
+        env.redis.stop()
+        await say_until(fay, env, "redis", State.OPEN)
+        before = served()
+        for _ in range(5):
+            assert types(await fay.say("still here")) == list(AGENT_EVENTS)
+        after = served()
+    assert env.chat.state()["fallbacks"]["redis"] >= after
+    assert after >= before + 5  # at least one serve per message (INCR, then EXPIRE)
 
 
 async def test_redis_hung_golden_path_continues(env: Env) -> None:
@@ -441,30 +462,72 @@ async def test_users_are_told_about_degradation_and_restoration(env: Env) -> Non
             assert notice["dependency"] == "redis"
 
 
+async def refused(env: Env, first: str) -> dict[str, Any]:
+    """Connect, send ``first`` as the first message: the refusal, after a 4401 close."""
+    async with websockets.connect(env.ws) as ws:
+        await ws.send(first)
+        refusal: dict[str, Any] = json.loads(await ws.recv())
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4401
+        return refusal
+
+
+def auth(token: str) -> str:
+    return json.dumps({"type": "auth", "token": token})
+
+
 async def test_tokens_checked_by_session_or_signature(env: Env) -> None:
-    """Redis up: the session decides; Redis down: the signature does; bad tokens never pass."""
+    """Redis up: a logged-out session is refused; Redis down: the signature decides; bad
+    tokens never pass."""
     token = await login(env, "kim")
     async with user(env, "kim", token):
         pass
     expired = sign_token(SECRET, "kim", "some-session", ttl_seconds=-1)
     forged = sign_token(b"not the secret", "kim", "some-session")
     async with httpx.AsyncClient(base_url=env.base) as client:
-        await client.post("/logout", json={"token": token})
+        response = await client.post("/logout", json={"token": token})
+        assert response.status_code == 200, response.text
     for bad in (token, expired, forged, "garbage"):
-        async with websockets.connect(f"{env.ws}?token={bad}") as ws:
-            refusal = json.loads(await ws.recv())
-            assert refusal["code"] == "unauthorized"
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                await ws.recv()
-            assert closed.value.rcvd is not None
-            assert closed.value.rcvd.code == 4401
+        assert (await refused(env, auth(bad)))["code"] == "unauthorized"
     env.redis.stop()
     fresh = sign_token(SECRET, "kim", "session-redis-never-saw")
     async with user(env, "kim", fresh) as kim:
         assert types(await kim.say("redis is down and I am in")) == list(AGENT_EVENTS)
     for bad in (expired, forged):
-        async with websockets.connect(f"{env.ws}?token={bad}") as ws:
-            assert json.loads(await ws.recv())["code"] == "unauthorized"
+        assert (await refused(env, auth(bad)))["code"] == "unauthorized"
+
+
+async def test_token_travels_in_the_first_message_not_the_url(env: Env) -> None:
+    """The WebSocket URL carries no token: a token in the query string is not accepted, and
+    the first message must be the auth message."""
+    token = await login(env, "lea")
+    async with websockets.connect(f"{env.ws}?token={token}") as ws:
+        await ws.send(json.dumps({"type": "message", "id": "m1", "text": "hi"}))
+        refusal = json.loads(await ws.recv())
+    assert refusal["code"] == "unauthorized"
+    assert "auth" in refusal["message"]
+    assert (await refused(env, "not json"))["code"] == "unauthorized"
+    async with user(env, "lea", token) as lea:
+        assert types(await lea.say("hello")) == list(AGENT_EVENTS)
+
+
+async def test_valid_tokens_survive_a_redis_restart_with_no_data(env: Env) -> None:
+    """Redis restarts empty (its own redis-server, no persistence): signed tokens that were
+    valid still are, with Redis answering; a logout made after the restart still counts."""
+    token = await login(env, "max")
+    async with user(env, "max", token) as max_:
+        assert types(await max_.say("before the restart")) == list(AGENT_EVENTS)
+    env.redis.stop()
+    env.redis.start()  # a new, empty redis-server on the same port
+    async with user(env, "max", token) as max_:
+        assert types(await max_.say("after the restart")) == list(AGENT_EVENTS)
+    assert env.state("redis") is State.CLOSED  # Redis answered: the session was checked
+    async with httpx.AsyncClient(base_url=env.base) as client:
+        response = await client.post("/logout", json={"token": token})
+        assert response.status_code == 200, response.text
+    assert (await refused(env, auth(token)))["code"] == "unauthorized"
 
 
 def _chromium() -> str:
@@ -515,3 +578,38 @@ async def test_live_page_shows_an_open_breaker_in_chromium(env: Env) -> None:
     assert 'data-dependency="redis" data-state="open"' in dom.stdout, dom.stdout[-2000:]
     assert 'data-status="degraded"' in dom.stdout
     assert shot.stat().st_size > 1000
+
+
+async def test_live_page_first_paint_and_the_observe_only_row_in_words(env: Env) -> None:
+    """The page's first paint says the event rate is being measured (not "0.0"); an
+    auto-discovered observe-only row comes with words saying what it is."""
+    browser = _chromium()
+    await login(env, "ivy")  # an HTTP call of this process to 127.0.0.1: auto-discovered
+    breakers = env.chat.state()["breakers"]
+    observed = [name for name, b in breakers.items() if b["criticality"] == "observe-only"]
+    assert observed, "no observe-only dependency was discovered"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    page = env.base + "/resilience"
+
+    async def dom(budget_ms: int) -> str:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [
+                browser,
+                *flags,
+                f"--virtual-time-budget={budget_ms}",
+                "--dump-dom",
+                page,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return result.stdout
+
+    first = await dom(200)  # one poll: the rate needs two samples
+    assert '<b id="rate">measuring</b>' in first, first[-2000:]
+    later = await dom(1500)
+    assert re.search(r'<b id="rate">\d+\.\d</b>', later), later[-2000:]
+    assert '<p id="observe-note">' in later  # shown (no "hidden" attribute)
+    assert "not declared" in later

@@ -483,3 +483,12 @@ def test_check_config_warnings(tmp_path: Path) -> None:
         f"warning: {path}: dependencies.db: critical with no health_check, so an outage is only "
         "noticed when traffic fails",
     ]
+
+
+def test_errors_never_show_a_secret_value() -> None:
+    """A bad value that holds a credential is shown redacted in the error (which reaches
+    logs and /health)."""
+    message = str(error_of({"service": "postgresql://app:hunter2@db/prod" * 10}))
+    assert "hunter2" not in message
+    message = str(error_of({"dependencies": {"r": {"match": {"x": {"token": "hunter2"}}}}}))
+    assert "hunter2" not in message

@@ -377,16 +377,16 @@ async def test_async_iterator_yields_events_from_another_thread() -> None:
 async def test_async_iterator_drops_oldest_when_full() -> None:
     """A slow consumer sees at most max_queued events, the newest ones."""
     clock = FakeClock()
-    registry = make_registry(clock, redis="optional")
+    registry = make_registry(clock, redis="optional", cache="optional", search="optional")
     stream = health_events(registry, max_queued=2)
-    breaker = registry.breaker("redis")
-    for _ in range(3):  # down, up, down, up, down, up
-        trip(registry, "redis")
-        breaker.reset()
+    for name in ("redis", "cache", "search"):  # three events, one per dependency, in order
+        trip(registry, name)
     await asyncio.sleep(0)
     got: list[Any] = [await stream.__anext__(), await stream.__anext__()]
+    with pytest.raises(asyncio.TimeoutError):  # nothing more was kept
+        await asyncio.wait_for(stream.__anext__(), 0.1)
     await stream.aclose()
-    assert [event.healthy for event in got] == [False, True]
+    assert [event.dependency for event in got] == ["cache", "search"]  # redis, oldest, dropped
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
 
@@ -406,3 +406,246 @@ async def test_aclose_ends_a_waiting_async_for() -> None:
     await stream.aclose()
     await asyncio.wait_for(task, 1.0)
     assert received == []
+
+
+# -- half-open with an active check (DESIGN.md 8) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("check", "checked", "expected"),
+    [
+        (None, False, True),  # no active check: traffic must be able to close it
+        (True, True, True),
+        (False, True, False),
+        (None, True, False),  # a check that has not spoken since the breaker opened
+    ],
+)
+def test_half_open_is_decided_by_the_check(
+    check: bool | None, checked: bool, expected: bool
+) -> None:
+    """Half-open counts as healthy only without an active check; with one, the check decides."""
+    assert dependency_healthy(State.HALF_OPEN, check, checked=checked) is expected
+
+
+def test_half_open_with_a_check_stays_unhealthy_until_a_fresh_check_passes() -> None:
+    """A critical half-open dependency with a check: unhealthy on a result older than the
+    opening, healthy on a passing one taken since, closed means healthy."""
+    clock = FakeClock()
+    registry = make_registry(clock, postgres="critical")
+    monitor = health_monitor(registry)
+    monitor.record_check("postgres", CheckResult(True, clock(), 0.01))
+    clock.advance(1.0)
+    trip(registry, "postgres")
+    clock.advance(10.0)
+    assert registry.breaker("postgres").state is State.HALF_OPEN
+    report = registry.health()
+    assert report.status == "unhealthy"  # the passing result predates the outage
+    assert report.dependencies["postgres"].healthy is False
+    monitor.record_check("postgres", CheckResult(False, clock(), 0.01, "refused"))
+    assert registry.health().status == "unhealthy"
+    monitor.record_check("postgres", CheckResult(True, clock(), 0.01))
+    assert registry.health().status == "healthy"
+
+
+def test_unknown_check_is_neither_passing_nor_failing() -> None:
+    """A check with no address yet is reported as unknown and leaves health to the breaker."""
+    clock = FakeClock()
+    registry = make_registry(clock, postgres="critical")
+    unknown = CheckResult(False, clock(), 0.0, "no address yet", "NoAddress", unknown=True)
+    health_monitor(registry).record_check("postgres", unknown)
+    document = registry.health().to_dict()
+    assert document["status"] == "healthy"
+    check = document["dependencies"]["postgres"]["health_check"]
+    assert check["status"] == "unknown"
+    assert check["passing"] is None
+    trip(registry, "postgres")
+    assert registry.health().status == "unhealthy"
+    clock.advance(10.0)  # half-open: without a working check, traffic decides
+    assert registry.health().status == "healthy"
+
+
+# -- performance-based degradation (DESIGN.md 8) --------------------------------------------
+
+SLOW_POLICY = BreakerPolicy(
+    minimum_calls=4,
+    consecutive_failures=None,
+    slow_call_seconds=1.0,
+    slow_call_rate_threshold=0.8,
+    window_seconds=10.0,
+    open_seconds=5.0,
+)
+
+
+def slow_registry(clock: FakeClock, level: str = "critical") -> Registry:
+    return Registry([Dependency("api", level, policy=SLOW_POLICY)], clock=clock, service="s")
+
+
+def record_calls(registry: Registry, slow: int, fast: int) -> None:
+    breaker = registry.breaker("api")
+    for _ in range(fast):
+        breaker.record_success(0.1)
+    for _ in range(slow):
+        breaker.record_success(2.0)
+
+
+@pytest.mark.parametrize(
+    ("slow", "fast", "expected"),
+    [
+        (2, 2, True),  # 50% >= half of 80%
+        (1, 2, False),  # 3 calls: below minimum_calls
+        (1, 3, False),  # 25% < 40%
+        (4, 6, True),  # 40%: at half the threshold exactly
+        (3, 7, False),  # 30%
+    ],
+)
+def test_slow_rule(slow: int, fast: int, expected: bool) -> None:
+    """slow: at least minimum_calls outcomes and a slow-call rate >= half the threshold."""
+    clock = FakeClock()
+    registry = slow_registry(clock)
+    record_calls(registry, slow, fast)
+    from otel_resilience._health import dependency_slow
+
+    breaker = registry.breaker("api")
+    assert dependency_slow(breaker.snapshot(), breaker.policy) is expected
+    assert registry.breaker("api").state is State.CLOSED
+
+
+def test_slow_degrades_a_critical_dependency_never_unhealthy_and_ages_out() -> None:
+    """A slow critical dependency: "slow" in its entry, service degraded (not unhealthy),
+    healthy again once the slow calls leave the time window of the fake clock."""
+    clock = FakeClock()
+    registry = slow_registry(clock)
+    record_calls(registry, 3, 1)
+    document = registry.health().to_dict()
+    assert document["status"] == "degraded"
+    assert document["dependencies"]["api"]["slow"] is True
+    assert document["dependencies"]["api"]["healthy"] is True
+    clock.advance(11.0)
+    document = registry.health().to_dict()
+    assert document["status"] == "healthy"
+    assert "slow" not in document["dependencies"]["api"]
+
+
+def test_slow_monitoring_dependency_changes_nothing() -> None:
+    """Slowness of a MONITORING dependency is reported but leaves the status healthy."""
+    clock = FakeClock()
+    registry = slow_registry(clock, "monitoring")
+    record_calls(registry, 3, 1)
+    document = registry.health().to_dict()
+    assert document["status"] == "healthy"
+    assert document["dependencies"]["api"]["slow"] is True
+
+
+def test_slow_and_down_is_still_unhealthy() -> None:
+    """Slowness never lowers a worse status: a down critical dependency stays unhealthy."""
+    clock = FakeClock()
+    registry = Registry(
+        [
+            Dependency("api", "optional", policy=SLOW_POLICY),
+            Dependency("db", "critical", policy=POLICY),
+        ],
+        clock=clock,
+    )
+    record_calls(registry, 3, 1)
+    trip(registry, "db")
+    assert registry.health().status == "unhealthy"
+
+
+# -- the whole rule set against a plain reference --------------------------------------------
+
+CHECKS = ("none", "passing", "failing", "unknown", "stale_passing")
+
+
+def reference_full(
+    entries: list[tuple[Criticality, State, str, bool, bool]],
+) -> str:
+    """DESIGN.md 8 with half-open checks and slowness, written out plainly."""
+    worst = "healthy"
+    for level, state, check, slow, observe_only in entries:
+        if observe_only or level is Criticality.MONITORING:
+            continue
+        has_check = check in ("passing", "failing", "stale_passing")
+        if state in (State.OPEN, State.FORCED_OPEN) or check == "failing":
+            healthy = False
+        elif state is State.HALF_OPEN and has_check:
+            healthy = check == "passing"  # only a result taken since the opening counts
+        else:
+            healthy = True
+        if not healthy and level is Criticality.CRITICAL:
+            return "unhealthy"
+        if not healthy or slow:
+            worst = "degraded"
+    return worst
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(Criticality),
+            st.sampled_from(State),
+            st.sampled_from(CHECKS),
+            st.booleans(),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_evaluate_health_matches_the_full_reference(
+    entries: list[tuple[Criticality, State, str, bool, bool]],
+) -> None:
+    """Any mix of states, check results (fresh, stale, unknown), slowness and observers
+    gets the status of the reference; slowness alone never makes it unhealthy."""
+    from otel_resilience import BreakerSnapshot
+
+    opened_at = 100.0
+    snapshots = {}
+    levels = {}
+    checks: dict[str, CheckResult | None] = {}
+    policies = {}
+    observers = []
+    for index, (level, state, check, slow, observe_only) in enumerate(entries):
+        name = f"dep{index}"
+        snapshots[name] = BreakerSnapshot(
+            name=name,
+            state=state,
+            failure_rate=0.0,
+            slow_call_rate=0.5 if slow else 0.0,
+            calls=10,
+            failures=0,
+            slow_calls=5 if slow else 0,
+            consecutive_failures=0,
+            opened_at=opened_at if state in (State.OPEN, State.HALF_OPEN) else None,
+            open_seconds=1.0,
+            retry_after=None,
+            last_failure_at=None,
+            last_error_type=None,
+            total_successes=0,
+            total_failures=0,
+            total_slow=0,
+            total_rejected=0,
+        )
+        levels[name] = level
+        policies[name] = BreakerPolicy(minimum_calls=10, slow_call_seconds=1.0)
+        checks[name] = {
+            "none": None,
+            "passing": CheckResult(True, opened_at + 1, 0.0),
+            "failing": CheckResult(False, opened_at + 1, 0.0, "refused"),
+            "unknown": CheckResult(False, opened_at + 1, 0.0, "no address", unknown=True),
+            "stale_passing": CheckResult(True, opened_at - 1, 0.0),
+        }[check]
+        if observe_only:
+            observers.append(name)
+    report = evaluate_health(
+        snapshots,
+        levels,
+        checks,
+        service="s",
+        wall_now=WALL,
+        mono_now=opened_at + 2,
+        observe_only=observers,
+        policies=policies,
+    )
+    assert report.status == reference_full(entries)
+    for index, (_, _, _, slow, _) in enumerate(entries):
+        assert report.dependencies[f"dep{index}"].slow is slow

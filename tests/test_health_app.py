@@ -341,14 +341,17 @@ async def test_outage_and_recovery_without_traffic(
 async def test_endpoints_fast_while_everything_hangs(
     own_redis: RedisServer, pg_proxy: FaultProxy
 ) -> None:
-    """With redis SIGSTOPped and postgres black-holed, every endpoint answers within 1 s."""
+    """With redis SIGSTOPped and postgres black-holed, every endpoint answers within 1 s,
+    while both checks are in flight, hanging, the whole time."""
     dsn = f"postgresql://postgres:{SECRET}@127.0.0.1:{pg_proxy.port}/test"
     registry = outage_registry(own_redis.url, dsn, timeout=5.0)
     own_redis.pause()
     pg_proxy.blackhole()
+    app = health_app(registry, interval_seconds=0.1)
     try:
-        with serve_asgi(health_app(registry, interval_seconds=0.1)) as base:
+        with serve_asgi(app) as base:
             await asyncio.sleep(0.3)  # checks are now in flight and hanging
+            hanging_before = _hanging_checks(app)
             slowest = 0.0
             async with httpx.AsyncClient(base_url=base, timeout=5.0) as client:
                 for _ in range(10):
@@ -357,24 +360,40 @@ async def test_endpoints_fast_while_everything_hangs(
                         response = await client.get(path)
                         slowest = max(slowest, time.monotonic() - started)
                         assert response.status_code == 200
+            hanging_after = _hanging_checks(app)
+            redis_connections = await asyncio.to_thread(_established_to, own_redis.port)
     finally:
         own_redis.resume()
     assert slowest < 1.0
+    # The same two checks hung from before the first request to after the last one, and
+    # the redis one is connected to the stopped server, waiting for its answer.
+    assert set(hanging_before) == {"redis", "postgres"}
+    assert hanging_after == hanging_before
+    assert redis_connections >= 1
+
+
+def _hanging_checks(app: Any) -> dict[str, int]:
+    """The checks the health app's prober has in flight: dependency name -> task id."""
+    in_flight = app.prober._in_flight
+    return {name: id(task) for name, task in in_flight.items() if not task.done()}
 
 
 async def test_hung_checks_do_not_pile_up(own_redis: RedisServer) -> None:
-    """A check that hangs past its interval is not started again until it ends."""
+    """A check that hangs past its interval is not started again until it ends: after
+    0.5 s (its interval is 0.2 s, its timeout 1 s) the one redis check started is still in
+    flight, holding the only connection to the stopped server."""
     registry = outage_registry(own_redis.url, "postgresql://postgres@127.0.0.1:1/test", 1.0)
     own_redis.pause()
     try:
         async with HealthProber(registry, interval_seconds=0.05) as prober:
             await asyncio.sleep(0.5)
-            in_flight = [t for t in prober._in_flight.values() if not t.done()]
-            assert len(in_flight) <= 2  # one per dependency at most
+            redis_check = prober._in_flight.get("redis")
+            hanging = redis_check is not None and not redis_check.done()
             connections = await asyncio.to_thread(_established_to, own_redis.port)
     finally:
         own_redis.resume()
-    assert connections <= 1
+    assert hanging  # a check was started and hangs
+    assert connections == 1  # and no second one was started next to it
 
 
 def _established_to(port: int) -> int:
@@ -425,3 +444,27 @@ def test_cli_status_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert cli_main(["status", f"127.0.0.1:{free_port()}", "--timeout", "1"]) == 3
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_cli_status_shows_a_slow_dependency(capsys: pytest.CaptureFixture[str]) -> None:
+    """A slow (but closed) dependency shows as slow, and the service exits 1 (degraded)."""
+    registry = Registry.from_config(
+        {
+            "service": "chat-api",
+            "dependencies": {
+                "search": {
+                    "criticality": "critical",
+                    "breaker": {"minimum_calls": 4, "slow_call_seconds": 0.5},
+                }
+            },
+        }
+    )
+    breaker = registry.breaker("search")
+    for duration in (0.1, 0.1, 0.9, 0.9):
+        breaker.record_success(duration)
+    with serve_asgi(health_app(registry, probe=False)) as base:
+        exit_code = cli_main(["status", base, "--timeout", "2"])
+    out = capsys.readouterr().out
+    assert exit_code == 1
+    assert "degraded" in out
+    assert "slow" in out

@@ -50,7 +50,6 @@ def config_with(check: object, match: dict[str, object] | None = None) -> dict[s
         ({"type": "sql", "url": "postgresql://x"}, "health_check.url", "takes dsn"),
         ({"type": "sql", "dsn": "mysql://h/db"}, "health_check.dsn", "postgresql://"),
         ({"type": "redis", "url": "redis://"}, "health_check.url", "no host"),
-        ({"type": "http"}, "dependencies.db.health_check", "needs a url"),
         ({"type": "pingg"}, "health_check.type", "unknown built-in"),
         ("pingg", "dependencies.db.health_check", "unknown built-in"),
         ({"type": "no_such_module_x:check"}, "health_check.type", "cannot import"),
@@ -280,3 +279,21 @@ async def test_callable_checks(path: str, passing: bool, error: str | None) -> N
     result = await run_check(check)
     assert result.passing is passing
     assert result.error == error
+
+
+def test_a_check_resolving_a_host_name_starts_no_joined_thread() -> None:
+    """Resolving a host name runs on a daemon thread, not in a thread pool that the
+    interpreter joins at exit (a stuck resolver would keep the process alive)."""
+    import threading
+
+    from otel_resilience._health_checks import run_check_blocking
+
+    def pool_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("asyncio_")}
+
+    before = pool_threads()
+    check = spec({"type": "http", "url": f"http://localhost:{free_port()}/", "timeout_seconds": 2})
+    result = run_check_blocking(check)
+    assert not result.passing
+    assert result.error_type in ("ConnectError", "ConnectionRefusedError")
+    assert pool_threads() <= before

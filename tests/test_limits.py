@@ -7,8 +7,10 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import redis.asyncio
@@ -434,3 +436,145 @@ def test_limit_metrics_report_limit_inflight_and_rejections() -> None:
         (a["dependency.name"], a["reason"]): v for a, v in found["resilience.dependency.fallbacks"]
     }
     assert fallbacks == {("svc", "limit"): 1}
+
+
+def test_reload_changes_limits_and_keeps_calls_in_flight() -> None:
+    """registry.reload: a new limit applies at once (rejections counted on), a call
+    admitted under the old limiter gives its permit back to it, and removing limits
+    takes the step away."""
+    config: dict[str, Any] = {"dependencies": {"svc": {"limits": {"max_concurrent_calls": 1}}}}
+    registry = load_config(config)
+    inside, leave = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        inside.set()
+        leave.wait(5)
+
+    old = registry.limiters()["svc"]
+    worker = threading.Thread(target=registry.call, args=("svc", slow))
+    worker.start()
+    try:
+        assert inside.wait(5)
+        with pytest.raises(ConcurrencyLimitError):
+            registry.call("svc", lambda: None)
+        config["dependencies"]["svc"]["limits"] = {"max_concurrent_calls": 2}
+        registry.reload(config)
+        new = registry.limiters()["svc"]
+        assert new is not old
+        assert (new.limit, new.rejected) == (2, 1)
+        assert registry.call("svc", lambda: "admitted") == "admitted"
+    finally:
+        leave.set()
+        worker.join(5)
+    assert (old.inflight, new.inflight) == (0, 0)
+    registry.reload(config)
+    assert registry.limiters()["svc"] is new  # unchanged policy: same limiter, same state
+    del config["dependencies"]["svc"]["limits"]
+    registry.reload(config)
+    assert registry.limiters() == {}
+    assert registry._entry("svc").admission is None
+    assert registry._entry("svc").fast
+
+
+class _Hanging(BaseHTTPRequestHandler):
+    """Answers 200, after ``release`` is set; counts the requests it got."""
+
+    release = threading.Event()
+    requests = 0
+
+    def do_GET(self) -> None:
+        _Hanging.requests += 1
+        _Hanging.release.wait(5)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_httpx_calls_over_the_limit_fail_with_httpx_own_error() -> None:
+    """The same limit through another client's guard: while one httpx request hangs, a
+    second fails at once with an error that is httpx.ConnectError and
+    ConcurrencyLimitError; the server never sees it."""
+    _Hanging.release.clear()
+    _Hanging.requests = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hanging)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    registry = load_config(
+        {
+            "dependencies": {
+                "api": {
+                    "match": {"server.address": "127.0.0.1", "server.port": port},
+                    "limits": {"max_concurrent_calls": 1},
+                }
+            }
+        }
+    )
+    uninstall = install(registry)
+    try:
+        limiter = registry.limiters()["api"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            results: list[int] = []
+            first = threading.Thread(target=lambda: results.append(client.get("/").status_code))
+            first.start()
+            try:
+                wait_until(lambda: limiter.inflight == 1)
+                with pytest.raises(httpx.ConnectError) as rejected:
+                    client.get("/")
+                assert isinstance(rejected.value, ConcurrencyLimitError)
+            finally:
+                _Hanging.release.set()
+                first.join(10)
+            assert results == [200]
+    finally:
+        uninstall()
+        server.shutdown()
+        server.server_close()
+    assert limiter.rejected == 1
+    assert _Hanging.requests == 1
+    assert registry.breaker("api").snapshot().total_failures == 0
+
+
+def test_many_threads_never_exceed_the_limit() -> None:
+    """16 threads hammering a dependency limited to 3: never more than 3 calls inside at
+    once, every call either ran or was rejected, and the permits all come back."""
+    registry = load_config({"dependencies": {"svc": {"limits": {"max_concurrent_calls": 3}}}})
+    lock = threading.Lock()
+    inside = 0
+    most = 0
+    ran = 0
+
+    def work() -> None:
+        nonlocal inside, most, ran
+        with lock:
+            inside += 1
+            most = max(most, inside)
+            ran += 1
+        time.sleep(0.001)
+        with lock:
+            inside -= 1
+
+    rejected = 0
+
+    def hammer() -> None:
+        nonlocal rejected
+        for _ in range(50):
+            try:
+                registry.call("svc", work)
+            except ConcurrencyLimitError:
+                with lock:
+                    rejected += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    limiter = registry.limiters()["svc"]
+    assert most <= 3
+    assert ran + rejected == 16 * 50
+    assert limiter.rejected == rejected > 0
+    assert limiter.inflight == 0

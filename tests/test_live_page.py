@@ -21,7 +21,6 @@ import websockets
 
 from otel_resilience import State
 from otel_resilience._configure import reset_for_tests
-from otel_resilience._events import emit_event
 from otel_resilience_demo._app import ChatService, create_app, prepare_config
 from otel_resilience_demo.analytics_stub import AnalyticsStub
 from tests.support.health_servers import RedisServer, free_port, need_tool, serve_asgi
@@ -56,6 +55,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live() -> Iterator[Live]:
     os.environ[TOKEN_ENV] = TOKEN
+    os.environ["OTEL_RESILIENCE_CHAOS"] = "1"  # a reload below switches a drill on
     redis = RedisServer(need_tool("redis-server"))
     redis.start()
     analytics = AnalyticsStub(free_port()).start()
@@ -75,6 +75,7 @@ def live() -> Iterator[Live]:
         redis.stop()
         analytics.stop()
         os.environ.pop(TOKEN_ENV, None)
+        os.environ.pop("OTEL_RESILIENCE_CHAOS", None)
 
 
 @contextlib.asynccontextmanager
@@ -118,6 +119,25 @@ async def admin(base: str, name: str, action: str) -> httpx.Response:
         )
 
 
+async def screenshot(browser: str, url: str, path: Path) -> None:
+    """A headless Chromium screenshot of ``url`` at ``path`` (under test-artifacts/)."""
+    path.parent.mkdir(exist_ok=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            browser,
+            *flags,
+            "--virtual-time-budget=1500",
+            "--window-size=1500,700",
+            f"--screenshot={path}",
+            url,
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+
+
 async def wait_until(check: Any, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -138,10 +158,12 @@ async def test_live_page_shows_events_ticks_and_plots_in_chromium(live: Live) ->
         live.redis.stop()
         await wait_until(lambda: registry.breaker("redis").state is State.OPEN)
         assert (await admin(live.base, "analytics", "force-open")).status_code == 200
-        emit_event(registry, "chaos", "on", "analytics")  # as a chaos drill reports itself
         changed = prepare_config(CONFIG, live.analytics_url)
         changed["dependencies"]["redis"]["breaker"] = {"open_seconds": 2.0}
-        registry.reload(changed)
+        changed["chaos"] = {"enabled": True, "dependencies": {"analytics": {"error_rate": 0.5}}}
+        registry.reload(changed)  # a shorter open time, and a chaos drill on analytics
+        outage = ROOT / "test-artifacts" / "resilience-live-outage.png"
+        await screenshot(browser, live.base + "/resilience", outage)
         broken = prepare_config(CONFIG, live.analytics_url)
         broken["dependencies"]["redis"]["breaker"] = {"open_seconds": -1}
         with pytest.raises(ValueError, match="open_seconds"):
@@ -149,7 +171,7 @@ async def test_live_page_shows_events_ticks_and_plots_in_chromium(live: Live) ->
         await asyncio.sleep(1.0)
         live.redis.start()
         await wait_until(lambda: registry.breaker("redis").state is State.CLOSED)
-        emit_event(registry, "chaos", "off", "analytics")
+        registry.reload(prepare_config(CONFIG, live.analytics_url))  # the drill ends
         assert (await admin(live.base, "analytics", "reset")).status_code == 200
         await asyncio.sleep(live.chat.series.step_seconds + 0.5)
 
@@ -161,6 +183,7 @@ async def test_live_page_shows_events_ticks_and_plots_in_chromium(live: Live) ->
     assert ("reload", None, "applied") in kinds
     assert any(k == "reload" and d.startswith("failed") for k, _, d in kinds)
     assert ("chaos", "analytics", "on") in kinds
+    assert ("chaos", "analytics", "off") in kinds
     redis_points = state["series"]["dependencies"]["redis"]
     assert any(p["success"] > 0 for p in redis_points)
     assert any(p["p99_ms"] is not None and p["p99_ms"] > 0 for p in redis_points)
@@ -175,22 +198,8 @@ async def test_live_page_shows_events_ticks_and_plots_in_chromium(live: Live) ->
         text=True,
         timeout=60,
     )
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    shot = artifacts / "resilience-live-events.png"
-    await asyncio.to_thread(
-        subprocess.run,
-        [
-            browser,
-            *flags,
-            "--virtual-time-budget=1500",
-            "--window-size=1500,700",
-            f"--screenshot={shot}",
-            url,
-        ],
-        capture_output=True,
-        timeout=60,
-    )
+    shot = ROOT / "test-artifacts" / "resilience-live-events.png"
+    await screenshot(browser, url, shot)
     html = dom.stdout
     assert '<li data-kind="transition" data-dependency="redis">' in html, html[-3000:]
     assert '<li data-kind="manual" data-dependency="analytics">' in html
@@ -204,3 +213,4 @@ async def test_live_page_shows_events_ticks_and_plots_in_chromium(live: Live) ->
         assert f'data-outcome="{outcome}"' in html
     assert 'class="mark"' in html  # the manual actions and reloads marked on the timeline
     assert shot.stat().st_size > 1000
+    assert outage.stat().st_size > 1000

@@ -195,7 +195,8 @@ def test_outage_fires_the_alert_and_fills_every_dashboard(
                         "cache": {
                             "criticality": "optional",
                             "match": {"db.system": "redis", "server.port": own_redis.port},
-                            "fallback": "memory",
+                            # replaying: its journal counts are on the dependency dashboard
+                            "fallback": {"type": "memory", "replay_writes": True},
                             "breaker": {"consecutive_failures": 2, "open_seconds": 60},
                             "limits": {"max_concurrent_calls": 64},
                         }

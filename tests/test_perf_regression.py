@@ -10,6 +10,10 @@ before the check fails. No wall-clock figure is asserted.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +30,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from otel_resilience import BreakerSpanProcessor, Registry, load_config
+from otel_resilience import BreakerSpanProcessor, CircuitBreaker, Registry, load_config
 from otel_resilience.instrumentation import install
 
 ROUNDS = 9
@@ -70,12 +74,8 @@ def trivial() -> int:
     return 1
 
 
-def test_closed_breaker_costs_less_than_a_locked_counter_around_the_call() -> None:
-    """A protected call on a closed breaker costs at most about twice a naive locked wrapper.
-
-    Today the breaker's overhead is about 0.8 of a wrapper that counts calls under a lock.
-    """
-    protected = Registry.from_config({"dependencies": {"dep": {}}}).protect("dep")(trivial)
+def locked_counter_cases(calls: int = 50_000) -> dict[str, Callable[[], int]]:
+    """The bare call and the reference: a wrapper that counts calls under a lock."""
     lock = threading.Lock()
     counted = [0]
 
@@ -84,16 +84,41 @@ def test_closed_breaker_costs_less_than_a_locked_counter_around_the_call() -> No
             counted[0] += 1
         return trivial()
 
-    cases = {
-        "bare": repeat(trivial, 50_000),
-        "reference": repeat(locked_counter, 50_000),
-        "protected": repeat(protected, 50_000),
-    }
-    assert_ratio_below(
-        2.0,
-        lambda best: (best["protected"] - best["bare"]) / (best["reference"] - best["bare"]),
-        cases,
-    )
+    return {"bare": repeat(trivial, calls), "reference": repeat(locked_counter, calls)}
+
+
+def overhead_ratio(best: dict[str, float]) -> float:
+    """The measured path's overhead over the reference's, both above the bare call."""
+    return (best["measured"] - best["bare"]) / (best["reference"] - best["bare"])
+
+
+def test_closed_breaker_costs_less_than_a_locked_counter_around_the_call() -> None:
+    """Asking a closed breaker and recording the success costs at most twice a locked counter.
+
+    Today it is about 0.8 of a wrapper that counts calls under a lock.
+    """
+    breaker = CircuitBreaker("dep")
+    allow, success = breaker.allow, breaker.record_success
+
+    def through_the_breaker() -> int:
+        if not allow():
+            raise AssertionError("a closed breaker admits every call")
+        result = trivial()
+        success()
+        return result
+
+    cases = {**locked_counter_cases(), "measured": repeat(through_the_breaker, 50_000)}
+    assert_ratio_below(2.0, overhead_ratio, cases)
+
+
+def test_protected_call_stays_within_a_few_locked_counters() -> None:
+    """A ``protect``ed call (the guarded-call path with its joined-call mark) stays bounded.
+
+    Today its overhead is about 2 locked counters (the context-variable mark is half of it).
+    """
+    protected = Registry.from_config({"dependencies": {"dep": {}}}).protect("dep")(trivial)
+    cases = {**locked_counter_cases(), "measured": repeat(protected, 50_000)}
+    assert_ratio_below(4.5, overhead_ratio, cases)
 
 
 class _DropAll(SpanExporter):
@@ -129,12 +154,12 @@ def batch_processor() -> Iterator[BatchSpanProcessor]:
     processor.shutdown()
 
 
-def test_span_processor_costs_at_most_three_times_the_sdk_export_processor(
+def test_span_processor_costs_at_most_two_and_a_half_sdk_export_processors(
     redis_like_spans: tuple[ReadableSpan, ...], batch_processor: BatchSpanProcessor
 ) -> None:
-    """on_end for a declared redis dependency stays within 3x the SDK's BatchSpanProcessor.
+    """on_end for a declared redis dependency stays within 2.5x the SDK's BatchSpanProcessor.
 
-    Today it is about 1.3x (classification is cached, a success is one atomic count).
+    Today it is about 1.1x (classification is cached, a success is one atomic count).
     """
     processor = BreakerSpanProcessor(
         load_config({"dependencies": {"cache": {"match": {"db.system": "redis"}}}})
@@ -152,7 +177,7 @@ def test_span_processor_costs_at_most_three_times_the_sdk_export_processor(
         "reference": over_spans(batch_processor.on_end),
         "ours": over_spans(processor.on_end),
     }
-    assert_ratio_below(3.0, lambda best: best["ours"] / best["reference"], cases)
+    assert_ratio_below(2.5, lambda best: best["ours"] / best["reference"], cases)
 
 
 def test_redis_guard_adds_a_bounded_cost_to_a_call() -> None:
@@ -160,7 +185,7 @@ def test_redis_guard_adds_a_bounded_cost_to_a_call() -> None:
 
     The guarded and the unguarded call run the same redis-py code; the difference is the
     guard's whole path (dependency lookup, admission, the call mark, the outcome, the
-    memory-cache observe). Today the guarded call costs about 13x the unguarded one.
+    memory-cache observe). Today the guarded call costs about 11x the unguarded one.
     """
     registry = load_config(
         {
@@ -178,10 +203,79 @@ def test_redis_guard_adds_a_bounded_cost_to_a_call() -> None:
         guarded = repeat(pipeline.execute, 20_000)
         cases = {"unguarded": unguarded, "guarded": guarded}
         assert_ratio_below(
-            28.0,
+            22.0,
             lambda best: best["guarded"] / min(best_unguarded, best["unguarded"]),
             cases,
         )
         assert registry.breaker("cache").snapshot().total_successes > 0
     finally:
         uninstall()
+
+
+@contextlib.contextmanager
+def one_cpu() -> Iterator[None]:
+    """This thread, and the threads it starts meanwhile, on one CPU (where supported).
+
+    Threads contend for the GIL as on any busy core; a lock convoy shows most clearly.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+def test_threads_do_not_queue_on_the_breaker_lock() -> None:
+    """Guarded calls with failures (every success takes the breaker's lock) from 32 threads
+    cost little more CPU per call than from one thread: no lock convoy.
+
+    Today 32 threads cost 1.02x to 1.04x one thread's CPU per call (median of 5 runs, on
+    one CPU); a breaker that can lose the GIL while holding its lock costs 1.2x to 1.7x.
+    """
+
+    class Flaky(Exception):
+        pass
+
+    sequence = itertools.count()
+
+    def sometimes_fails() -> int:
+        if next(sequence) % 50 == 0:
+            raise Flaky
+        return 1
+
+    def cpu_per_call(threads: int, calls: int = 128_000) -> float:
+        registry = Registry.from_config(
+            {"dependencies": {"dep": {"breaker": {"consecutive_failures": None}}}}
+        )
+        call = registry.call
+        per_thread = calls // threads
+        barrier = threading.Barrier(threads + 1)
+
+        def worker() -> None:
+            barrier.wait()
+            for _ in range(per_thread):
+                with contextlib.suppress(Flaky):
+                    call("dep", sometimes_fails)
+
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        for thread in pool:
+            thread.start()
+        start = time.process_time_ns()
+        barrier.wait()
+        for thread in pool:
+            thread.join()
+        return (time.process_time_ns() - start) / (per_thread * threads)
+
+    ratios = []
+    for _ in range(ATTEMPTS):
+        with one_cpu():
+            one = statistics.median(cpu_per_call(1) for _ in range(5))
+            many = statistics.median(cpu_per_call(32) for _ in range(5))
+        ratios.append(many / one)
+        if ratios[-1] < 1.2:
+            return
+    pytest.fail(f"32 threads cost {min(ratios):.2f}x one thread's CPU per call ({ratios})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -101,6 +102,8 @@ def test_non_client_spans_are_ignored(provider: TracerProvider, registry: Regist
     emit(provider, {"db.system": "redis"}, kind=SpanKind.SERVER, error=True)
     emit(provider, {"db.system": "redis"}, kind=SpanKind.INTERNAL, error=True)
     assert totals(registry, "redis") == (0, 0)
+    emit(provider, {"db.system": "redis"}, kind=SpanKind.CLIENT, error=True)  # the control
+    assert totals(registry, "redis") == (0, 1)
 
 
 @pytest.mark.parametrize(
@@ -200,6 +203,7 @@ def test_slow_spans_use_the_span_duration() -> None:
 
 attribute_values = st.one_of(
     st.none(),
+    st.sampled_from(["redis", "postgresql", "api.internal"]),  # values the rules match
     st.booleans(),
     st.integers(),
     st.floats(allow_nan=True),
@@ -229,14 +233,37 @@ attribute_keys = st.sampled_from(
     error=st.booleans(),
 )
 def test_malformed_spans_never_raise(attributes: dict[str, Any], error: bool) -> None:
-    """Any mix of missing attributes and odd value types is handled without raising."""
+    """Any mix of missing attributes and odd value types is handled by the rules themselves:
+    nothing raises, the error path (which logs) is never taken, and a span the rules give to
+    a declared dependency is recorded on its breaker as a failure or a success."""
     registry = make_registry()
     processor = BreakerSpanProcessor(registry)
     provider = TracerProvider()
     provider.add_span_processor(processor)
     clean = {k: v for k, v in attributes.items() if v is not None}
-    emit(provider, clean, error=error)
-    processor.on_end(object())  # type: ignore[arg-type]  # not a span at all
+    with warnings_logged() as logged:
+        emit(provider, clean, error=error)
+    assert logged == []
+    name = registry.classify(clean)
+    if name is not None and not clean.get(GUARDED_ATTRIBUTE):
+        assert sum(totals(registry, name)) == 1
+    with warnings_logged() as logged:
+        processor.on_end(object())  # type: ignore[arg-type]  # not a span at all: swallowed
+    assert sum(sum(totals(registry, n)) for n in ("redis", "pg", "api")) <= 1
+
+
+@contextmanager
+def warnings_logged() -> Iterator[list[logging.LogRecord]]:
+    """The WARNING and worse records the library logs inside the block."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("otel_resilience")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_sampler_keeps_dependency_spans_recorded(registry: Registry) -> None:
@@ -351,11 +378,16 @@ def test_errors_inside_on_end_are_logged_once_per_kind(
             raise RuntimeError("broken span")
 
     processor = BreakerSpanProcessor(registry)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
     with caplog.at_level(logging.WARNING, logger="otel_resilience"):
         for _ in range(5):
             processor.on_end(Broken())  # type: ignore[arg-type]
+        emit(provider, {"db.system": "redis"}, error=True)  # and it goes on working
     assert len(caplog.records) == 1
     assert "RuntimeError" in caplog.records[0].getMessage()
+    assert "broken span" in caplog.records[0].getMessage() or caplog.records[0].exc_info
+    assert totals(registry, "redis") == (0, 1)
 
 
 def test_huge_and_odd_attribute_values_are_handled(

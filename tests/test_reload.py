@@ -27,10 +27,10 @@ from otel_resilience import (
     CircuitOpenError,
     ConfigError,
     Criticality,
+    OperatorEvent,
     State,
     load_config,
 )
-from otel_resilience._events import OperatorEvent, add_event_listener
 from otel_resilience._memory_cache import MemoryCache
 from otel_resilience._metrics import ResilienceMetrics
 from tests.conftest import FakeClock
@@ -153,7 +153,7 @@ def test_invalid_config_raises_and_changes_nothing(
     provider = MeterProvider(metric_readers=[reader])
     ResilienceMetrics(provider).attach(registry)
     events: list[OperatorEvent] = []
-    add_event_listener(registry, events.append)
+    registry.add_event_listener(events.append)
     policies = {d.name: d.policy for d in registry}
     broken = BASE.replace("consecutive_failures: 3, open_seconds: 30", "open_seconds: 5") + (
         "  extra:\n    criticality: critical\n    breaker: {failure_rate_threshold: 7}\n"
@@ -232,6 +232,96 @@ def test_memory_fallback_keeps_its_cache(clock: FakeClock) -> None:
     assert registry.breaker("redis").policy.open_seconds == 3
 
 
+def admitted_elsewhere(registry: Any, name: str) -> bool:
+    """Whether another thread (not joining this one's guard) is admitted now."""
+    result: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with registry.guard(name):
+                result.append(True)
+        except CircuitOpenError:
+            result.append(False)
+
+    worker = threading.Thread(target=attempt)
+    worker.start()
+    worker.join(10)
+    return result == [True]
+
+
+def test_limits_are_kept_replaced_or_removed(clock: FakeClock) -> None:
+    """An unchanged concurrency limit keeps its limiter (and calls in flight); a changed one
+    is replaced and enforced; a removed one stops limiting."""
+    one = {"limits": {"max_concurrent_calls": 1}}
+    registry = load_config({"dependencies": {"api": one}}, clock=clock)
+    limiter = registry.limiters()["api"]
+    with registry.guard("api"):
+        assert not admitted_elsewhere(registry, "api")
+        registry.reload({"dependencies": {"api": {**one, "breaker": {"open_seconds": 3}}}})
+        assert registry.limiters()["api"] is limiter
+        assert not admitted_elsewhere(registry, "api")  # the call in flight still counts
+        registry.reload({"dependencies": {"api": {"limits": {"max_concurrent_calls": 2}}}})
+        assert registry.limiters()["api"] is not limiter
+        assert admitted_elsewhere(registry, "api")
+    registry.reload({"dependencies": {"api": {}}})
+    assert "api" not in registry.limiters()
+
+
+def test_chaos_switched_on_and_off_by_reload(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that enables a chaos drill injects its faults from then on and reports
+    chaos on; one that drops it reports chaos off and calls go through again."""
+    monkeypatch.setenv("OTEL_RESILIENCE_CHAOS", "1")
+    plain = {"dependencies": {"api": {"criticality": "optional"}}}
+    drill = {
+        **plain,
+        "chaos": {"enabled": True, "dependencies": {"api": {"error_rate": 1.0}}},
+    }
+    registry = load_config(plain, clock=clock)
+    events: list[OperatorEvent] = []
+    registry.add_event_listener(events.append)
+    calls = []
+    registry.reload(drill)
+    with pytest.raises(ConnectionError):
+        registry.call("api", lambda: calls.append(1))
+    assert calls == []  # the fault comes before the call
+    registry.reload(plain)
+    registry.call("api", lambda: calls.append(1))
+    assert calls == [1]
+    assert [(e.kind, e.detail, e.dependency) for e in events] == [
+        ("reload", "applied", None),
+        ("chaos", "on", "api"),
+        ("reload", "applied", None),
+        ("chaos", "off", "api"),
+    ]
+
+
+def test_span_processor_follows_a_reloaded_slow_call_bound(clock: FakeClock) -> None:
+    """A span processor built before the reload judges spans by the new slow-call bound."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+
+    from otel_resilience import BreakerSpanProcessor
+
+    config: dict[str, Any] = {"dependencies": {"cache": {"match": {"db.system": "redis"}}}}
+    registry = load_config(config, clock=clock)
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    tracer = provider.get_tracer("test")
+
+    def slow_span() -> None:
+        span = tracer.start_span("GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"})
+        span.end(end_time=(span.start_time or 0) + 2_000_000_000)  # two seconds
+
+    slow_span()
+    assert registry.breaker("cache").snapshot().total_slow == 0
+    config["dependencies"]["cache"]["breaker"] = {"slow_call_seconds": 1}
+    registry.reload(config)
+    slow_span()
+    assert registry.breaker("cache").snapshot().total_slow == 1
+
+
 def test_reload_without_a_source_says_so(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A registry built from a dict has no file to reload: reload() asks for one."""
     monkeypatch.delenv("OTEL_RESILIENCE_CONFIG", raising=False)
@@ -275,7 +365,6 @@ def test_reload_of_a_fixed_file_replaces_the_stand_in(
 APP = """
 import json, time
 from otel_resilience import get_registry
-from otel_resilience._events import add_event_listener
 
 registry = get_registry()
 breaker = registry.breaker("cache")
@@ -290,7 +379,7 @@ def report(event):
         "state": cache.state.value,
     }), flush=True)
 
-add_event_listener(registry, report)
+registry.add_event_listener(report)
 print("READY " + json.dumps({"state": breaker.state.value}), flush=True)
 deadline = time.monotonic() + 90
 while time.monotonic() < deadline:

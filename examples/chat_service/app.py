@@ -8,7 +8,22 @@ servers:
     CHAT_POSTGRES_DSN=postgresql://postgres@127.0.0.1:5432/test \\
     CHAT_ANALYTICS_URL=http://127.0.0.1:8090 \\
     OTEL_RESILIENCE_CONFIG=examples/chat_service/resilience.yaml \\
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 \\
     opentelemetry-instrument python examples/chat_service/app.py
+
+Environment (docs/demo.md has the same list):
+
+- ``PORT``: the port it listens on, on 127.0.0.1 (default 8000).
+- ``CHAT_REDIS_URL``, ``CHAT_POSTGRES_DSN``, ``CHAT_ANALYTICS_URL``: its servers (the
+  defaults above).
+- ``OTEL_RESILIENCE_CONFIG``: the resilience config (default: resilience.yaml here).
+- ``OTEL_EXPORTER_OTLP_ENDPOINT``: where ``opentelemetry-instrument``'s exporters send
+  traces, metrics and logs (default http://localhost:4317); the usual ``OTEL_*``
+  variables apply (``OTEL_TRACES_EXPORTER=none`` and so on when there is no collector).
+- ``CHAT_OTLP_ENDPOINT``: for a run with plain ``python`` (no ``opentelemetry-instrument``):
+  the app then exports its own spans and metrics by OTLP/gRPC to this endpoint, through
+  the resilient exporters. Unset (the default), it exports nothing itself; do not set it
+  under ``opentelemetry-instrument``, or spans are exported twice.
 
 (``python examples/chat_service/analytics_stub.py`` gives you an analytics service.)
 """

@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import asyncpg.connection
 
+from .._addresses import Address
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall
+from .._health import learn_address
 from ._clientcall import guard_current_span
 from ._common import Patcher
 
@@ -80,6 +82,33 @@ ASYNCPG = Client(
 """Queries and connecting: the subject is the method name (``"connect"`` for connecting)."""
 
 
+def _connect_address(host: Any, port: Any, dsn: Any, kwargs: dict[str, Any]) -> Address | None:
+    """Where an ``asyncpg.connect`` call goes, with the database and credentials it uses."""
+    database, user, password = kwargs.get("database"), kwargs.get("user"), kwargs.get("password")
+    if isinstance(dsn, str):
+        try:
+            parts = urlsplit(dsn)
+            database = database or (parts.path.lstrip("/") or None)
+            user = user or parts.username
+            password = password or parts.password
+        except ValueError:
+            pass
+    try:
+        port_number = int(port)
+    except (TypeError, ValueError):
+        port_number = None
+    if not isinstance(host, str) or not host:
+        return None
+    return Address(
+        host,
+        port_number,
+        database if isinstance(database, str) else None,
+        user if isinstance(user, str) else None,
+        "unix" if host.startswith("/") else None,
+        password if isinstance(password, str) else None,
+    )
+
+
 def install_asyncpg(patcher: Patcher) -> None:
     """Wrap the query methods of ``asyncpg.Connection`` and ``asyncpg.connect``."""
     registry = patcher.registry
@@ -132,6 +161,8 @@ def install_asyncpg(patcher: Patcher) -> None:
         entry = classify((str(host), str(port)), host, port)
         if entry is None:
             return await wrapped(*args, **kwargs)
+        # Connecting has no span: the health check learns the address from here.
+        learn_address(registry, entry.name, _connect_address(host, port, dsn, kwargs))
         guard_current_span(entry.name)
         return await guarded_acall(entry, ASYNCPG, wrapped, args, kwargs, "connect")
 

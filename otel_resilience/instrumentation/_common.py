@@ -21,13 +21,17 @@ from ._install import Installer as Patcher
 __all__ = ["Patcher", "mark_current_span"]
 
 
+_CLIENT = SpanKind.CLIENT  # read once: an enum member read costs about 0.1 µs each time
+
+
 def mark_current_span(rejected: bool = False) -> None:
     """Mark a current client span as guarded (and rejected), for the span processor."""
     # The context lookup get_current_span() does, without its layers: this runs per call.
     span: Any = get_current().get(_SPAN_KEY)
     if span is None:
         return
-    if span.is_recording() and getattr(span, "kind", None) is SpanKind.CLIENT:
+    # The kind first: usually the current span is the app's own (a server span).
+    if getattr(span, "kind", None) is _CLIENT and span.is_recording():
         span.set_attribute(GUARDED_ATTRIBUTE, True)
         if rejected:
             span.set_attribute(REJECTED_ATTRIBUTE, True)

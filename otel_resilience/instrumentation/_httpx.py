@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 
+from .._addresses import Address
 from .._context import http_status_is_failure
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
+from .._health import learn_address
 from ._clientcall import guard_current_span
 from ._common import Patcher
 
@@ -75,6 +77,8 @@ def install_httpx(patcher: Patcher) -> None:
         name = registry.classify(
             {"server.address": url.host, "server.port": port, "url.full": str(url)}
         )
+        if name is not None:  # once per host: where the health check finds this service
+            learn_address(registry, name, Address(url.host, port, scheme=url.scheme))
         entry = None if name is None else patcher.entry(name)
         if len(entries) < 1024:
             entries[key] = entry

@@ -46,17 +46,7 @@ Wrapper = Callable[[Any, Any, Any, Any], Any]
 class GuardLayer(wrapt.FunctionWrapper):  # type: ignore[type-arg]  # any wrapped callable
     """A guard's ``wrapt`` layer, told apart from the instrumentations' layers."""
 
-
-def _layer_of(node: Any) -> GuardLayer | None:
-    """The guard layer ``node`` is: itself, or the bound form of one.
-
-    OpenTelemetry's ``unwrap`` reads the attribute through the class (``getattr``), so
-    the layer under the wrapper it removes goes back on the class in its bound form.
-    """
-    if isinstance(node, GuardLayer):
-        return node
-    parent = getattr(node, "_self_parent", None) if isinstance(node, _Proxy) else None
-    return parent if isinstance(parent, GuardLayer) else None
+    _self_installer: Installer
 
 
 def _stored(owner: Any, attribute: str) -> Any:
@@ -67,15 +57,39 @@ def _stored(owner: Any, attribute: str) -> Any:
         return None
 
 
+def _guard_layer(node: Any) -> GuardLayer | None:
+    """The guard layer ``node`` is, or is a binding of.
+
+    OpenTelemetry's ``unwrap`` stores ``getattr(owner, attribute).__wrapped__``; under
+    wrapt 2 that is the inner layer bound to ``None`` (a ``BoundFunctionWrapper`` whose
+    ``_self_parent`` is the layer), not the layer itself.
+    """
+    if isinstance(node, GuardLayer):
+        return node
+    parent = getattr(node, "_self_parent", None) if isinstance(node, _Proxy) else None
+    return parent if isinstance(parent, GuardLayer) else None
+
+
 def innermost(owner: Any, attribute: str) -> tuple[Any, Any]:
     """``(parent, node)``: the innermost non-proxy under ``owner.attribute`` and the proxy
-    holding it (None when the attribute itself is not wrapped)."""
+    holding it (None when the attribute itself is not wrapped). A guard layer left by an
+    uninstalled ``Installer`` is stepped over (its ``__wrapped__`` is what it guarded)."""
     parent = None
     node = _stored(owner, attribute)
-    while isinstance(node, _Proxy) and _layer_of(node) is None:
-        inner = getattr(node, "__wrapped__", None)
+    while isinstance(node, _Proxy):
+        layer = _guard_layer(node)
+        if layer is not None and layer._self_installer.enabled:
+            break  # a live guard: the new one goes under nothing else
+        inner = getattr(layer if layer is not None else node, "__wrapped__", None)
         if inner is None:
             break
+        if layer is not None:  # a dead guard: splice it out of the chain
+            if parent is None:
+                setattr(owner, attribute, inner)
+            else:
+                parent.__wrapped__ = inner
+            node = inner
+            continue
         parent, node = node, inner
     return parent, node
 
@@ -105,6 +119,7 @@ class Installer:
         if original is None:
             raise AttributeError(f"{owner!r} has no attribute {attribute!r} to guard")
         layer = GuardLayer(original, gate)
+        layer._self_installer = self
         if parent is None:
             setattr(owner, attribute, layer)
         else:
@@ -142,7 +157,7 @@ class Installer:
 def _remove(owner: Any, attribute: str, layer: GuardLayer) -> None:
     parent = None
     node = _stored(owner, attribute)
-    while node is not None and _layer_of(node) is not layer:
+    while node is not None and _guard_layer(node) is not layer:
         if not isinstance(node, _Proxy):
             return  # replaced by something that is not a wrapt chain: nothing of ours to find
         parent, node = node, getattr(node, "__wrapped__", None)

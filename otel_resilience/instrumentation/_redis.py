@@ -10,6 +10,7 @@ cache, or a callable) answers per command.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -17,9 +18,11 @@ import redis.asyncio
 import redis.asyncio.client
 import redis.client
 
+from .._addresses import Address
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
-from .._memory_cache import MemoryCache, UnsupportedCommand
+from .._health import learn_address
+from .._memory_cache import MemoryCache, UnsupportedCommand, redis_operation
 from ._clientcall import guard_current_span
 from ._common import Patcher
 
@@ -53,12 +56,12 @@ def serve(entry: Entry, commands: list[tuple[Any, ...]], decode: bool, reason: s
         return NOT_SERVED
     try:
         if isinstance(fallback, MemoryCache):
-            results = [fallback.execute(args, decode=decode) for args in commands]
+            results = fallback.serve(commands, decode=decode, reason=reason)
         else:
             results = [fallback(*args) for args in commands]
     except UnsupportedCommand:
         return NOT_SERVED
-    entry.on_fallback(entry.name, reason)
+    entry.on_fallback(entry.name, reason, redis_operation(commands))  # type: ignore[call-arg]
     return results
 
 
@@ -109,6 +112,47 @@ PIPELINE = _client(_serve_pipeline, _observe_pipeline)
 """Pipeline ``execute``: the subject is ``(queued commands, decode_responses)``."""
 
 
+# What an asyncio pool's connection settings and a sync pool's have in common (for replay).
+_SYNC_KWARGS = frozenset(
+    {"host", "port", "path", "db", "username", "password", "socket_timeout"}
+    | {"socket_connect_timeout", "client_name"}
+)
+
+
+def _replay_client(patcher: Patcher, pool: Any) -> Callable[..., Any]:
+    """``execute_command`` of a sync client for the Redis of ``pool``, whose own pool is
+    tagged as no dependency: replayed writes go around the guard (and its fallback)."""
+    if isinstance(pool, redis.ConnectionPool):
+        replay_pool = redis.ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs
+        )
+    else:  # an asyncio pool: the same server through a sync connection
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _SYNC_KWARGS}
+        if "path" in kwargs:
+            kwargs["connection_class"] = redis.UnixDomainSocketConnection
+        replay_pool = redis.ConnectionPool(**kwargs)
+    setattr(replay_pool, _CACHE_ATTRIBUTE, (patcher, None, False))
+    execute: Callable[..., Any] = redis.Redis(connection_pool=replay_pool).execute_command
+    return execute
+
+
+def _pool_address(pool: Any, kwargs: dict[str, Any]) -> Address | None:
+    """Where a redis-py connection pool connects, with its credentials."""
+    if "path" in kwargs:
+        return Address(str(kwargs["path"]), scheme="unix", password=kwargs.get("password"))
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    if not isinstance(host, str) or not str(port).isdigit():
+        return None
+    tls = "SSL" in getattr(getattr(pool, "connection_class", None), "__name__", "")
+    return Address(
+        host,
+        int(port),
+        user=kwargs.get("username"),
+        scheme="rediss" if tls else None,
+        password=kwargs.get("password"),
+    )
+
+
 def install_redis(patcher: Patcher) -> None:
     """Wrap ``execute_command`` and pipeline ``execute`` of the sync and asyncio clients."""
     registry = patcher.registry
@@ -124,10 +168,15 @@ def install_redis(patcher: Patcher) -> None:
             attributes["server.address"] = kwargs.get("host", "localhost")
             attributes["server.port"] = kwargs.get("port", 6379)
         name = registry.classify(attributes)
+        if name is not None:  # once per pool: where the health check finds this Redis
+            learn_address(registry, name, _pool_address(pool, kwargs))
         cached = (patcher, None if name is None else patcher.entry(name), decode)
         if pool is not None:
             with contextlib.suppress(AttributeError):  # a pool with __slots__: each time
                 setattr(pool, _CACHE_ATTRIBUTE, cached)
+            entry = cached[1]
+            if entry is not None and isinstance(entry.fallback, MemoryCache):
+                entry.fallback.set_replay_client(lambda: _replay_client(patcher, pool))
         return cached
 
     def dependency_of(instance: Any) -> tuple[Patcher, Entry | None, bool]:
@@ -143,11 +192,15 @@ def install_redis(patcher: Patcher) -> None:
     # -- sync ------------------------------------------------------------------------
 
     def execute_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        _, entry, decode = dependency_of(instance)
+        # dependency_of, inlined: this runs for every command.
+        cached = getattr(getattr(instance, "connection_pool", None), _CACHE_ATTRIBUTE, None)
+        if cached is None or cached[0] is not patcher:
+            cached = lookup(getattr(instance, "connection_pool", None))
+        entry = cached[1]
         if entry is None:
             return wrapped(*args, **kwargs)
         guard_current_span(entry.name)
-        return guarded_call(entry, COMMAND, wrapped, args, kwargs, decode)
+        return guarded_call(entry, COMMAND, wrapped, args, kwargs, cached[2])
 
     def pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         _, entry, decode = dependency_of(instance)

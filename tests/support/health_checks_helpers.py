@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 NOT_CALLABLE = 42
@@ -32,4 +33,14 @@ async def async_hangs() -> None:
 
 def sync_slow() -> bool:
     time.sleep(0.5)
+    return True
+
+
+hung_starts: list[float] = []
+
+
+def sync_hangs_forever() -> bool:
+    """A sync check that never returns (a driver call stuck on a dead socket)."""
+    hung_starts.append(time.monotonic())
+    threading.Event().wait()
     return True

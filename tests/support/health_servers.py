@@ -16,15 +16,43 @@ import pytest
 
 from otel_resilience_demo._servers import FaultProxy, RedisProcess, free_port
 
-__all__ = ["FaultProxy", "RedisServer", "free_port", "need_tool", "redis_server"]
+__all__ = [
+    "REQUIRED_TOOLS",
+    "FaultProxy",
+    "RedisServer",
+    "free_port",
+    "need_tool",
+    "redis_server",
+    "tools_required",
+]
+
+
+# Needed by any run of the README's test command, which needs a Redis anyway: never skipped.
+REQUIRED_TOOLS = frozenset({"redis-server"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def tools_required() -> bool:
+    """Whether every tool is required: ``CI`` (or ``OTEL_RESILIENCE_REQUIRE_TOOLS``) is set to
+    anything but an empty or false-like value (``0``, ``false``, ``no``, ``off``)."""
+    return any(
+        os.environ.get(variable, "").strip().lower() not in _FALSE
+        for variable in ("CI", "OTEL_RESILIENCE_REQUIRE_TOOLS")
+    )
 
 
 def need_tool(name: str) -> str:
-    """The path of ``name``; the test fails under CI=true and skips elsewhere when missing."""
+    """The path of ``name``; a missing tool fails the test, or skips it where allowed.
+
+    A missing ``redis-server`` always fails. The other tools (chromium, promtool,
+    prometheus; ``.ci/install-*.sh`` installs them) fail the test whenever ``CI`` is set to
+    anything truthy (``bash .ci/run`` sets ``CI=true``), and skip it, with the reason in
+    pytest's summary, on a developer's machine without them.
+    """
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed"
-        if os.environ.get("CI") == "true":
+        message = f"{name} is not installed (.ci/install-*.sh installs the test tools)"
+        if name in REQUIRED_TOOLS or tools_required():
             pytest.fail(message)
         pytest.skip(message)
     return path

@@ -1,0 +1,56 @@
+"""Fork safety: what the library runs in the background runs again in a forked child.
+
+Pre-fork servers (gunicorn ``--preload``, ``opentelemetry-instrument gunicorn``,
+multiprocessing with ``fork``) fork after the library is set up. A child has only the
+thread that forked: the exporters' workers and the prober are gone, and a lock another
+thread held at that instant stays held forever. Each object that owns a thread or a lock
+registers a method here, run in the child right after ``os.fork`` (as the SDK's
+``BatchSpanProcessor`` does), which makes fresh locks and starts its thread again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["after_fork_in_child", "renew_breaker_locks"]
+
+_log = logging.getLogger(__name__)
+
+
+def after_fork_in_child(method: Callable[[], Any]) -> None:
+    """Call the bound ``method`` in every child forked from now on, while its object lives.
+
+    The object is held weakly, so registering does not keep it alive; a method that raises
+    is logged, never raised into the forking code.
+    """
+    register = getattr(os, "register_at_fork", None)
+    if register is None:  # pragma: no cover - not on this platform (Windows)
+        return
+    reference = weakref.WeakMethod(method)
+
+    def run() -> None:
+        bound = reference()
+        if bound is None:
+            return
+        try:
+            bound()
+        except Exception:  # pragma: no cover - a bug; the child must still run
+            _log.exception("could not restart %r after fork", bound)
+
+    register(after_in_child=run)
+
+
+def renew_breaker_locks(breakers: Iterable[Any]) -> None:
+    """Give each breaker a fresh lock; only in a forked child, where no other thread runs.
+
+    A breaker's lock is held for bookkeeping only, but a thread of the parent (an export,
+    a request) may have held it at the fork; the child would then wait for it forever. The
+    breaker's counts and state are kept: the child starts from the parent's state.
+    """
+    for breaker in breakers:
+        breaker._lock = threading.Lock()

@@ -1,0 +1,342 @@
+"""Fork safety (DESIGN.md 3): after os.fork every background part runs again in the child.
+
+Each case runs in a subprocess with a timeout, so a hang fails the test instead of the
+suite: a real ``os.fork`` child exporting spans to a real OTLP gRPC receiver and running
+health checks, and gunicorn ``--preload`` with uvicorn workers exporting from workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.health_servers import free_port
+from tests.support.otlp_receiver import OTLPReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from otel_resilience import HealthProber, Registry, ResilientSpanExporter
+
+    endpoint, dsn = sys.argv[1], sys.argv[2]
+    registry = Registry.from_config({
+        "service": "forked",
+        "dependencies": {
+            "postgres": {
+                "criticality": "critical",
+                "health_check": {"type": "sql", "dsn": dsn, "timeout_seconds": 2,
+                                 "interval_seconds": 0.1},
+            },
+            "api": {"breaker": {"consecutive_failures": 2, "open_seconds": 60}},
+        },
+    })
+    api = registry.breaker("api")
+    for _ in range(2):
+        api.record_failure(error_type="ConnectionError")  # open in the parent at the fork
+    exporter = ResilientSpanExporter(
+        OTLPSpanExporter(endpoint=endpoint, insecure=True), export_timeout_seconds=2.0
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+    tracer = provider.get_tracer("fork-test")
+    prober = HealthProber(registry, interval_seconds=0.1)
+    prober.start()
+    with tracer.start_as_current_span("parent-before-fork"):
+        pass
+    assert provider.force_flush(5000)
+
+    def checks_seen(deadline):
+        seen = set()
+        while time.monotonic() < deadline and len(seen) < 3:
+            check = registry.health().to_dict()["dependencies"]["postgres"].get("health_check")
+            if check:
+                seen.add(check["checked_at"])
+            time.sleep(0.05)
+        return len(seen)
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        report = {"prober_running": prober.running, "api_at_fork": api.state.value}
+        api.reset()  # the child's breaker lives on its own
+        report["api_after_reset"] = api.state.value
+        for index in range(3):
+            with tracer.start_as_current_span(f"child-{os.getpid()}-{index}"):
+                pass
+        report["flushed"] = provider.force_flush(5000)
+        report["checks"] = checks_seen(time.monotonic() + 10)
+        report["breaker_state"] = exporter.breaker.state.value
+        report["child"] = os.getpid()
+        os.write(write_end, json.dumps(report).encode())
+        os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.waitpid(pid, 0)
+    with tracer.start_as_current_span("parent-after-fork"):
+        pass
+    provider.force_flush(5000)
+    report = json.loads(b"".join(chunks))
+    report["parent_checks"] = checks_seen(time.monotonic() + 10)
+    report["api_in_parent"] = api.state.value
+    print(json.dumps(report))
+    """
+)
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    server = OTLPReceiver().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def wait_for_spans(receiver: OTLPReceiver, prefix: str, count: int, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        names = [name for name in list(receiver.spans) if name.startswith(prefix)]
+        if len(names) >= count or time.monotonic() > deadline:
+            return names
+        time.sleep(0.05)
+
+
+def test_forked_child_exports_spans_and_runs_health_checks(receiver: OTLPReceiver) -> None:
+    """A child of os.fork exports its spans through the resilient exporter's (restarted)
+    worker and probes its dependencies with a (restarted) prober; its breakers start from
+    the parent's state and live on their own; the parent goes on too."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FORK_SCRIPT,
+            receiver.endpoint,
+            "postgresql://postgres@127.0.0.1:5432/test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["prober_running"] is True
+    assert report["flushed"] is True
+    assert report["checks"] >= 3  # the child's own prober ran the check again and again
+    assert report["parent_checks"] >= 3
+    assert report["breaker_state"] == "closed"
+    assert report["api_at_fork"] == "open"  # the child starts from the parent's state
+    assert report["api_after_reset"] == "closed"
+    assert report["api_in_parent"] == "open"  # and the parent's is its own
+    child_spans = wait_for_spans(receiver, f"child-{report['child']}-", 3, 5)
+    assert len(child_spans) == 3
+    assert "parent-before-fork" in receiver.spans
+    assert wait_for_spans(receiver, "parent-after-fork", 1, 5)
+    assert "dropping telemetry" not in result.stderr
+
+
+# -- gunicorn --preload ------------------------------------------------------------------
+
+PRELOAD_APP = textwrap.dedent(
+    """
+    import os
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    from otel_resilience import configure, health_app
+
+    provider = TracerProvider()
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=os.environ["TEST_OTLP_ENDPOINT"], insecure=True),
+            schedule_delay_millis=50,
+        )
+    )
+    trace.set_tracer_provider(provider)
+    registry = configure(
+        {
+            "service": "preloaded",
+            "dependencies": {
+                "postgres": {
+                    "criticality": "critical",
+                    "match": {"db.system": "postgresql"},
+                    "health_check": {"type": "sql", "dsn": os.environ["TEST_DSN"],
+                                     "timeout_seconds": 2, "interval_seconds": 0.2},
+                },
+            },
+        },
+        tracer_provider=provider,
+    )
+    health = health_app(registry, interval_seconds=0.2)
+    health.prober.start()  # in the master, before the fork: workers must get their own
+    tracer = trace.get_tracer("preload-test")
+
+    async def hello(request):
+        with tracer.start_as_current_span(f"worker-{os.getpid()}"):
+            pass
+        provider.force_flush(5000)
+        return JSONResponse({"pid": os.getpid(), "prober": health.prober.running})
+
+    app = Starlette(routes=[Route("/hello", hello), Mount("/health", health)])
+    """
+)
+
+
+AUTO_APP = textwrap.dedent(
+    """
+    import os
+    from opentelemetry import trace
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    from otel_resilience import health_app
+
+    # opentelemetry-instrument set everything up in the master, before this import.
+    health = health_app(interval_seconds=0.2)
+    health.prober.start()
+    tracer = trace.get_tracer("preload-test")
+
+    async def hello(request):
+        with tracer.start_as_current_span(f"worker-{os.getpid()}"):
+            pass
+        trace.get_tracer_provider().force_flush(5000)
+        return JSONResponse({"pid": os.getpid(), "prober": health.prober.running})
+
+    app = Starlette(routes=[Route("/hello", hello), Mount("/health", health)])
+    """
+)
+
+AUTO_CONFIG = """
+service: preloaded
+dependencies:
+  postgres:
+    criticality: critical
+    match: {db.system: postgresql}
+    health_check: {type: sql, dsn_env: TEST_DSN, timeout_seconds: 2, interval_seconds: 0.2}
+"""
+
+
+def _gunicorn(prefix: list[str]) -> list[str]:
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    if not gunicorn.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("gunicorn is not installed (the test extra has it)")
+        pytest.skip("gunicorn is not installed")
+    return [*prefix, str(gunicorn)]
+
+
+def run_preloaded(
+    command: list[str], receiver: OTLPReceiver, tmp_path: Path, app: str, **env: str
+) -> None:
+    """Serve ``app`` with gunicorn --preload and two uvicorn workers; check that both
+    workers run the prober, the health check passes, and each worker's span arrives."""
+    (tmp_path / "preload_app.py").write_text(app)
+    port = free_port()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}",
+        "TEST_OTLP_ENDPOINT": receiver.endpoint,
+        "TEST_DSN": "postgresql://postgres@127.0.0.1:5432/test",
+        **env,
+    }
+    process = subprocess.Popen(
+        [
+            *command,
+            "--preload",
+            "--workers",
+            "2",
+            "--worker-class",
+            "uvicorn.workers.UvicornWorker",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "5",
+            "preload_app:app",
+        ],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 30
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            while time.monotonic() < deadline:
+                try:
+                    # A new connection each time, so that both workers get requests.
+                    answer = client.get("/hello", headers={"Connection": "close"}).json()
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+                    continue
+                assert answer["prober"] is True
+                pids.add(answer["pid"])
+                if len(pids) >= 2:
+                    break
+            assert len(pids) == 2, f"answers from workers {pids}"
+            health = client.get("/health/").json()
+        assert health["dependencies"]["postgres"]["health_check"]["status"] == "passing"
+        for pid in pids:
+            assert wait_for_spans(receiver, f"worker-{pid}", 1, 10), f"no span from {pid}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert "dropping telemetry" not in output, output
+
+
+def test_gunicorn_preload_workers_export_and_probe(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """gunicorn --preload with uvicorn workers, configure() in the app: the library is set
+    up in the master, and every worker still exports its spans and runs its checks."""
+    run_preloaded(_gunicorn([]), receiver, tmp_path, PRELOAD_APP)
+
+
+def test_opentelemetry_instrument_gunicorn_preload(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    """opentelemetry-instrument gunicorn --preload: the configurator wires the library in
+    the master; every worker exports through the resilient exporter and probes."""
+    (tmp_path / "resilience.yaml").write_text(AUTO_CONFIG)
+    instrument = str(Path(sys.executable).with_name("opentelemetry-instrument"))
+    run_preloaded(
+        _gunicorn([instrument]),
+        receiver,
+        tmp_path,
+        AUTO_APP,
+        OTEL_RESILIENCE_CONFIG=str(tmp_path / "resilience.yaml"),
+        OTEL_PYTHON_DISTRO="otel_resilience",
+        OTEL_PYTHON_CONFIGURATOR="otel_resilience",
+        OTEL_SERVICE_NAME="preloaded",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{receiver.endpoint}",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    )
