@@ -376,3 +376,41 @@ def test_a_grpc_dependency_declared_by_service_counts_each_call_once(case: Case)
                 assert registry.breaker("dep").snapshot().total_successes == before + 1
             finally:
                 caller.close()
+
+
+LEARNING_CASES = [
+    case
+    for case in CASES
+    if case.id in ("psycopg", "psycopg-async", "psycopg2", "requests", "urllib3", "aiohttp")
+]
+
+
+@pytest.mark.parametrize("case", LEARNING_CASES, ids=[case.id for case in LEARNING_CASES])
+def test_guarded_calls_teach_the_health_check_their_address(case: Case) -> None:
+    """A health check with no address of its own checks where the guarded calls go: the
+    guard hands it the server (and a database connect's database and user)."""
+    from otel_resilience._health import health_monitor
+
+    with server_for(case) as server:
+        check = "sql" if case.server == "postgres" else "http"
+        registry = load_config(
+            {
+                "dependencies": {
+                    "dep": {"match": match_for(case, server, "guards"), "health_check": check}
+                }
+            }
+        )
+        uninstall = install(registry)
+        caller = case.caller(server)
+        try:
+            caller.call()
+            learned = health_monitor(registry).addresses.get("dep")
+            assert learned is not None
+            assert (learned.host, learned.port) == ("127.0.0.1", server.port)
+            if case.server == "postgres":
+                assert (learned.database, learned.user) == ("test", "postgres")
+            else:
+                assert learned.scheme == "http"
+        finally:
+            uninstall()
+            caller.close()

@@ -15,8 +15,10 @@ from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+from .._addresses import Address
 from .._context import GUARDED, http_status_is_failure, is_guarded
 from .._guard import NOT_SERVED, Entry
+from .._health import learn_address
 from ._install import Installer
 
 __all__ = [
@@ -41,8 +43,18 @@ class Dependencies:
         self._installer = installer
         self._entries: dict[Any, Entry | None] = {}
 
-    def entry(self, key: Any, attributes: Callable[[], dict[str, Any]]) -> Entry | None:
-        """The entry for ``key``; ``attributes()`` gives the span attributes to classify."""
+    def entry(
+        self,
+        key: Any,
+        attributes: Callable[[], dict[str, Any]],
+        address: Callable[[], Address | None] | None = None,
+    ) -> Entry | None:
+        """The entry for ``key``; ``attributes()`` gives the span attributes to classify.
+
+        The first time a key names a dependency, ``address()`` (where the call goes, with
+        the database and credentials of a connect call) is handed to the registry's health
+        checks: the guarded call's span is not counted, so it does not teach them.
+        """
         try:
             return self._entries[key]
         except KeyError:
@@ -53,6 +65,12 @@ class Dependencies:
         if len(self._entries) >= 1024:
             self._entries.clear()
         self._entries[key] = found
+        if found is not None and address is not None:
+            try:
+                learned = address()
+            except Exception:  # the call goes on; the health check just learns nothing
+                learned = None
+            learn_address(self._installer.registry, found.name, learned)
         return found
 
     def _classify(self, attributes: dict[str, Any]) -> Entry | None:
@@ -77,7 +95,13 @@ def http_dependency(dependencies: Dependencies, url: str) -> Entry | None:
             port = 443 if split.scheme in ("https", "wss") else 80
         return {"server.address": host, "server.port": port}
 
-    return dependencies.entry(key, attributes)
+    def address() -> Address | None:
+        found = attributes()
+        if not found:
+            return None
+        return Address(found["server.address"], found["server.port"], scheme=key.split(":")[0])
+
+    return dependencies.entry(key, attributes, address)
 
 
 def http_answer(status: Any) -> str | None:

@@ -60,9 +60,11 @@ def install_psycopg(installer: Installer) -> None:
     """Guard ``Connection.connect`` (and ``psycopg.connect``), async too, and cursor queries."""
     dependencies = Dependencies(installer)
 
-    def classify(host: Any, port: Any) -> Entry | None:
+    def classify(host: Any, port: Any, params: Any) -> Entry | None:
         key = _postgres.address(host, port)
-        return dependencies.entry(key, lambda: _postgres.attributes(*key))
+        return dependencies.entry(
+            key, lambda: _postgres.attributes(*key), lambda: _postgres.health_address(key, params)
+        )
 
     def of_connect(args: Any, kwargs: Any) -> Entry | None:
         conninfo = args[0] if args else kwargs.get("conninfo", "")
@@ -71,7 +73,7 @@ def install_psycopg(installer: Installer) -> None:
             parsed = psycopg.conninfo.conninfo_to_dict(conninfo, **params)
         except Exception:
             parsed = {}
-        return classify(parsed.get("host") or parsed.get("hostaddr"), parsed.get("port"))
+        return classify(parsed.get("host") or parsed.get("hostaddr"), parsed.get("port"), parsed)
 
     def of_cursor(cursor: Any) -> Entry | None:
         connection = getattr(cursor, "_conn", None) or getattr(cursor, "connection", None)
@@ -82,7 +84,7 @@ def install_psycopg(installer: Installer) -> None:
             return cached[1]  # type: ignore[no-any-return]
         try:
             info = connection.info
-            entry = classify(info.host, info.port)
+            entry = classify(info.host, info.port, info)
         except Exception:
             return None
         with contextlib.suppress(AttributeError):  # a connection class with __slots__

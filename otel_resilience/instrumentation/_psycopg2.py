@@ -75,7 +75,9 @@ def _entry_of(connection: Any) -> Entry | None:
         key = _postgres.address(info.host, info.port)
     except Exception:
         return None
-    entry = dependencies.entry(key, lambda: _postgres.attributes(*key))
+    entry = dependencies.entry(
+        key, lambda: _postgres.attributes(*key), lambda: _postgres.health_address(key, info)
+    )
     connection.__dict__[_CACHE_ATTRIBUTE] = (dependencies, entry)
     return entry
 
@@ -150,7 +152,9 @@ def _of_connect(dependencies: Dependencies, args: Any, kwargs: Any) -> Entry | N
     except Exception:
         parsed = {}
     key = _postgres.address(parsed.get("host") or parsed.get("hostaddr"), parsed.get("port"))
-    return dependencies.entry(key, lambda: _postgres.attributes(*key))
+    return dependencies.entry(
+        key, lambda: _postgres.attributes(*key), lambda: _postgres.health_address(key, parsed)
+    )
 
 
 def install_psycopg2(installer: Installer) -> None:

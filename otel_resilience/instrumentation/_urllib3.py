@@ -13,6 +13,7 @@ import urllib3
 import urllib3.connectionpool
 import urllib3.exceptions
 
+from .._addresses import Address
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_call
 from ._clientcall import Dependencies, guard_current_span, http_answer, never_serve
@@ -62,7 +63,9 @@ def install_urllib3(installer: Installer) -> None:
         if port is None:
             port = 443 if scheme == "https" else 80
         return dependencies.entry(
-            (scheme, host, port), lambda: {"server.address": host, "server.port": port}
+            (scheme, host, port),
+            lambda: {"server.address": host, "server.port": port},
+            lambda: Address(host, port, scheme=scheme),
         )
 
     def urlopen(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
