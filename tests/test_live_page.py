@@ -87,9 +87,9 @@ async def traffic(base: str) -> AsyncIterator[list[int]]:
     stop = asyncio.Event()
 
     async def chat() -> None:
-        url = base.replace("http://", "ws://") + f"/ws?token={token}"
-        async with websockets.connect(url) as ws:
-            await ws.recv()  # connected
+        async with websockets.connect(base.replace("http://", "ws://") + "/ws") as ws:
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+            assert json.loads(await ws.recv())["type"] == "connected"
             while not stop.is_set():
                 message_id = uuid.uuid4().hex
                 await ws.send(json.dumps({"type": "message", "id": message_id, "text": "hi"}))
