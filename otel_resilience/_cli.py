@@ -92,8 +92,8 @@ def check_config(path: str, out: Output, errors: Output) -> int:
         policy = _policy_summary(registry, dependency.name)
         for line in pack(policy, out.width, indent="    ", first="  breaker: "):
             out.line(line)
-    for warning in warnings:
-        errors.paragraph(f"warning: {path}: {warning}", "yellow", indent="  ")
+    for warning in warnings:  # one line each, like the errors: diagnostics are grepped
+        errors.line(f"warning: {path}: {warning}", "yellow")
     out.line(f"ok: {len(registry)} dependencies", "green")
     return 0
 
