@@ -660,13 +660,14 @@ def _cmd_ttl(cache: MemoryCache, a: list[bytes]) -> int:
 
 
 def _incr_by(cache: MemoryCache, key: bytes, amount: int) -> int:
-    # A key never seen counts from 0, as a missing key does (and reads as missing): a
-    # counter served while away fails open, and with replay_writes Redis gets the INCR.
+    if key not in cache._data:
+        raise UnsupportedCommand("the counter's value in Redis is not known here")
     current = cache._string(key)
-    result = int(current or b"0") + amount
-    item = cache._data.get(key)
-    ttl = cache._remaining_redis_ttl(item) if item is not None else _UNKNOWN
-    cache._put(key, str(result).encode(), redis_ttl=ttl)
+    if current is None:
+        raise UnsupportedCommand("the counter's value in Redis is not known here")
+    result = int(current) + amount
+    item = cache._data[key]
+    cache._put(key, str(result).encode(), redis_ttl=cache._remaining_redis_ttl(item))
     return result
 
 
