@@ -268,6 +268,9 @@ async def test_fallbacks_served_during_a_redis_outage_are_counted(env: Env) -> N
         return int(response.json()["fallbacks"].get("redis", 0))
 
     async with user(env, "fay") as fay:
+        # One message while Redis is up: the fallback has seen the session's counter (it
+        # does not make up a counter it never saw).
+        assert types(await fay.say("hello")) == list(AGENT_EVENTS)
         env.redis.stop()
         await say_until(fay, env, "redis", State.OPEN)
         before = served()
@@ -275,7 +278,7 @@ async def test_fallbacks_served_during_a_redis_outage_are_counted(env: Env) -> N
             assert types(await fay.say("still here")) == list(AGENT_EVENTS)
         after = served()
     assert env.chat.state()["fallbacks"]["redis"] >= after
-    assert after >= before + 5  # at least one serve per message (INCR, then EXPIRE)
+    assert after >= before + 5  # at least one serve per message (its INCR)
 
 
 async def test_redis_hung_golden_path_continues(env: Env) -> None:

@@ -87,8 +87,9 @@ async def traffic(base: str) -> AsyncIterator[list[int]]:
     stop = asyncio.Event()
 
     async def chat() -> None:
-        url = base.replace("http://", "ws://") + f"/ws?token={token}"
+        url = base.replace("http://", "ws://") + "/ws"
         async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": token}))  # not in the URL
             await ws.recv()  # connected
             while not stop.is_set():
                 message_id = uuid.uuid4().hex
