@@ -312,7 +312,7 @@ class ResilienceMetrics:
                 1, _transition_attributes(breaker.name, old, new), context=call_context()
             )
         except Exception:
-            _log.debug("otel_resilience: counting a transition failed", exc_info=True)
+            _log.debug("counting a transition failed", exc_info=True)
 
     def _on_event(self, event: OperatorEvent) -> None:
         if event.kind != "reload":

@@ -126,7 +126,7 @@ async def chat_user(env: Env, name: str) -> AsyncIterator[Any]:
     async with httpx.AsyncClient(base_url=env.base) as client:
         token = (await client.post("/login", json={"user": name})).json()["token"]
     async with websockets.connect(f"{env.base.replace('http', 'ws', 1)}/ws") as ws:
-        await ws.send(json.dumps({"type": "auth", "token": token}))  # not in the URL
+        await ws.send(json.dumps({"type": "auth", "token": token}))
         assert json.loads(await ws.recv())["type"] == "connected"
         yield ws
 
