@@ -54,7 +54,7 @@ __all__ = [
     "wrap_exporters",
 ]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 Signal = Literal["span", "metric", "log"]
 
@@ -90,7 +90,7 @@ def wrap_exporters(exporters: list[Any], signal: Signal, registry: Registry) -> 
         try:
             wrapped.append(wrap(exporter, registry=registry))
         except Exception:
-            _log.warning("otel_resilience: could not wrap %r", exporter, exc_info=True)
+            _log.warning("could not wrap %r", exporter, exc_info=True)
             wrapped.append(exporter)
     return wrapped
 
@@ -164,7 +164,7 @@ def pre_instrument(**kwargs: Any) -> None:
     try:
         _configure.ensure_configured_for_auto_instrumentation()
     except Exception:
-        _log.warning("otel_resilience: could not wire the breakers", exc_info=True)
+        _log.warning("could not wire the breakers", exc_info=True)
 
 
 def post_instrument(**kwargs: Any) -> None:
@@ -172,10 +172,10 @@ def post_instrument(**kwargs: Any) -> None:
     try:
         _configure.install_guards_for_auto_instrumentation()
     except Exception:
-        _log.warning("otel_resilience: could not install the client guards", exc_info=True)
+        _log.warning("could not install the client guards", exc_info=True)
     try:
         from ._reload import install_reload_triggers
 
         install_reload_triggers()  # SIGHUP and $OTEL_RESILIENCE_RELOAD_SECONDS reload the file
     except Exception:
-        _log.warning("otel_resilience: could not install config reloading", exc_info=True)
+        _log.warning("could not install config reloading", exc_info=True)

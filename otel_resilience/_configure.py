@@ -23,7 +23,7 @@ from ._sampler import ResilienceSampler
 
 __all__ = ["configure", "get_registry"]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 
 class _Wiring:
@@ -107,7 +107,7 @@ def _sdk_tracer_provider(tracer_provider: Any) -> SDKTracerProvider | None:
         resolved = trace.get_tracer_provider()
         return resolved if isinstance(resolved, SDKTracerProvider) else None
     _log.warning(
-        "otel_resilience: tracer provider %r is not the OpenTelemetry SDK's; breakers will "
+        "tracer provider %r is not the OpenTelemetry SDK's; breakers will "
         "only see calls made through guards, not spans",
         provider,
     )
@@ -179,7 +179,7 @@ def _install_guards(registry: Registry) -> Callable[[], None] | None:
     try:
         from .instrumentation import install
     except ImportError:
-        _log.debug("otel_resilience: client guards are not available")
+        _log.debug("client guards are not available")
         return None
     uninstall: Callable[[], None] = install(registry)
     return uninstall
@@ -264,7 +264,7 @@ def ensure_configured_for_auto_instrumentation() -> None:
         if _wiring.configured:
             return
     _log.info(
-        "otel_resilience: another OpenTelemetry configurator was chosen; adding the breaker "
+        "another OpenTelemetry configurator was chosen; adding the breaker "
         "processor and metrics to its providers (set OTEL_PYTHON_CONFIGURATOR=otel_resilience "
         "for resilient exporters too)"
     )

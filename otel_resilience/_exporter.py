@@ -43,7 +43,7 @@ __all__ = [
     "wrap_span_exporter",
 ]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -191,13 +191,13 @@ def _log_transitions(breaker: CircuitBreaker) -> None:
         if new is State.OPEN and old is State.CLOSED:
             detail = f" ({_quiet.last_message})" if _quiet.last_message else ""
             _log.warning(
-                "otel_resilience: telemetry export is failing%s; dropping telemetry and "
+                "telemetry export is failing%s; dropping telemetry and "
                 "retrying every %.3gs until it works again",
                 detail,
                 breaker.policy.open_seconds,
             )
         elif new is State.CLOSED and old is State.HALF_OPEN:
-            _log.info("otel_resilience: telemetry export works again")
+            _log.info("telemetry export works again")
 
     breaker.add_listener(on_transition)
 
@@ -339,7 +339,7 @@ class _Resilient(Generic[R]):
         try:
             self._bounded(call, None)
         except Exception:
-            _log.debug("otel_resilience: inner exporter shutdown failed", exc_info=True)
+            _log.debug("inner exporter shutdown failed", exc_info=True)
         finally:
             self._worker.stop()
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HealthApp", "health_app"]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -31,7 +31,7 @@ from ._trace_links import TRIPPING_SPAN
 
 __all__ = ["MAX_DISCOVERED_NAME", "BreakerSpanProcessor", "span_outcome"]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 _ERROR = StatusCode.ERROR
 _CLIENT = SpanKind.CLIENT
@@ -283,7 +283,7 @@ class BreakerSpanProcessor(SpanProcessor):
             self._last_logged.clear()
         self._last_logged[kind] = now
         _log.warning(
-            "otel_resilience: could not record a span on its breaker (%s); further %s "
+            "could not record a span on its breaker (%s); further %s "
             "errors are logged at most once a minute",
             kind,
             kind,
