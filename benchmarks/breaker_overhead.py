@@ -128,6 +128,22 @@ def async_contenders() -> dict[str, Callable[[], Awaitable[object]]]:
     }
 
 
+def time_sync(fn: Callable[[], object], calls: int) -> float:
+    """Wall µs per call of ``fn`` over ``calls`` calls (used by beyond_overhead.py)."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+async def time_async(fn: Callable[[], Awaitable[object]], calls: int) -> float:
+    """Wall µs per awaited call of ``fn`` (used by beyond_overhead.py)."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        await fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
 def measure_sync(calls: int, rounds: int) -> harness.Samples:
     contenders = sync_contenders()
     samples = harness.Samples()

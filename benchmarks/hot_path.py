@@ -606,7 +606,8 @@ def scaling_section(calls: int, rounds: int) -> str:
         f"{calls} calls in all per measure, split evenly; {rounds} rounds, the levels and "
         "the guarded and unguarded runs interleaved. Calls per CPU-second is the throughput "
         "per core (CPython runs one thread at a time; a lock convoy burns CPU in hand-offs "
-        "and shows as a drop). The unguarded control runs the same function without the "
+        "and shows as a drop); wall-clock throughput on a CPU shared with other work says "
+        "nothing here. The unguarded control runs the same function without the "
         "breaker: what the threads or the event loop cost by themselves. Guard µs is the "
         "median of paired differences (guarded - unguarded CPU per call).",
         "",
@@ -619,12 +620,10 @@ def scaling_section(calls: int, rounds: int) -> str:
         for flaky, label in ((False, "all successes"), (True, "2% failures")):
             guarded = harness.Samples()  # µs of CPU per call, by level
             control = harness.Samples()
-            wall = harness.Samples()
             for order in harness.orders(list(levels), rounds):
                 for level in order:
-                    per_cpu, per_wall = measure(level, flaky, True)
+                    per_cpu, _ = measure(level, flaky, True)
                     guarded.add(str(level), 1e6 / per_cpu)
-                    wall.add(str(level), 1e6 / per_wall)
                     control.add(str(level), 1e6 / measure(level, flaky, False)[0])
             base = str(levels[0])
             for level in map(str, levels):
@@ -639,7 +638,6 @@ def scaling_section(calls: int, rounds: int) -> str:
                         f"{1e3 / control.median(level):.0f}k",
                         control.median(base) / control.median(level),
                         guard_cost,
-                        wall.median(base) / wall.median(level),
                     ]
                 )
         out += [
@@ -653,7 +651,6 @@ def scaling_section(calls: int, rounds: int) -> str:
                     "unguarded control per CPU-second",
                     "control ratio to 1",
                     "guard CPU µs per call",
-                    "guarded wall throughput ratio to 1",
                 ],
                 rows,
             ),

@@ -11,7 +11,10 @@ docs/auto-instrumentation.md):
 - ``opentelemetry_pre_instrument``: ``pre_instrument`` wires the providers that another
   configurator set up, when ours was not the one chosen;
 - ``opentelemetry_post_instrument``: ``post_instrument`` installs the client guards
-  after the OTel instrumentations, so a guard wraps the instrumented call.
+  after the OTel instrumentations (``opentelemetry-instrument`` has switched on every
+  installed one, as usual); each guard goes in under the instrumentation's wrapper
+  (``instrumentation/_install.py``), so the instrumentation's span is current while
+  the guard runs.
 
 The config comes from ``$OTEL_RESILIENCE_CONFIG`` (defaults when unset).
 """
@@ -168,7 +171,7 @@ def pre_instrument(**kwargs: Any) -> None:
 
 
 def post_instrument(**kwargs: Any) -> None:
-    """After the OTel instrumentations: install the client guards around them."""
+    """After the OTel instrumentations: install the client guards (under them)."""
     try:
         _configure.install_guards_for_auto_instrumentation()
     except Exception:

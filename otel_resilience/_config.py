@@ -636,7 +636,13 @@ class _Validator:
         self.errors: list[ConfigError] = []
 
     def error(self, path: str, message: str) -> ConfigError:
-        return ConfigError(" ".join(message.split()), source=self.source, path=path or None)
+        # One line each, whatever a key holds: control characters and line separators
+        # (which str.splitlines() honours) are shown escaped.
+        return ConfigError(
+            _printable(" ".join(message.split())),
+            source=self.source,
+            path=_printable(path) or None,
+        )
 
     def report(self, path: str, message: str) -> None:
         self.errors.append(self.error(path, message))
@@ -713,6 +719,12 @@ class _Validator:
             elif kind.fill:
                 out[key] = default
         return out
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _join(*parts: str) -> str:

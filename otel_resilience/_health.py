@@ -48,6 +48,7 @@ __all__ = [
     "health_report",
     "iso_utc",
     "learn_address",
+    "learning_needed",
     "on_health_change",
     "overall_status",
     "usable_check",
@@ -523,6 +524,21 @@ def learn_address(registry: Registry, name: str, address: Address | None) -> Non
         health_monitor(registry).addresses.learn(name, address)
     except Exception:  # pragma: no cover - a bug; the guarded call must go on
         _log.debug("could not learn the address of %s", name, exc_info=True)
+
+
+def learning_needed(registry: Registry) -> bool:
+    """Whether any dependency of ``registry`` has a built-in check with no address of its
+    own, so that the span processor should learn addresses from guarded calls' spans too."""
+    for dependency in registry.dependencies:
+        if dependency.health_check is None:
+            continue
+        try:
+            spec = parse_health_check(dependency.health_check, match=dependency.match)
+        except (ConfigError, ValueError):
+            continue
+        if needs_address(spec):
+            return True
+    return False
 
 
 def address_learner(registry: Registry, name: str) -> Callable[[Mapping[str, Any]], None] | None:

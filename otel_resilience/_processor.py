@@ -24,7 +24,7 @@ from ._breaker import CircuitBreaker
 from ._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE, http_status_is_failure
 from ._dependency import Dependency
 from ._events import OperatorEvent
-from ._health import address_learner
+from ._health import address_learner, learning_needed
 from ._registry import Registry
 from ._semconv import lookup
 from ._trace_links import TRIPPING_SPAN
@@ -125,6 +125,9 @@ class BreakerSpanProcessor(SpanProcessor):
         self._discovered: set[str] = set()
         self._discover_lock = threading.Lock()
         self._last_logged: dict[str, float] = {}
+        # Whether a health check waits to learn an address from spans: then the spans of
+        # guarded calls, skipped otherwise, still teach it (the guards skip their spans).
+        self._learning = learning_needed(registry)
         # A reloaded config may change a breaker's slow-call bound: forget the flags then.
         self._unlisten = registry.add_event_listener(self._on_registry_event)
 
@@ -140,11 +143,13 @@ class BreakerSpanProcessor(SpanProcessor):
             self._registry = registry
             self._targets = {}
             self._discovered = set()
+            self._learning = learning_needed(registry)
             self._unlisten = registry.add_event_listener(self._on_registry_event)
 
     def _on_registry_event(self, event: OperatorEvent) -> None:
         if event.kind == "reload":
             self._targets = {}
+            self._learning = learning_needed(self._registry)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Nothing to do when a span starts."""
@@ -172,6 +177,8 @@ class BreakerSpanProcessor(SpanProcessor):
                 return
             get = attributes.get
             if get(GUARDED_ATTRIBUTE) or get(REJECTED_ATTRIBUTE):
+                if self._learning:
+                    self._learn(attributes)
                 return
             registry = self._registry
             name = registry._classifier.classify(attributes)  # Registry.classify, one call less
@@ -185,6 +192,8 @@ class BreakerSpanProcessor(SpanProcessor):
             if guarded is not None and (
                 guarded == name or (type(guarded) is tuple and name in guarded)
             ):
+                if self._learning:
+                    self._learn(attributes)
                 return  # ended inside a guarded call of this dependency: counted there
             target = self._targets.get(name)
             if target is None:
@@ -236,6 +245,19 @@ class BreakerSpanProcessor(SpanProcessor):
         )
         self._targets[name] = target
         return target
+
+    def _learn(self, attributes: Mapping[str, Any]) -> None:
+        """Teach a health check the address of a guarded call's span (nothing else)."""
+        registry = self._registry
+        name = registry._classifier.classify(attributes)
+        if name is None:
+            return
+        target = self._targets.get(name)
+        if target is None:
+            target = self._target(registry, name)
+        learn = target[2]
+        if learn is not None:
+            learn(attributes)
 
     def _discover(self, registry: Registry, attributes: Mapping[str, Any]) -> str | None:
         """The observe-only dependency for an unmatched span, declared on first sight.

@@ -441,13 +441,6 @@ class Registry:
         spec = self.chaos_settings.spec_for(name)
         entry.chaos = self._injector(name, spec) if spec is not None else None
 
-    def _reload_limits_and_chaos(self, fresh: Registry) -> None:
-        """The reload step of limits and drills: the fresh config's chaos settings, and
-        every entry equipped again from its (reloaded) dependency (``_reload.py``)."""
-        self.chaos_settings = fresh.chaos_settings
-        for entry in tuple(self._entries.values()):
-            self._equip(entry)
-
     def _injector(self, name: str, spec: FaultSpec) -> FaultInjector:
         def on_fault(kind: str) -> None:
             self._count_chaos(name, kind)

@@ -322,10 +322,3 @@ def _restart_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_restart_in_child)
-
-
-def _limits_and_chaos(live: Registry, fresh: Registry) -> None:
-    live._reload_limits_and_chaos(fresh)
-
-
-add_reload_step(_limits_and_chaos)

@@ -14,6 +14,7 @@ ALIASES: dict[str, str] = {
     "net.peer.name": "server.address",
     "net.peer.port": "server.port",
     "service.peer.name": "peer.service",
+    "rpc.system.name": "rpc.system",  # RPC conventions after 1.37 (grpc spans carry no address)
 }
 
 # Canonical name -> the attribute keys that carry it, the newer convention first.
@@ -22,6 +23,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "server.address": ("server.address", "net.peer.name"),
     "server.port": ("server.port", "net.peer.port"),
     "peer.service": ("service.peer.name", "peer.service"),
+    "rpc.system": ("rpc.system.name", "rpc.system"),
 }
 
 _URL_KEYS = ("url.full", "http.url")

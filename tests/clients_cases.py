@@ -13,6 +13,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+# Imported before any instrumentation: the SQLAlchemy instrumentation wraps
+# ``sqlalchemy.engine.create_engine``, and the asyncio module keeps its own reference to
+# it from import time, which ``uninstrument()`` would then never unwrap.
+import sqlalchemy.ext.asyncio  # noqa: F401
+
 from tests.support.client_servers import SERVICE, CountingProxy, GrpcServer, HttpServer
 
 __all__ = ["CASES", "Case", "LoopThread"]
@@ -63,9 +68,12 @@ class Caller:
     def prime(self, count: int) -> None:
         pass
 
+    def closed(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
     def pick(self, connect: Callable[[], Any]) -> Any:
         for conn in self.conns:
-            if not conn.closed:
+            if not self.closed(conn):
                 return conn
         if self.conns and not self.reconnect:
             return self.conns[-1]  # a broken one: the call fails as the application's would
@@ -87,15 +95,11 @@ def _dsn(proxy: CountingProxy) -> str:
     return f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres connect_timeout=2"
 
 
-class PsycopgCaller(Caller):
-    def __init__(self, server: CountingProxy) -> None:
-        super().__init__(server)
-        import psycopg
-
-        self.psycopg = psycopg
+class PoolCaller(Caller):
+    """A database caller with a pool of its own connections (``connect`` makes one)."""
 
     def connect(self) -> Any:
-        return self.psycopg.connect(_dsn(self.server), autocommit=True)
+        raise NotImplementedError
 
     def prime(self, count: int) -> None:
         self.conns += [self.connect() for _ in range(count)]
@@ -110,21 +114,31 @@ class PsycopgCaller(Caller):
             conn.close()
 
 
-class AsyncPsycopgCaller(Caller):
-    def __init__(self, server: CountingProxy) -> None:
-        super().__init__(server)
+class PsycopgCaller(PoolCaller):
+    def connect(self) -> Any:
         import psycopg
 
-        self.psycopg = psycopg
+        return psycopg.connect(_dsn(self.server), autocommit=True)
+
+
+class Psycopg2Caller(PoolCaller):
+    def connect(self) -> Any:
+        import psycopg2
+
+        conn = psycopg2.connect(_dsn(self.server))
+        conn.autocommit = True
+        return conn
+
+
+class AsyncPsycopgCaller(PoolCaller):
+    def __init__(self, server: CountingProxy) -> None:
+        super().__init__(server)
         self.loop = LoopThread()
 
     def connect(self) -> Any:
-        return self.loop.run(
-            self.psycopg.AsyncConnection.connect(_dsn(self.server), autocommit=True)
-        )
+        import psycopg
 
-    def prime(self, count: int) -> None:
-        self.conns += [self.connect() for _ in range(count)]
+        return self.loop.run(psycopg.AsyncConnection.connect(_dsn(self.server), autocommit=True))
 
     async def _call(self, conn: Any) -> Any:
         cursor = await conn.execute("SELECT 1")
@@ -137,31 +151,6 @@ class AsyncPsycopgCaller(Caller):
         for conn in self.conns:
             self.loop.run(conn.close())
         self.loop.close()
-
-
-class Psycopg2Caller(Caller):
-    def __init__(self, server: CountingProxy) -> None:
-        super().__init__(server)
-        import psycopg2
-
-        self.psycopg2 = psycopg2
-
-    def connect(self) -> Any:
-        conn = self.psycopg2.connect(_dsn(self.server))
-        conn.autocommit = True
-        return conn
-
-    def prime(self, count: int) -> None:
-        self.conns += [self.connect() for _ in range(count)]
-
-    def call(self) -> Any:
-        with self.pick(self.connect).cursor() as cursor:
-            cursor.execute("SELECT 1")
-            return cursor.fetchone()
-
-    def close(self) -> None:
-        for conn in self.conns:
-            conn.close()
 
 
 class SQLAlchemyCaller(Caller):
@@ -227,7 +216,71 @@ class AsyncSQLAlchemyPsycopgCaller(AsyncSQLAlchemyCaller):
     driver = "psycopg"
 
 
+class AsyncpgCaller(PoolCaller):
+    def __init__(self, server: CountingProxy) -> None:
+        super().__init__(server)
+        self.loop = LoopThread()
+
+    def connect(self) -> Any:
+        import asyncpg
+
+        dsn = f"postgresql://postgres@127.0.0.1:{self.server.port}/test"
+        return self.loop.run(asyncpg.connect(dsn, timeout=2))
+
+    def closed(self, conn: Any) -> bool:
+        return bool(conn.is_closed())
+
+    def call(self) -> Any:
+        return self.loop.run(self.pick(self.connect).fetchval("SELECT 1"))
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                self.loop.run(conn.close(timeout=1))
+            except Exception:
+                conn.terminate()
+        self.loop.close()
+
+
+# -- Redis -----------------------------------------------------------------------------
+
+
+class RedisCaller(Caller):
+    def __init__(self, server: CountingProxy) -> None:
+        super().__init__(server)
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.client = redis.Redis(
+            port=server.port,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def call(self) -> Any:
+        return self.client.get("otel-resilience-clients-test")
+
+    def close(self) -> None:
+        self.client.close()
+
+
 # -- HTTP ------------------------------------------------------------------------------
+
+
+class HttpxCaller(Caller):
+    def __init__(self, server: HttpServer) -> None:
+        super().__init__(server)
+        import httpx
+
+        self.client = httpx.Client(timeout=2)
+
+    def call(self) -> Any:
+        return self.client.get(self.server.url)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class RequestsCaller(Caller):
@@ -383,6 +436,8 @@ def _instrumentors(*names: str) -> Callable[[], list[Any]]:
     return make
 
 
+_REDIS = "opentelemetry.instrumentation.redis.RedisInstrumentor"
+_HTTPX = "opentelemetry.instrumentation.httpx.HTTPXClientInstrumentor"
 _PSYCOPG = "opentelemetry.instrumentation.psycopg.PsycopgInstrumentor"
 _PSYCOPG2 = "opentelemetry.instrumentation.psycopg2.Psycopg2Instrumentor"
 _ASYNCPG = "opentelemetry.instrumentation.asyncpg.AsyncPGInstrumentor"
@@ -400,12 +455,13 @@ class Case:
 
     id: str
     client: str  # the row of docs/clients.md
-    server: str  # "postgres", "http" or "grpc"
+    server: str  # "postgres", "redis", "http" or "grpc"
     caller: Callable[[Any], Caller]
     instrumentors: Callable[[], list[Any]]
     rejected: str  # dotted names (space-separated) of the error classes a rejection may be
     spans_count_once: bool = True  # whether spans alone count one call once
     failures: tuple[str, ...] = field(default=("refused",))
+    successes_per_call: int = 1  # what one good call adds to the breaker
 
     def rejected_classes(self) -> tuple[type[BaseException], ...]:
         import importlib
@@ -418,6 +474,22 @@ class Case:
 
 
 CASES: tuple[Case, ...] = (
+    Case(
+        "redis",
+        "redis-py",
+        "redis",
+        RedisCaller,
+        _instrumentors(_REDIS),
+        "redis.exceptions.ConnectionError",
+    ),
+    Case(
+        "asyncpg",
+        "asyncpg",
+        "postgres",
+        AsyncpgCaller,
+        _instrumentors(_ASYNCPG),
+        "asyncpg.exceptions.InterfaceError",
+    ),
     Case(
         "psycopg",
         "psycopg",
@@ -469,6 +541,9 @@ CASES: tuple[Case, ...] = (
         # SQLAlchemy passes asyncpg's connect errors through unmapped, rejections too.
         "sqlalchemy.exc.DBAPIError asyncpg.exceptions.InterfaceError",
         spans_count_once=False,
+        # The statement, and the ROLLBACK SQLAlchemy sends through asyncpg when the
+        # connection goes back to the pool (psycopg's rollback is no query).
+        successes_per_call=2,
     ),
     Case(
         "sqlalchemy-asyncio-psycopg",
@@ -478,6 +553,15 @@ CASES: tuple[Case, ...] = (
         _instrumentors(_SQLALCHEMY, _PSYCOPG),
         "sqlalchemy.exc.DBAPIError",
         spans_count_once=False,
+    ),
+    Case(
+        "httpx",
+        "httpx",
+        "http",
+        HttpxCaller,
+        _instrumentors(_HTTPX),
+        "httpx.TransportError",
+        failures=("refused", "503"),
     ),
     Case(
         "requests",

@@ -242,17 +242,15 @@ def test_latency_is_added_before_the_call_and_marked_on_the_span(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    RedisInstrumentor().instrument(tracer_provider=provider)
-    uninstall = install(registry)  # under the instrumentation's layer: the span is current
+    uninstall = install(registry)
+    RedisInstrumentor().instrument(tracer_provider=provider)  # over the guard's layer
     try:
         started = time.monotonic()
         assert client_for(server).get("k") is None
         assert time.monotonic() - started >= 0.2
     finally:
-        # In this order: redis' uninstrument() unwraps Redis.execute_command twice (Redis
-        # and its alias StrictRedis), which would take a guard under it off as well.
-        uninstall()
         RedisInstrumentor().uninstrument()
+        uninstall()
     spans = [span for span in exporter.get_finished_spans() if span.name == "GET"]
     assert len(spans) == 1
     attributes = spans[0].attributes or {}

@@ -268,6 +268,9 @@ async def test_fallbacks_served_during_a_redis_outage_are_counted(env: Env) -> N
         return int(response.json()["fallbacks"].get("redis", 0))
 
     async with user(env, "fay") as fay:
+        # A message while Redis is up: the memory fallback has seen the session's counter
+        # (it never makes up a value that Redis holds and it has not seen).
+        assert types(await fay.say("hello")) == list(AGENT_EVENTS)
         env.redis.stop()
         await say_until(fay, env, "redis", State.OPEN)
         before = served()

@@ -125,7 +125,8 @@ async def await_health(env: Env, status: str, timeout: float) -> float:
 async def chat_user(env: Env, name: str) -> AsyncIterator[Any]:
     async with httpx.AsyncClient(base_url=env.base) as client:
         token = (await client.post("/login", json={"user": name})).json()["token"]
-    async with websockets.connect(f"{env.base.replace('http', 'ws', 1)}/ws?token={token}") as ws:
+    async with websockets.connect(f"{env.base.replace('http', 'ws', 1)}/ws") as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
         assert json.loads(await ws.recv())["type"] == "connected"
         yield ws
 

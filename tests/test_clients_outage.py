@@ -27,7 +27,9 @@ from tests.support.client_servers import SERVICE, CountingProxy, GrpcServer, Htt
 
 OPEN_SECONDS = 0.4
 FAILURES = 3
-MODES = ("guards", "spans", "spans-stable")
+# guards: guards and the OTel instrumentation; guards-alone: no instrumentation at all;
+# spans, spans-stable: the instrumentation alone (both semantic-convention modes).
+MODES = ("guards", "guards-alone", "spans", "spans-stable")
 
 
 @contextlib.contextmanager
@@ -63,8 +65,8 @@ def semconv(mode: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def server_for(case: Case) -> Iterator[Any]:
-    if case.server == "postgres":
-        proxy = CountingProxy()
+    if case.server in ("postgres", "redis"):
+        proxy = CountingProxy(5432 if case.server == "postgres" else 6379)
         proxy.start()
         try:
             yield proxy
@@ -87,7 +89,9 @@ def reached(server: Any) -> int:
 def match_for(case: Case, server: Any, mode: str) -> dict[str, Any]:
     if case.server == "postgres":
         return {"db.system": "postgresql", "server.port": server.port}
-    if case.server == "grpc" and mode != "guards":
+    if case.server == "redis":
+        return {"db.system": "redis", "server.port": server.port}
+    if case.server == "grpc" and not mode.startswith("guards"):
         return {"rpc.system": "grpc", "rpc.service": SERVICE}  # grpc spans carry no address
     return {"server.address": "127.0.0.1", "server.port": server.port}
 
@@ -102,13 +106,14 @@ def make_fail(server: Any, how: str) -> None:
 
 
 @contextlib.contextmanager
-def wired(case: Case, registry: Registry, guards: bool) -> Iterator[None]:
-    """The case's OTel instrumentations on a provider feeding ``registry``'s breakers,
-    and with ``guards`` the client guards."""
+def wired(case: Case, registry: Registry, mode: str) -> Iterator[None]:
+    """The case's OTel instrumentations (but in ``guards-alone``) on a provider feeding
+    ``registry``'s breakers, and the client guards (but in the span modes)."""
+    guards = mode.startswith("guards")
     provider = global_provider()
     processor = BreakerSpanProcessor(registry)
     provider.add_span_processor(processor)
-    instrumentors = case.instrumentors()
+    instrumentors = [] if mode == "guards-alone" else case.instrumentors()
     for instrumentor in instrumentors:
         instrumentor.instrument(tracer_provider=provider)
     uninstall = install(registry) if guards else None
@@ -118,7 +123,7 @@ def wired(case: Case, registry: Registry, guards: bool) -> Iterator[None]:
         if uninstall is not None:
             uninstall()
         for instrumentor in instrumentors:
-            uninstrument(instrumentor)
+            instrumentor.uninstrument()
         processor.shutdown()  # the SDK cannot remove a processor: this one stops recording
 
 
@@ -134,26 +139,6 @@ def global_provider() -> TracerProvider:
         provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     return provider
-
-
-def uninstrument(instrumentor: Any) -> None:
-    """``instrumentor.uninstrument()``, past a known SQLAlchemy instrumentation bug.
-
-    An asyncio engine gets its event listeners registered twice (through
-    ``create_async_engine`` and the ``create_engine`` it calls), so removing them
-    fails the second time, with or without otel_resilience; the rest is undone here.
-    """
-    try:
-        instrumentor.uninstrument()
-    except Exception as error:
-        from sqlalchemy.exc import InvalidRequestError
-
-        if not isinstance(error, InvalidRequestError):
-            raise
-        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-
-        EngineTracer._remove_event_listener_params.clear()
-        instrumentor._is_instrumented_by_opentelemetry = False
 
 
 def assert_rejection(case: Case, error: BaseException) -> None:
@@ -186,7 +171,7 @@ PARAMS = [
 def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, mode: str) -> None:
     """Failing calls add one failure each and open the breaker; a guarded call is then
     rejected at once with the client's error and reaches nothing; recovery closes it."""
-    guards = mode == "guards"
+    guards = mode.startswith("guards")
     if not guards and not case.spans_count_once:
         pytest.skip("SQLAlchemy's spans and its driver's are counted once only with the guards")
     with semconv(mode), server_for(case) as server:
@@ -206,7 +191,7 @@ def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, 
             }
         )
         breaker = registry.breaker("dep")
-        with wired(case, registry, guards):
+        with wired(case, registry, mode):
             caller = case.caller(server)
             try:
                 if not guards:
@@ -216,6 +201,10 @@ def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, 
                     caller.prime(FAILURES)
                 caller.call()
                 assert breaker.snapshot().total_successes >= 1, "the first call was not seen"
+                before = breaker.snapshot().total_successes
+                caller.call()
+                added = breaker.snapshot().total_successes - before
+                assert added == case.successes_per_call, f"a good call added {added} successes"
                 make_fail(server, how)
                 for number in range(FAILURES):
                     before = breaker.snapshot()
@@ -242,3 +231,186 @@ def test_outage_opens_the_breaker_fails_fast_and_recovers(case: Case, how: str, 
             finally:
                 with contextlib.suppress(Exception):
                     caller.close()
+
+
+def test_connections_opened_before_the_guards_and_pooled_ones_are_guarded() -> None:
+    """psycopg: a connection opened before the guards were installed, a psycopg_pool
+    pool's connections and server-side cursors are rejected while the breaker is open."""
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    proxy = CountingProxy()
+    proxy.start()
+    dsn = f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres connect_timeout=2"
+    registry = load_config(
+        {"dependencies": {"db": {"match": {"db.system": "postgresql", "server.port": proxy.port}}}}
+    )
+    early = psycopg.connect(dsn, autocommit=True)
+    pool = ConnectionPool(dsn, min_size=1, max_size=1, open=True, timeout=5)
+    uninstall = install(registry)
+    try:
+        with pool.connection() as pooled:
+            pooled.execute("SELECT 1")
+        registry.breaker("db").force_open()
+        seen = proxy.connections
+        with pytest.raises(psycopg.OperationalError) as rejected:
+            early.execute("SELECT 1")
+        assert isinstance(rejected.value, CircuitOpenError)
+        with pool.connection() as pooled, pytest.raises(CircuitOpenError):
+            pooled.execute("SELECT 1")
+        with early.transaction(), pytest.raises(CircuitOpenError):
+            early.cursor(name="server_side").execute("SELECT 1")
+        assert proxy.connections == seen
+    finally:
+        uninstall()
+        registry.breaker("db").reset()
+        early.close()
+        pool.close()
+        proxy.close()
+
+
+def cached_response(request: Any) -> Any:
+    """A fallback for requests (by import path): a Response made here."""
+    import requests
+
+    response = requests.Response()
+    response.status_code = 200
+    response._content = b"from the fallback"
+    response.request = request
+    response.url = request.url
+    return response
+
+
+def test_a_requests_fallback_answers_for_an_open_http_dependency() -> None:
+    """An optional HTTP dependency with a fallback: once open, ``requests`` calls get the
+    fallback's answer (called with the prepared request) instead of an error."""
+    import requests
+
+    server = HttpServer().start()
+    registry = load_config(
+        {
+            "dependencies": {
+                "api": {
+                    "criticality": "optional",
+                    "match": {"server.address": "127.0.0.1", "server.port": server.port},
+                    "fallback": "tests.test_clients_outage:cached_response",
+                }
+            }
+        }
+    )
+    uninstall = install(registry)
+    try:
+        assert requests.get(server.url, timeout=2).status_code == 200
+        registry.breaker("api").force_open()
+        seen = server.requests
+        answer = requests.get(server.url, timeout=2)
+        assert (answer.status_code, answer.text) == (200, "from the fallback")
+        assert server.requests == seen
+    finally:
+        uninstall()
+        server.stop()
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_a_black_holed_postgres_opens_on_connect_timeouts_then_fails_fast(driver: str) -> None:
+    """PostgreSQL that accepts connections and never answers: connects time out and
+    count as failures; once open, a connect is rejected at once, without a connection."""
+    import importlib
+
+    module = importlib.import_module(driver)
+    proxy = CountingProxy()
+    proxy.start()
+    dsn = f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres connect_timeout=1"
+    registry = load_config(
+        {
+            "dependencies": {
+                "db": {
+                    "match": {"db.system": "postgresql", "server.port": proxy.port},
+                    "breaker": {"consecutive_failures": 2, "open_seconds": 30},
+                }
+            }
+        }
+    )
+    uninstall = install(registry)
+    try:
+        proxy.blackhole()
+        for _ in range(2):
+            with pytest.raises(module.OperationalError):
+                module.connect(dsn)
+        assert registry.breaker("db").snapshot().total_failures == 2
+        assert registry.breaker("db").state is State.OPEN
+        seen, started = proxy.connections, time.monotonic()
+        with pytest.raises(module.OperationalError) as rejected:
+            module.connect(dsn)
+        assert isinstance(rejected.value, CircuitOpenError)
+        assert time.monotonic() - started < 0.5
+        assert proxy.connections == seen
+    finally:
+        uninstall()
+        proxy.close()
+
+
+GRPC_CASES = [case for case in CASES if case.client == "grpc"]
+
+
+@pytest.mark.parametrize("case", GRPC_CASES, ids=[case.id for case in GRPC_CASES])
+def test_a_grpc_dependency_declared_by_service_counts_each_call_once(case: Case) -> None:
+    """Declared by ``rpc.service``, a grpc dependency matches both the guard and the spans;
+    each call, streams included, still counts once."""
+    with server_for(case) as server:
+        registry = load_config(
+            {"dependencies": {"dep": {"match": {"rpc.system": "grpc", "rpc.service": SERVICE}}}}
+        )
+        with wired(case, registry, "guards"):
+            caller = case.caller(server)
+            try:
+                caller.call()
+                before = registry.breaker("dep").snapshot().total_successes
+                caller.call()
+                deadline = time.monotonic() + 2
+                while time.monotonic() < deadline:  # streams record when they end
+                    if registry.breaker("dep").snapshot().total_successes > before:
+                        break
+                    time.sleep(0.01)
+                time.sleep(0.1)
+                assert registry.breaker("dep").snapshot().total_successes == before + 1
+            finally:
+                caller.close()
+
+
+LEARNING_CASES = [
+    case
+    for case in CASES
+    if case.id in ("psycopg", "psycopg-async", "psycopg2", "requests", "urllib3", "aiohttp")
+]
+
+
+@pytest.mark.parametrize("case", LEARNING_CASES, ids=[case.id for case in LEARNING_CASES])
+def test_guarded_calls_teach_the_health_check_their_address(case: Case) -> None:
+    """A health check with no address of its own checks where the guarded calls go: the
+    guard hands it the server (and a database connect's database and user)."""
+    from otel_resilience._health import health_monitor
+
+    with server_for(case) as server:
+        check = "sql" if case.server == "postgres" else "http"
+        registry = load_config(
+            {
+                "dependencies": {
+                    "dep": {"match": match_for(case, server, "guards"), "health_check": check}
+                }
+            }
+        )
+        uninstall = install(registry)
+        caller = case.caller(server)
+        try:
+            caller.call()
+            learned = health_monitor(registry).addresses.get("dep")
+            assert learned is not None
+            assert (learned.host, learned.port) == ("127.0.0.1", server.port)
+            if case.server == "postgres":
+                assert (learned.database, learned.user) == ("test", "postgres")
+            else:
+                assert learned.scheme == "http"
+        finally:
+            uninstall()
+            caller.close()

@@ -49,7 +49,7 @@ FORK_SCRIPT = textwrap.dedent(
     for _ in range(2):
         api.record_failure(error_type="ConnectionError")  # open in the parent at the fork
     exporter = ResilientSpanExporter(
-        OTLPSpanExporter(endpoint=endpoint, insecure=True), export_timeout_seconds=2.0
+        OTLPSpanExporter(endpoint=endpoint, insecure=True), export_timeout_seconds=5.0
     )
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
@@ -180,6 +180,7 @@ PRELOAD_APP = textwrap.dedent(
     registry = configure(
         {
             "service": "preloaded",
+            "telemetry": {"export_timeout_seconds": 5},
             "dependencies": {
                 "postgres": {
                     "criticality": "critical",
@@ -238,6 +239,8 @@ dependencies:
     criticality: critical
     match: {db.system: postgresql}
     health_check: {type: sql, dsn_env: TEST_DSN, timeout_seconds: 2, interval_seconds: 0.2}
+telemetry:
+  export_timeout_seconds: 5  # a loaded CI machine: the test is about the fork, not speed
 """
 
 

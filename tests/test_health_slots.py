@@ -432,3 +432,44 @@ def test_http_check_follows_the_guarded_httpx_client() -> None:
             assert registry.health().status == "degraded"
     finally:
         uninstall()
+
+
+def test_sql_check_learns_from_guarded_psycopg_spans(pg_proxy: FaultProxy) -> None:
+    """psycopg, guarded and instrumented: the guard records the calls and the processor
+    skips their spans, yet those spans still teach the sql check where PostgreSQL is."""
+    import psycopg
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+    registry = Registry.from_config(
+        {
+            "dependencies": {
+                "postgres": {
+                    "criticality": "critical",
+                    "match": {"db.system": "postgresql"},
+                    "health_check": {"type": "sql", "timeout_seconds": 1, "interval_seconds": 0.1},
+                }
+            }
+        }
+    )
+    provider = TracerProvider()
+    processor = BreakerSpanProcessor(registry)
+    provider.add_span_processor(processor)
+    instrumentor = PsycopgInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    uninstall = install(registry)
+    try:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={pg_proxy.port} user=postgres dbname=test", connect_timeout=2
+        ) as connection:
+            assert connection.execute("SELECT 1").fetchone() == (1,)
+        learned = health_monitor(registry).addresses.get("postgres")
+        assert learned is not None
+        assert (learned.host, learned.port) == ("127.0.0.1", pg_proxy.port)
+        with HealthProber(registry, interval_seconds=0.1):
+            wait_for(lambda: check_status(registry, "postgres") == "passing")
+            pg_proxy.stop()
+            wait_for(lambda: check_status(registry, "postgres") == "failing")
+    finally:
+        uninstall()
+        instrumentor.uninstrument()
+        processor.shutdown()

@@ -87,9 +87,9 @@ async def traffic(base: str) -> AsyncIterator[list[int]]:
     stop = asyncio.Event()
 
     async def chat() -> None:
-        url = base.replace("http://", "ws://") + f"/ws?token={token}"
-        async with websockets.connect(url) as ws:
-            await ws.recv()  # connected
+        async with websockets.connect(base.replace("http://", "ws://") + "/ws") as ws:
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+            assert json.loads(await ws.recv())["type"] == "connected"
             while not stop.is_set():
                 message_id = uuid.uuid4().hex
                 await ws.send(json.dumps({"type": "message", "id": message_id, "text": "hi"}))
@@ -104,6 +104,12 @@ async def traffic(base: str) -> AsyncIterator[list[int]]:
                 await asyncio.sleep(0.02)
 
     task = asyncio.create_task(chat())
+
+    def failed_fast(_: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and not stop.is_set():
+            answered[0] = -1  # wait_until's check sees it: the user's chat broke
+
+    task.add_done_callback(failed_fast)
     try:
         yield answered
     finally:
@@ -153,7 +159,8 @@ async def test_live_page_shows_events_ticks_and_plots_in_chromium(live: Live) ->
     browser = need_tool("chromium")
     registry = live.chat.registry
     async with traffic(live.base) as answered:
-        await wait_until(lambda: answered[0] > 20)
+        await wait_until(lambda: answered[0] > 20 or answered[0] < 0)
+        assert answered[0] > 20, "the chat user's connection broke"
         await asyncio.sleep(2 * live.chat.series.step_seconds + 0.5)  # two samples at least
         live.redis.stop()
         await wait_until(lambda: registry.breaker("redis").state is State.OPEN)

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable
+from typing import Any
+
+import wrapt
 
 from .._registry import Registry
 from ._install import Installer, instrument_clients
@@ -43,16 +47,32 @@ CLIENTS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 
 
 def install(registry: Registry) -> Callable[[], None]:
-    """Guard the calls of every installed client library; returns the uninstall function."""
+    """Guard the calls of every supported client library; returns the uninstall function.
+
+    A library that is already imported is guarded now; one that is not is guarded when
+    the application imports it (a post-import hook), so configuring imports no client
+    library the application does not use.
+    """
     installer = Installer(registry)
     for library, module_name, function_name, _ in CLIENTS:
+        hook = _guard_on_import(installer, library, module_name, function_name)
+        if library in sys.modules:
+            hook(sys.modules[library])
+        else:
+            wrapt.register_post_import_hook(hook, library)
+    return installer.uninstall
+
+
+def _guard_on_import(
+    installer: Installer, library: str, module_name: str, function_name: str
+) -> Callable[[Any], None]:
+    def guard(module: Any) -> None:
+        if not installer.enabled:
+            return  # uninstalled before the library was imported
         try:
-            importlib.import_module(library)
-        except ImportError:
-            continue
-        try:
-            module = importlib.import_module(module_name, __name__)
-            getattr(module, function_name)(installer)
+            guard_module = importlib.import_module(module_name, __name__)
+            getattr(guard_module, function_name)(installer)
         except Exception:
             _log.warning("could not guard %s calls", library, exc_info=True)
-    return installer.uninstall
+
+    return guard

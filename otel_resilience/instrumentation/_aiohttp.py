@@ -14,8 +14,7 @@ import aiohttp
 
 from .._errors import CircuitOpenError
 from .._guard import Client, guarded_acall
-from ._clientcall import Dependencies, http_answer, http_dependency, never_serve
-from ._common import mark_current_span
+from ._clientcall import Dependencies, guard_current_span, http_answer, http_dependency, never_serve
 from ._install import Installer
 
 __all__ = ["AiohttpCircuitOpenError", "install_aiohttp"]
@@ -56,7 +55,6 @@ AIOHTTP = Client(
     is_failure=_is_failure,
     answer=_answer,
     serve=never_serve,
-    mark=mark_current_span,
     timeout_errors=(aiohttp.ServerTimeoutError,),
 )
 """``ClientSession._request``; no fallback (a ClientResponse cannot be made up)."""
@@ -75,6 +73,7 @@ def install_aiohttp(installer: Installer) -> None:
         entry = http_dependency(dependencies, url)
         if entry is None:
             return await wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return await guarded_acall(entry, AIOHTTP, wrapped, args, kwargs, None)
 
     installer.wrap(aiohttp.ClientSession, "_request", request)

@@ -20,7 +20,8 @@ from .._addresses import Address
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall
 from .._health import learn_address
-from ._common import Patcher, mark_current_span
+from ._clientcall import guard_current_span
+from ._common import Patcher
 
 __all__ = ["PostgresCircuitOpenError", "install_asyncpg"]
 
@@ -77,7 +78,6 @@ ASYNCPG = Client(
     fault=ConnectionRefusedError,
     is_failure=_is_failure,
     serve=_serve,
-    mark=mark_current_span,
 )
 """Queries and connecting: the subject is the method name (``"connect"`` for connecting)."""
 
@@ -139,6 +139,7 @@ def install_asyncpg(patcher: Patcher) -> None:
                 entry = classify(addr, host, port)
             if entry is None:
                 return await wrapped(*args, **kwargs)
+            guard_current_span(entry.name)
             return await guarded_acall(entry, ASYNCPG, wrapped, args, kwargs, method)
 
         return wrapper
@@ -162,6 +163,7 @@ def install_asyncpg(patcher: Patcher) -> None:
             return await wrapped(*args, **kwargs)
         # Connecting has no span: the health check learns the address from here.
         learn_address(registry, entry.name, _connect_address(host, port, dsn, kwargs))
+        guard_current_span(entry.name)
         return await guarded_acall(entry, ASYNCPG, wrapped, args, kwargs, "connect")
 
     for method in _QUERY_METHODS:

@@ -11,11 +11,26 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._context import http_status_is_failure
+from opentelemetry.context import get_current
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from .._addresses import Address
+from .._context import GUARDED, http_status_is_failure, is_guarded
 from .._guard import NOT_SERVED, Entry
+from .._health import learn_address
 from ._install import Installer
 
-__all__ = ["Dependencies", "http_answer", "http_dependency", "never_serve", "serve_request"]
+__all__ = [
+    "Current",
+    "Dependencies",
+    "end_guarded",
+    "guard_current_span",
+    "http_answer",
+    "http_dependency",
+    "never_serve",
+    "serve_request",
+]
 
 
 class Dependencies:
@@ -28,8 +43,18 @@ class Dependencies:
         self._installer = installer
         self._entries: dict[Any, Entry | None] = {}
 
-    def entry(self, key: Any, attributes: Callable[[], dict[str, Any]]) -> Entry | None:
-        """The entry for ``key``; ``attributes()`` gives the span attributes to classify."""
+    def entry(
+        self,
+        key: Any,
+        attributes: Callable[[], dict[str, Any]],
+        address: Callable[[], Address | None] | None = None,
+    ) -> Entry | None:
+        """The entry for ``key``; ``attributes()`` gives the span attributes to classify.
+
+        The first time a key names a dependency, ``address()`` (where the call goes, with
+        the database and credentials of a connect call) is handed to the registry's health
+        checks: the guarded call's span is not counted, so it does not teach them.
+        """
         try:
             return self._entries[key]
         except KeyError:
@@ -40,6 +65,12 @@ class Dependencies:
         if len(self._entries) >= 1024:
             self._entries.clear()
         self._entries[key] = found
+        if found is not None and address is not None:
+            try:
+                learned = address()
+            except Exception:  # the call goes on; the health check just learns nothing
+                learned = None
+            learn_address(self._installer.registry, found.name, learned)
         return found
 
     def _classify(self, attributes: dict[str, Any]) -> Entry | None:
@@ -64,7 +95,13 @@ def http_dependency(dependencies: Dependencies, url: str) -> Entry | None:
             port = 443 if split.scheme in ("https", "wss") else 80
         return {"server.address": host, "server.port": port}
 
-    return dependencies.entry(key, attributes)
+    def address() -> Address | None:
+        found = attributes()
+        if not found:
+            return None
+        return Address(found["server.address"], found["server.port"], scheme=key.split(":")[0])
+
+    return dependencies.entry(key, attributes, address)
 
 
 def http_answer(status: Any) -> str | None:
@@ -88,3 +125,85 @@ def serve_request(entry: Entry, reason: str, subject: Any, args: Any, kwargs: An
         return NOT_SERVED
     entry.on_fallback(entry.name, reason)
     return fallback(subject)
+
+
+class _GuardedEnd:
+    """A span's ``end``, run inside the guarded context of dependency ``name``."""
+
+    __slots__ = ("end", "name")
+
+    def __init__(self, end: Callable[..., None], name: str) -> None:
+        self.end = end
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        name = self.name
+        mark = GUARDED.get()
+        if mark is None:
+            token = GUARDED.set(name)
+        elif is_guarded(mark, name):
+            self.end(*args, **kwargs)
+            return
+        else:
+            token = GUARDED.set((*mark, name) if isinstance(mark, tuple) else (mark, name))
+        try:
+            self.end(*args, **kwargs)
+        finally:
+            GUARDED.reset(token)
+
+
+def end_guarded(span: Any, name: str) -> None:
+    """Make ``span`` end inside the guarded context of dependency ``name``.
+
+    The span processor skips a span that ends while ``GUARDED`` names its dependency (the
+    guard records the call). A guard under the instrumentation returns before the
+    instrumentation ends its span, so the span's own ``end`` is wrapped to end it there.
+    Nothing is added to the span: what the application traces is unchanged.
+    """
+    if span is None:
+        return
+    end = span.end
+    if type(end) is _GuardedEnd:
+        return  # a joined call already did it
+    try:  # noqa: SIM105 - per call: contextlib.suppress costs three Python calls more
+        span.end = _GuardedEnd(end, name)
+    except AttributeError:  # a span type without an instance dict: left as it is
+        pass
+
+
+def guard_current_span(name: str) -> None:
+    """``end_guarded`` for the current span, when it is a client span (the
+    instrumentation's span of the call this guard is in)."""
+    # The context lookup get_current_span() does, without its layers: this runs per call.
+    span: Any = get_current().get(_SPAN_KEY)
+    if span is not None and getattr(span, "kind", None) is SpanKind.CLIENT:
+        end_guarded(span, name)
+
+
+class Current:
+    """The install whose guards apply now, for hooks that outlive one install: classes
+    and interceptors the application's objects keep (psycopg2 connections, grpc channels)
+    look the install up here on each call, so a later ``configure()`` guards them too."""
+
+    __slots__ = ("_dependencies", "_installer")
+
+    def __init__(self) -> None:
+        self._installer: Installer | None = None
+        self._dependencies: Dependencies | None = None
+
+    def activate(self, installer: Installer) -> None:
+        self._installer = installer
+        self._dependencies = Dependencies(installer)
+        installer.on_uninstall(lambda: self._deactivate(installer))
+
+    def _deactivate(self, installer: Installer) -> None:
+        if self._installer is installer:
+            self._installer = None
+            self._dependencies = None
+
+    def dependencies(self) -> Dependencies | None:
+        """The current install's dependency lookup; None when no guards apply now."""
+        installer = self._installer
+        if installer is None or not installer.active():
+            return None
+        return self._dependencies

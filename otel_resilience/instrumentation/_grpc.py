@@ -22,7 +22,6 @@ is installed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -33,8 +32,7 @@ from .._breaker import TRIAL
 from .._context import GUARDED, is_guarded
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_acall, guarded_call
-from ._clientcall import Dependencies, never_serve
-from ._common import mark_current_span
+from ._clientcall import Current, guard_current_span, never_serve
 from ._install import Installer
 
 __all__ = ["GrpcCircuitOpenError", "install_grpc", "parse_target"]
@@ -152,20 +150,25 @@ GRPC = Client(
     is_failure=_is_failure,
     answer=_answer,
     serve=never_serve,
-    mark=mark_current_span,
 )
 """Sync unary calls (the interceptor API returns failed outcomes instead of raising);
 response streams record when the stream ends."""
+
+
+def _aio_answer(outcome: tuple[Any, Any]) -> str | None:
+    code = outcome[1]
+    return code.name if code in FAILURE_CODES else None
+
 
 GRPC_AIO = Client(
     "grpc.aio",
     open_error=GrpcCircuitOpenError,
     fault=_Unavailable,
     is_failure=_is_failure,
+    answer=_aio_answer,
     serve=never_serve,
-    mark=mark_current_span,
 )
-"""asyncio unary calls: a failed call raises its ``AioRpcError`` through the guard."""
+"""asyncio unary calls: the guarded function returns ``(call, status)``."""
 
 
 def _record(entry: Entry, trial: bool, code: Any) -> None:
@@ -183,149 +186,183 @@ def _begin_stream(entry: Entry) -> bool | None:
     whether it is a half-open trial. Raises the rejection error."""
     if is_guarded(GUARDED.get(), entry.name):
         return None
+    guard_current_span(entry.name)
     admitted = entry.breaker.admit()
     if not admitted:
-        mark_current_span(True)
         raise GRPC.rejection(entry, "open", None)
-    mark_current_span(False)
     return admitted == TRIAL
 
 
-def install_grpc(installer: Installer) -> None:
-    """Intercept every grpc channel made after this (sync and asyncio)."""
-    dependencies = Dependencies(installer)
+_current = Current()
 
-    def entry_of(target: str, method: Any) -> Entry | None:
-        if not installer.active():
-            return None
-        service = _service(method)
 
-        def attributes() -> dict[str, Any]:
-            host, port = parse_target(target)
-            found: dict[str, Any] = {"rpc.system": "grpc", "server.address": host}
-            if port is not None:
-                found["server.port"] = port
-            if service:
-                found["rpc.service"] = service
-            return found
+def _entry_of(target: str, method: Any) -> Entry | None:
+    """The entry of a call's dependency under the current install (channels made under an
+    earlier ``configure()`` follow the last one)."""
+    dependencies = _current.dependencies()
+    if dependencies is None:
+        return None
+    service = _service(method)
 
-        return dependencies.entry((target, service), attributes)
+    def attributes() -> dict[str, Any]:
+        host, port = parse_target(target)
+        found: dict[str, Any] = {"rpc.system": "grpc", "server.address": host}
+        if port is not None:
+            found["server.port"] = port
+        if service:
+            found["rpc.service"] = service
+        return found
 
-    def sync_interceptor(target: str) -> Any:
-        bases = (
-            grpc.UnaryUnaryClientInterceptor,
-            grpc.UnaryStreamClientInterceptor,
-            grpc.StreamUnaryClientInterceptor,
-            grpc.StreamStreamClientInterceptor,
+    return dependencies.entry((target, service), attributes)
+
+
+_SYNC_BASES = (
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+)
+
+
+class _SyncInterceptor(*_SYNC_BASES):  # type: ignore[misc]  # grpcio is untyped
+    """The guard of one sync channel (its target names the server)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        entry = _entry_of(self.target, details.method)
+        if entry is None:
+            return continuation(details, request)
+        guard_current_span(entry.name)
+        return guarded_call(entry, GRPC, continuation, (details, request), {}, None)
+
+    def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        entry = _entry_of(self.target, details.method)
+        trial = None if entry is None else _begin_stream(entry)
+        if entry is None or trial is None:
+            return continuation(details, request)
+        try:
+            outcome = continuation(details, request)
+        except BaseException:
+            _record(entry, trial, grpc.StatusCode.UNKNOWN)
+            raise
+        if not outcome.add_callback(lambda: _record(entry, trial, outcome.code())):
+            _record(entry, trial, outcome.code())  # already over
+        return outcome
+
+    intercept_unary_unary = _unary
+    intercept_stream_unary = _unary
+    intercept_unary_stream = _stream
+    intercept_stream_stream = _stream
+
+
+# Tasks reading the status of finished asyncio streams (held until they have run).
+_pending: set[asyncio.Task[None]] = set()
+
+
+async def _record_when_done(entry: Entry, trial: bool, call: Any) -> None:
+    try:
+        code = await call.code()
+    except BaseException:
+        code = grpc.StatusCode.UNKNOWN
+    _record(entry, trial, code)
+
+
+async def _invoke(continuation: Any, details: Any, request: Any) -> tuple[Any, Any]:
+    """The call and its status: a failed call is returned, as grpc returns it (the
+    application's ``await`` raises its error), and its status tells the guard."""
+    call = await continuation(details, request)
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return call, error.code()
+    return call, grpc.StatusCode.OK
+
+
+class _AioGuard:
+    """The guard of one asyncio channel: unary calls on the guarded-call path, response
+    streams recorded when they end."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    async def unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        entry = _entry_of(self.target, details.method)
+        if entry is None:
+            return await continuation(details, request)
+        guard_current_span(entry.name)
+        call, _ = await guarded_acall(
+            entry, GRPC_AIO, _invoke, (continuation, details, request), {}, None
         )
+        return call
 
-        class Interceptor(*bases):  # type: ignore[misc]  # grpcio is untyped
-            def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
-                entry = entry_of(target, details.method)
-                if entry is None:
-                    return continuation(details, request)
-                return guarded_call(entry, GRPC, continuation, (details, request), {}, None)
+    async def stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        entry = _entry_of(self.target, details.method)
+        trial = None if entry is None else _begin_stream(entry)
+        if entry is None or trial is None:
+            return await continuation(details, request)
+        try:
+            call = await continuation(details, request)
+        except BaseException:
+            _record(entry, trial, grpc.StatusCode.UNKNOWN)
+            raise
 
-            def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
-                entry = entry_of(target, details.method)
-                trial = None if entry is None else _begin_stream(entry)
-                if entry is None or trial is None:
-                    return continuation(details, request)
-                try:
-                    outcome = continuation(details, request)
-                except BaseException:
-                    _record(entry, trial, grpc.StatusCode.UNKNOWN)
-                    raise
-                if not outcome.add_callback(lambda: _record(entry, trial, outcome.code())):
-                    _record(entry, trial, outcome.code())  # already over
-                return outcome
+        def done(finished: Any) -> None:
+            task = asyncio.get_running_loop().create_task(_record_when_done(entry, trial, finished))
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
 
-            intercept_unary_unary = _unary
-            intercept_stream_unary = _unary
-            intercept_unary_stream = _stream
-            intercept_stream_stream = _stream
+        call.add_done_callback(done)
+        return call
 
-        return Interceptor()
+
+class _AioUnaryUnary(_AioGuard, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.unary(continuation, details, request)
+
+
+class _AioUnaryStream(_AioGuard, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.stream(continuation, details, request)
+
+
+class _AioStreamUnary(_AioGuard, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.unary(continuation, details, request)
+
+
+class _AioStreamStream(_AioGuard, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self.stream(continuation, details, request)
+
+
+_AIO_INTERCEPTORS = (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)
+
+
+def install_grpc(installer: Installer) -> None:
+    """Intercept every grpc channel made after this (sync and asyncio).
+
+    The interceptors ask the current install (the last ``configure()``) on each call, so
+    channels made under an earlier one follow it.
+    """
+    _current.activate(installer)
 
     def channel(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         made = wrapped(*args, **kwargs)
         target = args[0] if args else kwargs.get("target", "")
-        return grpc.intercept_channel(made, sync_interceptor(str(target)))
-
-    pending: set[asyncio.Task[None]] = set()
-
-    async def record_when_done(entry: Entry, trial: bool, call: Any) -> None:
-        try:
-            code = await call.code()
-        except BaseException:
-            code = grpc.StatusCode.UNKNOWN
-        _record(entry, trial, code)
-
-    async def invoke(continuation: Any, details: Any, request: Any) -> Any:
-        call = await continuation(details, request)
-        await call  # the response, or the call's AioRpcError: the outcome of the call
-        return call
-
-    def aio_interceptors(target: str) -> list[Any]:
-        async def unary(continuation: Any, details: Any, request: Any) -> Any:
-            entry = entry_of(target, details.method)
-            if entry is None:
-                return await continuation(details, request)
-            return await guarded_acall(
-                entry, GRPC_AIO, invoke, (continuation, details, request), {}, None
-            )
-
-        async def stream(continuation: Any, details: Any, request: Any) -> Any:
-            entry = entry_of(target, details.method)
-            trial = None if entry is None else _begin_stream(entry)
-            if entry is None or trial is None:
-                return await continuation(details, request)
-            try:
-                call = await continuation(details, request)
-            except BaseException:
-                _record(entry, trial, grpc.StatusCode.UNKNOWN)
-                raise
-
-            def done(finished: Any) -> None:
-                task = asyncio.get_running_loop().create_task(
-                    record_when_done(entry, trial, finished)
-                )
-                pending.add(task)  # a task nobody holds may be collected before it runs
-                task.add_done_callback(pending.discard)
-
-            call.add_done_callback(done)
-            return call
-
-        class UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-            intercept_unary_unary = staticmethod(unary)
-
-        class UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-            intercept_unary_stream = staticmethod(stream)
-
-        class StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
-            intercept_stream_unary = staticmethod(unary)
-
-        class StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-            intercept_stream_stream = staticmethod(stream)
-
-        return [UnaryUnary(), UnaryStream(), StreamUnary(), StreamStream()]
+        return grpc.intercept_channel(made, _SyncInterceptor(str(target)))
 
     def aio_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        target = args[0] if args else kwargs.get("target", "")
+        target = str(args[0] if args else kwargs.get("target", ""))
+        ours = [interceptor(target) for interceptor in _AIO_INTERCEPTORS]
         arguments = list(args)
         if len(arguments) >= 5:
-            arguments[4] = [*(arguments[4] or ()), *aio_interceptors(str(target))]
+            arguments[4] = [*(arguments[4] or ()), *ours]
         else:
-            kwargs = {
-                **kwargs,
-                "interceptors": [
-                    *(kwargs.get("interceptors") or ()),
-                    *aio_interceptors(str(target)),
-                ],
-            }
+            kwargs = {**kwargs, "interceptors": [*(kwargs.get("interceptors") or ()), *ours]}
         return wrapped(*arguments, **kwargs)
 
-    guard_channel: Callable[..., Any] = channel
-    installer.wrap(grpc, "insecure_channel", guard_channel)
-    installer.wrap(grpc, "secure_channel", guard_channel)
+    installer.wrap(grpc, "insecure_channel", channel)
+    installer.wrap(grpc, "secure_channel", channel)
     installer.wrap(grpc.aio._channel.Channel, "__init__", aio_init)

@@ -17,7 +17,8 @@ from .._context import http_status_is_failure
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
 from .._health import learn_address
-from ._common import Patcher, mark_current_span
+from ._clientcall import guard_current_span
+from ._common import Patcher
 
 __all__ = ["HTTPCircuitOpenError", "install_httpx"]
 
@@ -55,7 +56,6 @@ HTTPX = Client(
     answer=_answer,
     serve=_serve,
     on_reject=_on_reject,
-    mark=mark_current_span,
     timeout_errors=(httpx.TimeoutException,),
 )
 """``send``: the subject is the request."""
@@ -89,6 +89,7 @@ def install_httpx(patcher: Patcher) -> None:
         entry = dependency_of(request)
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, HTTPX, wrapped, args, kwargs, request)
 
     async def async_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -96,6 +97,7 @@ def install_httpx(patcher: Patcher) -> None:
         entry = dependency_of(request)
         if entry is None:
             return await wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return await guarded_acall(entry, HTTPX, wrapped, args, kwargs, request)
 
     patcher.wrap(httpx.Client, "send", send)

@@ -48,6 +48,10 @@ class GuardLayer(wrapt.FunctionWrapper):  # type: ignore[type-arg]  # any wrappe
 
     _self_installer: Installer
 
+    # Named explicitly: without it, wrapt's C extension binds a subclass's wrapper to each
+    # instance through a slower lookup (0.88 µs a call instead of 0.52, wrapt 2.x).
+    __bound_function_wrapper__ = wrapt.BoundFunctionWrapper
+
 
 def _stored(owner: Any, attribute: str) -> Any:
     """The attribute as stored on ``owner`` (no descriptor binding), or None."""

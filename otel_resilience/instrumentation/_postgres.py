@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["UNAVAILABLE_SQLSTATES", "address", "attributes", "is_failure"]
+from .._addresses import Address
+
+__all__ = ["UNAVAILABLE_SQLSTATES", "address", "attributes", "health_address", "is_failure"]
 
 # SQLSTATE classes that mean the server is unavailable rather than that it answered:
 # connection exceptions, insufficient resources, operator intervention, system errors.
@@ -46,3 +48,26 @@ def address(host: Any, port: Any) -> tuple[str, int]:
 def attributes(host: str, port: int) -> dict[str, Any]:
     """The attributes a PostgreSQL client span carries, for classification."""
     return {"db.system": "postgresql", "server.address": host, "server.port": port}
+
+
+def health_address(key: tuple[str, int], params: Any) -> Address:
+    """Where a PostgreSQL connection goes, for the ``sql`` health check: the server, and
+    the database, user and password of the connection's own parameters (a mapping or a
+    connection's ``info``)."""
+    host, port = key
+
+    def param(*names: str) -> str | None:
+        for name in names:
+            value = params.get(name) if hasattr(params, "get") else getattr(params, name, None)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    return Address(
+        host,
+        port,
+        param("dbname", "database"),
+        param("user"),
+        "unix" if host.startswith("/") else None,
+        param("password"),
+    )

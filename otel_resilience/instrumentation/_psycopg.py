@@ -19,8 +19,7 @@ import psycopg.errors
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_acall, guarded_call
 from . import _postgres
-from ._clientcall import Dependencies, never_serve
-from ._common import mark_current_span
+from ._clientcall import Dependencies, guard_current_span, never_serve
 from ._install import Installer
 
 __all__ = ["PsycopgCircuitOpenError", "install_psycopg"]
@@ -52,7 +51,6 @@ PSYCOPG = Client(
     fault=psycopg.OperationalError,
     is_failure=_is_failure,
     serve=never_serve,
-    mark=mark_current_span,
     timeout_errors=(psycopg.errors.ConnectionTimeout,),
 )
 """Connecting and queries; no fallback (a rejected call raises)."""
@@ -62,9 +60,11 @@ def install_psycopg(installer: Installer) -> None:
     """Guard ``Connection.connect`` (and ``psycopg.connect``), async too, and cursor queries."""
     dependencies = Dependencies(installer)
 
-    def classify(host: Any, port: Any) -> Entry | None:
+    def classify(host: Any, port: Any, params: Any) -> Entry | None:
         key = _postgres.address(host, port)
-        return dependencies.entry(key, lambda: _postgres.attributes(*key))
+        return dependencies.entry(
+            key, lambda: _postgres.attributes(*key), lambda: _postgres.health_address(key, params)
+        )
 
     def of_connect(args: Any, kwargs: Any) -> Entry | None:
         conninfo = args[0] if args else kwargs.get("conninfo", "")
@@ -73,7 +73,7 @@ def install_psycopg(installer: Installer) -> None:
             parsed = psycopg.conninfo.conninfo_to_dict(conninfo, **params)
         except Exception:
             parsed = {}
-        return classify(parsed.get("host") or parsed.get("hostaddr"), parsed.get("port"))
+        return classify(parsed.get("host") or parsed.get("hostaddr"), parsed.get("port"), parsed)
 
     def of_cursor(cursor: Any) -> Entry | None:
         connection = getattr(cursor, "_conn", None) or getattr(cursor, "connection", None)
@@ -84,7 +84,7 @@ def install_psycopg(installer: Installer) -> None:
             return cached[1]  # type: ignore[no-any-return]
         try:
             info = connection.info
-            entry = classify(info.host, info.port)
+            entry = classify(info.host, info.port, info)
         except Exception:
             return None
         with contextlib.suppress(AttributeError):  # a connection class with __slots__
@@ -95,24 +95,28 @@ def install_psycopg(installer: Installer) -> None:
         entry = of_connect(args, kwargs)
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     async def aconnect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         entry = of_connect(args, kwargs)
         if entry is None:
             return await wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return await guarded_acall(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     def execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         entry = of_cursor(instance)
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     async def aexecute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         entry = of_cursor(instance)
         if entry is None:
             return await wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return await guarded_acall(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     installer.wrap(psycopg.Connection, "connect", connect)
@@ -122,3 +126,7 @@ def install_psycopg(installer: Installer) -> None:
     for method in ("execute", "executemany"):
         installer.wrap(psycopg.Cursor, method, execute)
         installer.wrap(psycopg.AsyncCursor, method, aexecute)
+    # Server-side cursors (``conn.cursor(name=...)``) declare themselves in their own
+    # ``execute``.
+    installer.wrap(psycopg.ServerCursor, "execute", execute)
+    installer.wrap(psycopg.AsyncServerCursor, "execute", aexecute)

@@ -20,14 +20,16 @@ import psycopg2.extensions
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_call
 from . import _postgres
-from ._clientcall import Dependencies, never_serve
-from ._common import mark_current_span
+from ._clientcall import Current, Dependencies, guard_current_span, never_serve
 from ._install import Installer
 
 __all__ = ["Psycopg2CircuitOpenError", "install_psycopg2"]
 
 _GUARDED_CLASS = "_otel_resilience_guarded"
 _SUBCLASS = "_otel_resilience_guarded_subclass"
+_CACHE_ATTRIBUTE = "_otel_resilience_dependency"
+# Keyword arguments of ``connect`` that are not connection parameters.
+_CONNECT_OPTIONS = frozenset(("dsn", "connection_factory", "cursor_factory", "async", "async_"))
 
 
 class Psycopg2CircuitOpenError(CircuitOpenError, psycopg2.OperationalError):  # type: ignore[misc]
@@ -50,113 +52,133 @@ PSYCOPG2 = Client(
     fault=psycopg2.OperationalError,
     is_failure=_is_failure,
     serve=never_serve,
-    mark=mark_current_span,
 )
 """Connecting and queries; no fallback (a rejected call raises)."""
 
 
+_current = Current()
+# Guarded subclasses of C types (which take no attributes); Python classes keep theirs.
+_guarded_c_types: dict[type[Any], type[Any]] = {}
+_guarded_connections: dict[type[Any], type[Any]] = {}
+
+
+def _entry_of(connection: Any) -> Entry | None:
+    """The entry of a connection's dependency under the current install (kept on it)."""
+    dependencies = _current.dependencies()
+    if dependencies is None:
+        return None
+    cached = connection.__dict__.get(_CACHE_ATTRIBUTE)
+    if cached is not None and cached[0] is dependencies:
+        return cached[1]  # type: ignore[no-any-return]
+    try:
+        info = connection.info
+        key = _postgres.address(info.host, info.port)
+    except Exception:
+        return None
+    entry = dependencies.entry(
+        key, lambda: _postgres.attributes(*key), lambda: _postgres.health_address(key, info)
+    )
+    connection.__dict__[_CACHE_ATTRIBUTE] = (dependencies, entry)
+    return entry
+
+
+def _guarded_cursor(factory: type[Any]) -> type[Any]:
+    """The guarded subclass of cursor class ``factory`` (made once per class)."""
+    if factory.__dict__.get(_GUARDED_CLASS):
+        return factory
+    known = factory.__dict__.get(_SUBCLASS) or _guarded_c_types.get(factory)
+    if known is not None:
+        return known
+
+    class GuardedCursor(factory):  # type: ignore[misc]
+        def _guarded(self, method: Any, args: Any, kwargs: Any) -> Any:
+            entry = _entry_of(self.connection)
+            if entry is None:
+                return method(*args, **kwargs)
+            guard_current_span(entry.name)
+            return guarded_call(entry, PSYCOPG2, method, args, kwargs, None)
+
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            return self._guarded(super().execute, args, kwargs)
+
+        def executemany(self, *args: Any, **kwargs: Any) -> Any:
+            return self._guarded(super().executemany, args, kwargs)
+
+        def callproc(self, *args: Any, **kwargs: Any) -> Any:
+            return self._guarded(super().callproc, args, kwargs)
+
+    setattr(GuardedCursor, _GUARDED_CLASS, True)
+    GuardedCursor.__name__ = GuardedCursor.__qualname__ = factory.__name__
+    GuardedCursor.__module__ = factory.__module__
+    # Kept on the class itself (the instrumentation makes a cursor class per connection,
+    # so a table would grow); C types cannot take attributes: they go in the table.
+    try:
+        setattr(factory, _SUBCLASS, GuardedCursor)
+    except TypeError:
+        _guarded_c_types[factory] = GuardedCursor
+    return GuardedCursor
+
+
+def _guarded_connection(base: type[Any]) -> type[Any]:
+    """The guarded subclass of connection class ``base``: its cursors are guarded."""
+    known = _guarded_connections.get(base)
+    if known is not None:
+        return known
+
+    class GuardedConnection(base):  # type: ignore[misc]
+        def cursor(self, *args: Any, **kwargs: Any) -> Any:
+            if len(args) >= 2 and args[1] is not None:
+                args = (args[0], _guarded_cursor(args[1]), *args[2:])
+            else:
+                factory = (
+                    kwargs.get("cursor_factory")
+                    or self.cursor_factory
+                    or psycopg2.extensions.cursor
+                )
+                kwargs["cursor_factory"] = _guarded_cursor(factory)
+            return super().cursor(*args, **kwargs)
+
+    GuardedConnection.__name__ = GuardedConnection.__qualname__ = base.__name__
+    GuardedConnection.__module__ = base.__module__
+    _guarded_connections[base] = GuardedConnection
+    return GuardedConnection
+
+
+def _of_connect(dependencies: Dependencies, args: Any, kwargs: Any) -> Entry | None:
+    dsn = args[0] if args else kwargs.get("dsn")
+    params = {key: value for key, value in kwargs.items() if key not in _CONNECT_OPTIONS}
+    try:
+        parsed = psycopg2.extensions.parse_dsn(psycopg2.extensions.make_dsn(dsn, **params))
+    except Exception:
+        parsed = {}
+    key = _postgres.address(parsed.get("host") or parsed.get("hostaddr"), parsed.get("port"))
+    return dependencies.entry(
+        key, lambda: _postgres.attributes(*key), lambda: _postgres.health_address(key, parsed)
+    )
+
+
 def install_psycopg2(installer: Installer) -> None:
-    """Guard ``psycopg2.connect`` and the cursors of the connections it makes."""
-    dependencies = Dependencies(installer)
-    cursor_classes: dict[type[Any], type[Any]] = {}
-    connection_classes: dict[type[Any], type[Any]] = {}
+    """Guard ``psycopg2.connect`` and the cursors of the connections it makes.
 
-    def classify(host: Any, port: Any) -> Entry | None:
-        key = _postgres.address(host, port)
-        return dependencies.entry(key, lambda: _postgres.attributes(*key))
-
-    def of_connection(connection: Any) -> Entry | None:
-        cached = connection.__dict__.get("_otel_resilience_dependency")
-        if cached is not None and cached[0] is installer:
-            return cached[1]  # type: ignore[no-any-return]
-        try:
-            info = connection.info
-            entry = classify(info.host, info.port)
-        except Exception:
-            return None
-        connection.__dict__["_otel_resilience_dependency"] = (installer, entry)
-        return entry
-
-    def guarded_cursor(factory: type[Any]) -> type[Any]:
-        if getattr(factory, _GUARDED_CLASS, False):
-            return factory
-        # Kept on the class itself (the instrumentation makes a cursor class per connection,
-        # so a table here would grow); C types cannot take attributes, they go in the table.
-        known = factory.__dict__.get(_SUBCLASS) or cursor_classes.get(factory)
-        if known is not None:
-            return known
-
-        class GuardedCursor(factory):  # type: ignore[misc]
-            def _guarded(self, method: Any, args: Any, kwargs: Any) -> Any:
-                entry = of_connection(self.connection) if installer.active() else None
-                if entry is None:
-                    return method(*args, **kwargs)
-                return guarded_call(entry, PSYCOPG2, method, args, kwargs, None)
-
-            def execute(self, *args: Any, **kwargs: Any) -> Any:
-                return self._guarded(super().execute, args, kwargs)
-
-            def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                return self._guarded(super().executemany, args, kwargs)
-
-            def callproc(self, *args: Any, **kwargs: Any) -> Any:
-                return self._guarded(super().callproc, args, kwargs)
-
-        setattr(GuardedCursor, _GUARDED_CLASS, True)
-        GuardedCursor.__name__ = GuardedCursor.__qualname__ = factory.__name__
-        GuardedCursor.__module__ = factory.__module__
-        try:
-            setattr(factory, _SUBCLASS, GuardedCursor)
-        except TypeError:
-            cursor_classes[factory] = GuardedCursor
-        return GuardedCursor
-
-    def guarded_connection(base: type[Any]) -> type[Any]:
-        known = connection_classes.get(base)
-        if known is not None:
-            return known
-
-        class GuardedConnection(base):  # type: ignore[misc]
-            def cursor(self, *args: Any, **kwargs: Any) -> Any:
-                if len(args) >= 2 and args[1] is not None:
-                    args = (args[0], guarded_cursor(args[1]), *args[2:])
-                else:
-                    factory = (
-                        kwargs.get("cursor_factory")
-                        or self.cursor_factory
-                        or psycopg2.extensions.cursor
-                    )
-                    kwargs["cursor_factory"] = guarded_cursor(factory)
-                return super().cursor(*args, **kwargs)
-
-        GuardedConnection.__name__ = GuardedConnection.__qualname__ = base.__name__
-        GuardedConnection.__module__ = base.__module__
-        connection_classes[base] = GuardedConnection
-        return GuardedConnection
-
-    def of_connect(args: Any, kwargs: Any) -> Entry | None:
-        dsn = args[0] if args else kwargs.get("dsn")
-        params = {
-            key: value
-            for key, value in kwargs.items()
-            if key not in ("dsn", "connection_factory", "cursor_factory", "async", "async_")
-        }
-        try:
-            parsed = psycopg2.extensions.parse_dsn(psycopg2.extensions.make_dsn(dsn, **params))
-        except Exception:
-            parsed = {}
-        return classify(parsed.get("host") or parsed.get("hostaddr"), parsed.get("port"))
+    The guarded classes are made once per process; they ask the current install (the
+    last ``configure()``) on each call, so connections made earlier follow it.
+    """
+    _current.activate(installer)
 
     def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         factory = kwargs.get("connection_factory")
         if factory is None or isinstance(factory, type):
             kwargs = {
                 **kwargs,
-                "connection_factory": guarded_connection(factory or psycopg2.extensions.connection),
+                "connection_factory": _guarded_connection(
+                    factory or psycopg2.extensions.connection
+                ),
             }
-        entry = of_connect(args, kwargs)
+        dependencies = _current.dependencies()
+        entry = None if dependencies is None else _of_connect(dependencies, args, kwargs)
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, PSYCOPG2, wrapped, args, kwargs, None)
 
     installer.wrap(psycopg2, "connect", connect)

@@ -16,8 +16,13 @@ import requests.adapters
 
 from .._errors import CircuitOpenError
 from .._guard import Client, guarded_call
-from ._clientcall import Dependencies, http_answer, http_dependency, serve_request
-from ._common import mark_current_span
+from ._clientcall import (
+    Dependencies,
+    guard_current_span,
+    http_answer,
+    http_dependency,
+    serve_request,
+)
 from ._install import Installer
 
 __all__ = ["RequestsCircuitOpenError", "install_requests"]
@@ -63,7 +68,6 @@ REQUESTS = Client(
     answer=_answer,
     serve=serve_request,
     on_reject=_on_reject,
-    mark=mark_current_span,
     timeout_errors=(requests.exceptions.Timeout,),
 )
 """``HTTPAdapter.send``: the subject is the prepared request; a fallback gets it."""
@@ -78,6 +82,7 @@ def install_requests(installer: Installer) -> None:
         entry = http_dependency(dependencies, str(request.url))
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, REQUESTS, wrapped, args, kwargs, request)
 
     installer.wrap(requests.adapters.HTTPAdapter, "send", send)

@@ -6,22 +6,24 @@ whose guard admits and records them (connecting included). What is left here:
 - SQLAlchemy's own spans must not count a second time. Its statement span ends after
   the driver's call (in ``after_cursor_execute`` / ``handle_error``), outside the
   guarded call, so class-level listeners, which SQLAlchemy runs before the
-  instrumentation's engine-level ones, mark it as guarded. Its pool-checkout
-  ``connect`` span (``Engine.connect``) is marked too: a checkout is not a call to the
-  database, and a real connect inside it is the driver guard's to record.
+  instrumentation's engine-level ones, make it end as part of the guarded call
+  (``end_guarded``: nothing is added to the span). Its pool-checkout ``connect`` span
+  (``Engine.connect``) too: a checkout is not a call to the database, and a real
+  connect inside it is the driver guard's to record.
 - asyncio engines on asyncpg prepare and run a statement with asyncpg calls that the
   asyncpg guard does not see (``prepare``, prepared-statement fetches), so the adapted
   cursor's ``_prepare_and_execute`` and ``_executemany`` are guarded here, and a
   rejection goes through SQLAlchemy's own error translation: the application gets
   ``sqlalchemy.exc.DBAPIError`` whose ``.orig.__cause__`` is the guard's error.
 
-Marks apply only to engines whose driver is guarded and whose address matches a
+This applies only to engines whose driver is guarded and whose address matches a
 declared dependency. Imported only when SQLAlchemy is installed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import sqlalchemy
@@ -31,22 +33,17 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation import _SPAN_KEY
 from sqlalchemy import event
 
-from .._context import GUARDED_ATTRIBUTE
 from .._guard import Client, Entry, guarded_acall
 from . import _postgres
-from ._clientcall import Dependencies, never_serve
-from ._common import mark_current_span
+from ._clientcall import Dependencies, end_guarded, guard_current_span, never_serve
 from ._install import Installer
 
 __all__ = ["install_sqlalchemy"]
 
+_CACHE_ATTRIBUTE = "_otel_resilience_dependency"
+
 # SQLAlchemy driver names whose DB-API calls an otel_resilience guard covers.
 _GUARDED_DRIVERS = frozenset({"psycopg", "psycopg_async", "psycopg2", "asyncpg"})
-
-
-def _mark(span: Any) -> None:
-    if span is not None and span.is_recording():
-        span.set_attribute(GUARDED_ATTRIBUTE, True)
 
 
 def _asyncpg_is_failure(exc: BaseException) -> bool:
@@ -65,30 +62,40 @@ def _asyncpg_is_failure(exc: BaseException) -> bool:
 
 
 def install_sqlalchemy(installer: Installer) -> None:
-    """Mark SQLAlchemy's spans of guarded engines; guard asyncpg-adapted cursors."""
+    """Count SQLAlchemy's spans of guarded engines once (through the driver guard);
+    guard asyncpg-adapted cursors."""
     dependencies = Dependencies(installer)
 
     def of_engine(engine: Any) -> Entry | None:
-        url = engine.url
-        driver = engine.dialect.driver
-        if driver not in _GUARDED_DRIVERS or engine.dialect.name != "postgresql":
-            return None
-        key = _postgres.address(url.host, url.port)
-        return dependencies.entry(key, lambda: _postgres.attributes(*key))
+        """The entry of a guarded engine's dependency (kept on the engine), else None."""
+        cached = getattr(engine, _CACHE_ATTRIBUTE, None)
+        if cached is not None and cached[0] is installer:
+            return cached[1]  # type: ignore[no-any-return]
+        entry = None
+        dialect = engine.dialect
+        if dialect.driver in _GUARDED_DRIVERS and dialect.name == "postgresql":
+            key = _postgres.address(engine.url.host, engine.url.port)
+            entry = dependencies.entry(key, lambda: _postgres.attributes(*key))
+        with contextlib.suppress(AttributeError):
+            setattr(engine, _CACHE_ATTRIBUTE, (installer, entry))
+        return entry
 
     def after_execute(conn: Any, cursor: Any, statement: Any, *rest: Any) -> None:
         try:
             context = rest[-2] if len(rest) >= 2 else None
-            if installer.active() and of_engine(conn.engine) is not None:
-                _mark(getattr(context, "_otel_span", None))
+            entry = of_engine(conn.engine) if installer.active() else None
+            if entry is not None:
+                end_guarded(getattr(context, "_otel_span", None), entry.name)
         except Exception:  # telemetry bookkeeping never fails the application's query
             pass
 
     def handle_error(exception_context: Any) -> None:
         try:
             engine = exception_context.engine
-            if installer.active() and engine is not None and of_engine(engine) is not None:
-                _mark(getattr(exception_context.execution_context, "_otel_span", None))
+            entry = of_engine(engine) if installer.active() and engine is not None else None
+            if entry is not None:
+                span = getattr(exception_context.execution_context, "_otel_span", None)
+                end_guarded(span, entry.name)
         except Exception:
             pass
 
@@ -96,12 +103,12 @@ def install_sqlalchemy(installer: Installer) -> None:
         # Under the instrumentation's wrapper, its "connect" span is the current span.
         span: Any = get_current().get(_SPAN_KEY)
         if (
-            span is not None
-            and getattr(span, "kind", None) is SpanKind.CLIENT
+            getattr(span, "kind", None) is SpanKind.CLIENT
             and getattr(span, "name", None) == "connect"
-            and of_engine(instance) is not None
         ):
-            _mark(span)
+            entry = of_engine(instance)
+            if entry is not None:
+                end_guarded(span, entry.name)
         return wrapped(*args, **kwargs)
 
     event.listen(sqlalchemy.engine.Engine, "after_cursor_execute", after_execute)
@@ -132,7 +139,6 @@ def _install_asyncpg_adapter(installer: Installer, dependencies: Dependencies) -
         fault=ConnectionRefusedError,
         is_failure=_asyncpg_is_failure,
         serve=never_serve,
-        mark=mark_current_span,
     )
 
     def of_cursor(cursor: Any) -> Entry | None:
@@ -147,6 +153,7 @@ def _install_asyncpg_adapter(installer: Installer, dependencies: Dependencies) -
         if entry is None:
             return await wrapped(*args, **kwargs)
         try:
+            guard_current_span(entry.name)
             return await guarded_acall(entry, client, wrapped, args, kwargs, None)
         except PostgresCircuitOpenError as error:
             # Rejected before the cursor ran: make of it the DB-API error SQLAlchemy makes

@@ -13,10 +13,10 @@ import urllib3
 import urllib3.connectionpool
 import urllib3.exceptions
 
+from .._addresses import Address
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_call
-from ._clientcall import Dependencies, http_answer, never_serve
-from ._common import mark_current_span
+from ._clientcall import Dependencies, guard_current_span, http_answer, never_serve
 from ._install import Installer
 
 __all__ = ["Urllib3CircuitOpenError", "install_urllib3"]
@@ -49,7 +49,6 @@ URLLIB3 = Client(
     is_failure=_is_failure,
     answer=_answer,
     serve=never_serve,
-    mark=mark_current_span,
     timeout_errors=(urllib3.exceptions.TimeoutError,),
 )
 """Pool ``urlopen``; no fallback (a urllib3 response cannot be made up)."""
@@ -64,13 +63,16 @@ def install_urllib3(installer: Installer) -> None:
         if port is None:
             port = 443 if scheme == "https" else 80
         return dependencies.entry(
-            (scheme, host, port), lambda: {"server.address": host, "server.port": port}
+            (scheme, host, port),
+            lambda: {"server.address": host, "server.port": port},
+            lambda: Address(host, port, scheme=scheme),
         )
 
     def urlopen(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         entry = of_pool(instance)
         if entry is None:
             return wrapped(*args, **kwargs)
+        guard_current_span(entry.name)
         return guarded_call(entry, URLLIB3, wrapped, args, kwargs, None)
 
     installer.wrap(urllib3.connectionpool.HTTPConnectionPool, "urlopen", urlopen)

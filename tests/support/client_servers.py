@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,10 +23,11 @@ SERVICE = "test.Echo"
 
 
 class CountingProxy(FaultProxy):
-    """The fault proxy in front of the shared PostgreSQL, counting accepted connections."""
+    """The fault proxy in front of a shared server (PostgreSQL by default, or Redis),
+    counting the connections it accepts."""
 
-    def __init__(self) -> None:
-        super().__init__("127.0.0.1", 5432)
+    def __init__(self, target_port: int = 5432, port: int | None = None) -> None:
+        super().__init__("127.0.0.1", target_port, port)
         self.connections = 0
 
     async def _handle(self, reader: Any, writer: Any) -> None:
@@ -36,6 +38,13 @@ class CountingProxy(FaultProxy):
         """Refuse new connections and cut the open ones."""
         self.stop()
 
+    def close(self) -> None:
+        """Stop, give the cut connections' handlers a moment to finish, end the loop."""
+        with contextlib.suppress(Exception):
+            self.stop()
+        time.sleep(0.05)
+        super().close()
+
     def recover(self) -> None:
         self.start()
 
@@ -44,8 +53,8 @@ class HttpServer:
     """A threading HTTP server on a fixed free port: ``status`` is what every request
     gets; ``fail()`` stops it (refused), ``recover()`` serves again on the same port."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.status = 200
         self.requests = 0
         self._server: ThreadingHTTPServer | None = None
@@ -102,8 +111,8 @@ class GrpcServer:
     (refused), ``recover()`` starts it again on the same port.
     """
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.unavailable = False
         self.requests = 0
         self._server: Any = None
