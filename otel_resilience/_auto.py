@@ -75,19 +75,12 @@ class ResilienceDistro(BaseDistro):  # type: ignore[misc]
 def wrap_exporters(exporters: list[Any], signal: Signal, registry: Registry) -> list[Any]:
     """Every exporter the configurator creates passes through here.
 
-    When the resilient exporters (``otel_resilience._exporter``) are available, each is
-    wrapped so a dead backend costs a bounded time and a quiet drop; otherwise they are
-    returned unchanged.
+    Each is wrapped in a resilient exporter (``otel_resilience._exporter``) so a dead
+    backend costs a bounded time and a quiet drop.
     """
-    wrap: Callable[..., Any] | None
-    try:
-        from . import _exporter  # type: ignore[attr-defined,unused-ignore]
+    from . import _exporter
 
-        wrap = getattr(_exporter, f"wrap_{signal}_exporter", None)
-    except ImportError:
-        wrap = None
-    if wrap is None:
-        return exporters
+    wrap: Callable[..., Any] = getattr(_exporter, f"wrap_{signal}_exporter")
     wrapped = []
     for exporter in exporters:
         try:

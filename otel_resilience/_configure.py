@@ -166,21 +166,16 @@ def _attached(provider: SDKTracerProvider, processor: BreakerSpanProcessor) -> b
 
 def _instrument_clients(provider: SDKTracerProvider | None) -> None:
     """Switch on the OTel instrumentation of every installed client (instrument_clients)."""
-    try:
-        from .instrumentation import CLIENTS, instrument_clients
-    except ImportError:
-        return
+    from .instrumentation import CLIENTS, instrument_clients
+
     if _wiring.uninstrument_clients is not None:
         _wiring.uninstrument_clients()
     _wiring.uninstrument_clients = instrument_clients(CLIENTS, provider)
 
 
 def _install_guards(registry: Registry) -> Callable[[], None] | None:
-    try:
-        from .instrumentation import install
-    except ImportError:
-        _log.debug("client guards are not available")
-        return None
+    from .instrumentation import install
+
     uninstall: Callable[[], None] = install(registry)
     return uninstall
 

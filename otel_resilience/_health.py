@@ -200,10 +200,6 @@ class HealthReport:
         """Whether a readiness probe should pass: every status but ``unhealthy``."""
         return self.status != UNHEALTHY
 
-    def status_one_hot(self) -> dict[str, int]:
-        """1 for the current status, 0 for the others: the ``resilience.health.status`` gauge."""
-        return {status: int(status == self.status) for status in (HEALTHY, DEGRADED, UNHEALTHY)}
-
     def to_dict(self) -> dict[str, Any]:
         """The health document (docs/health.md), JSON-ready."""
         return {
