@@ -33,11 +33,7 @@ from opentelemetry.environment_variables import (
     OTEL_TRACES_EXPORTER,
 )
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
-from opentelemetry.sdk._configuration import (
-    _get_sampler,
-    _import_sampler,
-    _OTelSDKConfigurator,
-)
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_PROTOCOL
 from opentelemetry.sdk.trace import sampling
@@ -48,6 +44,7 @@ from ._processor import BreakerSpanProcessor
 from ._redact import describe_error
 from ._registry import Registry
 from ._sampler import ResilienceSampler
+from ._sdk import sampler_from_environment
 
 __all__ = [
     "ResilienceConfigurator",
@@ -104,8 +101,8 @@ def _base_sampler(given: sampling.Sampler | None) -> sampling.Sampler:
     points included), else the SDK default."""
     if given is not None:
         return given
-    sampler = _import_sampler(_get_sampler())
-    return sampler if sampler is not None else sampling._get_from_env_or_default()
+    sampler: sampling.Sampler = sampler_from_environment()
+    return sampler
 
 
 class ResilienceConfigurator(_OTelSDKConfigurator):

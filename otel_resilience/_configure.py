@@ -20,6 +20,7 @@ from ._metrics import ResilienceMetrics, install_metrics
 from ._processor import BreakerSpanProcessor
 from ._registry import Registry
 from ._sampler import ResilienceSampler
+from ._sdk import span_processors, tracer_registry
 
 __all__ = ["configure", "get_registry"]
 
@@ -149,9 +150,9 @@ def _wrap_sampler(provider: SDKTracerProvider, registry: Registry) -> None:
         return
     wrapper = ResilienceSampler(sampler, registry)
     provider.sampler = wrapper
-    tracers = getattr(provider, "_tracers", None)
-    lock = getattr(provider, "_tracers_lock", None)
-    if isinstance(tracers, dict) and lock is not None:
+    found = tracer_registry(provider)
+    if found is not None:
+        tracers, lock = found
         with lock:
             for tracer in tracers.values():
                 if getattr(tracer, "sampler", None) is sampler:
@@ -160,8 +161,7 @@ def _wrap_sampler(provider: SDKTracerProvider, registry: Registry) -> None:
 
 def _attached(provider: SDKTracerProvider, processor: BreakerSpanProcessor) -> bool:
     """Whether ``processor`` is among the provider's span processors (SDK internals)."""
-    active = getattr(provider, "_active_span_processor", None)
-    return processor in getattr(active, "_span_processors", ())
+    return processor in span_processors(provider)
 
 
 def _instrument_clients(provider: SDKTracerProvider | None) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from opentelemetry import metrics
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.context import attach, detach, set_value
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
@@ -32,6 +32,18 @@ from ._fork import after_fork_in_child, renew_breaker_locks
 from ._metrics import METER_NAME, SPECS, TELEMETRY_DROPPED
 from ._policy import BreakerPolicy
 from ._registry import Registry
+from ._sdk import (
+    SUPPRESS_INSTRUMENTATION_KEY,
+    batch_exporter,
+    exporter_timeout,
+    metric_exporter_preferences,
+    metric_readers,
+    reader_exporter,
+    set_batch_exporter,
+    set_exporter_timeout,
+    set_reader_exporter,
+    span_processors,
+)
 
 __all__ = [
     "ResilientLogExporter",
@@ -128,7 +140,7 @@ class _Worker:
                 if self._job is None:
                     return
                 job, self._job = self._job, None
-            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            token = attach(set_value(SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 job.result = job.fn()
             except BaseException as exc:  # handed to the caller, if it still waits
@@ -249,9 +261,9 @@ class _Resilient(Generic[R]):
         self._shutdown = False
         # Let a stuck inner call free the worker no later than the inner exporter allows,
         # and sooner where the exporter exposes its timeout (the OTLP exporters do).
-        inner_timeout = getattr(exporter, "_timeout", None)
-        if isinstance(inner_timeout, (int, float)) and inner_timeout > export_timeout_seconds:
-            exporter._timeout = export_timeout_seconds
+        inner_timeout = exporter_timeout(exporter)
+        if inner_timeout is not None and inner_timeout > export_timeout_seconds:
+            set_exporter_timeout(exporter, export_timeout_seconds)
         _quiet_loggers_of(exporter)
         _log_transitions(breaker)
         after_fork_in_child(self._after_fork_in_child)
@@ -396,10 +408,8 @@ class ResilientMetricExporter(MetricExporter, _Resilient[MetricExportResult]):
         registry: Registry | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
-        super().__init__(
-            preferred_temporality=exporter._preferred_temporality,
-            preferred_aggregation=exporter._preferred_aggregation,
-        )
+        temporality, aggregation = metric_exporter_preferences(exporter)
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
         self._setup(exporter, export_timeout_seconds, policy, breaker, registry, meter_provider)
 
     def export(
@@ -487,21 +497,24 @@ def wrap_provider_exporters(
     leaves anything it does not recognise alone. Returns how many exporters it wrapped.
     """
     wrapped = 0
-    active = getattr(tracer_provider, "_active_span_processor", None)
-    for processor in getattr(active, "_span_processors", ()):
-        holder = getattr(processor, "_batch_processor", None)
-        if holder is not None and isinstance(getattr(holder, "_exporter", None), SpanExporter):
-            if not isinstance(holder._exporter, ResilientSpanExporter):
-                holder._exporter = wrap_span_exporter(holder._exporter, registry)
+    for processor in span_processors(tracer_provider):
+        inner = batch_exporter(processor)
+        if isinstance(inner, SpanExporter):
+            if not isinstance(inner, ResilientSpanExporter) and set_batch_exporter(
+                processor, wrap_span_exporter(inner, registry)
+            ):
                 wrapped += 1
         elif isinstance(getattr(processor, "span_exporter", None), SpanExporter) and not isinstance(
             processor.span_exporter, ResilientSpanExporter
         ):
             processor.span_exporter = wrap_span_exporter(processor.span_exporter, registry)
             wrapped += 1
-    for reader in getattr(meter_provider, "_metric_readers", ()):
-        inner = getattr(reader, "_exporter", None)
-        if isinstance(inner, MetricExporter) and not isinstance(inner, ResilientMetricExporter):
-            reader._exporter = wrap_metric_exporter(inner, registry)
+    for reader in metric_readers(meter_provider):
+        inner = reader_exporter(reader)
+        if (
+            isinstance(inner, MetricExporter)
+            and not isinstance(inner, ResilientMetricExporter)
+            and set_reader_exporter(reader, wrap_metric_exporter(inner, registry))
+        ):
             wrapped += 1
     return wrapped
