@@ -21,6 +21,7 @@ The config comes from ``$OTEL_RESILIENCE_CONFIG`` (defaults when unset).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -77,7 +78,7 @@ def wrap_exporters(exporters: list[Any], signal: Signal, registry: Registry) -> 
     """
     from . import _exporter
 
-    wrap: Callable[..., Any] = getattr(_exporter, f"wrap_{signal}_exporter")
+    wrap: Callable[..., Any] = functools.partial(_exporter.wrap_exporter, signal)
     wrapped = []
     for exporter in exporters:
         try:

@@ -49,10 +49,8 @@ __all__ = [
     "ResilientLogExporter",
     "ResilientMetricExporter",
     "ResilientSpanExporter",
-    "wrap_log_exporter",
-    "wrap_metric_exporter",
+    "wrap_exporter",
     "wrap_provider_exporters",
-    "wrap_span_exporter",
 ]
 
 _log = logging.getLogger(__name__)
@@ -356,26 +354,57 @@ class _Resilient(Generic[R]):
             self._worker.stop()
 
 
-class ResilientSpanExporter(SpanExporter, _Resilient[SpanExportResult]):
-    """A span exporter that never blocks past ``export_timeout_seconds`` and goes quiet,
-    dropping and counting spans, while its backend is failing."""
+class _ResilientBatch(_Resilient[R]):
+    """The span and log wrappers: ``export(batch)`` answers the signal's SUCCESS or FAILURE."""
 
-    signal = "traces"
+    def _results(self) -> Any:
+        """The signal's export result enum (its ``SUCCESS`` and ``FAILURE`` members)."""
+        raise NotImplementedError
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, batch: Sequence[Any]) -> Any:
+        return self._export_batch(batch)
+
+    def _export_batch(self, batch: Sequence[Any]) -> Any:
+        results = self._results()
         inner = self.exporter
         ok = self._export(
-            lambda: inner.export(spans),
-            len(spans),
-            lambda result: result is SpanExportResult.SUCCESS,
+            lambda: inner.export(batch),
+            len(batch),
+            lambda result: result is results.SUCCESS,
         )
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+        return results.SUCCESS if ok else results.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._flush(timeout_millis)
 
     def shutdown(self) -> None:
         self._close(self.exporter.shutdown)
+
+
+class ResilientSpanExporter(_ResilientBatch[SpanExportResult], SpanExporter):
+    """A span exporter that never blocks past ``export_timeout_seconds`` and goes quiet,
+    dropping and counting spans, while its backend is failing."""
+
+    signal = "traces"
+
+    def _results(self) -> Any:
+        return SpanExportResult
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        # The SDK's parameter name, for callers that pass it by keyword.
+        result: SpanExportResult = self._export_batch(spans)
+        return result
+
+
+class ResilientLogExporter(_ResilientBatch[Any]):
+    """A log record exporter with the same deadline, breaker and quiet."""
+
+    signal = "logs"
+
+    def _results(self) -> Any:
+        from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+        return LogRecordExportResult
 
 
 def _data_points(data: MetricsData) -> int:
@@ -431,60 +460,24 @@ class ResilientMetricExporter(MetricExporter, _Resilient[MetricExportResult]):
         self._close(lambda: inner.shutdown(timeout_millis=timeout_millis, **kwargs))
 
 
-class ResilientLogExporter(_Resilient[Any]):
-    """A log record exporter with the same deadline, breaker and quiet."""
-
-    signal = "logs"
-
-    def export(self, batch: Sequence[Any]) -> Any:
-        from opentelemetry.sdk._logs.export import LogRecordExportResult
-
-        inner = self.exporter
-        ok = self._export(
-            lambda: inner.export(batch),
-            len(batch),
-            lambda result: result is LogRecordExportResult.SUCCESS,
-        )
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._flush(timeout_millis)
-
-    def shutdown(self) -> None:
-        self._close(self.exporter.shutdown)
-
-
 def _timeout_of(registry: Registry | None) -> float:
     return registry.telemetry.export_timeout_seconds if registry is not None else 1.0
 
 
-def wrap_span_exporter(exporter: SpanExporter, registry: Registry | None = None) -> SpanExporter:
-    """``exporter`` made resilient with the registry's telemetry breaker and timeout."""
-    if isinstance(exporter, ResilientSpanExporter):
+_WRAPPERS: dict[str, type[_Resilient[Any]]] = {
+    "span": ResilientSpanExporter,
+    "metric": ResilientMetricExporter,
+    "log": ResilientLogExporter,
+}
+
+
+def wrap_exporter(signal: str, exporter: Any, registry: Registry | None = None) -> Any:
+    """``exporter`` of ``signal`` (``span``, ``metric`` or ``log``) made resilient with the
+    registry's telemetry breaker and timeout; an exporter already wrapped is returned as is."""
+    wrapper = _WRAPPERS[signal]
+    if isinstance(exporter, wrapper):
         return exporter
-    return ResilientSpanExporter(
-        exporter, export_timeout_seconds=_timeout_of(registry), registry=registry
-    )
-
-
-def wrap_metric_exporter(
-    exporter: MetricExporter, registry: Registry | None = None
-) -> MetricExporter:
-    """``exporter`` made resilient with the registry's telemetry breaker and timeout."""
-    if isinstance(exporter, ResilientMetricExporter):
-        return exporter
-    return ResilientMetricExporter(
-        exporter, export_timeout_seconds=_timeout_of(registry), registry=registry
-    )
-
-
-def wrap_log_exporter(exporter: Any, registry: Registry | None = None) -> Any:
-    """``exporter`` made resilient with the registry's telemetry breaker and timeout."""
-    if isinstance(exporter, ResilientLogExporter):
-        return exporter
-    return ResilientLogExporter(
-        exporter, export_timeout_seconds=_timeout_of(registry), registry=registry
-    )
+    return wrapper(exporter, export_timeout_seconds=_timeout_of(registry), registry=registry)
 
 
 def wrap_provider_exporters(
@@ -501,20 +494,20 @@ def wrap_provider_exporters(
         inner = batch_exporter(processor)
         if isinstance(inner, SpanExporter):
             if not isinstance(inner, ResilientSpanExporter) and set_batch_exporter(
-                processor, wrap_span_exporter(inner, registry)
+                processor, wrap_exporter("span", inner, registry)
             ):
                 wrapped += 1
         elif isinstance(getattr(processor, "span_exporter", None), SpanExporter) and not isinstance(
             processor.span_exporter, ResilientSpanExporter
         ):
-            processor.span_exporter = wrap_span_exporter(processor.span_exporter, registry)
+            processor.span_exporter = wrap_exporter("span", processor.span_exporter, registry)
             wrapped += 1
     for reader in metric_readers(meter_provider):
         inner = reader_exporter(reader)
         if (
             isinstance(inner, MetricExporter)
             and not isinstance(inner, ResilientMetricExporter)
-            and set_reader_exporter(reader, wrap_metric_exporter(inner, registry))
+            and set_reader_exporter(reader, wrap_exporter("metric", inner, registry))
         ):
             wrapped += 1
     return wrapped
