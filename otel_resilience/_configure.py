@@ -13,12 +13,11 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
-from ._config import load_config
 from ._errors import ConfigError
 from ._exporter import wrap_provider_exporters
 from ._metrics import ResilienceMetrics, install_metrics
 from ._processor import BreakerSpanProcessor
-from ._registry import Registry
+from ._registry import Registry, load_config
 from ._sampler import ResilienceSampler
 from ._sdk import span_processors, tracer_registry
 

@@ -26,9 +26,10 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._config import CONFIG_ENV_VAR, load_config
+from ._config import CONFIG_ENV_VAR
 from ._errors import ConfigError
 from ._events import emit_event
+from ._registry import load_config
 
 if TYPE_CHECKING:
     from ._dependency import Dependency
