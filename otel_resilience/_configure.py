@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,8 +40,6 @@ class _Wiring:
         self.uninstrument_clients: Callable[[], None] | None = None
         # Whether configure() (or the auto-instrumentation configurator) has run.
         self.configured = False
-        # Registries standing in for an invalid config, with its error (one line).
-        self.config_errors: weakref.WeakKeyDictionary[Registry, str] = weakref.WeakKeyDictionary()
         self.config_error_logged: str | None = None
 
 
@@ -79,7 +76,7 @@ def registry_from_environment() -> Registry:
     registry = load_config({})
     message = "; ".join(str(error).splitlines())
     with _wiring.lock:
-        _wiring.config_errors[registry] = message
+        registry._config_error = message
         logged, _wiring.config_error_logged = _wiring.config_error_logged, message
     if logged != message:
         _log.error(
@@ -93,7 +90,7 @@ def registry_from_environment() -> Registry:
 def config_error_of(registry: Registry) -> str | None:
     """The error of the invalid config that ``registry`` stands in for, if it does."""
     with _wiring.lock:
-        return _wiring.config_errors.get(registry)
+        return registry._config_error
 
 
 def _sdk_tracer_provider(tracer_provider: Any) -> SDKTracerProvider | None:

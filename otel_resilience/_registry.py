@@ -27,7 +27,7 @@ from ._guard import (
     guarded_call,
     guarded_iter,
 )
-from ._health import HealthReport, health_report
+from ._health import HealthMonitor, HealthReport, health_report
 from ._limits import ConcurrencyLimiter
 from ._retry_budget import RetryBudgetPolicy, RetryGate, retry_predicate
 from ._semconv import Classifier
@@ -74,6 +74,11 @@ class Registry:
         # The env var holding the admin token of health_app's manual-control routes.
         self.admin_token_env: str | None = None
         self._lock = threading.Lock()
+        # Its health state (check results, learned addresses, listeners): _health.health_monitor.
+        self._health_monitor: HealthMonitor | None = None
+        # The error of the invalid config it stands in for (configure()), one line; under
+        # _configure's wiring lock.
+        self._config_error: str | None = None
         self._entries: dict[str, Entry] = {}
         self._classifier = Classifier(())
         self._fallback_counts: dict[tuple[str, str, str], int] = {}

@@ -181,7 +181,7 @@ def _after_reload(registry: Registry) -> None:
     from ._configure import _wiring
 
     with _wiring.lock:
-        _wiring.config_errors.pop(registry, None)
+        registry._config_error = None
         _wiring.config_error_logged = None
 
 
