@@ -49,15 +49,15 @@ def pipeline(endpoint: str, resilient: bool) -> tuple[Any, Any]:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from otel_resilience import load_config
-    from otel_resilience._exporter import wrap_metric_exporter, wrap_span_exporter
+    from otel_resilience._exporter import wrap_exporter
 
     span_exporter: Any = OTLPSpanExporter(endpoint=endpoint, insecure=True)
     metric_exporter: Any = OTLPMetricExporter(endpoint=endpoint, insecure=True)
     if resilient:
         # As configure() wraps them: one telemetry breaker shared by both signals.
         registry = load_config(None)
-        span_exporter = wrap_span_exporter(span_exporter, registry)
-        metric_exporter = wrap_metric_exporter(metric_exporter, registry)
+        span_exporter = wrap_exporter("span", span_exporter, registry)
+        metric_exporter = wrap_exporter("metric", metric_exporter, registry)
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     meter_provider = MeterProvider(

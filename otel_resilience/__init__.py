@@ -8,7 +8,6 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._breaker import BreakerSnapshot, CircuitBreaker, State
-from ._config import load_config
 from ._configure import configure, get_registry
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError, ConcurrencyLimitError, ConfigError, UnknownDependencyError
@@ -20,7 +19,7 @@ from ._limits import LimitPolicy
 from ._policy import BreakerPolicy
 from ._prober import HealthProber
 from ._processor import BreakerSpanProcessor
-from ._registry import Registry
+from ._registry import Registry, TelemetrySettings, load_config
 from ._retry_budget import RetryBudgetPolicy
 from ._sampler import ResilienceSampler
 
@@ -52,6 +51,7 @@ __all__ = [
     "ResilientSpanExporter",
     "RetryBudgetPolicy",
     "State",
+    "TelemetrySettings",
     "UnknownDependencyError",
     "configure",
     "get_registry",

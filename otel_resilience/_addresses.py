@@ -36,10 +36,6 @@ class Address:
     scheme: str | None = None
     password: str | None = field(default=None, repr=False)
 
-    def describe(self) -> str:
-        """``host:port`` (or the socket path), for messages."""
-        return self.host if self.port is None else f"{self.host}:{self.port}"
-
 
 def _port(value: Any) -> int | None:
     if isinstance(value, bool):
@@ -151,8 +147,3 @@ class AddressBook:
             self.learn(name, address_from_span(attributes))
 
         return learn
-
-    def forget(self) -> None:
-        """Drop every learned address (tests, and a registry that is re-wired)."""
-        with self._lock:
-            self._addresses = {}

@@ -21,6 +21,7 @@ The config comes from ``$OTEL_RESILIENCE_CONFIG`` (defaults when unset).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -33,11 +34,7 @@ from opentelemetry.environment_variables import (
     OTEL_TRACES_EXPORTER,
 )
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
-from opentelemetry.sdk._configuration import (
-    _get_sampler,
-    _import_sampler,
-    _OTelSDKConfigurator,
-)
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_PROTOCOL
 from opentelemetry.sdk.trace import sampling
@@ -48,6 +45,7 @@ from ._processor import BreakerSpanProcessor
 from ._redact import describe_error
 from ._registry import Registry
 from ._sampler import ResilienceSampler
+from ._sdk import sampler_from_environment
 
 __all__ = [
     "ResilienceConfigurator",
@@ -57,7 +55,7 @@ __all__ = [
     "wrap_exporters",
 ]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 Signal = Literal["span", "metric", "log"]
 
@@ -75,25 +73,18 @@ class ResilienceDistro(BaseDistro):  # type: ignore[misc]
 def wrap_exporters(exporters: list[Any], signal: Signal, registry: Registry) -> list[Any]:
     """Every exporter the configurator creates passes through here.
 
-    When the resilient exporters (``otel_resilience._exporter``) are available, each is
-    wrapped so a dead backend costs a bounded time and a quiet drop; otherwise they are
-    returned unchanged.
+    Each is wrapped in a resilient exporter (``otel_resilience._exporter``) so a dead
+    backend costs a bounded time and a quiet drop.
     """
-    wrap: Callable[..., Any] | None
-    try:
-        from . import _exporter  # type: ignore[attr-defined,unused-ignore]
+    from . import _exporter
 
-        wrap = getattr(_exporter, f"wrap_{signal}_exporter", None)
-    except ImportError:
-        wrap = None
-    if wrap is None:
-        return exporters
+    wrap: Callable[..., Any] = functools.partial(_exporter.wrap_exporter, signal)
     wrapped = []
     for exporter in exporters:
         try:
             wrapped.append(wrap(exporter, registry=registry))
         except Exception:
-            _log.warning("otel_resilience: could not wrap %r", exporter, exc_info=True)
+            _log.warning("could not wrap %r", exporter, exc_info=True)
             wrapped.append(exporter)
     return wrapped
 
@@ -111,8 +102,8 @@ def _base_sampler(given: sampling.Sampler | None) -> sampling.Sampler:
     points included), else the SDK default."""
     if given is not None:
         return given
-    sampler = _import_sampler(_get_sampler())
-    return sampler if sampler is not None else sampling._get_from_env_or_default()
+    sampler: sampling.Sampler = sampler_from_environment()
+    return sampler
 
 
 class ResilienceConfigurator(_OTelSDKConfigurator):
@@ -167,7 +158,7 @@ def pre_instrument(**kwargs: Any) -> None:
     try:
         _configure.ensure_configured_for_auto_instrumentation()
     except Exception:
-        _log.warning("otel_resilience: could not wire the breakers", exc_info=True)
+        _log.warning("could not wire the breakers", exc_info=True)
 
 
 def post_instrument(**kwargs: Any) -> None:
@@ -175,10 +166,10 @@ def post_instrument(**kwargs: Any) -> None:
     try:
         _configure.install_guards_for_auto_instrumentation()
     except Exception:
-        _log.warning("otel_resilience: could not install the client guards", exc_info=True)
+        _log.warning("could not install the client guards", exc_info=True)
     try:
         from ._reload import install_reload_triggers
 
         install_reload_triggers()  # SIGHUP and $OTEL_RESILIENCE_RELOAD_SECONDS reload the file
     except Exception:
-        _log.warning("otel_resilience: could not install config reloading", exc_info=True)
+        _log.warning("could not install config reloading", exc_info=True)

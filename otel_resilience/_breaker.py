@@ -28,7 +28,7 @@ __all__ = [
     "State",
 ]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 
 class State(enum.Enum):
@@ -626,7 +626,7 @@ class CircuitBreaker:
                     listener(self, old, new)
                 except Exception:
                     _log.exception(
-                        "otel_resilience: breaker listener %r failed on %s -> %s",
+                        "breaker listener %r failed on %s -> %s",
                         listener,
                         old.value,
                         new.value,

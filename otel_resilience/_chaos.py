@@ -13,7 +13,6 @@ waiting and the raising (``_guard.py``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import random
@@ -78,11 +77,6 @@ class FaultSpec:
                 f"latency_seconds must be a number of seconds from 0 to "
                 f"{_MAX_LATENCY_SECONDS:g}, got {latency!r}"
             )
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """The spec's field names, in declaration order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
 
     @property
     def idle(self) -> bool:

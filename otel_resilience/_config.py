@@ -18,11 +18,10 @@ import re
 import reprlib
 import stat
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -34,7 +33,6 @@ from ._health_checks import BUILTIN_CHECKS, parse_health_check
 from ._limits import LimitPolicy
 from ._policy import POLICY_FIELDS, BreakerPolicy, PolicyField, format_number
 from ._redact import redact
-from ._registry import Registry, TelemetrySettings
 from ._retry_budget import RetryBudgetPolicy
 
 if sys.version_info >= (3, 11):
@@ -50,9 +48,11 @@ __all__ = [
     "TELEMETRY_DEPENDENCY",
     "TELEMETRY_POLICY",
     "Key",
+    "LoadedConfig",
+    "TelemetrySettings",
     "config_reference",
     "config_warnings",
-    "load_config",
+    "parse_config",
     "read_config_file",
     "validate_document",
 ]
@@ -760,8 +760,31 @@ def _walk_document(validator: _Validator, document: Any) -> Any:
     return validator.walk(document, _ROOTS[""], "")
 
 
+class TelemetrySettings:
+    """The ``telemetry:`` section of a config: how telemetry export protects itself."""
+
+    __slots__ = ("export_timeout_seconds",)
+
+    def __init__(self, export_timeout_seconds: float = 1.0) -> None:
+        self.export_timeout_seconds = export_timeout_seconds
+
+    def __repr__(self) -> str:
+        return f"TelemetrySettings(export_timeout_seconds={self.export_timeout_seconds!r})"
+
+
+class LoadedConfig(NamedTuple):
+    """A validated config, ready to become a Registry (``_registry.load_config``)."""
+
+    dependencies: list[Dependency]
+    service: Any
+    telemetry: TelemetrySettings
+    source: str | None
+    chaos: ChaosSettings | None
+    admin_token_env: str | None
+
+
 class _Builder:
-    """From a validated document to a Registry, with imports and cross-key rules."""
+    """From a validated document to a LoadedConfig, with imports and cross-key rules."""
 
     def __init__(self, validator: _Validator, raw: Mapping[str, Any]) -> None:
         self.v = validator
@@ -947,7 +970,7 @@ class _Builder:
             self.v.report(path, str(exc))
             return None
 
-    def registry(self, values: dict[str, Any], clock: Callable[[], float]) -> Registry | None:
+    def loaded(self, values: dict[str, Any]) -> LoadedConfig | None:
         if any(values[key] is _BAD for key in ("defaults", "dependencies", "telemetry")):
             return None
         defaults = self.policy(
@@ -967,28 +990,26 @@ class _Builder:
         settings = TelemetrySettings(
             export_timeout_seconds=float(telemetry["export_timeout_seconds"])
         )
-        registry = Registry(
-            dependencies,
-            clock=clock,
-            service=values["service"],
-            telemetry=settings,
-            source=self.v.source,
-            chaos=chaos,
-        )
         admin = values.get("admin")
-        registry.admin_token_env = admin.get("token_env") if isinstance(admin, dict) else None
-        return registry
+        return LoadedConfig(
+            dependencies,
+            values["service"],
+            settings,
+            self.v.source,
+            chaos,
+            admin.get("token_env") if isinstance(admin, dict) else None,
+        )
 
 
-def _registry_from(document: Any, source: str | None, clock: Callable[[], float]) -> Registry:
+def _parse(document: Any, source: str | None) -> LoadedConfig:
     validator = _Validator(source)
     values = _walk_document(validator, document)
-    registry = None
+    loaded = None
     if values is not _BAD:
-        registry = _Builder(validator, document or {}).registry(values, clock)
-    if validator.errors or registry is None:
+        loaded = _Builder(validator, document or {}).loaded(values)
+    if validator.errors or loaded is None:
         raise ConfigError.combine(validator.errors or [validator.error("", "is invalid")])
-    return registry
+    return loaded
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -1187,20 +1208,17 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
     return document
 
 
-def load_config(
-    config: Mapping[str, Any] | str | os.PathLike[str] | None,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-) -> Registry:
-    """A Registry from a path, a dict, or None (then ``$OTEL_RESILIENCE_CONFIG``, else defaults)."""
+def parse_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> LoadedConfig:
+    """A validated config from a path, a dict, or None (then ``$OTEL_RESILIENCE_CONFIG``,
+    else defaults); ``_registry.load_config`` makes it a Registry."""
     if config is None:
         env_path = os.environ.get(CONFIG_ENV_VAR)
         config = env_path if env_path else {}
     if isinstance(config, Mapping):
-        return _registry_from(config, None, clock)
+        return _parse(config, None)
     if isinstance(config, (str, os.PathLike)):
         document = read_config_file(config)
-        return _registry_from(document, str(config), clock)
+        return _parse(document, str(config))
     raise TypeError(f"config must be a path, a mapping or None, got {type(config).__name__}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,17 +12,17 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
-from ._config import load_config
 from ._errors import ConfigError
 from ._exporter import wrap_provider_exporters
 from ._metrics import ResilienceMetrics, install_metrics
 from ._processor import BreakerSpanProcessor
-from ._registry import Registry
+from ._registry import Registry, load_config
 from ._sampler import ResilienceSampler
+from ._sdk import span_processors, tracer_registry
 
 __all__ = ["configure", "get_registry"]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 
 class _Wiring:
@@ -41,8 +40,6 @@ class _Wiring:
         self.uninstrument_clients: Callable[[], None] | None = None
         # Whether configure() (or the auto-instrumentation configurator) has run.
         self.configured = False
-        # Registries standing in for an invalid config, with its error (one line).
-        self.config_errors: weakref.WeakKeyDictionary[Registry, str] = weakref.WeakKeyDictionary()
         self.config_error_logged: str | None = None
 
 
@@ -79,7 +76,7 @@ def registry_from_environment() -> Registry:
     registry = load_config({})
     message = "; ".join(str(error).splitlines())
     with _wiring.lock:
-        _wiring.config_errors[registry] = message
+        registry._config_error = message
         logged, _wiring.config_error_logged = _wiring.config_error_logged, message
     if logged != message:
         _log.error(
@@ -93,7 +90,7 @@ def registry_from_environment() -> Registry:
 def config_error_of(registry: Registry) -> str | None:
     """The error of the invalid config that ``registry`` stands in for, if it does."""
     with _wiring.lock:
-        return _wiring.config_errors.get(registry)
+        return registry._config_error
 
 
 def _sdk_tracer_provider(tracer_provider: Any) -> SDKTracerProvider | None:
@@ -107,7 +104,7 @@ def _sdk_tracer_provider(tracer_provider: Any) -> SDKTracerProvider | None:
         resolved = trace.get_tracer_provider()
         return resolved if isinstance(resolved, SDKTracerProvider) else None
     _log.warning(
-        "otel_resilience: tracer provider %r is not the OpenTelemetry SDK's; breakers will "
+        "tracer provider %r is not the OpenTelemetry SDK's; breakers will "
         "only see calls made through guards, not spans",
         provider,
     )
@@ -149,9 +146,9 @@ def _wrap_sampler(provider: SDKTracerProvider, registry: Registry) -> None:
         return
     wrapper = ResilienceSampler(sampler, registry)
     provider.sampler = wrapper
-    tracers = getattr(provider, "_tracers", None)
-    lock = getattr(provider, "_tracers_lock", None)
-    if isinstance(tracers, dict) and lock is not None:
+    found = tracer_registry(provider)
+    if found is not None:
+        tracers, lock = found
         with lock:
             for tracer in tracers.values():
                 if getattr(tracer, "sampler", None) is sampler:
@@ -160,27 +157,21 @@ def _wrap_sampler(provider: SDKTracerProvider, registry: Registry) -> None:
 
 def _attached(provider: SDKTracerProvider, processor: BreakerSpanProcessor) -> bool:
     """Whether ``processor`` is among the provider's span processors (SDK internals)."""
-    active = getattr(provider, "_active_span_processor", None)
-    return processor in getattr(active, "_span_processors", ())
+    return processor in span_processors(provider)
 
 
 def _instrument_clients(provider: SDKTracerProvider | None) -> None:
     """Switch on the OTel instrumentation of every installed client (instrument_clients)."""
-    try:
-        from .instrumentation import CLIENTS, instrument_clients
-    except ImportError:
-        return
+    from .instrumentation import CLIENTS, instrument_clients
+
     if _wiring.uninstrument_clients is not None:
         _wiring.uninstrument_clients()
     _wiring.uninstrument_clients = instrument_clients(CLIENTS, provider)
 
 
 def _install_guards(registry: Registry) -> Callable[[], None] | None:
-    try:
-        from .instrumentation import install
-    except ImportError:
-        _log.debug("otel_resilience: client guards are not available")
-        return None
+    from .instrumentation import install
+
     uninstall: Callable[[], None] = install(registry)
     return uninstall
 
@@ -264,7 +255,7 @@ def ensure_configured_for_auto_instrumentation() -> None:
         if _wiring.configured:
             return
     _log.info(
-        "otel_resilience: another OpenTelemetry configurator was chosen; adding the breaker "
+        "another OpenTelemetry configurator was chosen; adding the breaker "
         "processor and metrics to its providers (set OTEL_PYTHON_CONFIGURATOR=otel_resilience "
         "for resilient exporters too)"
     )

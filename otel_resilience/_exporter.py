@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from opentelemetry import metrics
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.context import attach, detach, set_value
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
@@ -32,18 +32,28 @@ from ._fork import after_fork_in_child, renew_breaker_locks
 from ._metrics import METER_NAME, SPECS, TELEMETRY_DROPPED
 from ._policy import BreakerPolicy
 from ._registry import Registry
+from ._sdk import (
+    SUPPRESS_INSTRUMENTATION_KEY,
+    batch_exporter,
+    exporter_timeout,
+    metric_exporter_preferences,
+    metric_readers,
+    reader_exporter,
+    set_batch_exporter,
+    set_exporter_timeout,
+    set_reader_exporter,
+    span_processors,
+)
 
 __all__ = [
     "ResilientLogExporter",
     "ResilientMetricExporter",
     "ResilientSpanExporter",
-    "wrap_log_exporter",
-    "wrap_metric_exporter",
+    "wrap_exporter",
     "wrap_provider_exporters",
-    "wrap_span_exporter",
 ]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -128,7 +138,7 @@ class _Worker:
                 if self._job is None:
                     return
                 job, self._job = self._job, None
-            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            token = attach(set_value(SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 job.result = job.fn()
             except BaseException as exc:  # handed to the caller, if it still waits
@@ -191,13 +201,13 @@ def _log_transitions(breaker: CircuitBreaker) -> None:
         if new is State.OPEN and old is State.CLOSED:
             detail = f" ({_quiet.last_message})" if _quiet.last_message else ""
             _log.warning(
-                "otel_resilience: telemetry export is failing%s; dropping telemetry and "
+                "telemetry export is failing%s; dropping telemetry and "
                 "retrying every %.3gs until it works again",
                 detail,
                 breaker.policy.open_seconds,
             )
         elif new is State.CLOSED and old is State.HALF_OPEN:
-            _log.info("otel_resilience: telemetry export works again")
+            _log.info("telemetry export works again")
 
     breaker.add_listener(on_transition)
 
@@ -249,9 +259,9 @@ class _Resilient(Generic[R]):
         self._shutdown = False
         # Let a stuck inner call free the worker no later than the inner exporter allows,
         # and sooner where the exporter exposes its timeout (the OTLP exporters do).
-        inner_timeout = getattr(exporter, "_timeout", None)
-        if isinstance(inner_timeout, (int, float)) and inner_timeout > export_timeout_seconds:
-            exporter._timeout = export_timeout_seconds
+        inner_timeout = exporter_timeout(exporter)
+        if inner_timeout is not None and inner_timeout > export_timeout_seconds:
+            set_exporter_timeout(exporter, export_timeout_seconds)
         _quiet_loggers_of(exporter)
         _log_transitions(breaker)
         after_fork_in_child(self._after_fork_in_child)
@@ -339,31 +349,62 @@ class _Resilient(Generic[R]):
         try:
             self._bounded(call, None)
         except Exception:
-            _log.debug("otel_resilience: inner exporter shutdown failed", exc_info=True)
+            _log.debug("inner exporter shutdown failed", exc_info=True)
         finally:
             self._worker.stop()
 
 
-class ResilientSpanExporter(SpanExporter, _Resilient[SpanExportResult]):
-    """A span exporter that never blocks past ``export_timeout_seconds`` and goes quiet,
-    dropping and counting spans, while its backend is failing."""
+class _ResilientBatch(_Resilient[R]):
+    """The span and log wrappers: ``export(batch)`` answers the signal's SUCCESS or FAILURE."""
 
-    signal = "traces"
+    def _results(self) -> Any:
+        """The signal's export result enum (its ``SUCCESS`` and ``FAILURE`` members)."""
+        raise NotImplementedError
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, batch: Sequence[Any]) -> Any:
+        return self._export_batch(batch)
+
+    def _export_batch(self, batch: Sequence[Any]) -> Any:
+        results = self._results()
         inner = self.exporter
         ok = self._export(
-            lambda: inner.export(spans),
-            len(spans),
-            lambda result: result is SpanExportResult.SUCCESS,
+            lambda: inner.export(batch),
+            len(batch),
+            lambda result: result is results.SUCCESS,
         )
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+        return results.SUCCESS if ok else results.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._flush(timeout_millis)
 
     def shutdown(self) -> None:
         self._close(self.exporter.shutdown)
+
+
+class ResilientSpanExporter(_ResilientBatch[SpanExportResult], SpanExporter):
+    """A span exporter that never blocks past ``export_timeout_seconds`` and goes quiet,
+    dropping and counting spans, while its backend is failing."""
+
+    signal = "traces"
+
+    def _results(self) -> Any:
+        return SpanExportResult
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        # The SDK's parameter name, for callers that pass it by keyword.
+        result: SpanExportResult = self._export_batch(spans)
+        return result
+
+
+class ResilientLogExporter(_ResilientBatch[Any]):
+    """A log record exporter with the same deadline, breaker and quiet."""
+
+    signal = "logs"
+
+    def _results(self) -> Any:
+        from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+        return LogRecordExportResult
 
 
 def _data_points(data: MetricsData) -> int:
@@ -396,10 +437,8 @@ class ResilientMetricExporter(MetricExporter, _Resilient[MetricExportResult]):
         registry: Registry | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
-        super().__init__(
-            preferred_temporality=exporter._preferred_temporality,
-            preferred_aggregation=exporter._preferred_aggregation,
-        )
+        temporality, aggregation = metric_exporter_preferences(exporter)
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
         self._setup(exporter, export_timeout_seconds, policy, breaker, registry, meter_provider)
 
     def export(
@@ -421,60 +460,24 @@ class ResilientMetricExporter(MetricExporter, _Resilient[MetricExportResult]):
         self._close(lambda: inner.shutdown(timeout_millis=timeout_millis, **kwargs))
 
 
-class ResilientLogExporter(_Resilient[Any]):
-    """A log record exporter with the same deadline, breaker and quiet."""
-
-    signal = "logs"
-
-    def export(self, batch: Sequence[Any]) -> Any:
-        from opentelemetry.sdk._logs.export import LogRecordExportResult
-
-        inner = self.exporter
-        ok = self._export(
-            lambda: inner.export(batch),
-            len(batch),
-            lambda result: result is LogRecordExportResult.SUCCESS,
-        )
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._flush(timeout_millis)
-
-    def shutdown(self) -> None:
-        self._close(self.exporter.shutdown)
-
-
 def _timeout_of(registry: Registry | None) -> float:
     return registry.telemetry.export_timeout_seconds if registry is not None else 1.0
 
 
-def wrap_span_exporter(exporter: SpanExporter, registry: Registry | None = None) -> SpanExporter:
-    """``exporter`` made resilient with the registry's telemetry breaker and timeout."""
-    if isinstance(exporter, ResilientSpanExporter):
+_WRAPPERS: dict[str, type[_Resilient[Any]]] = {
+    "span": ResilientSpanExporter,
+    "metric": ResilientMetricExporter,
+    "log": ResilientLogExporter,
+}
+
+
+def wrap_exporter(signal: str, exporter: Any, registry: Registry | None = None) -> Any:
+    """``exporter`` of ``signal`` (``span``, ``metric`` or ``log``) made resilient with the
+    registry's telemetry breaker and timeout; an exporter already wrapped is returned as is."""
+    wrapper = _WRAPPERS[signal]
+    if isinstance(exporter, wrapper):
         return exporter
-    return ResilientSpanExporter(
-        exporter, export_timeout_seconds=_timeout_of(registry), registry=registry
-    )
-
-
-def wrap_metric_exporter(
-    exporter: MetricExporter, registry: Registry | None = None
-) -> MetricExporter:
-    """``exporter`` made resilient with the registry's telemetry breaker and timeout."""
-    if isinstance(exporter, ResilientMetricExporter):
-        return exporter
-    return ResilientMetricExporter(
-        exporter, export_timeout_seconds=_timeout_of(registry), registry=registry
-    )
-
-
-def wrap_log_exporter(exporter: Any, registry: Registry | None = None) -> Any:
-    """``exporter`` made resilient with the registry's telemetry breaker and timeout."""
-    if isinstance(exporter, ResilientLogExporter):
-        return exporter
-    return ResilientLogExporter(
-        exporter, export_timeout_seconds=_timeout_of(registry), registry=registry
-    )
+    return wrapper(exporter, export_timeout_seconds=_timeout_of(registry), registry=registry)
 
 
 def wrap_provider_exporters(
@@ -487,21 +490,24 @@ def wrap_provider_exporters(
     leaves anything it does not recognise alone. Returns how many exporters it wrapped.
     """
     wrapped = 0
-    active = getattr(tracer_provider, "_active_span_processor", None)
-    for processor in getattr(active, "_span_processors", ()):
-        holder = getattr(processor, "_batch_processor", None)
-        if holder is not None and isinstance(getattr(holder, "_exporter", None), SpanExporter):
-            if not isinstance(holder._exporter, ResilientSpanExporter):
-                holder._exporter = wrap_span_exporter(holder._exporter, registry)
+    for processor in span_processors(tracer_provider):
+        inner = batch_exporter(processor)
+        if isinstance(inner, SpanExporter):
+            if not isinstance(inner, ResilientSpanExporter) and set_batch_exporter(
+                processor, wrap_exporter("span", inner, registry)
+            ):
                 wrapped += 1
         elif isinstance(getattr(processor, "span_exporter", None), SpanExporter) and not isinstance(
             processor.span_exporter, ResilientSpanExporter
         ):
-            processor.span_exporter = wrap_span_exporter(processor.span_exporter, registry)
+            processor.span_exporter = wrap_exporter("span", processor.span_exporter, registry)
             wrapped += 1
-    for reader in getattr(meter_provider, "_metric_readers", ()):
-        inner = getattr(reader, "_exporter", None)
-        if isinstance(inner, MetricExporter) and not isinstance(inner, ResilientMetricExporter):
-            reader._exporter = wrap_metric_exporter(inner, registry)
+    for reader in metric_readers(meter_provider):
+        inner = reader_exporter(reader)
+        if (
+            isinstance(inner, MetricExporter)
+            and not isinstance(inner, ResilientMetricExporter)
+            and set_reader_exporter(reader, wrap_exporter("metric", inner, registry))
+        ):
             wrapped += 1
     return wrapped

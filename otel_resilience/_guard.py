@@ -77,6 +77,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import enum
 import logging
 import os
 import queue
@@ -102,6 +103,7 @@ __all__ = [
     "Entry",
     "FallbackCounter",
     "Guard",
+    "Verdict",
     "guarded_acall",
     "guarded_aiter",
     "guarded_call",
@@ -140,11 +142,22 @@ FallbackCounter = Callable[[str, str], None]
 REJECTION_ERRORS: dict[str, type[CircuitOpenError]] = {"open": CircuitOpenError}
 """The error class of a rejection, by reason (``"open"``; an admission step adds its own)."""
 
-# What an exception means for the breaker.
-_FAILURE = 1
-_ANSWERED = 2  # the dependency answered (a business error): a success
-_NEUTRAL = 3  # no outcome; a half-open permit is given back
-_CANCELLED = 4  # no outcome in CLOSED, a failed probe for a half-open trial
+
+class Verdict(enum.Enum):
+    """What an exception means for the breaker (not an int: it never compares equal to the
+    count window's outcome bits, ``_window.SUCCESS``/``FAILURE``/``SLOW``)."""
+
+    FAILURE = "failure"
+    ANSWERED = "answered"  # the dependency answered (a business error): a success
+    NEUTRAL = "neutral"  # no outcome; a half-open permit is given back
+    CANCELLED = "cancelled"  # no outcome in CLOSED, a failed probe for a half-open trial
+
+
+# Read once: an enum member read costs about 0.1 µs each time, and these are per call.
+_FAILURE = Verdict.FAILURE
+_ANSWERED = Verdict.ANSWERED
+_NEUTRAL = Verdict.NEUTRAL
+_CANCELLED = Verdict.CANCELLED
 
 _NEUTRAL_TYPES: tuple[type[BaseException], ...] = (
     CircuitOpenError,
@@ -254,7 +267,7 @@ class Entry:
         self._chaos = chaos
         self.refresh()
 
-    def verdict(self, exc: BaseException) -> int:
+    def verdict(self, exc: BaseException) -> Verdict:
         """What ``exc`` means by the dependency's own rules (business errors, is_failure)."""
         if self.business_errors and isinstance(exc, self.business_errors):
             return _ANSWERED
@@ -352,7 +365,7 @@ class Client:
         self.errors[reason] = error_class
         return error_class
 
-    def verdict(self, entry: Entry, exc: BaseException) -> int:
+    def verdict(self, entry: Entry, exc: BaseException) -> Verdict:
         """What ``exc`` raised by a call means for the breaker."""
         if isinstance(exc, asyncio.CancelledError):
             return _CANCELLED
@@ -384,9 +397,9 @@ def _joined(mark: GuardedMark, name: str) -> GuardedMark:
 def _note_exception(entry: Entry, client: Client, exc: BaseException) -> None:
     """A joined call raised ``exc``: tell the outer guard what it means."""
     verdict = client.verdict(entry, exc)
-    if verdict == _FAILURE:
+    if verdict is _FAILURE:
         _NOTE.set((entry.name, exc, True, type(exc).__name__))
-    elif verdict == _ANSWERED:
+    elif verdict is _ANSWERED:
         note = _get_note()
         if note is None or note[0] != entry.name or not note[2]:  # a failure note stays
             _NOTE.set((entry.name, exc, False, None))
@@ -506,17 +519,17 @@ def _raised(  # noqa: PLR0917 - positional: the path runs per call
         elif note[1] is exc:
             verdict = _ANSWERED
     breaker = entry.breaker
-    if verdict == _FAILURE:
+    if verdict is _FAILURE:
         breaker.record_failure(duration, error_type)
-    elif verdict == _ANSWERED:
+    elif verdict is _ANSWERED:
         breaker.record_success(duration)
-    elif verdict == _CANCELLED:
+    elif verdict is _CANCELLED:
         breaker.record_cancelled(duration, trial)
     elif trial:
         breaker.release()
     if admission is not None:
-        admission.release(duration, verdict == _FAILURE)
-    if verdict != _FAILURE or subject is NOT_SERVED:
+        admission.release(duration, verdict is _FAILURE)
+    if verdict is not _FAILURE or subject is NOT_SERVED:
         return NOT_SERVED
     reason = "timeout" if isinstance(exc, client.timeout_errors) else "error"
     return client.serve(entry, reason, subject, args, kwargs)

@@ -200,10 +200,6 @@ class HealthReport:
         """Whether a readiness probe should pass: every status but ``unhealthy``."""
         return self.status != UNHEALTHY
 
-    def status_one_hot(self) -> dict[str, int]:
-        """1 for the current status, 0 for the others: the ``resilience.health.status`` gauge."""
-        return {status: int(status == self.status) for status in (HEALTHY, DEGRADED, UNHEALTHY)}
-
     def to_dict(self) -> dict[str, Any]:
         """The health document (docs/health.md), JSON-ready."""
         return {
@@ -476,19 +472,20 @@ def _healthy_now(breaker: CircuitBreaker, check: CheckResult | None) -> tuple[bo
     return dependency_healthy(snap.state, usable_check(check, snap), checked=checked), snap.state
 
 
-_MONITORS: weakref.WeakKeyDictionary[Registry, HealthMonitor] = weakref.WeakKeyDictionary()
-_MONITORS_LOCK = threading.Lock()
+# Makes each registry's monitor once (HealthMonitor() reads the registry, so not under the
+# registry's own lock); the monitor itself is kept on the registry that owns it.
+_MONITOR_CREATION_LOCK = threading.Lock()
 
 
 def health_monitor(registry: Registry) -> HealthMonitor:
-    """The one HealthMonitor of ``registry``, made on first use."""
-    monitor = _MONITORS.get(registry)
+    """The one HealthMonitor of ``registry`` (``registry._health_monitor``), made on first use."""
+    monitor = registry._health_monitor
     if monitor is None:
-        with _MONITORS_LOCK:
-            monitor = _MONITORS.get(registry)
+        with _MONITOR_CREATION_LOCK:
+            monitor = registry._health_monitor
             if monitor is None:
                 monitor = HealthMonitor(registry)
-                _MONITORS[registry] = monitor
+                registry._health_monitor = monitor
     return monitor
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HealthApp", "health_app"]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,13 +48,8 @@ _ROUTES = {
 
 
 def _resolve_global_registry() -> Registry:
-    try:
-        from ._configure import get_registry  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        raise RuntimeError(
-            "health_app() was given no registry and otel_resilience.configure() is not "
-            "available in this version; pass one: health_app(registry)"
-        ) from None
+    from ._configure import get_registry
+
     registry: Registry = get_registry()
     return registry
 

@@ -22,7 +22,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.context import attach, detach, set_value
+
+from ._sdk import SUPPRESS_INSTRUMENTATION_KEY
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker, State
@@ -499,7 +501,7 @@ class MemoryCache:
             if factory is None:
                 return
             execute = factory()
-            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            token = attach(set_value(SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 self._drain(execute)
             finally:

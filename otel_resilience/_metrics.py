@@ -48,7 +48,7 @@ __all__ = [
     "install_metrics",
 ]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 METER_NAME = "otel_resilience"
 BREAKER_STATE = "resilience.breaker.state"
@@ -342,7 +342,7 @@ class ResilienceMetrics:
             for observation in read(registry):
                 observations.append(observation)
         except Exception:
-            _log.debug("otel_resilience: %s callback failed", what, exc_info=True)
+            _log.debug("%s callback failed", what, exc_info=True)
         return observations
 
     def _observe_state(self, options: CallbackOptions) -> Iterable[Observation]:

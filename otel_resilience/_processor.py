@@ -18,7 +18,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from ._breaker import CircuitBreaker
 from ._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE, http_status_is_failure
@@ -26,12 +26,13 @@ from ._dependency import Dependency
 from ._events import OperatorEvent
 from ._health import address_learner, learning_needed
 from ._registry import Registry
+from ._sdk import span_fields, status_code
 from ._semconv import lookup
 from ._trace_links import TRIPPING_SPAN
 
 __all__ = ["MAX_DISCOVERED_NAME", "BreakerSpanProcessor", "span_outcome"]
 
-_log = logging.getLogger("otel_resilience")
+_log = logging.getLogger(__name__)
 
 _ERROR = StatusCode.ERROR
 _CLIENT = SpanKind.CLIENT
@@ -56,10 +57,7 @@ def _event_error_type(span: ReadableSpan) -> str | None:
 def _status_is_error(status: Any) -> bool:
     if status is None:
         return False
-    code = getattr(status, "_status_code", None)  # the public property, without the call
-    if code is None:
-        code = getattr(status, "status_code", None)
-    return code is _ERROR
+    return status_code(status) is _ERROR
 
 
 def span_outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> tuple[bool, str | None]:
@@ -85,7 +83,7 @@ def span_outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> tuple[boo
                 return True, str(error_type) if error_type else str(code)
             return False, None
     error_type = get("error.type")
-    if error_type or _status_is_error(getattr(span, "_status", None) or span.status):
+    if error_type or _status_is_error(span_fields(span)[2] or span.status):
         if not error_type:
             error_type = _event_error_type(span)
         return True, str(error_type) if error_type else "error"
@@ -159,14 +157,10 @@ class BreakerSpanProcessor(SpanProcessor):
         try:
             if type(span) is ReadableSpan:
                 # What the SDK passes: read its fields, skipping the properties' copies.
-                kind = span._kind
+                kind, fields, status = span_fields(span)
                 if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
                     return
-                bounded = span._attributes
-                attributes = getattr(bounded, "_dict", None)
-                if type(attributes) is not dict:
-                    attributes = bounded if isinstance(bounded, Mapping) else _EMPTY
-                status = span._status
+                attributes = fields if fields is not None else _EMPTY
             else:
                 kind = span.kind
                 if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
@@ -193,7 +187,7 @@ class BreakerSpanProcessor(SpanProcessor):
                 guarded == name or (type(guarded) is tuple and name in guarded)
             ):
                 if self._learning:
-                    self._learn(attributes)
+                    self._learn(attributes, name)
                 return  # ended inside a guarded call of this dependency: counted there
             target = self._targets.get(name)
             if target is None:
@@ -205,11 +199,7 @@ class BreakerSpanProcessor(SpanProcessor):
             if code is None:
                 code = get("http.status_code")
             if code is None:
-                if get("error.type") or (
-                    status._status_code is _ERROR
-                    if type(status) is Status
-                    else _status_is_error(status)
-                ):
+                if get("error.type") or (status_code(status) is _ERROR):
                     failed, error_type = span_outcome(span, attributes)
                 else:
                     failed, error_type = False, None  # the common case, without the full rules
@@ -246,12 +236,13 @@ class BreakerSpanProcessor(SpanProcessor):
         self._targets[name] = target
         return target
 
-    def _learn(self, attributes: Mapping[str, Any]) -> None:
+    def _learn(self, attributes: Mapping[str, Any], name: str | None = None) -> None:
         """Teach a health check the address of a guarded call's span (nothing else)."""
         registry = self._registry
-        name = registry._classifier.classify(attributes)
         if name is None:
-            return
+            name = registry._classifier.classify(attributes)
+            if name is None:
+                return
         target = self._targets.get(name)
         if target is None:
             target = self._target(registry, name)
@@ -305,7 +296,7 @@ class BreakerSpanProcessor(SpanProcessor):
             self._last_logged.clear()
         self._last_logged[kind] = now
         _log.warning(
-            "otel_resilience: could not record a span on its breaker (%s); further %s "
+            "could not record a span on its breaker (%s); further %s "
             "errors are logged at most once a minute",
             kind,
             kind,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._breaker import CircuitBreaker, Listener
 from ._chaos import ChaosSettings, FaultInjector, FaultSpec, mark_current_span
+from ._config import LoadedConfig, TelemetrySettings, parse_config
 from ._dependency import Dependency
 from ._errors import ConcurrencyLimitError, UnknownDependencyError
 from ._guard import (
@@ -26,7 +27,7 @@ from ._guard import (
     guarded_call,
     guarded_iter,
 )
-from ._health import HealthReport, health_report
+from ._health import HealthMonitor, HealthReport, health_report
 from ._limits import ConcurrencyLimiter
 from ._retry_budget import RetryBudgetPolicy, RetryGate, retry_predicate
 from ._semconv import Classifier
@@ -35,7 +36,7 @@ from ._trace_links import log_open_transition
 if TYPE_CHECKING:
     from ._events import OperatorEvent
 
-__all__ = ["Registry", "TelemetrySettings"]
+__all__ = ["Registry", "TelemetrySettings", "load_config"]
 
 _DEFAULT_RETRY_BUDGET = RetryBudgetPolicy()
 
@@ -44,18 +45,6 @@ REJECTION_ERRORS["limit"] = ConcurrencyLimitError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class TelemetrySettings:
-    """The ``telemetry:`` section of a config: how telemetry export protects itself."""
-
-    __slots__ = ("export_timeout_seconds",)
-
-    def __init__(self, export_timeout_seconds: float = 1.0) -> None:
-        self.export_timeout_seconds = export_timeout_seconds
-
-    def __repr__(self) -> str:
-        return f"TelemetrySettings(export_timeout_seconds={self.export_timeout_seconds!r})"
 
 
 class Registry:
@@ -85,6 +74,11 @@ class Registry:
         # The env var holding the admin token of health_app's manual-control routes.
         self.admin_token_env: str | None = None
         self._lock = threading.Lock()
+        # Its health state (check results, learned addresses, listeners): _health.health_monitor.
+        self._health_monitor: HealthMonitor | None = None
+        # The error of the invalid config it stands in for (configure()), one line; under
+        # _configure's wiring lock.
+        self._config_error: str | None = None
         self._entries: dict[str, Entry] = {}
         self._classifier = Classifier(())
         self._fallback_counts: dict[tuple[str, str, str], int] = {}
@@ -101,8 +95,6 @@ class Registry:
         clock: Callable[[], float] = time.monotonic,
     ) -> Registry:
         """Build a registry from a config file path (YAML, TOML, JSON) or a dict."""
-        from ._config import load_config
-
         return load_config(config, clock=clock)
 
     # -- the dependencies ------------------------------------------------------------
@@ -490,3 +482,25 @@ class Registry:
             yield
         finally:
             entry.chaos = before
+
+
+def load_config(
+    config: Mapping[str, Any] | str | os.PathLike[str] | None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Registry:
+    """A Registry from a path, a dict, or None (then ``$OTEL_RESILIENCE_CONFIG``, else defaults)."""
+    return _registry_of(parse_config(config), clock)
+
+
+def _registry_of(loaded: LoadedConfig, clock: Callable[[], float]) -> Registry:
+    registry = Registry(
+        loaded.dependencies,
+        clock=clock,
+        service=loaded.service,
+        telemetry=loaded.telemetry,
+        source=loaded.source,
+        chaos=loaded.chaos,
+    )
+    registry.admin_token_env = loaded.admin_token_env
+    return registry

@@ -26,9 +26,10 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._config import CONFIG_ENV_VAR, load_config
+from ._config import CONFIG_ENV_VAR
 from ._errors import ConfigError
 from ._events import emit_event
+from ._registry import load_config
 
 if TYPE_CHECKING:
     from ._dependency import Dependency
@@ -180,7 +181,7 @@ def _after_reload(registry: Registry) -> None:
     from ._configure import _wiring
 
     with _wiring.lock:
-        _wiring.config_errors.pop(registry, None)
+        registry._config_error = None
         _wiring.config_error_logged = None
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ALIASES", "SOURCES", "Classifier", "canonical_key", "lookup", "normalize"]
+__all__ = ["ALIASES", "SOURCES", "Classifier", "canonical_key", "lookup"]
 
 # Old or new name -> the canonical name that ``match`` blocks and classification use.
 ALIASES: dict[str, str] = {
@@ -64,27 +64,6 @@ def lookup(attributes: Mapping[str, Any], canonical: str) -> str | None:
             return None  # the span names its server but no port: the URL is not consulted
         return _from_url(attributes, "port")
     return None
-
-
-def normalize(attributes: Mapping[str, Any] | None) -> dict[str, str]:
-    """Canonical attribute names to string values; the HTTP host comes from the URL if needed.
-
-    Values are strings so a port matches whether a span carries ``6379`` or ``"6379"``.
-    Never raises: odd values are stringified, an unparsable URL is ignored.
-    """
-    result: dict[str, str] = {}
-    if not attributes:
-        return result
-    for key, value in attributes.items():
-        if key not in ALIASES:
-            result[key] = value if isinstance(value, str) else str(value)
-    for canonical in SOURCES:
-        value = lookup(attributes, canonical)
-        if value is None:
-            result.pop(canonical, None)
-        else:
-            result[canonical] = value
-    return result
 
 
 _MISSING: Any = object()

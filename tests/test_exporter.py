@@ -117,7 +117,11 @@ def test_collector_down_drops_quietly_and_counts(
     assert max(fast) < 0.05  # dropped at once, no network wait
     assert drops(pipeline.reader) == {"traces": 51}
     assert pipeline.shutdown() < DEADLINE + SLACK
-    ours = [r for r in caplog.records if r.name == "otel_resilience" and r.levelno >= logging.INFO]
+    ours = [
+        r
+        for r in caplog.records
+        if r.name == "otel_resilience._exporter" and r.levelno >= logging.INFO
+    ]
     assert len(ours) == 1
     assert "telemetry export is failing" in ours[0].getMessage()
     inner = [
@@ -145,7 +149,7 @@ def test_export_resumes_by_itself(receiver: OTLPReceiver, caplog: pytest.LogCapt
     pipeline.span("after")
     assert "after" in receiver.spans
     assert not any(name.startswith("lost") for name in receiver.spans)
-    lines = [r.getMessage() for r in caplog.records if r.name == "otel_resilience"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "otel_resilience._exporter"]
     assert len(lines) == 2
     assert "works again" in lines[1]
     pipeline.shutdown()

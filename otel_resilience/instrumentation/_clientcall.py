@@ -11,14 +11,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
-from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .._addresses import Address
 from .._context import GUARDED, http_status_is_failure, is_guarded
 from .._guard import NOT_SERVED, Entry
 from .._health import learn_address
+from .._sdk import context_span
 from ._install import Installer
 
 __all__ = [
@@ -175,7 +174,7 @@ def guard_current_span(name: str) -> None:
     """``end_guarded`` for the current span, when it is a client span (the
     instrumentation's span of the call this guard is in)."""
     # The context lookup get_current_span() does, without its layers: this runs per call.
-    span: Any = get_current().get(_SPAN_KEY)
+    span: Any = context_span()
     if span is not None and getattr(span, "kind", None) is SpanKind.CLIENT:
         end_guarded(span, name)
 

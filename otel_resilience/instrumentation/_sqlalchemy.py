@@ -28,12 +28,11 @@ from typing import Any
 
 import sqlalchemy
 import sqlalchemy.engine
-from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
-from opentelemetry.trace.propagation import _SPAN_KEY
 from sqlalchemy import event
 
 from .._guard import Client, Entry, guarded_acall
+from .._sdk import context_span
 from . import _postgres
 from ._clientcall import Dependencies, end_guarded, guard_current_span, never_serve
 from ._install import Installer
@@ -101,7 +100,7 @@ def install_sqlalchemy(installer: Installer) -> None:
 
     def engine_connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         # Under the instrumentation's wrapper, its "connect" span is the current span.
-        span: Any = get_current().get(_SPAN_KEY)
+        span: Any = context_span()
         if (
             getattr(span, "kind", None) is SpanKind.CLIENT
             and getattr(span, "name", None) == "connect"

@@ -1,0 +1,230 @@
+"""Every read or write of a private OpenTelemetry API/SDK attribute, in one place.
+
+The rest of the package calls these small functions instead of touching ``_names`` on
+OpenTelemetry objects, so an SDK release that renames one breaks one function here, not
+six modules. Each function says which attribute it reads and what happens when that
+attribute is missing: the answer is always a harmless default (nothing wrapped, nothing
+found, the public property instead), never an exception into the application.
+
+Checked against opentelemetry-api/-sdk 1.43.0 (pyproject's floor) and 1.45.1 (the newest
+tested); the attribute names below are the same in both.
+
+Private *modules* still imported elsewhere (their public homes do not exist yet):
+``opentelemetry.sdk._configuration._OTelSDKConfigurator`` (the base class of
+``_auto.ResilienceConfigurator``) and ``opentelemetry.sdk._logs`` (``_auto.py``,
+``_exporter.py``) and ``opentelemetry._logs`` (``_trace_links.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as _context
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace import propagation as _propagation
+
+__all__ = [
+    "SPAN_KEY",
+    "SUPPRESS_INSTRUMENTATION_KEY",
+    "batch_exporter",
+    "context_span",
+    "exporter_timeout",
+    "mark_client_span",
+    "metric_exporter_preferences",
+    "metric_readers",
+    "reader_exporter",
+    "sampler_from_environment",
+    "set_batch_exporter",
+    "set_exporter_timeout",
+    "set_reader_exporter",
+    "span_fields",
+    "span_processors",
+    "status_code",
+    "tracer_registry",
+]
+
+# opentelemetry.context._SUPPRESS_INSTRUMENTATION_KEY (1.43, 1.45): the key every
+# instrumentation checks to skip making spans. Missing: a key of our own, so suppression
+# silently does nothing (our own exports may then be traced), and nothing raises.
+SUPPRESS_INSTRUMENTATION_KEY: str = getattr(
+    _context,
+    "_SUPPRESS_INSTRUMENTATION_KEY",
+    _context.create_key("otel_resilience.suppress_instrumentation"),
+)
+
+# opentelemetry.trace.propagation._SPAN_KEY (1.43, 1.45): where the current span sits in a
+# Context. Missing: a key nothing sets, so context_span() answers None (no span known).
+SPAN_KEY: str = getattr(_propagation, "_SPAN_KEY", "otel_resilience.no_span_key")
+
+
+def context_span(ctx: _context.Context | None = None) -> Any:
+    """The span set in ``ctx`` (default: the current context), or None when there is none.
+
+    Unlike ``trace.get_current_span`` this does not answer ``INVALID_SPAN`` for "no span".
+    """
+    return (ctx if ctx is not None else _context.get_current()).get(SPAN_KEY)
+
+
+def tracer_registry(provider: Any) -> tuple[dict[Any, Any], Any] | None:
+    """``(provider._tracers, provider._tracers_lock)`` of an SDK TracerProvider.
+
+    The SDK keeps the tracers it made (1.43, 1.45). Missing or of another shape: None, and
+    the caller leaves tracers created earlier as they are.
+    """
+    tracers = getattr(provider, "_tracers", None)
+    lock = getattr(provider, "_tracers_lock", None)
+    if isinstance(tracers, dict) and lock is not None:
+        return tracers, lock
+    return None
+
+
+def span_processors(provider: Any) -> tuple[Any, ...]:
+    """``provider._active_span_processor._span_processors`` (1.43, 1.45); () when missing."""
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", ())
+    return tuple(processors) if isinstance(processors, (tuple, list)) else ()
+
+
+def batch_exporter(processor: Any) -> Any:
+    """The exporter inside a BatchSpanProcessor: ``processor._batch_processor._exporter``
+    (1.43, 1.45). None when the processor is not built that way."""
+    holder = getattr(processor, "_batch_processor", None)
+    return getattr(holder, "_exporter", None) if holder is not None else None
+
+
+def set_batch_exporter(processor: Any, exporter: Any) -> bool:
+    """Replace the exporter :func:`batch_exporter` found; False (nothing done) when missing."""
+    holder = getattr(processor, "_batch_processor", None)
+    if holder is None or not hasattr(holder, "_exporter"):
+        return False
+    holder._exporter = exporter
+    return True
+
+
+def metric_readers(meter_provider: Any) -> tuple[Any, ...]:
+    """``meter_provider._metric_readers`` of an SDK MeterProvider (1.43, 1.45); () when
+    missing."""
+    readers = getattr(meter_provider, "_metric_readers", ())
+    return tuple(readers) if isinstance(readers, (tuple, list, set, frozenset)) else ()
+
+
+def reader_exporter(reader: Any) -> Any:
+    """``reader._exporter`` of a PeriodicExportingMetricReader (1.43, 1.45); None when
+    missing."""
+    return getattr(reader, "_exporter", None)
+
+
+def set_reader_exporter(reader: Any, exporter: Any) -> bool:
+    """Replace the exporter :func:`reader_exporter` found; False (nothing done) when missing."""
+    if not hasattr(reader, "_exporter"):
+        return False
+    reader._exporter = exporter
+    return True
+
+
+def exporter_timeout(exporter: Any) -> float | None:
+    """``exporter._timeout`` in seconds, as the OTLP exporters keep it (1.43, 1.45); None
+    when missing or not a number."""
+    value = getattr(exporter, "_timeout", None)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def set_exporter_timeout(exporter: Any, seconds: float) -> None:
+    """Lower ``exporter._timeout``; only called after :func:`exporter_timeout` found it."""
+    exporter._timeout = seconds
+
+
+def metric_exporter_preferences(exporter: Any) -> tuple[Any, Any]:
+    """``(exporter._preferred_temporality, exporter._preferred_aggregation)`` of an SDK
+    MetricExporter (1.43, 1.45). Missing: ``(None, None)``, the SDK's defaults."""
+    return (
+        getattr(exporter, "_preferred_temporality", None),
+        getattr(exporter, "_preferred_aggregation", None),
+    )
+
+
+def span_fields(span: Any) -> tuple[Any, Mapping[str, Any] | None, Any]:
+    """``(kind, attributes, status)`` of an SDK ReadableSpan, without the copies its
+    properties make: ``span._kind``, ``span._attributes._dict`` (a BoundedAttributes'
+    dict) and ``span._status`` (1.43, 1.45).
+
+    Missing: the public properties ``span.kind``, ``span.attributes``, ``span.status``.
+    On the span processor's hot path, so it stays one call.
+    """
+    try:
+        kind = span._kind
+        bounded = span._attributes
+        status = span._status
+    except AttributeError:
+        return span.kind, span.attributes, span.status
+    attributes = getattr(bounded, "_dict", None)
+    if type(attributes) is not dict:
+        attributes = bounded if isinstance(bounded, Mapping) else None
+    return kind, attributes, status
+
+
+def status_code(status: Any) -> Any:
+    """``status._status_code``: the public ``status_code`` without the property call
+    (1.43, 1.45). Missing: the property; None for an object that has neither."""
+    try:
+        return status._status_code
+    except AttributeError:
+        return getattr(status, "status_code", None)
+
+
+_CLIENT = SpanKind.CLIENT
+
+
+def mark_client_span(span: Any, keys: tuple[str, ...]) -> bool | None:
+    """Set ``keys`` to True on an SDK ``Span`` as ``set_attribute()`` would, without its
+    four layers of calls (every guarded client call runs this).
+
+    Reads ``span._kind``, ``span._attributes`` (``_immutable``, ``_dict``), ``span._lock``
+    and ``span._end_time`` (1.43, 1.45). Answers None when the span is not a CLIENT span
+    (nothing to mark), True when the keys were set, and False when the shortcut does not
+    apply (full attributes, an ended span's frozen ones, or any attribute missing): the
+    caller then uses the public ``set_attribute()``.
+    """
+    try:
+        if span._kind is not _CLIENT:
+            return None
+        attributes = span._attributes
+        if (
+            type(attributes) is not BoundedAttributes
+            or attributes._immutable
+            or (
+                attributes.maxlen is not None
+                and len(attributes._dict) + len(keys) > attributes.maxlen
+            )
+        ):
+            return False
+        # Under the span's lock, as set_attribute() writes.
+        with span._lock:
+            if span._end_time is None:
+                for key in keys:
+                    attributes._dict[key] = True
+        return True
+    except AttributeError:
+        return False
+
+
+def sampler_from_environment() -> Any:
+    """The sampler the SDK's configurator would build: ``OTEL_TRACES_SAMPLER`` (entry
+    points included) through ``opentelemetry.sdk._configuration._get_sampler`` and
+    ``_import_sampler``, else ``sampling._get_from_env_or_default()`` (1.43, 1.45).
+
+    Missing: the SDK's documented default, ``ParentBased(ALWAYS_ON)``.
+    """
+    from opentelemetry.sdk.trace import sampling
+
+    try:
+        from opentelemetry.sdk._configuration import _get_sampler, _import_sampler
+
+        sampler = _import_sampler(_get_sampler())
+        return sampler if sampler is not None else sampling._get_from_env_or_default()
+    except (ImportError, AttributeError):
+        return sampling.ParentBased(sampling.ALWAYS_ON)
