@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib
 import inspect
 import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_CHECK_TIMEOUT_SECONDS",
     "CheckResult",
     "HealthCheckSpec",
+    "import_clients",
     "needs_address",
     "parse_health_check",
     "redact",
@@ -257,6 +259,23 @@ class CheckFailed(Exception):
 
 class NoAddress(Exception):
     """A built-in check has no address yet: nothing in the config, nothing learned."""
+
+
+_CLIENT_MODULES = {"sql": "asyncpg", "http": "httpx"}
+
+
+def import_clients(specs: Iterable[HealthCheckSpec | None]) -> None:
+    """Import the client libraries these checks use, now, on the calling thread.
+
+    The checks import them lazily; done first from a check's own thread, the import could
+    be under way when a pre-fork server forks, and a forked child would then wait forever
+    for the module lock that thread held. A missing library is left to the check to report.
+    """
+    for spec in specs:
+        module = None if spec is None else _CLIENT_MODULES.get(spec.kind)
+        if module is not None:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
 
 
 def needs_address(spec: HealthCheckSpec | None) -> bool:

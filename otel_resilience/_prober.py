@@ -33,7 +33,13 @@ from ._dependency import Dependency
 from ._errors import ConfigError
 from ._fork import after_fork_in_child
 from ._health import health_monitor
-from ._health_checks import CheckResult, HealthCheckSpec, parse_health_check, run_check_blocking
+from ._health_checks import (
+    CheckResult,
+    HealthCheckSpec,
+    import_clients,
+    parse_health_check,
+    run_check_blocking,
+)
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -146,6 +152,8 @@ class HealthProber:
             self._wanted = True
             if self.running:
                 return
+            # Before any check thread exists: a fork must never catch one mid-import.
+            import_clients(self._spec(dependency) for dependency in self.registry.dependencies)
             self._stopping = False
             ready = threading.Event()
             thread = threading.Thread(

@@ -187,7 +187,7 @@ class BreakerSpanProcessor(SpanProcessor):
                 guarded == name or (type(guarded) is tuple and name in guarded)
             ):
                 if self._learning:
-                    self._learn(attributes)
+                    self._learn(attributes, name)
                 return  # ended inside a guarded call of this dependency: counted there
             target = self._targets.get(name)
             if target is None:
@@ -236,12 +236,13 @@ class BreakerSpanProcessor(SpanProcessor):
         self._targets[name] = target
         return target
 
-    def _learn(self, attributes: Mapping[str, Any]) -> None:
+    def _learn(self, attributes: Mapping[str, Any], name: str | None = None) -> None:
         """Teach a health check the address of a guarded call's span (nothing else)."""
         registry = self._registry
-        name = registry._classifier.classify(attributes)
         if name is None:
-            return
+            name = registry._classifier.classify(attributes)
+            if name is None:
+                return
         target = self._targets.get(name)
         if target is None:
             target = self._target(registry, name)

@@ -508,8 +508,9 @@ class ChatService:
     async def session_count(self, session_key: str) -> int | None:
         """Messages in this session so far (Redis, or its memory fallback).
 
-        INCR and EXPIRE, which the memory fallback answers while Redis is down (it does not
-        answer HINCRBY: the count would be lost, and no fallback served or counted).
+        INCR and EXPIRE, which the memory fallback answers while Redis is down for a counter
+        it has seen (it does not answer HINCRBY: the count would be lost, and no fallback
+        served or counted). A session that starts during the outage goes uncounted.
         """
         assert self.redis is not None
         key = f"{session_key}:messages"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,257 @@ def test_status_fits_the_width_piped(columns: int, rich: bool) -> None:
     names = [line.split()[0] for line in lines[2:4]]
     assert names == ["postgres-primary-eu-west", "session-cache"]
     assert "ConnectionRefusedError" in result.stdout
+
+
+def test_check_config_names_fallbacks_as_a_config_would(tmp_path: Path) -> None:
+    """A fallback prints as the config names it: ``memory``, ``none`` or ``module:name``."""
+    path = tmp_path / "resilience.yaml"
+    path.write_text(
+        "dependencies:\n"
+        "  cache: {match: {db.system: redis}, fallback: memory}\n"
+        "  flags: {match: {server.address: flags}, fallback: none}\n"
+        "  events: {match: {server.address: events},"
+        " fallback: 'tests.fallbacks_for_tests:local_analytics'}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_resilience", "check-config", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr
+    found = {name: " ".join(block) for name, block in blocks(result.stdout).items()}
+    assert "fallback memory" in found["cache"]
+    assert "fallback none" in found["flags"]
+    assert "fallback tests.fallbacks_for_tests:local_analytics" in found["events"]
+
+
+def test_fallback_name_of_a_callable_object() -> None:
+    from otel_resilience._cli import fallback_name
+
+    class Stale:
+        def __call__(self, *args: object) -> None:
+            return None
+
+    assert fallback_name(Stale()) == "a tests.test_cli:" + Stale.__qualname__
+
+
+def test_demo_outside_a_checkout_says_how_to_run_it(tmp_path: Path) -> None:
+    """Installed from a wheel (the library alone, no demo next to it), ``demo`` exits 2
+    and says to run it from a checkout with the demo extra."""
+    import shutil
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(
+        Path(otel_resilience.__file__).parent,
+        site / "otel_resilience",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import otel_resilience; "
+        "assert otel_resilience.__file__.startswith(sys.argv[1]), otel_resilience.__file__; "
+        "from otel_resilience._cli import main; raise SystemExit(main(['demo']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(site)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert "runs from a source checkout" in said
+    assert "pip install -e '.[demo]'" in said
+
+
+def test_demo_names_the_missing_requirements() -> None:
+    """Without one of the demo extra's packages, ``demo`` says which, and how to install."""
+    code = (
+        "import sys; sys.modules['websockets'] = None; "
+        "from otel_resilience._cli import main; raise SystemExit(main(['demo']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert "needs the 'demo' extra: websockets is not installed" in said
+
+
+def test_demo_rejects_bad_numbers_and_no_command_prints_help() -> None:
+    assert run("demo", "--duration", "0").returncode == 2
+    assert "--duration must be > 0" in run("demo", "--users", "0").stderr
+    result = run()
+    assert result.returncode == 0
+    assert "usage: otel-resilience" in result.stdout
+
+
+def test_walkthrough_stops_cleanly_on_ctrl_c() -> None:
+    """Ctrl-C (SIGINT) during the walk-through: "stopped" and exit status 130."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "otel_resilience", "walkthrough", "--seconds", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # the walk-through has started
+        assert "walk-through" in first
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "stopped" in out
+
+
+def _in_a_terminal(
+    *args: str, rich: bool = True, columns: int = 80, cwd: Path | None = None
+) -> str:
+    """The command's output when it runs in a pseudo-terminal of ``columns`` columns."""
+    import pty
+
+    command = ["-m", "otel_resilience"] if rich else ["-c", WITHOUT_RICH]
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, *command, *args],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color"},
+    )
+    os.close(terminal)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(controller)
+        process.wait(timeout=60)
+    return b"".join(chunks).decode()
+
+
+def test_in_a_terminal_rich_colours_the_same_lines(tmp_path: Path) -> None:
+    """In a terminal, rich (the cli extra) colours the output; the text and its layout are
+    the plain output's, and every line fits the width."""
+    import re as regex
+
+    path = tmp_path / "resilience.yaml"
+    path.write_text(LONG_CONFIG)
+    coloured = _in_a_terminal("check-config", path.name, cwd=tmp_path)
+    plain = _in_a_terminal("check-config", path.name, rich=False, cwd=tmp_path)
+    assert "\x1b[" in coloured
+    assert "\x1b[" not in plain
+    stripped = regex.sub(r"\x1b\[[0-9;]*m", "", coloured)
+    assert stripped.splitlines() == plain.splitlines()
+    laid_out = [line for line in plain.splitlines() if not line.startswith("warning:")]
+    assert [line for line in laid_out if len(line) > 80] == []  # warnings: one line each
+
+
+class _Answers:
+    """A real HTTP server answering GET with the (status, body) a test sets."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.status, self.body = 200, b"{}"
+        answers = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(answers.status)
+                self.send_header("Content-Length", str(len(answers.body)))
+                self.end_headers()
+                self.wfile.write(answers.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def answers() -> Iterator[_Answers]:
+    server = _Answers()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "said"),
+    [
+        (500, b"oops", "HTTP 500 from"),
+        (200, b"<html>not json</html>", "did not answer with JSON"),
+        (200, b'{"status": "fine"}', "did not answer with a health document"),
+    ],
+)
+def test_status_of_something_that_is_not_a_health_endpoint_exits_3(
+    answers: _Answers, status: int, body: bytes, said: str
+) -> None:
+    answers.status, answers.body = status, body
+    result = run("status", answers.url, "--timeout", "5", rich=False)
+    assert result.returncode == 3
+    assert said in " ".join(result.stderr.split())
+
+
+def test_status_shows_observed_and_failing_checks(answers: _Answers) -> None:
+    """A 503 still carries the document: observe-only rows and failing checks are shown."""
+    import json
+
+    answers.status = 503
+    answers.body = json.dumps(
+        {
+            "service": "api",
+            "status": "unhealthy",
+            "checked_at": "now",
+            "dependencies": {
+                "postgres": {
+                    "criticality": "critical",
+                    "state": "open",
+                    "healthy": False,
+                    "failure_rate": 1.0,
+                    "retry_after_seconds": 3.5,
+                    "health_check": {"passing": False, "error": "ConnectionRefusedError"},
+                },
+                "api.example.com": {
+                    "criticality": "optional",
+                    "observe_only": True,
+                    "state": "disabled",
+                    "healthy": True,
+                },
+                "broken": "not an entry",
+            },
+        }
+    ).encode()
+    result = run("status", answers.url, columns=200, rich=False)
+    assert result.returncode == 2
+    assert "optional (observed)" in result.stdout
+    assert "check: ConnectionRefusedError" in result.stdout
+    assert "broken" not in result.stdout
+    json_result = run("status", answers.url, "--json", rich=False)
+    assert json.loads(json_result.stdout)["status"] == "unhealthy"
