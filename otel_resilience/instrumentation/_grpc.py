@@ -22,16 +22,25 @@ is installed.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 import grpc.aio  # type: ignore[import-untyped]
 import grpc.aio._channel  # type: ignore[import-untyped]
 
-from .._breaker import TRIAL
 from .._context import GUARDED, is_guarded
 from .._errors import CircuitOpenError
-from .._guard import Client, Entry, guarded_acall, guarded_call
+from .._guard import (
+    Admission,
+    Client,
+    Entry,
+    _admit,
+    _chaos_plan,
+    _rejected,
+    guarded_acall,
+    guarded_call,
+)
 from ._clientcall import Current, guard_current_span, never_serve
 from ._install import Installer
 
@@ -171,26 +180,56 @@ GRPC_AIO = Client(
 """asyncio unary calls: the guarded function returns ``(call, status)``."""
 
 
-def _record(entry: Entry, trial: bool, code: Any) -> None:
-    breaker = entry.breaker
-    if code in FAILURE_CODES:
-        breaker.record_failure(0.0, code.name)
-    elif code is grpc.StatusCode.CANCELLED:
-        breaker.record_cancelled(0.0, trial)
-    else:
-        breaker.record_success(0.0)
+class _Stream:
+    """An admitted response stream: what its end records, once.
+
+    A stream's length is the application's, not the server's latency: it is recorded with
+    no duration (never a slow call, never a latency sample of an adaptive limit)."""
+
+    __slots__ = ("admission", "entry", "trial")
+
+    def __init__(self, entry: Entry, trial: bool, admission: Admission | None) -> None:
+        self.entry = entry
+        self.trial = trial
+        self.admission = admission
+
+    def record(self, code: Any) -> None:
+        """The stream ended with status ``code``: record it, give the permit back."""
+        breaker = self.entry.breaker
+        failed = code in FAILURE_CODES
+        if failed:
+            breaker.record_failure(0.0, code.name)
+        elif code is grpc.StatusCode.CANCELLED:
+            breaker.record_cancelled(0.0, self.trial)
+        else:
+            breaker.record_success(0.0)
+        if self.admission is not None:
+            self.admission.release(0.0, failed)
 
 
-def _begin_stream(entry: Entry) -> bool | None:
-    """Admit a response-streaming call; None when it joins an outer guarded call, else
-    whether it is a half-open trial. Raises the rejection error."""
+def _begin_stream(entry: Entry) -> tuple[_Stream, float, BaseException | None] | None:
+    """Admit a response-streaming call on the guarded-call path (the breaker, then the
+    admission step): None when it joins an outer guarded call, else the admitted stream
+    and what chaos asks of it (seconds to sleep first, a fault to raise). Raises the
+    rejection error (``GrpcCircuitOpenError``, or the limit's error mixed with it)."""
     if is_guarded(GUARDED.get(), entry.name):
         return None
     guard_current_span(entry.name)
-    admitted = entry.breaker.admit()
-    if not admitted:
-        raise GRPC.rejection(entry, "open", None)
-    return admitted == TRIAL
+    trial, admission, reason = _admit(entry)
+    if reason is not None:
+        _rejected(entry, GRPC, reason, None, (), {})  # never served: raises
+    stream = _Stream(entry, trial, admission)
+    plan = _chaos_plan(entry, GRPC)
+    if plan is None:
+        return stream, 0.0, None
+    return stream, plan[0], plan[1]
+
+
+def _injected(stream: _Stream, fault: BaseException | None) -> None:
+    """Raise the fault chaos asked for, recorded as the stream's (UNAVAILABLE) failure."""
+    if fault is not None:
+        stream.record(grpc.StatusCode.UNAVAILABLE)
+        raise fault
 
 
 _current = Current()
@@ -239,16 +278,24 @@ class _SyncInterceptor(*_SYNC_BASES):  # type: ignore[misc]  # grpcio is untyped
 
     def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
         entry = _entry_of(self.target, details.method)
-        trial = None if entry is None else _begin_stream(entry)
-        if entry is None or trial is None:
+        begun = None if entry is None else _begin_stream(entry)
+        if begun is None:
             return continuation(details, request)
+        stream, delay, fault = begun
+        if delay > 0:
+            try:
+                time.sleep(delay)
+            except BaseException:  # interrupted before the call: no outcome
+                stream.record(grpc.StatusCode.CANCELLED)
+                raise
+        _injected(stream, fault)
         try:
             outcome = continuation(details, request)
         except BaseException:
-            _record(entry, trial, grpc.StatusCode.UNKNOWN)
+            stream.record(grpc.StatusCode.UNKNOWN)
             raise
-        if not outcome.add_callback(lambda: _record(entry, trial, outcome.code())):
-            _record(entry, trial, outcome.code())  # already over
+        if not outcome.add_callback(lambda: stream.record(outcome.code())):
+            stream.record(outcome.code())  # already over
         return outcome
 
     intercept_unary_unary = _unary
@@ -261,12 +308,12 @@ class _SyncInterceptor(*_SYNC_BASES):  # type: ignore[misc]  # grpcio is untyped
 _pending: set[asyncio.Task[None]] = set()
 
 
-async def _record_when_done(entry: Entry, trial: bool, call: Any) -> None:
+async def _record_when_done(stream: _Stream, call: Any) -> None:
     try:
         code = await call.code()
     except BaseException:
         code = grpc.StatusCode.UNKNOWN
-    _record(entry, trial, code)
+    stream.record(code)
 
 
 async def _invoke(continuation: Any, details: Any, request: Any) -> tuple[Any, Any]:
@@ -282,7 +329,7 @@ async def _invoke(continuation: Any, details: Any, request: Any) -> tuple[Any, A
 
 class _AioGuard:
     """The guard of one asyncio channel: unary calls on the guarded-call path, response
-    streams recorded when they end."""
+    streams admitted on it and recorded when they end."""
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -299,17 +346,25 @@ class _AioGuard:
 
     async def stream(self, continuation: Any, details: Any, request: Any) -> Any:
         entry = _entry_of(self.target, details.method)
-        trial = None if entry is None else _begin_stream(entry)
-        if entry is None or trial is None:
+        begun = None if entry is None else _begin_stream(entry)
+        if begun is None:
             return await continuation(details, request)
+        stream, delay, fault = begun
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            except BaseException:  # cancelled before the call: no outcome
+                stream.record(grpc.StatusCode.CANCELLED)
+                raise
+        _injected(stream, fault)
         try:
             call = await continuation(details, request)
         except BaseException:
-            _record(entry, trial, grpc.StatusCode.UNKNOWN)
+            stream.record(grpc.StatusCode.UNKNOWN)
             raise
 
         def done(finished: Any) -> None:
-            task = asyncio.get_running_loop().create_task(_record_when_done(entry, trial, finished))
+            task = asyncio.get_running_loop().create_task(_record_when_done(stream, finished))
             _pending.add(task)
             task.add_done_callback(_pending.discard)
 
