@@ -26,6 +26,7 @@ from ._dependency import Dependency
 from ._events import OperatorEvent
 from ._health import address_learner, learning_needed
 from ._registry import Registry
+from ._scopes import DRIVER, DRIVER_STARTED, OTHER, scope_role
 from ._sdk import span_fields, status_code
 from ._semconv import lookup
 from ._trace_links import TRIPPING_SPAN
@@ -123,6 +124,7 @@ class BreakerSpanProcessor(SpanProcessor):
         self._discovered: set[str] = set()
         self._discover_lock = threading.Lock()
         self._last_logged: dict[str, float] = {}
+        self._plain_scope: Any = None  # the last instrumentation scope of no special role
         # Whether a health check waits to learn an address from spans: then the spans of
         # guarded calls, skipped otherwise, still teach it (the guards skip their spans).
         self._learning = learning_needed(registry)
@@ -161,12 +163,14 @@ class BreakerSpanProcessor(SpanProcessor):
                 if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
                     return
                 attributes = fields if fields is not None else _EMPTY
+                scope = span._instrumentation_scope
             else:
                 kind = span.kind
                 if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
                     return
                 attributes = span.attributes or _EMPTY
                 status = span.status
+                scope = span.instrumentation_scope
             if not self.enabled:
                 return
             get = attributes.get
@@ -174,6 +178,18 @@ class BreakerSpanProcessor(SpanProcessor):
                 if self._learning:
                     self._learn(attributes)
                 return
+            # SQLAlchemy's spans and its driver's count one call once (_scopes).
+            if scope is not self._plain_scope and self._special_scope(scope):
+                role = scope_role(scope)
+                if role == DRIVER:
+                    DRIVER_STARTED.set(span.start_time or 0)
+                elif span.name == "connect":
+                    if not span_outcome(span, attributes)[0]:
+                        return  # a pool checkout that worked: its statement is the call
+                else:
+                    started = span.start_time
+                    if started is not None and DRIVER_STARTED.get() >= started:
+                        return  # the driver's span of this statement was counted
             registry = self._registry
             name = registry._classifier.classify(attributes)  # Registry.classify, one call less
             if name is None:
@@ -223,6 +239,14 @@ class BreakerSpanProcessor(SpanProcessor):
                 breaker.record_success(duration)
         except Exception as exc:
             self._log_error(exc)
+
+    def _special_scope(self, scope: Any) -> bool:
+        """Whether ``scope`` is SQLAlchemy's or a driver's instrumentation (``_scopes``);
+        the last other scope is remembered, so its spans skip the look-up."""
+        if scope_role(scope) == OTHER:
+            self._plain_scope = scope
+            return False
+        return True
 
     def _target(self, registry: Registry, name: str) -> tuple[CircuitBreaker, bool, Any]:
         """Dependency ``name``'s breaker, whether it needs span durations, and its address

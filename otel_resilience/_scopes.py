@@ -1,0 +1,61 @@
+"""One call, one count, when SQLAlchemy's instrumentation and its driver's both make spans.
+
+SQLAlchemy's OpenTelemetry instrumentation makes a CLIENT span for each statement, and
+the driver's instrumentation (psycopg, psycopg2, asyncpg) makes another one for the same
+call; it also makes a ``connect`` span for every pool checkout, most of which reach no
+server. Spans alone would count one statement twice and every checkout as a success.
+So, by the span's instrumentation scope:
+
+- a driver span is counted, and notes its start in the current context;
+- a SQLAlchemy statement span is not counted when a driver span started after it in the
+  same context (the driver's span of the same call, which ended first);
+- a SQLAlchemy ``connect`` span counts only when it failed: a refused connection is a
+  failed call that has no other span, a checkout that worked is no call of its own.
+
+The role of a scope is cached by the scope object (a tracer keeps one), and the span
+processor remembers the last scope of no role, so most spans pay one identity check.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+__all__ = ["DRIVER", "DRIVER_STARTED", "OTHER", "SQLALCHEMY", "scope_role"]
+
+OTHER = 0
+SQLALCHEMY = 1
+DRIVER = 2
+
+_SQLALCHEMY_SCOPE = "opentelemetry.instrumentation.sqlalchemy"
+_DRIVER_SCOPES = frozenset(
+    {
+        "opentelemetry.instrumentation.psycopg",
+        "opentelemetry.instrumentation.psycopg2",
+        "opentelemetry.instrumentation.asyncpg",
+    }
+)
+
+DRIVER_STARTED: ContextVar[int] = ContextVar("otel_resilience_driver_started", default=-1)
+"""Start time (ns) of the last driver span that ended in this context."""
+
+# id(scope) -> (scope, role); the scope is kept so that a reused id is never mistaken.
+_roles: dict[int, tuple[Any, int]] = {}
+
+
+def scope_role(scope: Any) -> int:
+    """``OTHER``, ``SQLALCHEMY`` or ``DRIVER``: which instrumentation made a span."""
+    entry = _roles.get(id(scope))
+    if entry is not None and entry[0] is scope:
+        return entry[1]
+    name = getattr(scope, "name", None)
+    if name == _SQLALCHEMY_SCOPE:
+        role = SQLALCHEMY
+    elif name in _DRIVER_SCOPES:
+        role = DRIVER
+    else:
+        role = OTHER
+    if len(_roles) >= 256:
+        _roles.clear()
+    _roles[id(scope)] = (scope, role)
+    return role
