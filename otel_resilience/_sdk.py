@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as _context
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.trace import SpanKind
 from opentelemetry.trace import propagation as _propagation
 
 __all__ = [
@@ -31,7 +29,6 @@ __all__ = [
     "batch_exporter",
     "context_span",
     "exporter_timeout",
-    "mark_client_span",
     "metric_exporter_preferences",
     "metric_readers",
     "reader_exporter",
@@ -174,42 +171,6 @@ def status_code(status: Any) -> Any:
         return status._status_code
     except AttributeError:
         return getattr(status, "status_code", None)
-
-
-_CLIENT = SpanKind.CLIENT
-
-
-def mark_client_span(span: Any, keys: tuple[str, ...]) -> bool | None:
-    """Set ``keys`` to True on an SDK ``Span`` as ``set_attribute()`` would, without its
-    four layers of calls (every guarded client call runs this).
-
-    Reads ``span._kind``, ``span._attributes`` (``_immutable``, ``_dict``), ``span._lock``
-    and ``span._end_time`` (1.43, 1.45). Answers None when the span is not a CLIENT span
-    (nothing to mark), True when the keys were set, and False when the shortcut does not
-    apply (full attributes, an ended span's frozen ones, or any attribute missing): the
-    caller then uses the public ``set_attribute()``.
-    """
-    try:
-        if span._kind is not _CLIENT:
-            return None
-        attributes = span._attributes
-        if (
-            type(attributes) is not BoundedAttributes
-            or attributes._immutable
-            or (
-                attributes.maxlen is not None
-                and len(attributes._dict) + len(keys) > attributes.maxlen
-            )
-        ):
-            return False
-        # Under the span's lock, as set_attribute() writes.
-        with span._lock:
-            if span._end_time is None:
-                for key in keys:
-                    attributes._dict[key] = True
-        return True
-    except AttributeError:
-        return False
 
 
 def sampler_from_environment() -> Any:
