@@ -56,6 +56,17 @@ TRIAL = 2
 HALF_OPEN_RETRY_FRACTION = 0.1
 MIN_RETRY_AFTER = 0.001
 
+
+class _NeverSteady:
+    """The ``_steady_ring`` of a breaker whose successes need the full record (a time
+    window or a slow-call bound): never steady."""
+
+    __slots__ = ()
+    steady = False
+
+
+_NEVER_STEADY = _NeverSteady()
+
 Listener = Callable[["CircuitBreaker", State, State], None]
 """Called as ``fn(breaker, old_state, new_state)`` after each transition."""
 
@@ -114,6 +125,7 @@ class CircuitBreaker:
         "_opened_at",
         "_slow_threshold",
         "_state",
+        "_steady_ring",
         "_timed_window",
         "_total_failures",
         "_total_rejected",
@@ -151,6 +163,9 @@ class CircuitBreaker:
             self._timed_window = False
         self._slow_threshold = self.policy.slow_call_seconds
         self._fast_success = not self._timed_window and self._slow_threshold is None
+        self._steady_ring: CountWindow | _NeverSteady = (
+            self._count_window if self._fast_success else _NEVER_STEADY
+        )
         self._state = _CLOSED
         self._consecutive = 0
         self._opened_at: float | None = None
@@ -306,6 +321,9 @@ class CircuitBreaker:
             ring = self._count_window
             state = self._state
             if state is _CLOSED or state is _DISABLED:
+                # ``_steady_ring.steady`` (this ring's flag when _fast_success, else never):
+                # the guarded-call path (_guard.py) tests it the same way inline, after
+                # admitting the call on a CLOSED breaker, and then only takes the count.
                 if ring.steady:
                     # The steady state, and the hot path of every guarded call: a full
                     # window of successes only. A success changes nothing but the total
@@ -523,6 +541,7 @@ class CircuitBreaker:
             self._timed_window = policy.window_seconds is not None
             self._slow_threshold = policy.slow_call_seconds
             self._fast_success = not self._timed_window and self._slow_threshold is None
+            self._steady_ring = self._count_window if self._fast_success else _NEVER_STEADY
             if self._state is _OPEN:
                 step = self._open_duration / old.open_seconds
                 self._open_duration = min(policy.open_seconds * step, policy.max_open_seconds)

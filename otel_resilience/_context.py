@@ -13,23 +13,25 @@ counted again, and a guard inside another guard of the same dependency must join
   asyncio task) is skipped by the processor, and a nested guard of a dependency already
   named takes no permit and records nothing; and
 - when the client span is already current as the guard runs (the instrumentation wraps
-  the guard), the guard sets ``GUARDED_ATTRIBUTE`` on it (``True``; and
-  ``REJECTED_ATTRIBUTE`` when the guard rejected the call or served a fallback), which the
-  processor also honours.
+  the guard, so the span ends after the guard returned), the guard enters the span's
+  context in ``GUARDED_SPANS`` with the dependency's name; the processor takes it out
+  when the span ends and skips the span if it belongs to that dependency. Nothing is
+  added to the span: what the application traces is unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 from contextvars import ContextVar
 from typing import TypeAlias
 
 __all__ = [
     "GUARDED",
-    "GUARDED_ATTRIBUTE",
+    "GUARDED_SPANS",
     "PROBING",
-    "REJECTED_ATTRIBUTE",
     "http_status_is_failure",
     "is_guarded",
+    "mark_guarded_span",
 ]
 
 GuardedMark: TypeAlias = str | tuple[str, ...]
@@ -42,8 +44,23 @@ GUARDED: ContextVar[GuardedMark | None] = ContextVar("otel_resilience_guarded", 
 # own calls through unguarded; the prober also sets GUARDED, so their spans are not counted.
 PROBING: ContextVar[bool] = ContextVar("otel_resilience_probing", default=False)
 
-GUARDED_ATTRIBUTE = "otel_resilience.guarded"
-REJECTED_ATTRIBUTE = "otel_resilience.rejected"
+GUARDED_SPANS: dict[int, tuple[object, str]] = {}
+"""``id(span context) -> (span context, dependency name)`` of client spans whose call a guard
+recorded, taken out by the span processor when they end. The context is held, so its id
+cannot be reused while it is here. Bounded: past ``MAX_GUARDED_SPANS`` the oldest entry
+goes (a span that never reached a processor, such as when none is installed), so only
+more guarded calls than that in flight at once could see one of theirs counted twice."""
+
+MAX_GUARDED_SPANS = 4096
+
+
+def mark_guarded_span(span_context: object, name: str) -> None:
+    """Enter a client span's context in ``GUARDED_SPANS`` for dependency ``name``."""
+    spans = GUARDED_SPANS
+    if len(spans) >= MAX_GUARDED_SPANS:
+        with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # raced: gone already
+            del spans[next(iter(spans))]
+    spans[id(span_context)] = (span_context, name)
 
 
 def is_guarded(mark: GuardedMark | None, name: str) -> bool:

@@ -30,8 +30,7 @@ The API (for client guards and for features that hook into the path):
     ``fault`` (the client's connection error, for chaos), ``serve(entry, reason, subject,
     args, kwargs)`` (answer from the fallback and count it, or return ``NOT_SERVED``),
     ``observe(entry, result, subject, args)`` (see a successful result, e.g. to feed a
-    cache), ``on_reject(error, subject)`` (decorate the rejection error), ``mark`` (mark
-    the current span guarded/rejected for the span processor), ``timeout_errors`` (which
+    cache), ``on_reject(error, subject)`` (decorate the rejection error), ``timeout_errors`` (which
     failures are fallback reason ``"timeout"``), ``thread_timeout`` (run a sync call with
     ``call_timeout_seconds`` in a worker thread; only for ``Registry.call``/``protect``).
 
@@ -59,7 +58,8 @@ The rules the path keeps (the breaker's own rules are in ``_breaker.py``):
   travel in the context, so a joined call in a task or thread started inside the outer
   call reports only through the exceptions it raises.
 - Spans that end while ``GUARDED`` names their dependency are skipped by the span
-  processor; a client guard also marks a current client span (``client.mark``).
+  processor; a client guard also enters the current client span, which ends after it,
+  in ``_context.GUARDED_SPANS``.
 - Cancellation (``asyncio.CancelledError``) is no outcome for a call admitted while
   CLOSED; a cancelled half-open trial is a failed probe and re-opens the breaker
   (``CircuitBreaker.admit()`` tells the two apart).
@@ -104,10 +104,12 @@ __all__ = [
     "FallbackCounter",
     "Guard",
     "Verdict",
+    "aprotected",
     "guarded_acall",
     "guarded_aiter",
     "guarded_call",
     "guarded_iter",
+    "protected",
 ]
 
 T = TypeVar("T")
@@ -296,7 +298,6 @@ class Client:
         "errors",
         "fault",
         "is_failure",
-        "mark",
         "name",
         "observe",
         "on_reject",
@@ -317,7 +318,6 @@ class Client:
         serve: Callable[[Entry, str, Any, Any, Any], Any] = serve_fallback,
         observe: Callable[[Entry, Any, Any, Any], None] | None = None,
         on_reject: Callable[[BaseException, Any], None] | None = None,
-        mark: Callable[[bool], None] | None = None,
         timeout_errors: tuple[type[BaseException], ...] = (),
         thread_timeout: bool = False,
     ) -> None:
@@ -330,7 +330,6 @@ class Client:
         self.serve = serve
         self.observe = observe
         self.on_reject = on_reject
-        self.mark = mark
         self.timeout_errors: tuple[type[BaseException], ...] = (
             TimeoutError,
             asyncio.TimeoutError,
@@ -441,8 +440,6 @@ def _rejected(  # noqa: PLR0917 - positional: the path runs per call
     entry: Entry, client: Client, reason: str, subject: Any, args: Any, kwargs: Any
 ) -> Any:
     """A rejected call: the fallback's answer, or the rejection error raised."""
-    if client.mark is not None:
-        client.mark(True)
     served = client.serve(entry, reason, subject, args, kwargs)
     if served is NOT_SERVED:
         raise client.rejection(entry, reason, subject)
@@ -552,8 +549,6 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
         mark = _joined(mark, name)
     if not entry.fast or entry.breaker._state is not _CLOSED:
         return _admitted_call(entry, client, fn, args, kwargs, subject, mark)  # type: ignore[no-any-return]
-    if client.mark is not None:
-        client.mark(False)
     token = _set_mark(mark)
     try:
         result = fn(*args, **kwargs)
@@ -565,7 +560,11 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
         return served  # type: ignore[no-any-return]
     _reset_mark(token)
     if client.answer is None and _get_note() is None:
-        entry.breaker.record_success()
+        breaker = entry.breaker
+        if breaker._steady_ring.steady:  # CircuitBreaker.record_success's steady case
+            next(breaker._fast_successes)
+        else:
+            breaker.record_success()
         if client.observe is not None:
             _observe(entry, client, result, subject, args)
     else:
@@ -596,8 +595,6 @@ def _admitted_call(  # noqa: PLR0917 - positional: the path runs per call
     trial, admission, reason = _admit(entry)
     if reason is not None:
         return _rejected(entry, client, reason, subject, args, kwargs)
-    if client.mark is not None:
-        client.mark(False)
     clock = entry.breaker._clock
     measured = entry.measured
     start = clock() if measured else 0.0
@@ -680,8 +677,6 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
         mark = _joined(mark, name)
     if not entry.fast or entry.breaker._state is not _CLOSED:
         return await _admitted_acall(entry, client, fn, args, kwargs, subject, mark)  # type: ignore[no-any-return]
-    if client.mark is not None:
-        client.mark(False)
     token = _set_mark(mark)
     try:
         result = await fn(*args, **kwargs)
@@ -693,7 +688,11 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
         return await _maybe_await(served)  # type: ignore[no-any-return]
     _reset_mark(token)
     if client.answer is None and _get_note() is None:
-        entry.breaker.record_success()
+        breaker = entry.breaker
+        if breaker._steady_ring.steady:  # CircuitBreaker.record_success's steady case
+            next(breaker._fast_successes)
+        else:
+            breaker.record_success()
         if client.observe is not None:
             _observe(entry, client, result, subject, args)
     else:
@@ -713,8 +712,6 @@ async def _admitted_acall(  # noqa: PLR0917 - positional: the path runs per call
     trial, admission, reason = _admit(entry)
     if reason is not None:
         return await _maybe_await(_rejected(entry, client, reason, subject, args, kwargs))
-    if client.mark is not None:
-        client.mark(False)
     clock = entry.breaker._clock
     measured = entry.measured
     start = clock() if measured else 0.0
@@ -764,6 +761,87 @@ async def _maybe_await(value: Any) -> Any:
     if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
         return await value
     return value
+
+
+# -- protect's wrappers of plain functions ---------------------------------------------
+
+
+def protected(
+    entry_of: Callable[[], Entry], function: Callable[..., Any], fallback: Any
+) -> Callable[..., Any]:
+    """``protect``'s wrapper of a sync function: ``guarded_call(entry, PLAIN, ...)``.
+
+    The outermost call on a fast, CLOSED breaker (the common case) runs here without the
+    extra call into ``guarded_call``: the mark set and reset, the success counted as
+    ``CircuitBreaker.record_success`` counts it on a steady window. Everything else
+    (a joined or nested call, a breaker not CLOSED, hooks, a failure) takes the one path.
+    ``entry_of()`` is asked on the first call (the dependency may be declared later).
+    """
+    entry: Entry | None = None
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal entry
+        found = entry
+        if found is None:
+            found = entry = entry_of()
+        breaker = found.breaker
+        if not found.fast or breaker._state is not _CLOSED or _get_mark() is not None:
+            return guarded_call(found, PLAIN, function, args, kwargs, fallback)
+        token = _set_mark(found.name)
+        try:
+            result = function(*args, **kwargs)
+        except BaseException as exc:
+            _reset_mark(token)
+            served = _raised(found, PLAIN, exc, 0.0, False, None, fallback, args, kwargs)
+            if served is NOT_SERVED:
+                raise
+            return served
+        _reset_mark(token)
+        if _get_note() is not None:
+            _succeeded(found, PLAIN, result, 0.0, None, fallback, args)
+        elif breaker._steady_ring.steady:
+            next(breaker._fast_successes)
+        else:
+            breaker.record_success()
+        return result
+
+    return wrapper
+
+
+def aprotected(
+    entry_of: Callable[[], Entry], function: Callable[..., Awaitable[Any]], fallback: Any
+) -> Callable[..., Awaitable[Any]]:
+    """``protect``'s wrapper of a coroutine function: ``guarded_acall`` with the same
+    fast lane as ``protected``."""
+    entry: Entry | None = None
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal entry
+        found = entry
+        if found is None:
+            found = entry = entry_of()
+        breaker = found.breaker
+        if not found.fast or breaker._state is not _CLOSED or _get_mark() is not None:
+            return await guarded_acall(found, PLAIN, function, args, kwargs, fallback)
+        token = _set_mark(found.name)
+        try:
+            result = await function(*args, **kwargs)
+        except BaseException as exc:
+            _reset_mark(token)
+            served = _raised(found, PLAIN, exc, 0.0, False, None, fallback, args, kwargs)
+            if served is NOT_SERVED:
+                raise
+            return await _maybe_await(served)
+        _reset_mark(token)
+        if _get_note() is not None:
+            _succeeded(found, PLAIN, result, 0.0, None, fallback, args)
+        elif breaker._steady_ring.steady:
+            next(breaker._fast_successes)
+        else:
+            breaker.record_success()
+        return result
+
+    return wrapper
 
 
 # -- generators --------------------------------------------------------------------------

@@ -20,14 +20,14 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from ._breaker import CircuitBreaker
-from ._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE, http_status_is_failure
+from ._breaker import CircuitBreaker, State
+from ._context import GUARDED, GUARDED_SPANS, http_status_is_failure
 from ._dependency import Dependency
 from ._events import OperatorEvent
 from ._health import address_learner, learning_needed
 from ._registry import Registry
 from ._scopes import DRIVER, DRIVER_STARTED, OTHER, scope_role
-from ._sdk import span_fields, status_code
+from ._sdk import readable_fields, span_fields, status_code
 from ._semconv import lookup
 from ._trace_links import TRIPPING_SPAN
 
@@ -36,6 +36,8 @@ __all__ = ["MAX_DISCOVERED_NAME", "BreakerSpanProcessor", "span_outcome"]
 _log = logging.getLogger(__name__)
 
 _ERROR = StatusCode.ERROR
+_CLOSED = State.CLOSED
+_DISABLED = State.DISABLED
 _CLIENT = SpanKind.CLIENT
 _PRODUCER = SpanKind.PRODUCER
 _EMPTY: Mapping[str, Any] = {}
@@ -96,7 +98,9 @@ class BreakerSpanProcessor(SpanProcessor):
 
     Spans of calls that a client guard handled are skipped, since the guard records them
     and each call counts once: a span that ends while ``_context.GUARDED`` names its
-    dependency, or that carries the guarded or rejected mark. Client spans that match no
+    dependency, or whose context a client guard entered in ``_context.GUARDED_SPANS`` (a
+    span of the instrumentation around the guard, which ends after it). A span of a call
+    the guard rejected is skipped the same way. Client spans that match no
     declared dependency become observe-only dependencies named by their ``db.system`` or
     server address, up to ``max_discovered`` of them; their breakers are DISABLED, which
     admits every call and still counts outcomes, so they show in metrics and health but
@@ -159,25 +163,28 @@ class BreakerSpanProcessor(SpanProcessor):
         try:
             if type(span) is ReadableSpan:
                 # What the SDK passes: read its fields, skipping the properties' copies.
-                kind, fields, status = span_fields(span)
+                try:
+                    kind, attributes, code, scope, context = readable_fields(span)
+                except AttributeError:  # made by other code: no BoundedAttributes, no status
+                    kind, fields, status, scope, context = span_fields(span)
+                    attributes = fields if fields is not None else _EMPTY
+                    code = status_code(status)
                 if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
                     return
-                attributes = fields if fields is not None else _EMPTY
-                scope = span._instrumentation_scope
             else:
                 kind = span.kind
                 if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
                     return
                 attributes = span.attributes or _EMPTY
-                status = span.status
+                code = status_code(span.status)
                 scope = span.instrumentation_scope
+                context = span.get_span_context()
             if not self.enabled:
                 return
+            # A client span whose call a guard recorded (_context.GUARDED_SPANS): its
+            # dependency, taken out now whatever happens next.
+            guarded_span = GUARDED_SPANS.pop(id(context), None) if GUARDED_SPANS else None
             get = attributes.get
-            if get(GUARDED_ATTRIBUTE) or get(REJECTED_ATTRIBUTE):
-                if self._learning:
-                    self._learn(attributes)
-                return
             # SQLAlchemy's spans and its driver's count one call once (_scopes).
             if scope is not self._plain_scope and self._special_scope(scope):
                 role = scope_role(scope)
@@ -199,8 +206,11 @@ class BreakerSpanProcessor(SpanProcessor):
                 if name is None:
                     return
             guarded = GUARDED.get()
-            if guarded is not None and (
-                guarded == name or (type(guarded) is tuple and name in guarded)
+            if (
+                guarded is not None
+                and (guarded == name or (type(guarded) is tuple and name in guarded))
+            ) or (
+                guarded_span is not None and guarded_span[1] == name and guarded_span[0] is context
             ):
                 if self._learning:
                     self._learn(attributes, name)
@@ -211,15 +221,15 @@ class BreakerSpanProcessor(SpanProcessor):
             breaker, timed, learn = target
             if learn is not None:
                 learn(attributes)  # only for a dependency whose health check has no address
-            code = get("http.response.status_code")
-            if code is None:
-                code = get("http.status_code")
-            if code is None:
-                if get("error.type") or (status_code(status) is _ERROR):
+            http = get("http.response.status_code")
+            if http is None:
+                http = get("http.status_code")
+            if http is None:
+                if get("error.type") or code is _ERROR:
                     failed, error_type = span_outcome(span, attributes)
                 else:
                     failed, error_type = False, None  # the common case, without the full rules
-            elif type(code) is int and 0 < code < 400:
+            elif type(http) is int and 0 < http < 400:
                 failed, error_type = False, None  # an HTTP answer that is not a failure
             else:
                 failed, error_type = span_outcome(span, attributes)
@@ -236,7 +246,11 @@ class BreakerSpanProcessor(SpanProcessor):
                 finally:
                     TRIPPING_SPAN.reset(token)
             else:
-                breaker.record_success(duration)
+                state = breaker._state
+                if (state is _CLOSED or state is _DISABLED) and breaker._steady_ring.steady:
+                    next(breaker._fast_successes)  # CircuitBreaker.record_success's steady case
+                else:
+                    breaker.record_success(duration)
         except Exception as exc:
             self._log_error(exc)
 
@@ -260,16 +274,11 @@ class BreakerSpanProcessor(SpanProcessor):
         self._targets[name] = target
         return target
 
-    def _learn(self, attributes: Mapping[str, Any], name: str | None = None) -> None:
+    def _learn(self, attributes: Mapping[str, Any], name: str) -> None:
         """Teach a health check the address of a guarded call's span (nothing else)."""
-        registry = self._registry
-        if name is None:
-            name = registry._classifier.classify(attributes)
-            if name is None:
-                return
         target = self._targets.get(name)
         if target is None:
-            target = self._target(registry, name)
+            target = self._target(self._registry, name)
         learn = target[2]
         if learn is not None:
             learn(attributes)

@@ -22,10 +22,12 @@ from ._guard import (
     REJECTION_ERRORS,
     Entry,
     Guard,
+    aprotected,
     guarded_acall,
     guarded_aiter,
     guarded_call,
     guarded_iter,
+    protected,
 )
 from ._health import HealthMonitor, HealthReport, health_report
 from ._limits import ConcurrencyLimiter
@@ -334,20 +336,10 @@ class Registry:
                 return gen_wrapper  # type: ignore[return-value]
 
             if inspect.iscoroutinefunction(function):
+                async_wrapper = aprotected(entry_of, function, fallback)
+                return functools.wraps(function)(async_wrapper)  # type: ignore[return-value]
 
-                @functools.wraps(function)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    entry = bound[0] if bound else entry_of()
-                    return await guarded_acall(entry, PLAIN, function, args, kwargs, fallback)
-
-                return async_wrapper  # type: ignore[return-value]
-
-            @functools.wraps(function)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                entry = bound[0] if bound else entry_of()
-                return guarded_call(entry, PLAIN, function, args, kwargs, fallback)
-
-            return wrapper  # type: ignore[return-value]
+            return functools.wraps(function)(protected(entry_of, function, fallback))  # type: ignore[return-value]
 
         if fn is not None:
             return decorate(fn)

@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from otel_resilience import CircuitOpenError, Registry, State, load_config
-from otel_resilience._context import GUARDED, GUARDED_ATTRIBUTE
+from otel_resilience._context import GUARDED, GUARDED_SPANS
 from otel_resilience.instrumentation import install
 from tests.support.health_servers import FaultProxy, RedisServer, free_port, need_tool
 
@@ -211,13 +211,16 @@ class _Collect(SpanProcessor):
         self.seen: list[tuple[Any, Any]] = []
 
     def on_end(self, span: ReadableSpan) -> None:
-        self.seen.append((GUARDED.get(), (span.attributes or {}).get(GUARDED_ATTRIBUTE)))
+        entered = GUARDED_SPANS.get(id(span.context))
+        ours = [key for key in span.attributes or {} if key.startswith("otel_resilience")]
+        self.seen.append((GUARDED.get(), entered and entered[1], ours))
 
 
 def test_guard_marks_the_call_for_the_span_processor(server: RedisServer) -> None:
-    """With the OTel redis instrumentation, the client span ends inside the GUARDED context
-    (the guard, the innermost layer, has the span end there), so the span processor knows
-    the guard counted the call; nothing is added to the span."""
+    """With the OTel redis instrumentation, the client span ends after the guard (the
+    innermost layer) returned, outside the GUARDED context, with its context entered in
+    GUARDED_SPANS for the dependency, so the span processor knows the guard counted the
+    call; nothing is added to the span."""
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
     provider = TracerProvider()
@@ -230,7 +233,7 @@ def test_guard_marks_the_call_for_the_span_processor(server: RedisServer) -> Non
             sync_client(server).ping()
     finally:
         RedisInstrumentor().uninstrument()
-    assert collect.seen == [("cache", None)]
+    assert collect.seen == [(None, "cache", [])]
 
 
 # -- asyncpg -------------------------------------------------------------------------

@@ -26,7 +26,12 @@ from otel_resilience import (
     ResilienceSampler,
     State,
 )
-from otel_resilience._context import GUARDED, GUARDED_ATTRIBUTE, REJECTED_ATTRIBUTE
+from otel_resilience._context import (
+    GUARDED,
+    GUARDED_SPANS,
+    MAX_GUARDED_SPANS,
+    mark_guarded_span,
+)
 
 POLICY = BreakerPolicy(consecutive_failures=3, open_seconds=60)
 
@@ -131,20 +136,57 @@ def test_http_error_without_status_is_a_failure(
     assert registry.breaker("api").snapshot().last_error_type == "ConnectError"
 
 
-def test_guarded_and_rejected_spans_are_skipped(
-    provider: TracerProvider, registry: Registry
-) -> None:
-    """Spans of calls a guard recorded (context or span marks) are not counted again."""
+def test_guarded_spans_are_skipped(provider: TracerProvider, registry: Registry) -> None:
+    """Spans of calls a guard recorded (ended inside the guarded context, or entered in
+    GUARDED_SPANS for their dependency) are not counted again; a span entered for another
+    dependency is, and every entered span is taken out as it ends."""
     token = GUARDED.set("redis")
     try:
         emit(provider, {"db.system": "redis"}, error=True)
     finally:
         GUARDED.reset(token)
-    emit(provider, {"db.system": "redis", GUARDED_ATTRIBUTE: True}, error=True)
-    emit(provider, {"db.system": "redis", REJECTED_ATTRIBUTE: True}, error=True)
-    assert totals(registry, "redis") == (0, 0)
+    tracer = provider.get_tracer("test")
+    for entered_for in ("redis", "pg"):
+        span = tracer.start_span("call", kind=SpanKind.CLIENT, attributes={"db.system": "redis"})
+        mark_guarded_span(span.get_span_context(), entered_for)
+        span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        assert id(span.get_span_context()) not in GUARDED_SPANS
+    assert totals(registry, "redis") == (0, 1)  # only the span entered for "pg"
     emit(provider, {"db.system": "redis"})  # outside any guard: counted
-    assert totals(registry, "redis") == (1, 0)
+    assert totals(registry, "redis") == (1, 1)
+
+
+def test_a_switched_off_processor_leaves_guarded_spans_to_the_live_one(
+    registry: Registry,
+) -> None:
+    """A processor left switched off on the provider (an earlier configure()) does not take
+    a guarded span's entry: the live processor after it still skips the span."""
+    provider = TracerProvider()
+    old = BreakerSpanProcessor(registry)
+    provider.add_span_processor(old)
+    old.shutdown()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    span = provider.get_tracer("test").start_span(
+        "call", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}
+    )
+    mark_guarded_span(span.get_span_context(), "redis")
+    span.end()
+    assert totals(registry, "redis") == (0, 0)
+    assert id(span.get_span_context()) not in GUARDED_SPANS
+
+
+def test_guarded_spans_waiting_are_bounded_oldest_first() -> None:
+    """Entries of spans that never reach a processor are bounded: past the cap the oldest
+    goes and the newest stay."""
+    GUARDED_SPANS.clear()
+    contexts = [object() for _ in range(MAX_GUARDED_SPANS + 10)]
+    for context in contexts:
+        mark_guarded_span(context, "redis")
+    assert len(GUARDED_SPANS) == MAX_GUARDED_SPANS
+    assert id(contexts[0]) not in GUARDED_SPANS
+    assert all(id(c) in GUARDED_SPANS for c in contexts[-MAX_GUARDED_SPANS:])
+    GUARDED_SPANS.clear()
 
 
 def test_unmatched_spans_are_discovered_observe_only(registry: Registry) -> None:
@@ -222,7 +264,6 @@ attribute_keys = st.sampled_from(
         "http.status_code",
         "http.response.status_code",
         "error.type",
-        GUARDED_ATTRIBUTE,
         "other",
     ]
 )
@@ -245,7 +286,7 @@ def test_malformed_spans_never_raise(attributes: dict[str, Any], error: bool) ->
         emit(provider, clean, error=error)
     assert logged == []
     name = registry.classify(clean)
-    if name is not None and not clean.get(GUARDED_ATTRIBUTE):
+    if name is not None:
         assert sum(totals(registry, name)) == 1
     with warnings_logged() as logged:
         processor.on_end(object())  # type: ignore[arg-type]  # not a span at all: swallowed
@@ -402,7 +443,7 @@ def test_huge_and_odd_attribute_values_are_handled(
     odd: list[Any] = [huge, 10**30, float("nan"), ("a", "b"), True, -1, 0.5, ""]
     with caplog.at_level(logging.WARNING, logger="otel_resilience"):
         for value in odd:
-            emit(provider, {key: value for key in KEYS if key != GUARDED_ATTRIBUTE}, error=True)
+            emit(provider, dict.fromkeys(KEYS, value), error=True)
             emit(provider, {"db.system": "redis", "http.status_code": value})
         span = provider.get_tracer("t").start_span(
             "x", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}
@@ -426,8 +467,6 @@ KEYS = [
     "http.response.status_code",
     "error.type",
     "peer.service",
-    GUARDED_ATTRIBUTE,
-    REJECTED_ATTRIBUTE,
 ]
 
 ODD_URLS = [

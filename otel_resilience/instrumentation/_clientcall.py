@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from opentelemetry.trace import SpanKind
 
 from .._addresses import Address
-from .._context import GUARDED, http_status_is_failure, is_guarded
+from .._context import http_status_is_failure, mark_guarded_span
 from .._guard import NOT_SERVED, Entry
 from .._health import learn_address
 from .._sdk import context_span
@@ -126,48 +126,22 @@ def serve_request(entry: Entry, reason: str, subject: Any, args: Any, kwargs: An
     return fallback(subject)
 
 
-class _GuardedEnd:
-    """A span's ``end``, run inside the guarded context of dependency ``name``."""
-
-    __slots__ = ("end", "name")
-
-    def __init__(self, end: Callable[..., None], name: str) -> None:
-        self.end = end
-        self.name = name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        name = self.name
-        mark = GUARDED.get()
-        if mark is None:
-            token = GUARDED.set(name)
-        elif is_guarded(mark, name):
-            self.end(*args, **kwargs)
-            return
-        else:
-            token = GUARDED.set((*mark, name) if isinstance(mark, tuple) else (mark, name))
-        try:
-            self.end(*args, **kwargs)
-        finally:
-            GUARDED.reset(token)
-
-
 def end_guarded(span: Any, name: str) -> None:
-    """Make ``span`` end inside the guarded context of dependency ``name``.
+    """Have the span processor skip ``span`` when it ends (for dependency ``name``).
 
     The span processor skips a span that ends while ``GUARDED`` names its dependency (the
     guard records the call). A guard under the instrumentation returns before the
-    instrumentation ends its span, so the span's own ``end`` is wrapped to end it there.
-    Nothing is added to the span: what the application traces is unchanged.
+    instrumentation ends its span, so the span's context is entered in
+    ``_context.GUARDED_SPANS`` instead. Nothing is added to the span: what the application
+    traces is unchanged.
     """
     if span is None:
         return
-    end = span.end
-    if type(end) is _GuardedEnd:
-        return  # a joined call already did it
-    try:  # noqa: SIM105 - per call: contextlib.suppress costs three Python calls more
-        span.end = _GuardedEnd(end, name)
-    except AttributeError:  # a span type without an instance dict: left as it is
-        pass
+    try:
+        span_context = span.get_span_context()
+    except AttributeError:  # not a span: nothing to skip
+        return
+    mark_guarded_span(span_context, name)
 
 
 def guard_current_span(name: str) -> None:
@@ -176,7 +150,7 @@ def guard_current_span(name: str) -> None:
     # The context lookup get_current_span() does, without its layers: this runs per call.
     span: Any = context_span()
     if span is not None and getattr(span, "kind", None) is SpanKind.CLIENT:
-        end_guarded(span, name)
+        mark_guarded_span(span.get_span_context(), name)
 
 
 class Current:
