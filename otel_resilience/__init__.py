@@ -5,8 +5,6 @@ The public names are re-exported here from private modules; README.md and docs/ 
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._breaker import BreakerSnapshot, CircuitBreaker, State
 from ._configure import configure, get_registry
 from ._dependency import Criticality, Dependency
@@ -22,11 +20,7 @@ from ._processor import BreakerSpanProcessor
 from ._registry import Registry, TelemetrySettings, load_config
 from ._retry_budget import RetryBudgetPolicy
 from ._sampler import ResilienceSampler
-
-try:
-    __version__ = version("otel-resilience")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from ._version import __version__ as __version__  # outside __all__, which pins the API
 
 __all__ = [
     "BreakerPolicy",

@@ -170,6 +170,7 @@ def post_instrument(**kwargs: Any) -> None:
     try:
         from ._reload import install_reload_triggers
 
-        install_reload_triggers()  # SIGHUP and $OTEL_RESILIENCE_RELOAD_SECONDS reload the file
+        # SIGHUP and $OTEL_RESILIENCE_RELOAD_SECONDS reload the file into the live registry.
+        install_reload_triggers(_configure.get_registry)
     except Exception:
         _log.warning("could not install config reloading", exc_info=True)

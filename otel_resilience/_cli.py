@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from ._config import config_warnings, read_config_file
 from ._errors import ConfigError
 from ._output import Output, pack
 from ._registry import Registry, load_config
+from ._version import __version__
 
 __all__ = ["main"]
 

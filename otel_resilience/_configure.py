@@ -17,6 +17,7 @@ from ._exporter import wrap_provider_exporters
 from ._metrics import ResilienceMetrics, install_metrics
 from ._processor import BreakerSpanProcessor
 from ._registry import Registry, load_config
+from ._reload import Reloadable, add_reload_step
 from ._sampler import ResilienceSampler
 from ._sdk import span_processors, tracer_registry
 
@@ -91,6 +92,18 @@ def config_error_of(registry: Registry) -> str | None:
     """The error of the invalid config that ``registry`` stands in for, if it does."""
     with _wiring.lock:
         return registry._config_error
+
+
+def _forget_config_error(live: Reloadable, fresh: Reloadable) -> None:
+    """A reload applied a valid config: ``live`` stands in for an invalid one no more, and
+    the next invalid file is logged again."""
+    with _wiring.lock:
+        if isinstance(live, Registry):
+            live._config_error = None
+        _wiring.config_error_logged = None
+
+
+add_reload_step(_forget_config_error)
 
 
 def _sdk_tracer_provider(tracer_provider: Any) -> SDKTracerProvider | None:

@@ -3,7 +3,8 @@
 Breaker transitions have their own listeners (``Registry.add_transition_listener``); the
 events here are what an operator did to a running service, so a live view (the example's
 ``/resilience`` page) or an audit hook can show them beside the transitions. The registry
-keeps its listeners (``Registry.add_event_listener``); features report with ``emit_event``.
+keeps its listeners (``Registry.add_event_listener``); features report with ``emit_event``,
+which needs of a registry only its listeners (``EventSource``), so this module imports none.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from ._registry import Registry
-
-__all__ = ["EventListener", "OperatorEvent", "emit_event"]
+__all__ = ["EventListener", "EventSource", "OperatorEvent", "emit_event"]
 
 _log = logging.getLogger(__name__)
 
@@ -41,8 +39,14 @@ class OperatorEvent:
 EventListener = Callable[[OperatorEvent], None]
 
 
+class EventSource(Protocol):
+    """What ``emit_event`` needs of a registry (``Registry`` is one): its listeners now."""
+
+    def event_listeners(self) -> tuple[EventListener, ...]: ...
+
+
 def emit_event(
-    registry: Registry, kind: str, detail: str, dependency: str | None = None
+    registry: EventSource, kind: str, detail: str, dependency: str | None = None
 ) -> OperatorEvent:
     """Tell ``registry``'s event listeners; never raises (a failing listener is logged)."""
     event = OperatorEvent(kind, detail, dependency, time.time())

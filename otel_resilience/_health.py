@@ -5,7 +5,8 @@ take breaker snapshots, policies, criticalities and the last health-check result
 no I/O. ``health_report(registry)`` gathers those inputs from a registry; it reads only
 in-memory state, so it answers at once even while every dependency hangs.
 ``HealthMonitor`` keeps the last check results of a registry and tells listeners when a
-dependency degrades or recovers (the degradation feed).
+dependency degrades or recovers (the degradation feed). What they need of a registry is
+``MonitoredRegistry``, so this module imports none: the registry imports it.
 """
 
 from __future__ import annotations
@@ -19,18 +20,15 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._addresses import Address, AddressBook
 from ._breaker import BreakerSnapshot, CircuitBreaker, State
-from ._dependency import Criticality
+from ._dependency import Criticality, Dependency
 from ._errors import ConfigError
 from ._fork import after_fork_in_child, renew_breaker_locks
 from ._health_checks import CheckResult, needs_address, parse_health_check
 from ._policy import BreakerPolicy
-
-if TYPE_CHECKING:
-    from ._registry import Registry
 
 __all__ = [
     "DependencyHealth",
@@ -39,6 +37,7 @@ __all__ = [
     "HealthListener",
     "HealthMonitor",
     "HealthReport",
+    "MonitoredRegistry",
     "address_learner",
     "dependency_healthy",
     "dependency_slow",
@@ -338,6 +337,32 @@ def _message(  # noqa: PLR0917 - a private helper called once, with every field 
     return f"{name} is unavailable ({why}): {consequence}"
 
 
+class MonitoredRegistry(Protocol):
+    """What health needs of a registry (``Registry`` is one): its dependencies and
+    breakers, its clock and service name, the slot that keeps its ``HealthMonitor``, and
+    its lock (renewed in a forked child along with the breakers' locks)."""
+
+    _health_monitor: HealthMonitor | None
+    _lock: threading.Lock
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def dependencies(self) -> tuple[Dependency, ...]: ...
+
+    def breaker(self, name: str) -> CircuitBreaker: ...
+
+    def breakers(self) -> dict[str, CircuitBreaker]: ...
+
+    def __getitem__(self, name: str) -> Dependency: ...
+
+    def __contains__(self, name: object) -> bool: ...
+
+
 class HealthMonitor:
     """The health bookkeeping of one registry: last check results and change listeners.
 
@@ -348,7 +373,7 @@ class HealthMonitor:
     caller.
     """
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: MonitoredRegistry) -> None:
         self._registry_ref = weakref.ref(registry)
         self.addresses = AddressBook()
         self._lock = threading.Lock()
@@ -368,7 +393,7 @@ class HealthMonitor:
             registry._lock = threading.Lock()
             renew_breaker_locks(registry.breakers().values())
 
-    def _registry(self) -> Registry | None:
+    def _registry(self) -> MonitoredRegistry | None:
         return self._registry_ref()
 
     def sync(self) -> None:
@@ -452,7 +477,7 @@ class HealthMonitor:
             except Exception:
                 _log.exception("health listener %r failed", listener)
 
-    def _status(self, registry: Registry) -> str:
+    def _status(self, registry: MonitoredRegistry) -> str:
         with self._lock:
             healthy = dict(self._healthy)
         return overall_status(
@@ -477,7 +502,7 @@ def _healthy_now(breaker: CircuitBreaker, check: CheckResult | None) -> tuple[bo
 _MONITOR_CREATION_LOCK = threading.Lock()
 
 
-def health_monitor(registry: Registry) -> HealthMonitor:
+def health_monitor(registry: MonitoredRegistry) -> HealthMonitor:
     """The one HealthMonitor of ``registry`` (``registry._health_monitor``), made on first use."""
     monitor = registry._health_monitor
     if monitor is None:
@@ -490,7 +515,7 @@ def health_monitor(registry: Registry) -> HealthMonitor:
 
 
 def health_report(
-    registry: Registry, *, wall_clock: Callable[[], float] = time.time
+    registry: MonitoredRegistry, *, wall_clock: Callable[[], float] = time.time
 ) -> HealthReport:
     """The health of ``registry`` now, from in-memory state only (never waits on a probe)."""
     monitor = health_monitor(registry)
@@ -511,7 +536,7 @@ def health_report(
     )
 
 
-def learn_address(registry: Registry, name: str, address: Address | None) -> None:
+def learn_address(registry: MonitoredRegistry, name: str, address: Address | None) -> None:
     """Tell ``registry``'s health checks where dependency ``name``'s calls go.
 
     For client guards, which see calls that have no span (asyncpg connects) and skip the
@@ -523,7 +548,7 @@ def learn_address(registry: Registry, name: str, address: Address | None) -> Non
         _log.debug("could not learn the address of %s", name, exc_info=True)
 
 
-def learning_needed(registry: Registry) -> bool:
+def learning_needed(registry: MonitoredRegistry) -> bool:
     """Whether any dependency of ``registry`` has a built-in check with no address of its
     own, so that the span processor should learn addresses from guarded calls' spans too."""
     for dependency in registry.dependencies:
@@ -538,7 +563,9 @@ def learning_needed(registry: Registry) -> bool:
     return False
 
 
-def address_learner(registry: Registry, name: str) -> Callable[[Mapping[str, Any]], None] | None:
+def address_learner(
+    registry: MonitoredRegistry, name: str
+) -> Callable[[Mapping[str, Any]], None] | None:
     """The span processor's learning function for ``name``, or None when none is needed.
 
     Only a dependency with a built-in health check that has no address of its own needs
@@ -554,7 +581,7 @@ def address_learner(registry: Registry, name: str) -> Callable[[Mapping[str, Any
     return health_monitor(registry).addresses.span_learner(name)
 
 
-def on_health_change(registry: Registry, listener: HealthListener) -> Callable[[], None]:
+def on_health_change(registry: MonitoredRegistry, listener: HealthListener) -> Callable[[], None]:
     """Call ``listener(event)`` whenever a dependency of ``registry`` degrades or recovers.
 
     Returns a function that unsubscribes. The listener runs on the thread where the change
@@ -572,7 +599,7 @@ class HealthEvents:
     unsubscribes.
     """
 
-    def __init__(self, registry: Registry, *, max_queued: int = 100) -> None:
+    def __init__(self, registry: MonitoredRegistry, *, max_queued: int = 100) -> None:
         if max_queued < 1:
             raise ValueError(f"max_queued must be >= 1, got {max_queued!r}")
         loop = asyncio.get_running_loop()
@@ -614,7 +641,7 @@ class HealthEvents:
         await self.aclose()
 
 
-def health_events(registry: Registry, *, max_queued: int = 100) -> HealthEvents:
+def health_events(registry: MonitoredRegistry, *, max_queued: int = 100) -> HealthEvents:
     """``async for event in health_events(registry)``: each degradation and recovery.
 
     Call it inside a running event loop; it listens from that moment on.

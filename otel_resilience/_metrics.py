@@ -22,6 +22,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from ._breaker import CircuitBreaker, State
 from ._events import OperatorEvent
 from ._trace_links import call_context
+from ._version import __version__
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -204,12 +205,6 @@ _HEALTH_STATUSES = ("healthy", "degraded", "unhealthy")
 _RELOAD_OUTCOMES = ("applied", "failed")
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 class ResilienceMetrics:
     """The instruments for one meter provider, reporting on whichever registry is current.
 
@@ -219,7 +214,7 @@ class ResilienceMetrics:
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
-        meter = provider.get_meter(METER_NAME, _version())
+        meter = provider.get_meter(METER_NAME, __version__)
         self._registry_ref: weakref.ref[Registry] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import os
@@ -31,6 +32,7 @@ from ._guard import (
 )
 from ._health import HealthMonitor, HealthReport, health_report
 from ._limits import ConcurrencyLimiter
+from ._reload import reload_registry
 from ._retry_budget import RetryBudgetPolicy, RetryGate, retry_predicate
 from ._semconv import Classifier
 from ._trace_links import log_open_transition
@@ -148,9 +150,38 @@ class Registry:
         """Apply a new config (path or dict; default: the file this registry came from) in
         place: policies, criticalities, matches and fallbacks change, breaker states and
         windows stay. An invalid config raises ``ConfigError`` and changes nothing."""
-        from ._reload import reload_registry
-
         reload_registry(self, config)
+
+    def _apply_reloaded(self, fresh: Registry) -> None:
+        """Take ``fresh``'s dependencies and settings in place (``_reload``'s apply step,
+        after ``fresh`` was validated): breaker states and windows stay, limiters whose
+        policy is unchanged stay, chaos follows the new settings."""
+        for dependency in fresh.dependencies:
+            if dependency.name not in self:
+                self.add(dependency)
+                continue
+            entry = self._entry(dependency.name)
+            was_observe_only = entry.dependency.observe_only
+            reloaded = _keep_fallback_state(entry.dependency, dependency)
+            bind = getattr(reloaded.fallback, "bind_breaker", None)
+            if bind is not None:  # a new memory cache follows recovery of the same breaker
+                bind(entry.breaker)
+            entry.breaker.apply_policy(reloaded.policy)
+            entry.dependency = reloaded
+            entry.refresh()  # the hot path's flags of the reloaded dependency
+            if was_observe_only:
+                # An auto-discovered dependency is now declared: its breaker protects from now on.
+                entry.breaker.reset()
+        self._rebuild_classifier()
+        self.chaos_settings = fresh.chaos_settings
+        with self._lock:
+            for entry in self._entries.values():
+                self._equip(entry)  # limits kept or replaced, chaos from the new settings
+        self.service = fresh.service
+        self.telemetry = fresh.telemetry
+        self.admin_token_env = fresh.admin_token_env
+        if fresh.source is not None:
+            self.source = fresh.source
 
     def _entry(self, name: str) -> Entry:
         try:
@@ -474,6 +505,36 @@ class Registry:
             yield
         finally:
             entry.chaos = before
+
+
+def _keep_fallback_state(old: Dependency, new: Dependency) -> Dependency:
+    """Keep the live in-process cache when the reloaded fallback is the same kind of cache,
+    so a reload during an outage does not empty what the fallback is serving."""
+    from ._memory_cache import MemoryCache
+
+    before, after = old.fallback, new.fallback
+    if (
+        isinstance(before, MemoryCache)
+        and type(after) is type(before)
+        and _cache_settings(before) == _cache_settings(after)
+    ):
+        return dataclasses.replace(new, fallback=before)
+    if isinstance(before, MemoryCache) and isinstance(after, MemoryCache):
+        after.reach_redis_as(before)  # a new cache replays through the same Redis
+    return new
+
+
+def _cache_settings(cache: Any) -> tuple[Any, ...]:
+    return tuple(
+        getattr(cache, name, None)
+        for name in (
+            "max_entries",
+            "default_ttl_seconds",
+            "max_bytes",
+            "replay_writes",
+            "max_replay_writes",
+        )
+    )
 
 
 def load_config(

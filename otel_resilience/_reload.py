@@ -2,21 +2,24 @@
 
 ``Registry.reload(config)`` validates the new config by building a fresh Registry from it
 (the config loader's full checks; a ``ConfigError`` then changes nothing), and only then
-applies it to the live registry step by step: breaker policies (state and windows kept),
-dependencies (criticality, match, fallback, retry budget; new ones added), concurrency
-limits (a limiter whose policy is unchanged keeps its calls in flight and learnt limit)
-and chaos settings (a change is reported as a ``chaos`` on/off event), and registry
-settings. A feature with state of its own adds a step with ``add_reload_step``.
+applies it to the live registry: the registry takes the fresh one's breaker policies
+(state and windows kept), dependencies (criticality, match, fallback, retry budget; new
+ones added), concurrency limits (a limiter whose policy is unchanged keeps its calls in
+flight and learnt limit), chaos settings (a change is reported as a ``chaos`` on/off
+event) and registry settings (``Registry._apply_reloaded``). A feature with state of its
+own adds a step with ``add_reload_step`` (``_configure`` forgets the config error a
+registry stood in for). What this module needs of a registry is ``Reloadable``, so it
+imports no registry: the registry imports it.
 
 Under auto-instrumentation ``install_reload_triggers`` reloads the file named by
-``$OTEL_RESILIENCE_CONFIG`` on SIGHUP, and every ``$OTEL_RESILIENCE_RELOAD_SECONDS`` when
-the file changed. The reload runs on a worker thread, never in the signal handler: the
-handler may interrupt the main thread while it holds a breaker's lock.
+``$OTEL_RESILIENCE_CONFIG`` in the registry its caller hands it, on SIGHUP, and every
+``$OTEL_RESILIENCE_RELOAD_SECONDS`` when the file changed. The reload runs on a worker
+thread, never in the signal handler: the handler may interrupt the main thread while it
+holds a breaker's lock.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -24,22 +27,19 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
+from ._breaker import CircuitBreaker
+from ._chaos import ChaosSettings
 from ._config import CONFIG_ENV_VAR
 from ._errors import ConfigError
-from ._events import emit_event
-from ._registry import load_config
-
-if TYPE_CHECKING:
-    from ._dependency import Dependency
-    from ._guard import Entry
-    from ._registry import Registry
+from ._events import EventListener, emit_event
 
 __all__ = [
     "RELOAD_SECONDS_ENV",
     "ReloadStep",
     "ReloadTrigger",
+    "Reloadable",
     "add_reload_step",
     "install_reload_triggers",
     "reload_registry",
@@ -49,7 +49,36 @@ _log = logging.getLogger(__name__)
 
 RELOAD_SECONDS_ENV = "OTEL_RESILIENCE_RELOAD_SECONDS"
 
-ReloadStep = Callable[["Registry", "Registry"], None]
+ConfigSource = Mapping[str, Any] | str | os.PathLike[str]
+_R = TypeVar("_R", bound="Reloadable")
+
+
+class Reloadable(Protocol):
+    """What a reload needs of a registry (``Registry`` is one): where its config came
+    from, a way to build and validate a fresh one of its own kind, the step that takes the
+    fresh one's settings in place, and what the reload reports (events, chaos, size)."""
+
+    @property
+    def source(self) -> str | None: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def chaos_settings(self) -> ChaosSettings: ...
+
+    def from_config(self: _R, config: ConfigSource, *, clock: Callable[[], float]) -> _R: ...
+
+    def _apply_reloaded(self: _R, fresh: _R) -> None: ...
+
+    def breakers(self) -> dict[str, CircuitBreaker]: ...
+
+    def event_listeners(self) -> tuple[EventListener, ...]: ...
+
+    def __len__(self) -> int: ...
+
+
+ReloadStep = Callable[[Reloadable, Reloadable], None]
 """Called as ``step(live, fresh)`` after validation: copy what it owns from fresh to live."""
 
 _steps: list[ReloadStep] = []
@@ -59,16 +88,15 @@ _reload_lock = threading.Lock()
 def add_reload_step(step: ReloadStep) -> None:
     """Run ``step(live, fresh)`` on every successful reload, after the built-in steps.
 
-    This is the place for settings with state of their own (concurrency limits, chaos
-    drills): a step must not fail, since validation is over when it runs.
+    This is the place for state a registry does not own (``_configure`` forgets the
+    config error the registry stood in for): a step must not fail, since validation is
+    over when it runs.
     """
     if step not in _steps:
         _steps.append(step)
 
 
-def reload_registry(
-    registry: Registry, config: Mapping[str, Any] | str | os.PathLike[str] | None = None
-) -> None:
+def reload_registry(registry: Reloadable, config: ConfigSource | None = None) -> None:
     """Apply ``config`` (default: the file the registry was loaded from) to ``registry``.
 
     Atomic: the config is validated first by building a fresh Registry from it, so an
@@ -84,24 +112,14 @@ def reload_registry(
             )
     with _reload_lock:
         try:
-            fresh = load_config(config, clock=registry.clock)
+            fresh = registry.from_config(config, clock=registry.clock)
         except ConfigError as exc:
             emit_event(registry, "reload", f"failed: {exc}")
             raise
         chaos_before = _chaos_active(registry)
-        _apply_dependencies(registry, fresh)
-        registry.chaos_settings = fresh.chaos_settings
-        with registry._lock:
-            for entry in registry._entries.values():
-                registry._equip(entry)  # limits kept or replaced, chaos from the new settings
-        registry.service = fresh.service
-        registry.telemetry = fresh.telemetry
-        registry.admin_token_env = fresh.admin_token_env
-        if fresh.source is not None:
-            registry.source = fresh.source
+        registry._apply_reloaded(fresh)
         for step in tuple(_steps):
             step(registry, fresh)
-        _after_reload(registry)
     _log.info(
         "reloaded the resilience config%s: %d dependencies",
         f" from {fresh.source}" if fresh.source else "",
@@ -114,75 +132,10 @@ def reload_registry(
             emit_event(registry, "chaos", "on" if name in chaos_after else "off", name)
 
 
-def _chaos_active(registry: Registry) -> dict[str, Any]:
+def _chaos_active(registry: Reloadable) -> dict[str, Any]:
     """The fault spec of each dependency a chaos drill acts on now (from the settings)."""
     settings = registry.chaos_settings
     return {name: spec for name in registry.breakers() if (spec := settings.spec_for(name))}
-
-
-def _apply_dependencies(live: Registry, fresh: Registry) -> None:
-    for dependency in fresh.dependencies:
-        if dependency.name not in live:
-            live.add(dependency)
-            continue
-        entry = live._entry(dependency.name)
-        was_observe_only = entry.dependency.observe_only
-        reloaded = _keep_fallback_state(entry.dependency, dependency)
-        bind = getattr(reloaded.fallback, "bind_breaker", None)
-        if bind is not None:  # a new memory cache follows recovery of the same breaker
-            bind(entry.breaker)
-        entry.breaker.apply_policy(reloaded.policy)
-        _rebind(entry, reloaded)
-        if was_observe_only:
-            # An auto-discovered dependency is now declared: its breaker protects from now on.
-            entry.breaker.reset()
-    live._rebuild_classifier()
-
-
-def _rebind(entry: Entry, dependency: Dependency) -> None:
-    """Point ``entry`` at the reloaded dependency and recompute its hot-path flags."""
-    entry.dependency = dependency
-    entry.refresh()
-
-
-def _keep_fallback_state(old: Dependency, new: Dependency) -> Dependency:
-    """Keep the live in-process cache when the reloaded fallback is the same kind of cache,
-    so a reload during an outage does not empty what the fallback is serving."""
-    from ._memory_cache import MemoryCache
-
-    before, after = old.fallback, new.fallback
-    if (
-        isinstance(before, MemoryCache)
-        and type(after) is type(before)
-        and _cache_settings(before) == _cache_settings(after)
-    ):
-        return dataclasses.replace(new, fallback=before)
-    if isinstance(before, MemoryCache) and isinstance(after, MemoryCache):
-        after.reach_redis_as(before)  # a new cache replays through the same Redis
-    return new
-
-
-def _cache_settings(cache: Any) -> tuple[Any, ...]:
-    return tuple(
-        getattr(cache, name, None)
-        for name in (
-            "max_entries",
-            "default_ttl_seconds",
-            "max_bytes",
-            "replay_writes",
-            "max_replay_writes",
-        )
-    )
-
-
-def _after_reload(registry: Registry) -> None:
-    """Forget the config error ``registry`` stood in for: a fixed file was applied. (Span
-    processors drop their cached breaker flags on the reload event.)"""
-    from ._configure import _wiring
-
-    with _wiring.lock:
-        registry._config_error = None
-        _wiring.config_error_logged = None
 
 
 # -- triggers under auto-instrumentation ----------------------------------------------
@@ -190,7 +143,8 @@ def _after_reload(registry: Registry) -> None:
 
 class ReloadTrigger:
     """A worker thread that reloads the live registry on request (SIGHUP) and, with
-    ``poll_seconds``, whenever the config file's content changed.
+    ``poll_seconds``, whenever the config file's content changed. ``registry`` answers
+    the live registry at each reload (``get_registry``, handed in by auto-instrumentation).
 
     A failed reload is logged once (per SIGHUP, or per distinct broken file content when
     polling) and the old config stays.
@@ -200,8 +154,8 @@ class ReloadTrigger:
         self,
         path: str,
         *,
+        registry: Callable[[], Reloadable],
         poll_seconds: float | None = None,
-        registry: Callable[[], Registry] | None = None,
     ) -> None:
         self.path = path
         self.poll_seconds = poll_seconds
@@ -212,12 +166,8 @@ class ReloadTrigger:
         self._last_digest = _digest(path)
         self._thread: threading.Thread | None = None
 
-    def live_registry(self) -> Registry:
-        if self._registry is not None:
-            return self._registry()
-        from ._configure import get_registry
-
-        return get_registry()
+    def live_registry(self) -> Reloadable:
+        return self._registry()
 
     def start(self) -> None:
         self._stop.clear()
@@ -275,8 +225,9 @@ def _digest(path: str) -> bytes | None:
 _triggers: list[ReloadTrigger] = []
 
 
-def install_reload_triggers() -> ReloadTrigger | None:
-    """SIGHUP (and ``$OTEL_RESILIENCE_RELOAD_SECONDS`` polling) reloads ``$OTEL_RESILIENCE_CONFIG``.
+def install_reload_triggers(registry: Callable[[], Reloadable]) -> ReloadTrigger | None:
+    """SIGHUP (and ``$OTEL_RESILIENCE_RELOAD_SECONDS`` polling) reloads ``$OTEL_RESILIENCE_CONFIG``
+    into ``registry()``, the live registry at the time of each reload.
 
     Does nothing without a config file. The SIGHUP handler is installed only from the main
     thread and chains to a Python handler that was there before.
@@ -298,7 +249,7 @@ def install_reload_triggers() -> ReloadTrigger | None:
             poll_seconds = None
     for old in _triggers:
         old.stop()
-    trigger = ReloadTrigger(path, poll_seconds=poll_seconds)
+    trigger = ReloadTrigger(path, registry=registry, poll_seconds=poll_seconds)
     trigger.start()
     _triggers[:] = [trigger]
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
