@@ -182,6 +182,17 @@ _set_mark = GUARDED.set
 _reset_mark = GUARDED.reset
 _get_note = _NOTE.get
 
+# Whether any joined call ever left a note (set before the note, never unset): until then
+# the success path of an outer call need not look for one.
+_notes_used = False
+
+
+def _leave_note(note: _Note) -> None:
+    """Leave ``note`` for the outer guard (see ``_NOTE``)."""
+    global _notes_used  # noqa: PLW0603 - a one-way flag read on the hot path
+    _notes_used = True
+    _NOTE.set(note)
+
 
 class Admission(Protocol):
     """A second admission step after the breaker's (for example a concurrency limit)."""
@@ -397,11 +408,11 @@ def _note_exception(entry: Entry, client: Client, exc: BaseException) -> None:
     """A joined call raised ``exc``: tell the outer guard what it means."""
     verdict = client.verdict(entry, exc)
     if verdict is _FAILURE:
-        _NOTE.set((entry.name, exc, True, type(exc).__name__))
+        _leave_note((entry.name, exc, True, type(exc).__name__))
     elif verdict is _ANSWERED:
         note = _get_note()
         if note is None or note[0] != entry.name or not note[2]:  # a failure note stays
-            _NOTE.set((entry.name, exc, False, None))
+            _leave_note((entry.name, exc, False, None))
 
 
 def _note_result(entry: Entry, client: Client, result: Any) -> None:
@@ -409,7 +420,7 @@ def _note_result(entry: Entry, client: Client, result: Any) -> None:
     if client.answer is not None:
         error_type = client.answer(result)
         if error_type is not None:
-            _NOTE.set((entry.name, None, True, error_type))
+            _leave_note((entry.name, None, True, error_type))
 
 
 def _take_note(name: str) -> _Note | None:
@@ -551,7 +562,7 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
         return _admitted_call(entry, client, fn, args, kwargs, subject, mark)  # type: ignore[no-any-return]
     token = _set_mark(mark)
     try:
-        result = fn(*args, **kwargs)
+        result = fn(*args, **kwargs) if kwargs else fn(*args)
     except BaseException as exc:
         _reset_mark(token)
         served = _raised(entry, client, exc, 0.0, False, None, subject, args, kwargs)
@@ -559,7 +570,7 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
             raise
         return served  # type: ignore[no-any-return]
     _reset_mark(token)
-    if client.answer is None and _get_note() is None:
+    if client.answer is None and not (_notes_used and _get_note() is not None):
         breaker = entry.breaker
         if breaker._steady_ring.steady:  # CircuitBreaker.record_success's steady case
             next(breaker._fast_successes)
@@ -679,7 +690,7 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
         return await _admitted_acall(entry, client, fn, args, kwargs, subject, mark)  # type: ignore[no-any-return]
     token = _set_mark(mark)
     try:
-        result = await fn(*args, **kwargs)
+        result = await (fn(*args, **kwargs) if kwargs else fn(*args))
     except BaseException as exc:
         _reset_mark(token)
         served = _raised(entry, client, exc, 0.0, False, None, subject, args, kwargs)
@@ -687,7 +698,7 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
             raise
         return await _maybe_await(served)  # type: ignore[no-any-return]
     _reset_mark(token)
-    if client.answer is None and _get_note() is None:
+    if client.answer is None and not (_notes_used and _get_note() is not None):
         breaker = entry.breaker
         if breaker._steady_ring.steady:  # CircuitBreaker.record_success's steady case
             next(breaker._fast_successes)
@@ -767,7 +778,10 @@ async def _maybe_await(value: Any) -> Any:
 
 
 def protected(
-    entry_of: Callable[[], Entry], function: Callable[..., Any], fallback: Any
+    entry: Entry | None,
+    entry_of: Callable[[], Entry],
+    function: Callable[..., Any],
+    fallback: Any,
 ) -> Callable[..., Any]:
     """``protect``'s wrapper of a sync function: ``guarded_call(entry, PLAIN, ...)``.
 
@@ -775,21 +789,27 @@ def protected(
     extra call into ``guarded_call``: the mark set and reset, the success counted as
     ``CircuitBreaker.record_success`` counts it on a steady window. Everything else
     (a joined or nested call, a breaker not CLOSED, hooks, a failure) takes the one path.
-    ``entry_of()`` is asked on the first call (the dependency may be declared later).
+    ``entry`` is None when the dependency is not declared yet: ``entry_of()`` is then
+    asked on the first call.
     """
-    entry: Entry | None = None
+
+    # Bound here when the dependency is declared already, else on the first call.
+    breaker: Any = entry.breaker if entry is not None else None
+    name = entry.name if entry is not None else ""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        nonlocal entry
+        nonlocal entry, breaker, name
         found = entry
         if found is None:
-            found = entry = entry_of()
-        breaker = found.breaker
+            found = entry_of()
+            breaker, name = found.breaker, found.name
+            entry = found  # last: another thread reading it finds the rest bound
         if not found.fast or breaker._state is not _CLOSED or _get_mark() is not None:
             return guarded_call(found, PLAIN, function, args, kwargs, fallback)
-        token = _set_mark(found.name)
+        token = _set_mark(name)
         try:
-            result = function(*args, **kwargs)
+            # Without keywords, no empty dict is built and merged for the call.
+            result = function(*args, **kwargs) if kwargs else function(*args)
         except BaseException as exc:
             _reset_mark(token)
             served = _raised(found, PLAIN, exc, 0.0, False, None, fallback, args, kwargs)
@@ -797,7 +817,7 @@ def protected(
                 raise
             return served
         _reset_mark(token)
-        if _get_note() is not None:
+        if _notes_used and _get_note() is not None:
             _succeeded(found, PLAIN, result, 0.0, None, fallback, args)
         elif breaker._steady_ring.steady:
             next(breaker._fast_successes)
@@ -809,23 +829,30 @@ def protected(
 
 
 def aprotected(
-    entry_of: Callable[[], Entry], function: Callable[..., Awaitable[Any]], fallback: Any
+    entry: Entry | None,
+    entry_of: Callable[[], Entry],
+    function: Callable[..., Awaitable[Any]],
+    fallback: Any,
 ) -> Callable[..., Awaitable[Any]]:
     """``protect``'s wrapper of a coroutine function: ``guarded_acall`` with the same
     fast lane as ``protected``."""
-    entry: Entry | None = None
+
+    # Bound here when the dependency is declared already, else on the first call.
+    breaker: Any = entry.breaker if entry is not None else None
+    name = entry.name if entry is not None else ""
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        nonlocal entry
+        nonlocal entry, breaker, name
         found = entry
         if found is None:
-            found = entry = entry_of()
-        breaker = found.breaker
+            found = entry_of()
+            breaker, name = found.breaker, found.name
+            entry = found  # last: another thread reading it finds the rest bound
         if not found.fast or breaker._state is not _CLOSED or _get_mark() is not None:
             return await guarded_acall(found, PLAIN, function, args, kwargs, fallback)
-        token = _set_mark(found.name)
+        token = _set_mark(name)
         try:
-            result = await function(*args, **kwargs)
+            result = await (function(*args, **kwargs) if kwargs else function(*args))
         except BaseException as exc:
             _reset_mark(token)
             served = _raised(found, PLAIN, exc, 0.0, False, None, fallback, args, kwargs)
@@ -833,7 +860,7 @@ def aprotected(
                 raise
             return await _maybe_await(served)
         _reset_mark(token)
-        if _get_note() is not None:
+        if _notes_used and _get_note() is not None:
             _succeeded(found, PLAIN, result, 0.0, None, fallback, args)
         elif breaker._steady_ring.steady:
             next(breaker._fast_successes)

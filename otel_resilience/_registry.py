@@ -366,11 +366,12 @@ class Registry:
 
                 return gen_wrapper  # type: ignore[return-value]
 
+            known = bound[0] if bound else None
             if inspect.iscoroutinefunction(function):
-                async_wrapper = aprotected(entry_of, function, fallback)
+                async_wrapper = aprotected(known, entry_of, function, fallback)
                 return functools.wraps(function)(async_wrapper)  # type: ignore[return-value]
 
-            return functools.wraps(function)(protected(entry_of, function, fallback))  # type: ignore[return-value]
+            return functools.wraps(function)(protected(known, entry_of, function, fallback))  # type: ignore[return-value]
 
         if fn is not None:
             return decorate(fn)
