@@ -77,7 +77,7 @@ def install_psycopg(installer: Installer) -> None:
 
     def of_cursor(cursor: Any) -> Entry | None:
         # No connection (None) fails ``connection.info`` below: not guarded.
-        connection = getattr(cursor, "_conn", None) or getattr(cursor, "connection", None)
+        connection: Any = getattr(cursor, "_conn", None) or getattr(cursor, "connection", None)
         cached = getattr(connection, _CACHE_ATTRIBUTE, None)
         if cached is not None and cached[0] is installer:
             return cached[1]  # type: ignore[no-any-return]
