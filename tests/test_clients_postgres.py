@@ -5,6 +5,7 @@ uninstall, and every cursor method and cursor class psycopg2 offers."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +15,9 @@ import psycopg2.extensions
 import psycopg2.extras
 import pytest
 
-from otel_resilience import CircuitOpenError, Registry, load_config
+from otel_resilience import CircuitOpenError, HealthProber, Registry, load_config
 from otel_resilience.instrumentation import install
+from tests.support import health_checks_helpers
 
 DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=2"
 
@@ -207,3 +209,40 @@ def test_psycopg2_cursor_classes_given_any_way_are_guarded_once(guarded_5432: Re
                 cursor.execute("SELECT 1")
     finally:
         conn.close()
+
+
+def test_health_checks_own_psycopg2_queries_pass_an_open_breaker() -> None:
+    """A health check that queries through the application's own (guarded) psycopg2
+    connection is not stopped by that database's open breaker: the check's calls bypass
+    the guards, and it passes."""
+    registry = Registry.from_config(
+        {
+            "dependencies": {
+                "db": {"match": {"db.system": "postgresql", "server.port": 5432}},
+                "app": {
+                    "health_check": "tests.support.health_checks_helpers:psycopg2_pool_select_1"
+                },
+            }
+        }
+    )
+    uninstall = install(registry)
+    conn = psycopg2.connect(DSN)
+    health_checks_helpers.psycopg2_pool[:] = [conn]
+    try:
+        registry.breaker("db").force_open()
+        with pytest.raises(CircuitOpenError):  # the application's own query is rejected
+            health_checks_helpers.psycopg2_pool_select_1()
+        with HealthProber(registry, interval_seconds=0.05):
+            deadline = time.monotonic() + 10
+            while check_status(registry, "app") != "passing":
+                assert time.monotonic() < deadline, registry.health().to_dict()
+                time.sleep(0.02)
+    finally:
+        health_checks_helpers.psycopg2_pool.clear()
+        conn.close()
+        uninstall()
+
+
+def check_status(registry: Registry, name: str) -> Any:
+    entry = registry.health().to_dict()["dependencies"][name]
+    return (entry.get("health_check") or {}).get("status")
