@@ -435,3 +435,34 @@ def test_path_values_read_well_in_logs_and_debuggers() -> None:
     """The sentinels and client declarations have readable reprs."""
     assert (repr(MISSING), repr(NOT_SERVED)) == ("MISSING", "NOT_SERVED")
     assert repr(PLAIN) == "<Client plain>"
+
+
+async def test_values_and_exceptions_reach_a_protected_async_generator(
+    clock: FakeClock,
+) -> None:
+    """``asend`` and ``athrow`` reach a protected async generator's own code, as ``send``
+    and ``throw`` do for generators: an exception it handles goes on, one it does not
+    handle reaches the consumer and is no failure of the dependency."""
+    registry = registry_with(clock)
+    seen: list[Any] = []
+
+    @registry.protect("dep")
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            seen.append((yield 1))
+        except KeyError:
+            yield 2
+        yield 3
+
+    iterator: Any = numbers()
+    assert await iterator.__anext__() == 1
+    assert await iterator.asend("sent") == 3
+    assert seen == ["sent"]
+    with pytest.raises(StopAsyncIteration):
+        await iterator.__anext__()
+    iterator = numbers()
+    assert await iterator.__anext__() == 1
+    assert await iterator.athrow(KeyError("handled")) == 2
+    with pytest.raises(ValueError, match="consumer"):
+        await iterator.athrow(ValueError("consumer"))
+    assert totals(registry) == (2, 0, 0)
