@@ -351,9 +351,22 @@ class Registry:
                 async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
                     entry = bound[0] if bound else entry_of()
                     iteration = guarded_aiter(entry, PLAIN, function, args, kwargs, fallback)
+                    # What ``yield from`` does for generators: values sent and exceptions
+                    # thrown in reach the guarded iteration (and the function's own code).
                     async with contextlib.aclosing(iteration):
-                        async for item in iteration:
-                            yield item
+                        try:
+                            item = await iteration.__anext__()
+                            while True:
+                                try:
+                                    sent = yield item
+                                except GeneratorExit:
+                                    raise  # aclosing closes the iteration
+                                except BaseException as exc:
+                                    item = await iteration.athrow(exc)
+                                else:
+                                    item = await iteration.asend(sent)
+                        except StopAsyncIteration:
+                            return
 
                 return async_gen_wrapper  # type: ignore[return-value]
 

@@ -27,6 +27,7 @@ from otel_resilience.instrumentation._psycopg2 import _is_failure as psycopg2_is
         ("ipv4:10.0.0.1:9000,10.0.0.2:9000", ("10.0.0.1", 9000)),
         ("[::1]:50051", ("::1", 50051)),
         ("api.internal", ("api.internal", 443)),
+        ("api.internal:grpc", ("api.internal", 443)),  # not a port number: the default
         ("unix:/run/app.sock", ("/run/app.sock", None)),
     ],
 )
@@ -60,11 +61,13 @@ def test_the_grpc_rejection_is_an_unavailable_rpc_error() -> None:
 
 
 def test_postgres_addresses_fall_back_to_libpq_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No host or port means PGHOST/PGPORT, else localhost:5432; several hosts, the first."""
+    """No host or port means PGHOST/PGPORT, else localhost:5432; several hosts, the first;
+    a port that is no number, 5432."""
     monkeypatch.delenv("PGHOST", raising=False)
     monkeypatch.delenv("PGPORT", raising=False)
     assert _postgres.address(None, None) == ("localhost", 5432)
     assert _postgres.address("db1,db2", "6432,6433") == ("db1", 6432)
+    assert _postgres.address("db1", "postgres") == ("db1", 5432)
     monkeypatch.setenv("PGHOST", "pg.internal")
     assert _postgres.address(None, "5433") == ("pg.internal", 5433)
 

@@ -158,6 +158,8 @@ def install_asyncpg(patcher: Patcher) -> None:
         port = port or os.environ.get("PGPORT") or 5432
         if isinstance(host, list):  # several hosts: classify by the first
             host = host[0]
+        if isinstance(port, list):  # and its port (libpq's rule, as the psycopg guards)
+            port = port[0]
         entry = classify((str(host), str(port)), host, port)
         if entry is None:
             return await wrapped(*args, **kwargs)

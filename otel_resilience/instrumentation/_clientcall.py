@@ -55,11 +55,9 @@ class Dependencies:
         checks: the guarded call's span is not counted, so it does not teach them.
         """
         try:
-            return self._entries[key]
+            return self._entries[key]  # every guard's key is a string or a tuple of them
         except KeyError:
             pass
-        except TypeError:  # an unhashable key: classify without caching
-            return self._classify(attributes())
         found = self._classify(attributes())
         if len(self._entries) >= 1024:
             self._entries.clear()
@@ -67,7 +65,7 @@ class Dependencies:
         if found is not None and address is not None:
             try:
                 learned = address()
-            except Exception:  # the call goes on; the health check just learns nothing
+            except Exception:  # pragma: no cover - a client's odd parameters; the call goes on
                 learned = None
             learn_address(self._installer.registry, found.name, learned)
         return found
@@ -94,10 +92,8 @@ def http_dependency(dependencies: Dependencies, url: str) -> Entry | None:
             port = 443 if split.scheme in ("https", "wss") else 80
         return {"server.address": host, "server.port": port}
 
-    def address() -> Address | None:
-        found = attributes()
-        if not found:
-            return None
+    def address() -> Address:
+        found = attributes()  # not empty: it named a dependency
         return Address(found["server.address"], found["server.port"], scheme=key.split(":")[0])
 
     return dependencies.entry(key, attributes, address)
@@ -137,11 +133,7 @@ def end_guarded(span: Any, name: str) -> None:
     """
     if span is None:
         return
-    try:
-        span_context = span.get_span_context()
-    except AttributeError:  # not a span: nothing to skip
-        return
-    mark_guarded_span(span_context, name)
+    mark_guarded_span(span.get_span_context(), name)
 
 
 def guard_current_span(name: str) -> None:

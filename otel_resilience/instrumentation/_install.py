@@ -161,12 +161,10 @@ class Installer:
 def _remove(owner: Any, attribute: str, layer: GuardLayer) -> None:
     parent = None
     node = _stored(owner, attribute)
-    while node is not None and _guard_layer(node) is not layer:
+    while _guard_layer(node) is not layer:
         if not isinstance(node, _Proxy):
-            return  # replaced by something that is not a wrapt chain: nothing of ours to find
+            return  # gone, or replaced by something that is not a wrapt chain: not ours
         parent, node = node, getattr(node, "__wrapped__", None)
-    if node is None:
-        return
     if parent is None:
         setattr(owner, attribute, layer.__wrapped__)
     else:

@@ -76,9 +76,8 @@ def install_psycopg(installer: Installer) -> None:
         return classify(parsed.get("host") or parsed.get("hostaddr"), parsed.get("port"), parsed)
 
     def of_cursor(cursor: Any) -> Entry | None:
-        connection = getattr(cursor, "_conn", None) or getattr(cursor, "connection", None)
-        if connection is None:
-            return None
+        # No connection (None) fails ``connection.info`` below: not guarded.
+        connection: Any = getattr(cursor, "_conn", None) or getattr(cursor, "connection", None)
         cached = getattr(connection, _CACHE_ATTRIBUTE, None)
         if cached is not None and cached[0] is installer:
             return cached[1]  # type: ignore[no-any-return]

@@ -73,7 +73,7 @@ def _entry_of(connection: Any) -> Entry | None:
     try:
         info = connection.info
         key = _postgres.address(info.host, info.port)
-    except Exception:
+    except Exception:  # pragma: no cover - psycopg2's info answers None once closed
         return None
     entry = dependencies.entry(
         key, lambda: _postgres.attributes(*key), lambda: _postgres.health_address(key, info)

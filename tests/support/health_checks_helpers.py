@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 NOT_CALLABLE = 42
 calls: list[str] = []
@@ -44,3 +45,13 @@ def sync_hangs_forever() -> bool:
     hung_starts.append(time.monotonic())
     threading.Event().wait()
     return True
+
+
+psycopg2_pool: list[Any] = []
+
+
+def psycopg2_pool_select_1() -> bool:
+    """A check that queries through the application's own psycopg2 connection."""
+    with psycopg2_pool[0].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return bool(cursor.fetchone() == (1,))

@@ -1,0 +1,123 @@
+"""The redis-py guards on the paths around the breaker: pipelines and asyncio clients of
+a Redis no dependency names (the shared Redis, read-only commands), and a Redis reached
+over a unix socket (an own redis-server)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from otel_resilience import CircuitOpenError, Registry, load_config
+from otel_resilience._health import health_monitor
+from otel_resilience.instrumentation import install
+from tests.support.health_servers import need_tool
+
+
+def registry_for(**match: Any) -> Registry:
+    return load_config({"dependencies": {"cache": {"match": {"db.system": "redis", **match}}}})
+
+
+def guarded(registry: Registry) -> Iterator[Registry]:
+    uninstall = install(registry)
+    try:
+        yield registry
+    finally:
+        uninstall()
+
+
+def totals(registry: Registry) -> tuple[int, int, int]:
+    snapshot = registry.breaker("cache").snapshot()
+    return snapshot.total_successes, snapshot.total_failures, snapshot.total_rejected
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[Registry]:
+    """Guards with one dependency, ``cache``, on a port no Redis listens on, forced open:
+    a command the guard took for ``cache`` would be rejected."""
+    registry = registry_for(**{"server.port": 1})
+    registry.breaker("cache").force_open()
+    yield from guarded(registry)
+
+
+def test_pipeline_to_an_undeclared_redis_goes_straight_through(elsewhere: Registry) -> None:
+    """A sync pipeline to a Redis no dependency names runs, with the only declared breaker
+    forced open, and counts nowhere."""
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
+    try:
+        pipeline = client.pipeline()
+        pipeline.ping()
+        pipeline.exists("otel-resilience-test:absent")
+        assert pipeline.execute() == [True, 0]
+    finally:
+        client.close()
+    assert totals(elsewhere) == (0, 0, 0)
+
+
+async def test_asyncio_commands_and_pipelines_to_an_undeclared_redis_go_straight_through(
+    elsewhere: Registry,
+) -> None:
+    """asyncio commands and pipelines to a Redis no dependency names run, with the only
+    declared breaker forced open, and count nowhere."""
+    client = redis.asyncio.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
+    try:
+        assert await client.ping() is True
+        pipeline = client.pipeline()
+        pipeline.ping()
+        pipeline.exists("otel-resilience-test:absent")
+        assert await pipeline.execute() == [True, 0]
+    finally:
+        await client.aclose()
+    assert totals(elsewhere) == (0, 0, 0)
+
+
+@pytest.fixture
+def socket_redis(tmp_path: Path) -> Iterator[Path]:
+    """An own redis-server listening on a unix socket only."""
+    socket = tmp_path / "redis.sock"
+    process = subprocess.Popen(
+        [
+            need_tool("redis-server"),
+            *("--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700"),
+            *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not socket.exists():
+            assert process.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not listen"
+            time.sleep(0.02)
+        yield socket
+    finally:
+        process.kill()
+        process.wait(5)
+
+
+def test_redis_on_a_unix_socket_is_guarded_by_its_socket_path(socket_redis: Path) -> None:
+    """A client on a unix socket belongs to the dependency matching the socket path: its
+    commands count there, its health check learns the socket, and while the breaker is
+    open the commands are rejected before any I/O."""
+    registry = registry_for(**{"server.address": str(socket_redis)})
+    for _ in guarded(registry):
+        client = redis.Redis(unix_socket_path=str(socket_redis), socket_timeout=2)
+        try:
+            assert client.set("k", "v") is True
+            assert totals(registry) == (1, 0, 0)
+            learned = health_monitor(registry).addresses.get("cache")
+            assert learned is not None
+            assert (learned.host, learned.scheme) == (str(socket_redis), "unix")
+            registry.breaker("cache").force_open()
+            with pytest.raises(redis.exceptions.ConnectionError) as error:
+                client.get("k")
+            assert isinstance(error.value, CircuitOpenError)
+        finally:
+            client.close()
