@@ -576,8 +576,12 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
             next(breaker._fast_successes)
         else:
             breaker.record_success()
-        if client.observe is not None:
-            _observe(entry, client, result, subject, args)
+        observe = client.observe
+        if observe is not None:
+            try:  # _observe, inlined: per call
+                observe(entry, result, subject, args)
+            except Exception:
+                _log.debug("observing a result of %s failed", entry.name, exc_info=True)
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result
@@ -704,8 +708,12 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
             next(breaker._fast_successes)
         else:
             breaker.record_success()
-        if client.observe is not None:
-            _observe(entry, client, result, subject, args)
+        observe = client.observe
+        if observe is not None:
+            try:  # _observe, inlined: per call
+                observe(entry, result, subject, args)
+            except Exception:
+                _log.debug("observing a result of %s failed", entry.name, exc_info=True)
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result

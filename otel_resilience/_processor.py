@@ -26,7 +26,7 @@ from ._dependency import Dependency
 from ._events import OperatorEvent
 from ._health import address_learner, learning_needed
 from ._registry import Registry
-from ._scopes import DRIVER, DRIVER_STARTED, OTHER, scope_role
+from ._scopes import DRIVER, DRIVER_STARTED, OTHER, answers_http, scope_role
 from ._sdk import readable_fields, span_fields, status_code
 from ._semconv import lookup
 from ._trace_links import TRIPPING_SPAN
@@ -129,6 +129,7 @@ class BreakerSpanProcessor(SpanProcessor):
         self._discover_lock = threading.Lock()
         self._last_logged: dict[str, float] = {}
         self._plain_scope: Any = None  # the last instrumentation scope of no special role
+        self._plain_http = True  # whether its spans may carry an HTTP status (_scopes)
         # Whether a health check waits to learn an address from spans: then the spans of
         # guarded calls, skipped otherwise, still teach it (the guards skip their spans).
         self._learning = learning_needed(registry)
@@ -221,9 +222,11 @@ class BreakerSpanProcessor(SpanProcessor):
             breaker, timed, learn = target
             if learn is not None:
                 learn(attributes)  # only for a dependency whose health check has no address
-            http = get("http.response.status_code")
-            if http is None:
-                http = get("http.status_code")
+            http = None
+            if self._plain_http or scope is not self._plain_scope:  # redis: no HTTP status
+                http = get("http.response.status_code")
+                if http is None:
+                    http = get("http.status_code")
             if http is None:
                 if get("error.type") or code is _ERROR:
                     failed, error_type = span_outcome(span, attributes)
@@ -258,6 +261,7 @@ class BreakerSpanProcessor(SpanProcessor):
         """Whether ``scope`` is SQLAlchemy's or a driver's instrumentation (``_scopes``);
         the last other scope is remembered, so its spans skip the look-up."""
         if scope_role(scope) == OTHER:
+            self._plain_http = answers_http(scope)
             self._plain_scope = scope
             return False
         return True

@@ -21,7 +21,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["DRIVER", "DRIVER_STARTED", "OTHER", "SQLALCHEMY", "scope_role"]
+__all__ = ["DRIVER", "DRIVER_STARTED", "OTHER", "SQLALCHEMY", "answers_http", "scope_role"]
 
 OTHER = 0
 SQLALCHEMY = 1
@@ -34,6 +34,22 @@ _DRIVER_SCOPES = frozenset(
         "opentelemetry.instrumentation.psycopg2",
         "opentelemetry.instrumentation.asyncpg",
     }
+)
+
+# Instrumentations of database and cache clients: their spans carry no HTTP status.
+_NO_HTTP_SCOPES = frozenset(
+    {
+        "opentelemetry.instrumentation.redis",
+        "opentelemetry.instrumentation.pymongo",
+        "opentelemetry.instrumentation.pymysql",
+        "opentelemetry.instrumentation.mysql",
+        "opentelemetry.instrumentation.mysqlclient",
+        "opentelemetry.instrumentation.aiopg",
+        "opentelemetry.instrumentation.pymemcache",
+        "opentelemetry.instrumentation.cassandra",
+        _SQLALCHEMY_SCOPE,
+    }
+    | _DRIVER_SCOPES
 )
 
 DRIVER_STARTED: ContextVar[int] = ContextVar("otel_resilience_driver_started", default=-1)
@@ -59,3 +75,9 @@ def scope_role(scope: Any) -> int:
         _roles.clear()
     _roles[id(scope)] = (scope, role)
     return role
+
+
+def answers_http(scope: Any) -> bool:
+    """Whether spans of this instrumentation scope may carry an HTTP response status
+    (False only for the database and cache client instrumentations)."""
+    return getattr(scope, "name", None) not in _NO_HTTP_SCOPES

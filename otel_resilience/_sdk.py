@@ -18,10 +18,12 @@ Private *modules* still imported elsewhere (their public homes do not exist yet)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from operator import attrgetter
 from typing import Any
 
 from opentelemetry import context as _context
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace import propagation as _propagation
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "SUPPRESS_INSTRUMENTATION_KEY",
     "batch_exporter",
     "context_span",
+    "current_client_span_context",
     "exporter_timeout",
     "metric_exporter_preferences",
     "metric_readers",
@@ -64,6 +67,34 @@ def context_span(ctx: _context.Context | None = None) -> Any:
     Unlike ``trace.get_current_span`` this does not answer ``INVALID_SPAN`` for "no span".
     """
     return (ctx if ctx is not None else _context.get_current()).get(SPAN_KEY)
+
+
+# opentelemetry.context._RUNTIME_CONTEXT._current_context (1.43, 1.45): the ContextVar in
+# which the default runtime context (contextvars) keeps the current Context. Missing, or
+# another runtime context chosen (OTEL_PYTHON_CONTEXT): opentelemetry.context.get_current.
+_CURRENT_CONTEXT = getattr(getattr(_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+_get_current: Callable[[], Any] = (
+    _CURRENT_CONTEXT.get if isinstance(_CURRENT_CONTEXT, ContextVar) else _context.get_current
+)
+_CLIENT = SpanKind.CLIENT
+
+
+def current_client_span_context() -> Any:
+    """The span context of the current span when it is a CLIENT span, else None.
+
+    What ``trace.get_current_span()`` and the span's ``kind`` and ``get_span_context()``
+    give, in one call: a client guard asks it for every call. Reads ``span._kind`` and
+    ``span._context`` of an SDK span (1.43, 1.45); other spans through the public API.
+    """
+    span = _get_current().get(SPAN_KEY)
+    if span is None:
+        return None
+    try:
+        kind = span._kind
+    except AttributeError:
+        kind = getattr(span, "kind", None)
+        return span.get_span_context() if kind is _CLIENT else None
+    return span._context if kind is _CLIENT else None
 
 
 def tracer_registry(provider: Any) -> tuple[dict[Any, Any], Any] | None:

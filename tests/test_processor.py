@@ -127,6 +127,20 @@ def test_http_status_decides(
     assert totals(registry, "api") == ((0, 1) if failed else (1, 0))
 
 
+def test_database_scopes_are_judged_without_http_status(registry: Registry) -> None:
+    """Spans of a database or cache instrumentation (redis here) carry no HTTP status, so
+    none is read for them: an http.status_code 503 there, with the status unset, is no
+    failure; the same span from any other instrumentation is one (the status decides)."""
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    attributes = {"db.system": "redis", "http.status_code": 503}
+    for scope in ("opentelemetry.instrumentation.redis", "my.own.tracer"):
+        provider.get_tracer(scope).start_span(
+            "GET", kind=SpanKind.CLIENT, attributes=attributes
+        ).end()
+    assert totals(registry, "redis") == (1, 1)
+
+
 def test_http_error_without_status_is_a_failure(
     provider: TracerProvider, registry: Registry
 ) -> None:

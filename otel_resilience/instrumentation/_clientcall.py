@@ -11,13 +11,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.trace import SpanKind
-
 from .._addresses import Address
 from .._context import http_status_is_failure, mark_guarded_span
 from .._guard import NOT_SERVED, Entry
 from .._health import learn_address
-from .._sdk import context_span
+from .._sdk import current_client_span_context
 from ._install import Installer
 
 __all__ = [
@@ -139,10 +137,9 @@ def end_guarded(span: Any, name: str) -> None:
 def guard_current_span(name: str) -> None:
     """``end_guarded`` for the current span, when it is a client span (the
     instrumentation's span of the call this guard is in)."""
-    # The context lookup get_current_span() does, without its layers: this runs per call.
-    span: Any = context_span()
-    if span is not None and getattr(span, "kind", None) is SpanKind.CLIENT:
-        mark_guarded_span(span.get_span_context(), name)
+    span_context = current_client_span_context()  # one call: this runs per guarded call
+    if span_context is not None:
+        mark_guarded_span(span_context, name)
 
 
 class Current:
