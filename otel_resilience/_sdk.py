@@ -33,6 +33,8 @@ __all__ = [
     "context_span",
     "current_client_span_context",
     "exporter_timeout",
+    "get_current_context",
+    "kind_and_context",
     "metric_exporter_preferences",
     "metric_readers",
     "readable_fields",
@@ -76,25 +78,32 @@ _CURRENT_CONTEXT = getattr(getattr(_context, "_RUNTIME_CONTEXT", None), "_curren
 _get_current: Callable[[], Any] = (
     _CURRENT_CONTEXT.get if isinstance(_CURRENT_CONTEXT, ContextVar) else _context.get_current
 )
+get_current_context = _get_current
+"""The current OpenTelemetry Context: ``ContextVar.get`` of the runtime context's variable
+(one C call), else ``opentelemetry.context.get_current``."""
 _CLIENT = SpanKind.CLIENT
+
+
+kind_and_context: Callable[[Any], tuple[Any, Any]] = attrgetter("_kind", "_context")
+"""``(span._kind, span._context)`` of an SDK span in one C call (1.43, 1.45): what its
+``kind`` and ``get_span_context()`` answer. Raises ``AttributeError`` for other spans."""
 
 
 def current_client_span_context() -> Any:
     """The span context of the current span when it is a CLIENT span, else None.
 
     What ``trace.get_current_span()`` and the span's ``kind`` and ``get_span_context()``
-    give, in one call: a client guard asks it for every call. Reads ``span._kind`` and
-    ``span._context`` of an SDK span (1.43, 1.45); other spans through the public API.
+    give, through ``kind_and_context`` for an SDK span, through the public API otherwise.
     """
     span = _get_current().get(SPAN_KEY)
     if span is None:
         return None
     try:
-        kind = span._kind
+        kind, span_context = kind_and_context(span)
     except AttributeError:
         kind = getattr(span, "kind", None)
         return span.get_span_context() if kind is _CLIENT else None
-    return span._context if kind is _CLIENT else None
+    return span_context if kind is _CLIENT else None
 
 
 def tracer_registry(provider: Any) -> tuple[dict[Any, Any], Any] | None:

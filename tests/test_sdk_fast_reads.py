@@ -10,7 +10,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from otel_resilience._context import GUARDED_SPANS
 from otel_resilience._sdk import current_client_span_context, readable_fields
+from otel_resilience.instrumentation._clientcall import guard_current_span
 
 
 def test_current_client_span_context_follows_the_current_span() -> None:
@@ -63,3 +65,22 @@ def test_readable_fields_match_the_public_properties() -> None:
         ended.get_span_context(),
     )
     assert (kind, dict(attributes), code, scope, context) == expected
+
+
+def test_guard_current_span_enters_only_a_current_client_span() -> None:
+    """A guard enters the current span for the processor when it is a CLIENT span (SDK or
+    another SDK's), never an internal span or none."""
+    tracer = TracerProvider().get_tracer("t")
+    GUARDED_SPANS.clear()
+    guard_current_span("dep")
+    with tracer.start_as_current_span("inner", kind=SpanKind.INTERNAL):
+        guard_current_span("dep")
+    assert GUARDED_SPANS == {}
+    with tracer.start_as_current_span("client", kind=SpanKind.CLIENT) as client:
+        guard_current_span("dep")
+    other = _ApiOnlySpan(SpanKind.CLIENT)
+    with trace.use_span(other):
+        guard_current_span("dep")
+    entered = {id(c): (c, "dep") for c in (client.get_span_context(), other.get_span_context())}
+    assert entered == GUARDED_SPANS
+    GUARDED_SPANS.clear()

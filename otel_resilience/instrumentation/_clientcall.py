@@ -11,12 +11,16 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry.trace import SpanKind
+
 from .._addresses import Address
 from .._context import http_status_is_failure, mark_guarded_span
 from .._guard import NOT_SERVED, Entry
 from .._health import learn_address
-from .._sdk import current_client_span_context
+from .._sdk import SPAN_KEY, current_client_span_context, get_current_context, kind_and_context
 from ._install import Installer
+
+_CLIENT = SpanKind.CLIENT
 
 __all__ = [
     "Current",
@@ -137,8 +141,18 @@ def end_guarded(span: Any, name: str) -> None:
 def guard_current_span(name: str) -> None:
     """``end_guarded`` for the current span, when it is a client span (the
     instrumentation's span of the call this guard is in)."""
-    span_context = current_client_span_context()  # one call: this runs per guarded call
-    if span_context is not None:
+    # What current_client_span_context() does, inlined: this runs for every guarded call.
+    span = get_current_context().get(SPAN_KEY)
+    if span is None:
+        return
+    try:
+        kind, span_context = kind_and_context(span)
+    except AttributeError:  # not the SDK's span
+        span_context = current_client_span_context()
+        if span_context is not None:
+            mark_guarded_span(span_context, name)
+        return
+    if kind is _CLIENT:
         mark_guarded_span(span_context, name)
 
 
