@@ -25,12 +25,17 @@ import contextlib
 from contextvars import ContextVar
 from typing import TypeAlias
 
+from opentelemetry.trace import SpanKind
+
+from ._sdk import SPAN_KEY, current_client_span_context, get_current_context, kind_and_context
+
 __all__ = [
     "GUARDED",
     "GUARDED_SPANS",
     "PROBING",
     "http_status_is_failure",
     "is_guarded",
+    "mark_current_client_span",
     "mark_guarded_span",
 ]
 
@@ -52,10 +57,34 @@ goes (a span that never reached a processor, such as when none is installed), so
 more guarded calls than that in flight at once could see one of theirs counted twice."""
 
 MAX_GUARDED_SPANS = 4096
+_CLIENT = SpanKind.CLIENT
 
 
 def mark_guarded_span(span_context: object, name: str) -> None:
     """Enter a client span's context in ``GUARDED_SPANS`` for dependency ``name``."""
+    spans = GUARDED_SPANS
+    if len(spans) >= MAX_GUARDED_SPANS:
+        with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # raced: gone already
+            del spans[next(iter(spans))]
+    spans[id(span_context)] = (span_context, name)
+
+
+def mark_current_client_span(name: str) -> None:
+    """Enter the current span in ``GUARDED_SPANS`` for dependency ``name`` when it is a
+    CLIENT span: the instrumentation's span of the call a client guard is in, which ends
+    after the guard returned. Every client guard does this for every call: one frame."""
+    span = get_current_context().get(SPAN_KEY)
+    if span is None:
+        return
+    try:
+        kind, span_context = kind_and_context(span)
+    except AttributeError:  # not the SDK's span: the public API
+        span_context = current_client_span_context()
+        if span_context is None:
+            return
+    else:
+        if kind is not _CLIENT:
+            return
     spans = GUARDED_SPANS
     if len(spans) >= MAX_GUARDED_SPANS:
         with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # raced: gone already

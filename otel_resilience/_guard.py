@@ -32,7 +32,9 @@ The API (for client guards and for features that hook into the path):
     ``observe(entry, result, subject, args)`` (see a successful result, e.g. to feed a
     cache), ``on_reject(error, subject)`` (decorate the rejection error), ``timeout_errors`` (which
     failures are fallback reason ``"timeout"``), ``thread_timeout`` (run a sync call with
-    ``call_timeout_seconds`` in a worker thread; only for ``Registry.call``/``protect``).
+    ``call_timeout_seconds`` in a worker thread; only for ``Registry.call``/``protect``),
+    ``marks_span`` (``guarded_call``/``guarded_acall`` enter the current client span, the
+    instrumentation's span of this call, in ``_context.GUARDED_SPANS`` first).
 
 ``guarded_call(entry, client, fn, args, kwargs, subject)`` / ``await guarded_acall(...)``
     Run ``fn(*args, **kwargs)`` through the breaker. ``subject`` is handed to the client's
@@ -88,7 +90,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from ._breaker import TRIAL, CircuitBreaker, State
-from ._context import GUARDED, GuardedMark
+from ._context import GUARDED, GuardedMark, mark_current_client_span
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError
 
@@ -309,6 +311,7 @@ class Client:
         "errors",
         "fault",
         "is_failure",
+        "marks_span",
         "name",
         "observe",
         "on_reject",
@@ -331,6 +334,7 @@ class Client:
         on_reject: Callable[[BaseException, Any], None] | None = None,
         timeout_errors: tuple[type[BaseException], ...] = (),
         thread_timeout: bool = False,
+        marks_span: bool = False,
     ) -> None:
         self.name = name
         self.open_error = open_error
@@ -347,6 +351,7 @@ class Client:
             *timeout_errors,
         )
         self.thread_timeout = thread_timeout
+        self.marks_span = marks_span
 
     def __repr__(self) -> str:
         return f"<Client {self.name}>"
@@ -551,6 +556,8 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
 ) -> T:
     """``fn(*args, **kwargs)`` through ``entry``'s breaker (see the module docstring)."""
     name = entry.name
+    if client.marks_span:
+        mark_current_client_span(name)
     mark = _get_mark()
     if mark is None:
         mark = name
@@ -677,6 +684,8 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
 ) -> T:
     """``await fn(*args, **kwargs)`` through ``entry``'s breaker; a timeout cancels it."""
     name = entry.name
+    if client.marks_span:
+        mark_current_client_span(name)
     mark = _get_mark()
     if mark is None:
         mark = name

@@ -14,7 +14,7 @@ import aiohttp
 
 from .._errors import CircuitOpenError
 from .._guard import Client, guarded_acall
-from ._clientcall import Dependencies, guard_current_span, http_answer, http_dependency, never_serve
+from ._clientcall import Dependencies, http_answer, http_dependency, never_serve
 from ._install import Installer
 
 __all__ = ["AiohttpCircuitOpenError", "install_aiohttp"]
@@ -50,6 +50,7 @@ def _answer(response: Any) -> str | None:
 
 AIOHTTP = Client(
     "aiohttp",
+    marks_span=True,
     open_error=AiohttpCircuitOpenError,
     fault=aiohttp.ClientConnectionError,
     is_failure=_is_failure,
@@ -73,7 +74,6 @@ def install_aiohttp(installer: Installer) -> None:
         entry = http_dependency(dependencies, url)
         if entry is None:
             return await wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return await guarded_acall(entry, AIOHTTP, wrapped, args, kwargs, None)
 
     installer.wrap(aiohttp.ClientSession, "_request", request)

@@ -20,7 +20,6 @@ from .._addresses import Address
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall
 from .._health import learn_address
-from ._clientcall import guard_current_span
 from ._common import Patcher
 
 __all__ = ["PostgresCircuitOpenError", "install_asyncpg"]
@@ -74,6 +73,7 @@ def _serve(entry: Entry, reason: str, method: str, args: Any, kwargs: Any) -> An
 
 ASYNCPG = Client(
     "asyncpg",
+    marks_span=True,
     open_error=PostgresCircuitOpenError,
     fault=ConnectionRefusedError,
     is_failure=_is_failure,
@@ -139,7 +139,6 @@ def install_asyncpg(patcher: Patcher) -> None:
                 entry = classify(addr, host, port)
             if entry is None:
                 return await wrapped(*args, **kwargs)
-            guard_current_span(entry.name)
             return await guarded_acall(entry, ASYNCPG, wrapped, args, kwargs, method)
 
         return wrapper
@@ -165,7 +164,6 @@ def install_asyncpg(patcher: Patcher) -> None:
             return await wrapped(*args, **kwargs)
         # Connecting has no span: the health check learns the address from here.
         learn_address(registry, entry.name, _connect_address(host, port, dsn, kwargs))
-        guard_current_span(entry.name)
         return await guarded_acall(entry, ASYNCPG, wrapped, args, kwargs, "connect")
 
     for method in _QUERY_METHODS:

@@ -11,16 +11,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.trace import SpanKind
-
 from .._addresses import Address
-from .._context import http_status_is_failure, mark_guarded_span
+from .._context import http_status_is_failure, mark_current_client_span, mark_guarded_span
 from .._guard import NOT_SERVED, Entry
 from .._health import learn_address
-from .._sdk import SPAN_KEY, current_client_span_context, get_current_context, kind_and_context
 from ._install import Installer
-
-_CLIENT = SpanKind.CLIENT
 
 __all__ = [
     "Current",
@@ -138,22 +133,10 @@ def end_guarded(span: Any, name: str) -> None:
     mark_guarded_span(span.get_span_context(), name)
 
 
-def guard_current_span(name: str) -> None:
-    """``end_guarded`` for the current span, when it is a client span (the
-    instrumentation's span of the call this guard is in)."""
-    # What current_client_span_context() does, inlined: this runs for every guarded call.
-    span = get_current_context().get(SPAN_KEY)
-    if span is None:
-        return
-    try:
-        kind, span_context = kind_and_context(span)
-    except AttributeError:  # not the SDK's span
-        span_context = current_client_span_context()
-        if span_context is not None:
-            mark_guarded_span(span_context, name)
-        return
-    if kind is _CLIENT:
-        mark_guarded_span(span_context, name)
+guard_current_span = mark_current_client_span
+"""``end_guarded`` for the current span when it is a client span (the instrumentation's
+span of the call this guard is in). ``guarded_call``/``guarded_acall`` do it themselves
+for a ``Client`` made with ``marks_span=True``; a guard of its own path calls this."""
 
 
 class Current:

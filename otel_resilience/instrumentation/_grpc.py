@@ -154,6 +154,7 @@ class _Unavailable(grpc.aio.AioRpcError):  # type: ignore[misc]  # grpcio is unt
 
 GRPC = Client(
     "grpc",
+    marks_span=True,
     open_error=GrpcCircuitOpenError,
     fault=_Unavailable,
     is_failure=_is_failure,
@@ -171,6 +172,7 @@ def _aio_answer(outcome: tuple[Any, Any]) -> str | None:
 
 GRPC_AIO = Client(
     "grpc.aio",
+    marks_span=True,
     open_error=GrpcCircuitOpenError,
     fault=_Unavailable,
     is_failure=_is_failure,
@@ -273,7 +275,6 @@ class _SyncInterceptor(*_SYNC_BASES):  # type: ignore[misc]  # grpcio is untyped
         entry = _entry_of(self.target, details.method)
         if entry is None:
             return continuation(details, request)
-        guard_current_span(entry.name)
         return guarded_call(entry, GRPC, continuation, (details, request), {}, None)
 
     def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
@@ -338,7 +339,6 @@ class _AioGuard:
         entry = _entry_of(self.target, details.method)
         if entry is None:
             return await continuation(details, request)
-        guard_current_span(entry.name)
         call, _ = await guarded_acall(
             entry, GRPC_AIO, _invoke, (continuation, details, request), {}, None
         )

@@ -17,7 +17,6 @@ from .._context import http_status_is_failure
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
 from .._health import learn_address
-from ._clientcall import guard_current_span
 from ._common import Patcher
 
 __all__ = ["HTTPCircuitOpenError", "install_httpx"]
@@ -51,6 +50,7 @@ def _on_reject(error: BaseException, request: httpx.Request) -> None:
 
 HTTPX = Client(
     "httpx",
+    marks_span=True,
     open_error=HTTPCircuitOpenError,
     fault=httpx.ConnectError,
     answer=_answer,
@@ -89,7 +89,6 @@ def install_httpx(patcher: Patcher) -> None:
         entry = dependency_of(request)
         if entry is None:
             return wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return guarded_call(entry, HTTPX, wrapped, args, kwargs, request)
 
     async def async_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -97,7 +96,6 @@ def install_httpx(patcher: Patcher) -> None:
         entry = dependency_of(request)
         if entry is None:
             return await wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return await guarded_acall(entry, HTTPX, wrapped, args, kwargs, request)
 
     patcher.wrap(httpx.Client, "send", send)

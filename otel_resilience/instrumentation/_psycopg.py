@@ -19,7 +19,7 @@ import psycopg.errors
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_acall, guarded_call
 from . import _postgres
-from ._clientcall import Dependencies, guard_current_span, never_serve
+from ._clientcall import Dependencies, never_serve
 from ._install import Installer
 
 __all__ = ["PsycopgCircuitOpenError", "install_psycopg"]
@@ -47,6 +47,7 @@ def _is_failure(exc: BaseException) -> bool:
 
 PSYCOPG = Client(
     "psycopg",
+    marks_span=True,
     open_error=PsycopgCircuitOpenError,
     fault=psycopg.OperationalError,
     is_failure=_is_failure,
@@ -94,28 +95,24 @@ def install_psycopg(installer: Installer) -> None:
         entry = of_connect(args, kwargs)
         if entry is None:
             return wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return guarded_call(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     async def aconnect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         entry = of_connect(args, kwargs)
         if entry is None:
             return await wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return await guarded_acall(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     def execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         entry = of_cursor(instance)
         if entry is None:
             return wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return guarded_call(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     async def aexecute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         entry = of_cursor(instance)
         if entry is None:
             return await wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return await guarded_acall(entry, PSYCOPG, wrapped, args, kwargs, None)
 
     installer.wrap(psycopg.Connection, "connect", connect)

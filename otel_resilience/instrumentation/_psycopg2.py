@@ -20,7 +20,7 @@ import psycopg2.extensions
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_call
 from . import _postgres
-from ._clientcall import Current, Dependencies, guard_current_span, never_serve
+from ._clientcall import Current, Dependencies, never_serve
 from ._install import Installer
 
 __all__ = ["Psycopg2CircuitOpenError", "install_psycopg2"]
@@ -48,6 +48,7 @@ def _is_failure(exc: BaseException) -> bool:
 
 PSYCOPG2 = Client(
     "psycopg2",
+    marks_span=True,
     open_error=Psycopg2CircuitOpenError,
     fault=psycopg2.OperationalError,
     is_failure=_is_failure,
@@ -95,7 +96,6 @@ def _guarded_cursor(factory: type[Any]) -> type[Any]:
             entry = _entry_of(self.connection)
             if entry is None:
                 return method(*args, **kwargs)
-            guard_current_span(entry.name)
             return guarded_call(entry, PSYCOPG2, method, args, kwargs, None)
 
         def execute(self, *args: Any, **kwargs: Any) -> Any:
@@ -178,7 +178,6 @@ def install_psycopg2(installer: Installer) -> None:
         entry = None if dependencies is None else _of_connect(dependencies, args, kwargs)
         if entry is None:
             return wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return guarded_call(entry, PSYCOPG2, wrapped, args, kwargs, None)
 
     installer.wrap(psycopg2, "connect", connect)

@@ -23,7 +23,6 @@ from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
 from .._health import learn_address
 from .._memory_cache import MemoryCache, UnsupportedCommand, redis_operation
-from ._clientcall import guard_current_span
 from ._common import Patcher
 
 __all__ = ["RedisCircuitOpenError", "install_redis"]
@@ -96,6 +95,7 @@ def _observe_pipeline(
 def _client(serve: Any, observe: Any) -> Client:
     return Client(
         "redis",
+        marks_span=True,
         open_error=RedisCircuitOpenError,
         fault=redis.exceptions.ConnectionError,
         is_failure=_is_failure,
@@ -199,7 +199,6 @@ def install_redis(patcher: Patcher) -> None:
         entry = cached[1]
         if entry is None:
             return wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return guarded_call(entry, COMMAND, wrapped, args, kwargs, cached[2])
 
     def pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -207,7 +206,6 @@ def install_redis(patcher: Patcher) -> None:
         if entry is None:
             return wrapped(*args, **kwargs)
         try:
-            guard_current_span(entry.name)
             return guarded_call(entry, PIPELINE, wrapped, args, kwargs, (queued(instance), decode))
         finally:
             if instance.command_stack:  # not executed (rejected): reset as execute would
@@ -219,7 +217,6 @@ def install_redis(patcher: Patcher) -> None:
         _, entry, decode = dependency_of(instance)
         if entry is None:
             return await wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return await guarded_acall(entry, COMMAND, wrapped, args, kwargs, decode)
 
     async def async_pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -227,7 +224,6 @@ def install_redis(patcher: Patcher) -> None:
         if entry is None:
             return await wrapped(*args, **kwargs)
         try:
-            guard_current_span(entry.name)
             return await guarded_acall(
                 entry, PIPELINE, wrapped, args, kwargs, (queued(instance), decode)
             )

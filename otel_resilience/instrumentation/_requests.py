@@ -18,7 +18,6 @@ from .._errors import CircuitOpenError
 from .._guard import Client, guarded_call
 from ._clientcall import (
     Dependencies,
-    guard_current_span,
     http_answer,
     http_dependency,
     serve_request,
@@ -62,6 +61,7 @@ def _on_reject(error: BaseException, request: Any) -> None:
 
 REQUESTS = Client(
     "requests",
+    marks_span=True,
     open_error=RequestsCircuitOpenError,
     fault=requests.exceptions.ConnectionError,
     is_failure=_is_failure,
@@ -82,7 +82,6 @@ def install_requests(installer: Installer) -> None:
         entry = http_dependency(dependencies, str(request.url))
         if entry is None:
             return wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return guarded_call(entry, REQUESTS, wrapped, args, kwargs, request)
 
     installer.wrap(requests.adapters.HTTPAdapter, "send", send)

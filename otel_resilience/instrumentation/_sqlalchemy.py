@@ -34,7 +34,7 @@ from sqlalchemy import event
 from .._guard import Client, Entry, guarded_acall
 from .._sdk import context_span
 from . import _postgres
-from ._clientcall import Dependencies, end_guarded, guard_current_span, never_serve
+from ._clientcall import Dependencies, end_guarded, never_serve
 from ._install import Installer
 
 __all__ = ["install_sqlalchemy"]
@@ -133,6 +133,7 @@ def _install_asyncpg_adapter(installer: Installer, dependencies: Dependencies) -
     cursor_class = getattr(adapter, "AsyncAdapt_asyncpg_cursor", None)
     client = Client(
         "sqlalchemy-asyncpg",
+        marks_span=True,
         open_error=PostgresCircuitOpenError,
         fault=ConnectionRefusedError,
         is_failure=_asyncpg_is_failure,
@@ -151,7 +152,6 @@ def _install_asyncpg_adapter(installer: Installer, dependencies: Dependencies) -
         if entry is None:
             return await wrapped(*args, **kwargs)
         try:
-            guard_current_span(entry.name)
             return await guarded_acall(entry, client, wrapped, args, kwargs, None)
         except PostgresCircuitOpenError as error:
             # Rejected before the cursor ran: make of it the DB-API error SQLAlchemy makes

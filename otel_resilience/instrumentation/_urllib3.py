@@ -16,7 +16,7 @@ import urllib3.exceptions
 from .._addresses import Address
 from .._errors import CircuitOpenError
 from .._guard import Client, Entry, guarded_call
-from ._clientcall import Dependencies, guard_current_span, http_answer, never_serve
+from ._clientcall import Dependencies, http_answer, never_serve
 from ._install import Installer
 
 __all__ = ["Urllib3CircuitOpenError", "install_urllib3"]
@@ -44,6 +44,7 @@ def _answer(response: Any) -> str | None:
 
 URLLIB3 = Client(
     "urllib3",
+    marks_span=True,
     open_error=Urllib3CircuitOpenError,
     fault=urllib3.exceptions.ProtocolError,
     is_failure=_is_failure,
@@ -72,7 +73,6 @@ def install_urllib3(installer: Installer) -> None:
         entry = of_pool(instance)
         if entry is None:
             return wrapped(*args, **kwargs)
-        guard_current_span(entry.name)
         return guarded_call(entry, URLLIB3, wrapped, args, kwargs, None)
 
     installer.wrap(urllib3.connectionpool.HTTPConnectionPool, "urlopen", urlopen)
