@@ -319,6 +319,48 @@ def test_critical_dependency_cannot_have_a_fallback() -> None:
         Dependency("db", Criticality.CRITICAL, fallback=lambda: None)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"name": " "}, "dependency name must be a non-empty string, got ' '"),
+        (
+            {"criticality": "vital"},
+            "criticality must be one of critical, important, optional, monitoring, got 'vital'",
+        ),
+        ({"criticality": 3}, "criticality must be one of .*, got 3"),
+        ({"match": "db.system=redis"}, "'d': match must be a mapping of attribute to value"),
+        ({"match": {"": "redis"}}, "'d': match key must be a string, got ''"),
+        ({"match": {"db.system": None}}, "'d': match.db.system must be a string or number"),
+        ({"match": {"server.port": [6379]}}, "'d': match.server.port must be a string or number"),
+        ({"policy": {"open_seconds": 3}}, "'d': policy must be a BreakerPolicy"),
+        ({"fallback": "no.such.module:fn"}, "'d': cannot import module 'no.such.module'"),
+        ({"business_errors": ("NotFound",)}, "'d': business_errors must be exception types"),
+        ({"is_failure": True}, "'d': is_failure must be callable, got True"),
+        ({"limits": {"max_concurrent_calls": 4}}, "'d': limits must be a LimitPolicy"),
+        ({"retry_budget": 0.2}, "'d': retry_budget must be a RetryBudgetPolicy, got 0.2"),
+    ],
+)
+def test_dependency_refuses_bad_arguments_naming_them(
+    arguments: dict[str, object], message: str
+) -> None:
+    """Dependency(...) built in code refuses each bad argument with a ValueError that names
+    the dependency, the argument and the value given."""
+    arguments.setdefault("name", "d")
+    with pytest.raises(ValueError, match=message):
+        Dependency(**arguments)  # type: ignore[arg-type]
+
+
+def test_dependency_normalises_what_it_is_given() -> None:
+    """A criticality by name in any case, a number matched as text, and one business error
+    type given alone are accepted as their normal forms."""
+    dependency = Dependency(
+        "d", criticality=" Important ", match={"net.peer.port": 6379}, business_errors=NotFound
+    )
+    assert dependency.criticality is Criticality.IMPORTANT
+    assert dependency.match == {"server.port": "6379"}
+    assert dependency.business_errors == (NotFound,)
+
+
 def test_classify_across_semconv_generations() -> None:
     """classify matches old and new attribute names and URL hosts; first match wins."""
     registry = Registry(
