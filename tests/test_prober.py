@@ -119,3 +119,19 @@ def test_a_trial_probe_cut_short_by_stop_gives_its_permit_back(clock: FakeClock)
         prober.stop()
         gate.set()
     assert breaker.allow()
+
+
+def test_a_check_that_exits_is_a_failing_check() -> None:
+    """A check function that raises SystemExit (a sys.exit() in the user's check) fails its
+    check; the prober and the process go on."""
+    import sys
+
+    def exits() -> bool:
+        sys.exit(3)
+
+    registry = Registry([Dependency("api", health_check=exits)])
+    with HealthProber(registry, interval_seconds=0.05) as prober:
+        wait_until(lambda: "api" in health_monitor(registry).check_results())
+        assert prober.running
+    result = health_monitor(registry).check_results()["api"]
+    assert (result.passing, result.error_type) == (False, "SystemExit")
