@@ -334,6 +334,12 @@ def test_critical_dependency_cannot_have_a_fallback() -> None:
         ({"match": {"server.port": [6379]}}, "'d': match.server.port must be a string or number"),
         ({"policy": {"open_seconds": 3}}, "'d': policy must be a BreakerPolicy"),
         ({"fallback": "no.such.module:fn"}, "'d': cannot import module 'no.such.module'"),
+        (
+            {"fallback": "tests.fallbacks_for_tests:exploding"},
+            "'d': reading 'exploding' of module 'tests.fallbacks_for_tests' raised RuntimeError",
+        ),
+        ({"fallback": "memoryy"}, "'d': unknown built-in fallback 'memoryy'; built-ins: memory,"),
+        ({"fallback": 5}, "'d': fallback must be a callable, a built-in name \\(memory, none\\)"),
         ({"business_errors": ("NotFound",)}, "'d': business_errors must be exception types"),
         ({"is_failure": True}, "'d': is_failure must be callable, got True"),
         ({"limits": {"max_concurrent_calls": 4}}, "'d': limits must be a LimitPolicy"),
@@ -348,6 +354,16 @@ def test_dependency_refuses_bad_arguments_naming_them(
     arguments.setdefault("name", "d")
     with pytest.raises(ValueError, match=message):
         Dependency(**arguments)  # type: ignore[arg-type]
+
+
+def test_memory_fallback_by_name_is_a_cache_of_its_own() -> None:
+    """fallback="memory" in code gives each dependency a memory cache of its own."""
+    from otel_resilience._memory_cache import MemoryCache
+
+    first, second = Dependency("a", fallback="memory"), Dependency("b", fallback="memory")
+    assert isinstance(first.fallback, MemoryCache)
+    assert isinstance(second.fallback, MemoryCache)
+    assert first.fallback is not second.fallback
 
 
 def test_dependency_normalises_what_it_is_given() -> None:
