@@ -68,7 +68,8 @@ def test_an_exporter_that_cannot_be_wrapped_is_used_as_it_is(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An exporter the resilient wrapper cannot take (its timeout cannot be lowered) is
-    kept unwrapped with a warning naming it, and the others are still wrapped."""
+    kept unwrapped with a warning naming it, the others are wrapped, and an exporter that
+    is already resilient is not wrapped again."""
     registry = Registry.from_config({})
     odd, usual = FixedTimeoutExporter(), InMemorySpanExporter()
     with caplog.at_level(logging.WARNING, logger="otel_resilience._auto"):
@@ -76,6 +77,7 @@ def test_an_exporter_that_cannot_be_wrapped_is_used_as_it_is(
     assert wrapped[0] is odd
     assert isinstance(wrapped[1], ResilientSpanExporter)
     assert wrapped[1].exporter is usual
+    assert _auto.wrap_exporters([wrapped[1]], "span", registry) == [wrapped[1]]  # not twice
     assert any(
         "could not wrap" in r.getMessage() and "FixedTimeout" in r.getMessage()
         for r in caplog.records
