@@ -356,6 +356,22 @@ def test_dependency_refuses_bad_arguments_naming_them(
         Dependency(**arguments)  # type: ignore[arg-type]
 
 
+async def test_registry_refuses_what_is_not_a_dependency_and_names_unknown_ones() -> None:
+    """Registry() refuses anything but Dependency objects; acall() of an unknown name raises
+    UnknownDependencyError (a KeyError) naming the known ones; the repr lists them."""
+    with pytest.raises(TypeError, match="expected a Dependency, got 'redis'"):
+        Registry(["redis"])  # type: ignore[list-item]
+    registry = Registry([Dependency("redis")], service="svc")
+    assert repr(registry) == "<Registry service='svc' dependencies=['redis']>"
+
+    async def call() -> None:
+        return None
+
+    with pytest.raises(UnknownDependencyError, match="redis") as info:
+        await registry.acall("redsi", call)
+    assert isinstance(info.value, KeyError)
+
+
 def test_memory_fallback_by_name_is_a_cache_of_its_own() -> None:
     """fallback="memory" in code gives each dependency a memory cache of its own."""
     from otel_resilience._memory_cache import MemoryCache

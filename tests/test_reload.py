@@ -360,6 +360,26 @@ def test_reload_of_a_fixed_file_replaces_the_stand_in(
     assert registry.classify({"db.system": "redis"}) == "redis"
 
 
+def test_a_failing_event_listener_never_undoes_a_reload(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator-event listener that raises is logged; the reload is applied and the
+    other listeners still hear of it."""
+    registry = load_config({"dependencies": {"api": {}}}, clock=clock)
+
+    def broken(event: OperatorEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    heard: list[OperatorEvent] = []
+    registry.add_event_listener(broken)
+    registry.add_event_listener(heard.append)
+    registry.reload({"dependencies": {"api": {"breaker": {"open_seconds": 3}}}})
+    assert registry.breaker("api").policy.open_seconds == 3
+    assert [(e.kind, e.detail) for e in heard] == [("reload", "applied")]
+    assert "event listener" in caplog.text
+    assert "listener bug" in caplog.text
+
+
 def test_reload_declares_an_auto_discovered_dependency(clock: FakeClock) -> None:
     """A dependency first auto-discovered from its spans (observe-only, never rejecting) and
     then declared by a reload is protected from then on: its breaker opens and rejects."""
