@@ -484,7 +484,8 @@ def test_status_of_something_that_is_not_a_health_endpoint_exits_3(
 
 
 def test_status_shows_observed_and_failing_checks(answers: _Answers) -> None:
-    """A 503 still carries the document: observe-only rows and failing checks are shown."""
+    """A 503 still carries the document: observe-only rows, failing checks and checks with
+    no address yet are shown."""
     import json
 
     answers.status = 503
@@ -508,6 +509,12 @@ def test_status_shows_observed_and_failing_checks(answers: _Answers) -> None:
                     "state": "disabled",
                     "healthy": True,
                 },
+                "cache": {
+                    "criticality": "important",
+                    "state": "closed",
+                    "healthy": True,
+                    "health_check": {"passing": None, "status": "unknown"},
+                },
                 "broken": "not an entry",
             },
         }
@@ -516,6 +523,7 @@ def test_status_shows_observed_and_failing_checks(answers: _Answers) -> None:
     assert result.returncode == 2
     assert "optional (observed)" in result.stdout
     assert "check: ConnectionRefusedError" in result.stdout
+    assert "check: unknown (no address yet)" in result.stdout
     assert "broken" not in result.stdout
     json_result = run("status", answers.url, "--json", rich=False)
     assert json.loads(json_result.stdout)["status"] == "unhealthy"

@@ -341,6 +341,23 @@ def test_time_window_change_starts_an_empty_window(clock: FakeClock) -> None:
     assert breaker.snapshot().calls == 1
 
 
+def test_back_to_a_count_window_starts_an_empty_one(clock: FakeClock) -> None:
+    """Switching from a time window back to a count window starts an empty count window of
+    the new size; a policy that is not a BreakerPolicy is refused."""
+    timed = BreakerPolicy(consecutive_failures=None, window_seconds=10)
+    breaker = CircuitBreaker("x", timed, clock=clock)
+    breaker.record_failure()
+    counted = BreakerPolicy(consecutive_failures=None, window_size=3, minimum_calls=3)
+    breaker.apply_policy(counted)
+    assert breaker.snapshot().calls == 0
+    for _ in range(5):
+        breaker.record_success()
+    assert breaker.snapshot().calls == 3  # the new size bounds the window
+    with pytest.raises(TypeError, match="expected a BreakerPolicy, got"):
+        breaker.apply_policy({"window_size": 3})  # type: ignore[arg-type]
+    assert repr(breaker) == "<CircuitBreaker 'x' closed>"
+
+
 def test_reload_of_a_fixed_file_replaces_the_stand_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
