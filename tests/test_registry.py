@@ -394,7 +394,8 @@ def test_dependency_normalises_what_it_is_given() -> None:
 
 
 def test_classify_across_semconv_generations() -> None:
-    """classify matches old and new attribute names and URL hosts; first match wins."""
+    """classify matches old and new attribute names and URL hosts; first match wins; a URL
+    that does not parse matches nothing (and raises nothing)."""
     registry = Registry(
         [
             Dependency("cache", match={"db.system": "redis", "server.port": 6380}),
@@ -411,6 +412,7 @@ def test_classify_across_semconv_generations() -> None:
     assert registry.classify({"net.peer.name": "api.internal"}) == "api"
     assert registry.classify({"db.system": "mysql"}) is None
     assert registry.classify({"http.url": "not a url ::"}) is None
+    assert registry.classify({"url.full": "http://[api.internal/x"}) is None  # unparsable
 
 
 def test_registry_iterates_in_declaration_order() -> None:
