@@ -29,6 +29,7 @@ from otel_resilience import (
     Criticality,
     OperatorEvent,
     State,
+    get_registry,
     load_config,
 )
 from otel_resilience._memory_cache import MemoryCache
@@ -672,7 +673,7 @@ def test_no_config_file_no_trigger(monkeypatch: pytest.MonkeyPatch, installed: A
     SIGHUP handler stays the application's."""
     monkeypatch.delenv("OTEL_RESILIENCE_CONFIG", raising=False)
     handler = signal.getsignal(signal.SIGHUP)
-    assert installed.install_reload_triggers() is None
+    assert installed.install_reload_triggers(get_registry) is None
     assert installed._triggers == []
     assert signal.getsignal(signal.SIGHUP) is handler
 
@@ -691,7 +692,7 @@ def test_a_bad_reload_interval_is_reported_and_not_polled(
     monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
     monkeypatch.setenv(installed.RELOAD_SECONDS_ENV, raw)
     with caplog.at_level(logging.WARNING, logger="otel_resilience._reload"):
-        trigger = installed.install_reload_triggers()
+        trigger = installed.install_reload_triggers(get_registry)
     assert trigger.poll_seconds is None
     assert [r.getMessage() for r in caplog.records] == [
         f"OTEL_RESILIENCE_RELOAD_SECONDS must be a number of seconds > 0, got {raw!r}; not polling"
@@ -703,14 +704,12 @@ def test_sighup_reloads_and_still_calls_the_apps_own_handler(
 ) -> None:
     """A real SIGHUP reloads the file and still reaches the SIGHUP handler the application
     had; installing the triggers again replaces the first one instead of adding one."""
-    from otel_resilience import get_registry
-
     path = write(tmp_path / "resilience.yaml", BASE)
     monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
     seen: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: seen.append(signum))
-    first = installed.install_reload_triggers()
-    second = installed.install_reload_triggers()
+    first = installed.install_reload_triggers(get_registry)
+    second = installed.install_reload_triggers(get_registry)
     assert not first._thread.is_alive()
     assert installed._triggers == [second]
     registry = get_registry()
@@ -726,11 +725,9 @@ def test_forked_child_reloads_on_its_own(
 ) -> None:
     """In a child of os.fork the reload worker runs again: a request there applies the
     edited file to the child's registry, and the parent's stays as it was."""
-    from otel_resilience import get_registry
-
     path = write(tmp_path / "resilience.yaml", BASE)
     monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
-    trigger = installed.install_reload_triggers()
+    trigger = installed.install_reload_triggers(get_registry)
     registry = get_registry()
     read_end, write_end = os.pipe()
     pid = os.fork()

@@ -12,7 +12,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from otel_resilience import BreakerSpanProcessor, Registry, State
 from otel_resilience._sdk import (
@@ -58,6 +59,11 @@ class DuckSpan:
     kind = SpanKind.CLIENT
     attributes: ClassVar[dict[str, str]] = {"db.system": "redis"}
     status = Status(StatusCode.ERROR)
+    instrumentation_scope = InstrumentationScope("duck")
+    context = SpanContext(1, 2, is_remote=False)
+
+    def get_span_context(self) -> SpanContext:
+        return self.context
 
 
 class DuckStatus:
@@ -71,6 +77,8 @@ def test_span_fields_fall_back_to_the_public_properties() -> None:
         SpanKind.CLIENT,
         {"db.system": "redis"},
         DuckSpan.status,
+        DuckSpan.instrumentation_scope,
+        DuckSpan.context,
     )
     assert status_code(DuckStatus()) is StatusCode.ERROR
     assert status_code(object()) is None
