@@ -54,7 +54,6 @@ __all__ = [
     "config_warnings",
     "parse_config",
     "read_config_file",
-    "validate_document",
 ]
 
 CONFIG_ENV_VAR = "OTEL_RESILIENCE_CONFIG"
@@ -149,21 +148,18 @@ class Flag(Kind):
 
 @dataclass(frozen=True)
 class Number(Kind):
-    """An integer or a number from ``low`` to ``high`` (``low`` excluded when ``open``)."""
+    """An integer or a number from ``low`` to ``high``."""
 
     low: float
     high: float
     integer: bool = False
     seconds: bool = False
-    open_low: bool = False
 
     @property
     def type(self) -> str:  # type: ignore[override]
         return "integer" if self.integer else "number"
 
     def allowed(self) -> str:
-        if self.open_low:
-            return f"> {format_number(self.low)} and <= {format_number(self.high)}"
         what = "an integer" if self.integer else "a number of seconds" if self.seconds else ""
         return f"{what} from {format_number(self.low)} to {format_number(self.high)}".strip()
 
@@ -176,8 +172,7 @@ class Number(Kind):
             raise _Invalid(f"must be finite ({self.allowed()}), got {value!r}")
         if self.integer and isinstance(value, float) and not value.is_integer():
             raise _Invalid(f"must be an integer, got {value!r}")
-        low_ok = value > self.low if self.open_low else value >= self.low
-        if not (low_ok and value <= self.high):
+        if not self.low <= value <= self.high:
             raise _Invalid(f"must be {self.allowed()}, got {_short_repr.repr(value)}")
         return int(value) if self.integer else value
 
@@ -738,18 +733,6 @@ def _clean(values: Any) -> bool:
     if isinstance(values, dict):
         return all(_clean(v) for v in values.values())
     return True
-
-
-def validate_document(document: Any, source: str | None = None) -> dict[str, Any]:
-    """The document checked against ``KEYS``, defaults filled in; ``ConfigError`` (all
-    problems at once) when it does not fit. Imports and cross-key rules are not tried here
-    (``load_config`` does that): this is for reading a section's validated values."""
-    validator = _Validator(source)
-    values = _walk_document(validator, document)
-    if validator.errors:
-        raise ConfigError.combine(validator.errors)
-    result: dict[str, Any] = values
-    return result
 
 
 def _walk_document(validator: _Validator, document: Any) -> Any:

@@ -226,13 +226,11 @@ class MemoryCache:
             self._bytes -= evicted.size
 
     def _resize(self, key: bytes, item: _Item) -> None:
-        """Recount ``item`` after its hash changed in place."""
+        """Recount ``item`` after fields were removed from its hash in place (HDEL): it
+        only shrinks, so nothing needs evicting."""
         size = _size(key, item.value)
         self._bytes += size - item.size
         item.size = size
-        while self._bytes > self.max_bytes and self._data:
-            _, evicted = self._data.popitem(last=False)
-            self._bytes -= evicted.size
 
     def _string(self, key: bytes) -> bytes | None:
         item = self._get(key)
@@ -315,10 +313,7 @@ class MemoryCache:
         return results
 
     def _journal_write(self, args: Sequence[Any], *, replayable: bool) -> None:
-        try:
-            entry = tuple(_b(a) for a in args)
-        except TypeError:
-            return
+        entry = tuple(_b(a) for a in args)  # serve() has parsed them: they encode
         size = sum(len(a) for a in entry)
         with self._lock:
             full = (

@@ -86,16 +86,19 @@ def test_check_config_prints_the_effective_policy(tmp_path: Path) -> None:
         "  postgres: {criticality: critical, match: {db.system: postgresql},"
         " breaker: {consecutive_failures: 3}}\n"
         "  redis: {match: {db.system: redis}, fallback: none}\n"
+        "  api: {match: {server.address: api.internal}, breaker: {window_seconds: 30}}\n"
     )
     result = run("check-config", str(path))
     assert result.returncode == 0, result.stderr
     lines = {name: " ".join(block) for name, block in blocks(result.stdout).items()}
+    assert "window 30s" in lines["api"]
+    assert "window 100 calls" in lines["redis"]
     assert "critical" in lines["postgres"]
     assert "3 in a row" in lines["postgres"]
     assert "open 7s" in lines["postgres"]
     assert "fallback none" in lines["redis"]
     assert "monitoring" in lines["telemetry"]
-    assert "ok: 3 dependencies" in result.stdout
+    assert "ok: 4 dependencies" in result.stdout
 
 
 def test_check_config_bad_input_exits_2(tmp_path: Path) -> None:
@@ -205,6 +208,21 @@ def test_status_fits_the_width_piped(columns: int, rich: bool) -> None:
     names = [line.split()[0] for line in lines[2:4]]
     assert names == ["postgres-primary-eu-west", "session-cache"]
     assert "ConnectionRefusedError" in result.stdout
+
+
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+def test_status_too_narrow_for_the_table_prints_a_block_per_dependency(rich: bool) -> None:
+    """Where the status table does not fit, each dependency gets a block: its name on a
+    line, then its values under it as "header value" pairs, every line within the width."""
+    with serve_asgi(health_app(_status_registry(), probe=False)) as base:
+        result = run("status", base, "--timeout", "5", columns=40, rich=rich)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if len(line) > 40] == []
+    assert "postgres-primary-eu-west" in lines
+    start = lines.index("session-cache")
+    assert lines[start + 1].startswith("  criticality optional,")
+    assert "state open" in " ".join(lines[start + 1 :])
 
 
 def test_check_config_names_fallbacks_as_a_config_would(tmp_path: Path) -> None:
@@ -370,6 +388,48 @@ def test_in_a_terminal_rich_colours_the_same_lines(tmp_path: Path) -> None:
     assert [line for line in laid_out if len(line) > 80] == []  # warnings: one line each
 
 
+def test_in_a_terminal_without_columns_the_terminals_width_is_used(tmp_path: Path) -> None:
+    """In a terminal, with no COLUMNS set, the output fits the terminal's own width."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    path = tmp_path / "resilience.yaml"
+    path.write_text(LONG_CONFIG)
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 50, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", WITHOUT_RICH, "check-config", path.name],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=tmp_path,
+        env={**env, "TERM": "dumb"},
+    )
+    os.close(terminal)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(controller)
+        process.wait(timeout=60)
+    lines = b"".join(chunks).decode().splitlines()
+    laid_out = [line for line in lines if not line.startswith("warning:")]
+    assert any(line.startswith("postgres-primary-eu-west") for line in laid_out)
+    too_long = [line for line in laid_out if len(line) > 50 and " " in line.strip()]
+    assert too_long == []  # (a single word longer than a line gets a line of its own)
+    assert max(len(line) for line in laid_out if " " in line.strip()) > 40  # 50, not less
+
+
 class _Answers:
     """A real HTTP server answering GET with the (status, body) a test sets."""
 
@@ -424,7 +484,8 @@ def test_status_of_something_that_is_not_a_health_endpoint_exits_3(
 
 
 def test_status_shows_observed_and_failing_checks(answers: _Answers) -> None:
-    """A 503 still carries the document: observe-only rows and failing checks are shown."""
+    """A 503 still carries the document: observe-only rows, failing checks and checks with
+    no address yet are shown."""
     import json
 
     answers.status = 503
@@ -448,6 +509,12 @@ def test_status_shows_observed_and_failing_checks(answers: _Answers) -> None:
                     "state": "disabled",
                     "healthy": True,
                 },
+                "cache": {
+                    "criticality": "important",
+                    "state": "closed",
+                    "healthy": True,
+                    "health_check": {"passing": None, "status": "unknown"},
+                },
                 "broken": "not an entry",
             },
         }
@@ -456,6 +523,7 @@ def test_status_shows_observed_and_failing_checks(answers: _Answers) -> None:
     assert result.returncode == 2
     assert "optional (observed)" in result.stdout
     assert "check: ConnectionRefusedError" in result.stdout
+    assert "check: unknown (no address yet)" in result.stdout
     assert "broken" not in result.stdout
     json_result = run("status", answers.url, "--json", rich=False)
     assert json.loads(json_result.stdout)["status"] == "unhealthy"

@@ -203,6 +203,70 @@ def test_bad_configs_name_the_key_path(config: dict[str, Any], expected: str) ->
     assert error_of(config).startswith(expected), error_of(config)
 
 
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            {"dependencies": {"r": {"fallback": {"type": "memory", "max_entries": 2.5}}}},
+            "dependencies.r.fallback.max_entries: must be an integer, got 2.5",
+        ),
+        (
+            {"dependencies": {"r": {"fallback": {"type": "none", "max_entries": 5}}}},
+            "dependencies.r.fallback.max_entries: applies to the memory fallback only, not 'none'",
+        ),
+        (
+            {"dependencies": {"r": {"business_errors": {"a": 1}}}},
+            "dependencies.r.business_errors: must be a list of import paths, got mapping",
+        ),
+        (
+            {"dependencies": {"r": {"match": {5: "x"}}}},
+            "dependencies.r.match: keys must be attribute names, got int 5",
+        ),
+        (
+            {"dependencies": {"r": {"match": {"server.address": "x" * 1001}}}},
+            "dependencies.r.match.server.address: must be at most 1000 characters",
+        ),
+        (
+            {"dependencies": {"": {}}},
+            "dependencies: names must be non-empty strings of at most 200 characters, got "
+            "string ''",
+        ),
+        (
+            {"dependencies": {"r": {"breaker": {"open_seconds": 600, "max_open_seconds": 300}}}},
+            "dependencies.r.breaker.max_open_seconds: must be >= open_seconds (600), got 300",
+        ),
+        (
+            {"dependencies": {"r": {"breaker": {"open_seconds": 600}}}},
+            "dependencies.r.breaker: max_open_seconds must be >= open_seconds (600), got 300",
+        ),
+        (
+            {"dependencies": {"r": {"limits": {"max_concurrent_calls": 4, "min": 2}}}},
+            "dependencies.r.limits.min: applies to adaptive limits only",
+        ),
+        (
+            {"dependencies": {"r": {"limits": {"adaptive": "vegas", "min": 50, "max": 10}}}},
+            "dependencies.r.limits: min must be <= max (10), got 50",
+        ),
+        ({"chaos": {"enabled": "yes"}}, "chaos.enabled: must be true or false, got string 'yes'"),
+        (
+            {"admin": {"token_env": "1BAD"}},
+            "admin.token_env: must be an environment variable name, got string '1BAD'",
+        ),
+    ],
+)
+def test_more_bad_configs_name_the_key_path(config: dict[str, Any], expected: str) -> None:
+    """Bad values in fallbacks, business errors, matches, names, cross-key breaker and
+    limit rules, chaos and admin settings name the key path, the value and what is allowed."""
+    assert error_of(config).startswith(expected), error_of(config)
+
+
+def test_a_match_left_empty_matches_nothing_by_itself() -> None:
+    """``match:`` with no value is an empty match, as if it were not written."""
+    registry = load_config({"dependencies": {"r": {"match": None}}})
+    assert registry["r"].match == {}
+    assert repr(registry.telemetry) == "TelemetrySettings(export_timeout_seconds=1.0)"
+
+
 def test_errors_name_the_file(tmp_path: Path) -> None:
     """A bad value in a file names the file first."""
     path = write(tmp_path, "bad.yaml", "dependencies:\n  r:\n    breaker: {open_seconds: -1}\n")

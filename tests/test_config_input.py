@@ -84,6 +84,40 @@ def test_deep_nesting(tmp_path: Path, suffix: str) -> None:
     assert f"nested deeper than {MAX_NESTING} levels" in str(error_of(path))
 
 
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_nesting_just_past_the_cap(tmp_path: Path, suffix: str) -> None:
+    """JSON and TOML nested a little deeper than the cap (no recursion limit involved) are
+    refused as YAML is, whether the levels are lists or mappings."""
+    lists = "[" * (MAX_NESTING + 2) + "]" * (MAX_NESTING + 2)
+    tables = '{"a": ' * (MAX_NESTING + 2) + "1" + "}" * (MAX_NESTING + 2)
+    for name, nested in (("lists", lists), ("tables", tables)):
+        if suffix == ".toml":
+            text = "service = " + nested.replace('{"a": ', "{a = ") + "\n"
+        else:
+            text = f'{{"service": {nested}}}'
+        path = write(tmp_path, name + suffix, text)
+        assert str(error_of(path)) == f"{path}: nested deeper than {MAX_NESTING} levels"
+
+
+def test_yaml_structure_errors_name_the_file(tmp_path: Path) -> None:
+    """An unknown alias, a merge key (<<) of a plain value and a mapping used as a key are
+    refused, naming the file and what is wrong."""
+    cases = {
+        "alias.yaml": ("service: *nowhere\n", "unknown alias *nowhere"),
+        "merge.yaml": ("base: &b 5\nservice:\n  <<: *b\n", "a merge key (<<) takes a mapping"),
+        "key.yaml": ("? [a, b]\n: service\n", "a mapping key must be a plain value"),
+    }
+    for name, (text, message) in cases.items():
+        path = write(tmp_path, name, text)
+        assert message in str(error_of(path)), str(error_of(path))
+
+
+def test_a_path_that_cannot_be_opened(tmp_path: Path) -> None:
+    """A path the system cannot open (a name too long) is a ConfigError saying why."""
+    path = tmp_path / ("x" * 300 + ".yaml")
+    assert str(error_of(path)) == f"{path}: cannot read: File name too long"
+
+
 def test_nesting_within_the_cap_is_an_ordinary_error(tmp_path: Path) -> None:
     """Nesting below the cap parses, and the value is then refused for its type."""
     path = write(tmp_path, "ok.yaml", "service: " + "[" * 10 + "]" * 10)

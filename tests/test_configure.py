@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -49,6 +50,10 @@ def _reset() -> Iterator[None]:
     reset_for_tests()
 
 
+def redis_down() -> None:
+    raise ConnectionError("refused")
+
+
 def client_span(provider: TracerProvider) -> None:
     span = provider.get_tracer("t").start_span(
         "GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}
@@ -66,6 +71,29 @@ def test_configure_returns_and_remembers_the_registry() -> None:
     assert registry.service == "svc"
     client_span(provider)
     assert registry.breaker("redis").snapshot().total_successes == 1
+
+
+def test_configure_on_a_tracer_provider_not_the_sdks_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Given a tracer provider that is not the SDK's, configure() says that breakers will
+    see only guarded calls, and guarded calls still drive them."""
+    from opentelemetry.trace import NoOpTracerProvider
+
+    with caplog.at_level(logging.WARNING, logger="otel_resilience._configure"):
+        registry = configure(
+            CONFIG,
+            tracer_provider=NoOpTracerProvider(),
+            meter_provider=MeterProvider(),
+            instrument=False,
+        )
+    assert "is not the OpenTelemetry SDK's; breakers will only see calls made through guards" in (
+        caplog.text
+    )
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            registry.call("redis", redis_down)
+    assert registry.breaker("redis").state is State.OPEN
 
 
 def test_configure_twice_does_not_double_wire() -> None:

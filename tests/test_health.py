@@ -360,6 +360,54 @@ def test_a_raising_listener_never_reaches_the_caller(caplog: pytest.LogCaptureFi
     assert "health listener" in caplog.text
 
 
+def test_messages_say_what_changed_and_what_it_means() -> None:
+    """A dependency back from a failing check is "recovered"; a monitoring dependency that
+    goes down only means telemetry may be dropped."""
+    clock = FakeClock()
+    registry = make_registry(clock, postgres="critical", collector="monitoring")
+    events: list[HealthEvent] = []
+    on_health_change(registry, events.append)
+    monitor = health_monitor(registry)
+    monitor.record_check("postgres", CheckResult(False, clock(), 0.1, "timed out after 2s"))
+    monitor.record_check("postgres", CheckResult(True, clock(), 0.1))
+    trip(registry, "collector")
+    assert [(event.dependency, event.healthy, event.message) for event in events[1:]] == [
+        ("postgres", True, "postgres recovered (closed)"),
+        (
+            "collector",
+            False,
+            "collector is unavailable (open): telemetry may be dropped; the service is unaffected",
+        ),
+    ]
+    assert events[2].status == "healthy"  # a monitoring dependency never decides
+
+
+async def test_async_iterator_needs_room_for_an_event() -> None:
+    """health_events() refuses a queue bound below one, naming the value."""
+    with pytest.raises(ValueError, match="max_queued must be >= 1, got 0"):
+        health_events(make_registry(FakeClock(), redis="optional"), max_queued=0)
+
+
+def test_an_invalid_check_given_in_code_leaves_span_counting_alone() -> None:
+    """A dependency built in code with a health check that does not parse learns no
+    address from its spans, and its spans are counted as usual."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+
+    from otel_resilience import BreakerSpanProcessor
+
+    registry = Registry(
+        [Dependency("cache", match={"db.system": "redis"}, health_check={"type": "pingg"})]
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    provider.get_tracer("t").start_span(
+        "GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis", "server.address": "c"}
+    ).end()
+    assert registry.breaker("cache").snapshot().total_successes == 1
+    assert health_monitor(registry).addresses.get("cache") is None
+
+
 async def test_async_iterator_yields_events_from_another_thread() -> None:
     """health_events() delivers changes made on another thread into the event loop."""
     clock = FakeClock()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +19,13 @@ from otel_resilience._health_checks import (
     redact,
     run_check,
 )
-from tests.support.health_servers import FaultProxy, RedisServer, free_port, redis_server
+from tests.support.health_servers import (
+    FaultProxy,
+    RedisServer,
+    free_port,
+    need_tool,
+    redis_server,
+)
 
 PG_DSN = "postgresql://postgres:hunter2@127.0.0.1:{port}/test"
 SECRET = "hunter2"
@@ -281,6 +291,17 @@ async def test_callable_checks(path: str, passing: bool, error: str | None) -> N
     assert result.error == error
 
 
+def test_a_host_name_that_does_not_resolve_fails_the_check() -> None:
+    """A check whose host name does not resolve fails (within its timeout) with the
+    resolver's error; the failed look-up never escapes as an exception."""
+    from otel_resilience._health_checks import run_check_blocking
+
+    check = spec({"type": "http", "url": "http://no-such-host.invalid/", "timeout_seconds": 3})
+    result = run_check_blocking(check)
+    assert not result.passing
+    assert result.error_type in ("ConnectError", "TimeoutError"), result
+
+
 def test_a_check_resolving_a_host_name_starts_no_joined_thread() -> None:
     """Resolving a host name runs on a daemon thread, not in a thread pool that the
     interpreter joins at exit (a stuck resolver would keep the process alive)."""
@@ -297,3 +318,167 @@ def test_a_check_resolving_a_host_name_starts_no_joined_thread() -> None:
     assert not result.passing
     assert result.error_type in ("ConnectError", "ConnectionRefusedError")
     assert pool_threads() <= before
+
+
+# -- checks given in code, and the rarer outcomes ------------------------------------------
+
+
+def check_error(raw: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_health_check(raw)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {"type": "sql", "timeout_seconds": 0},
+            "health_check.timeout_seconds: must be a number of seconds > 0, got 0",
+        ),
+        (
+            {"type": "sql", "interval_seconds": 1e9},
+            "health_check.interval_seconds: must be a number of seconds up to",
+        ),
+        (5, "health_check: must be a built-in name (redis, sql, http)"),
+        ({"type": 5}, "health_check.type: must name a built-in check"),
+        ({"type": "pingg"}, "health_check.type: unknown health check 'pingg'; built-ins:"),
+        (
+            {"type": "tests.support.health_checks_helpers:sync_ok", "dsn": "x"},
+            "health_check.dsn: a callable health check",
+        ),
+        (
+            {"type": "sql", "dsn": "postgresql://h/db", "dsn_env": "PG_DSN"},
+            "health_check.dsn_env: give either dsn or dsn_env, not both",
+        ),
+        ({"type": "sql", "dsn": " "}, "health_check.dsn: must be a non-empty string, got str"),
+        (
+            {"type": "redis", "url_env": "1BAD"},
+            "health_check.url_env: must be an environment variable name, got '1BAD'",
+        ),
+        ({"type": "http", "url": "http://[::1/x"}, "health_check.url: is not a valid URL"),
+    ],
+)
+def test_checks_given_in_code_are_validated_too(raw: object, expected: str) -> None:
+    """A health check given to Dependency in code (not through a config file) is checked
+    when parsed, with errors naming the key, the value and what is allowed."""
+    assert check_error(raw).startswith(expected), check_error(raw)
+
+
+def test_a_callable_given_in_code_is_a_check() -> None:
+    """A function given as the health check is run as a callable check; the spec's repr
+    shows its target without credentials."""
+    parsed = parse_health_check(lambda: True)
+    assert parsed is not None
+    assert parsed.kind == "callable"
+    dsn = spec({"type": "sql", "dsn": f"postgresql://app:{SECRET}@db:5432/x"})
+    assert SECRET not in repr(dsn)
+    assert "postgresql://***@db:5432/x" in repr(dsn)
+
+
+def test_a_sync_check_returning_an_awaitable_is_awaited() -> None:
+    """A sync check function that returns an awaitable has it awaited (within the timeout)
+    on the prober's thread and in an event loop alike; its False fails the check."""
+    from otel_resilience._health_checks import run_check_blocking
+
+    def deferred(value: bool) -> HealthCheckSpec:
+        return spec(lambda: asyncio.sleep(0, result=value))
+
+    assert run_check_blocking(deferred(True)).passing
+    failing = run_check_blocking(deferred(False))
+    assert not failing.passing
+    assert failing.error is not None
+    assert failing.error.endswith("returned False")
+    assert asyncio.run(run_check(deferred(True))).passing
+    assert not asyncio.run(run_check(deferred(False))).passing
+
+
+async def test_a_sync_check_finishing_after_its_timeout_is_ignored() -> None:
+    """A sync check that outlives its timeout is reported timed out; when it finishes later
+    its result is dropped without an error."""
+    gate = threading.Event()
+
+    def slow() -> bool:
+        gate.wait(5)
+        return True
+
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+    result = await run_check(HealthCheckSpec("callable", function=slow, timeout_seconds=0.05))
+    assert result.error == "timed out after 0.05s"
+    gate.set()
+    await asyncio.sleep(0.1)  # the late result reaches the loop, and is ignored
+    assert errors == []
+
+
+async def test_redis_check_fails_when_the_server_hangs_up() -> None:
+    """A server that reads the PING and closes the connection without answering fails the
+    redis check, saying so."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"PING\r\n")  # read the command, answer nothing
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await run_check(spec({"type": "redis", "url": f"redis://127.0.0.1:{port}"}))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert not result.passing
+    assert result.error == "PING answered 'connection closed'"
+
+
+def test_redis_check_follows_a_client_on_a_unix_socket(tmp_path: Path) -> None:
+    """A redis check with no url pings the Unix socket the application's guarded client
+    uses: passing while that redis-server runs, failing once it is killed."""
+    import redis
+
+    from otel_resilience._health import health_monitor
+    from otel_resilience.instrumentation import install
+
+    socket_path = str(tmp_path / "redis.sock")
+    process = subprocess.Popen(
+        [
+            need_tool("redis-server"),
+            "--port",
+            "0",
+            "--unixsocket",
+            socket_path,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    registry = Registry.from_config(
+        {"dependencies": {"cache": {"match": {"db.system": "redis"}, "health_check": "redis"}}}
+    )
+    uninstall = install(registry)
+    try:
+        deadline = time.monotonic() + 10
+        client = redis.Redis(unix_socket_path=socket_path, socket_timeout=1)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        address = health_monitor(registry).addresses.get("cache")
+        assert address is not None
+        assert (address.host, address.scheme) == (socket_path, "unix")
+        check = parse_health_check(registry["cache"].health_check)
+        assert check is not None
+        assert asyncio.run(run_check(check, address=address)).passing
+        process.kill()
+        process.wait(10)
+        assert not asyncio.run(run_check(check, address=address)).passing
+        client.close()
+    finally:
+        uninstall()
+        process.kill()
+        process.wait(10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -277,3 +279,142 @@ def test_pipeline_served_whole_or_not_at_all(clock: FakeClock) -> None:
     assert cache.execute(("HGET", "h", "f")) == b"v"
     assert cache.execute(("GET", "n")) is None
     assert cache.journal_length == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"max_entries": 0}, "max_entries must be >= 1, got 0"),
+        ({"default_ttl_seconds": 0}, "default_ttl_seconds must be > 0, got 0"),
+        ({"max_bytes": 0}, "max_bytes must be >= 1, got 0"),
+        ({"max_replay_writes": 0}, "max_replay_writes must be >= 1, got 0"),
+    ],
+)
+def test_bad_settings_are_refused_naming_them(arguments: dict[str, int], message: str) -> None:
+    """Each bound of the cache refuses a value out of range, naming it and the value."""
+    with pytest.raises(ValueError, match=message):
+        MemoryCache(**arguments)  # type: ignore[arg-type]
+
+
+def test_called_as_a_fallback_it_answers_the_command(clock: FakeClock) -> None:
+    """Called as a fallback, ``cache(command, *args)`` answers from memory, decoded when the
+    client decodes responses; clear() forgets everything; its repr shows its bounds."""
+    cache = MemoryCache(max_entries=5, default_ttl_seconds=60, replay_writes=True, clock=clock)
+    cache.observe(("GET", "k"), b"v")
+    assert cache("GET", "k") == b"v"
+    assert cache("GET", "k", decode_responses=True) == "v"
+    assert repr(cache) == f"memory (max 5 entries, {64 << 20} bytes, ttl 60s, replay_writes)"
+    cache.clear()
+    assert len(cache) == 0
+    assert cache.size_bytes == 0
+    assert cache("GET", "k") is None
+
+
+def test_arguments_are_encoded_as_redis_py_does(clock: FakeClock) -> None:
+    """Keys and values given as memoryview, int or float are stored as redis-py sends them;
+    a bool, which redis-py refuses, is refused too."""
+    cache = MemoryCache(clock=clock)
+    cache.execute(("SET", memoryview(b"k"), 1.5))
+    cache.execute(("SET", "n", 7))
+    assert cache.execute(("MGET", "k", "n")) == [b"1.5", b"7"]
+    with pytest.raises(UnsupportedCommand, match="bool"):
+        cache.execute(("SET", "k", True))
+
+
+def test_a_write_it_cannot_read_makes_it_forget_everything(clock: FakeClock) -> None:
+    """A successful write whose arguments cannot be encoded (what it changed is unknown)
+    empties the cache; a read with such arguments forgets nothing."""
+    cache = MemoryCache(clock=clock)
+    cache.observe(("GET", "a"), b"1")
+    cache.observe(("EXISTS", True), 0)
+    assert cache.execute(("GET", "a")) == b"1"
+    cache.observe(("SET", "b", True), True)
+    assert cache.execute(("GET", "a")) is None
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        (("GET", "h"), "WRONGTYPE"),
+        (("HGET", "s", "f"), "WRONGTYPE"),
+        (("MSET", "a", "1", "b"), "MSET takes key value pairs"),
+        (("HSET", "h", "f"), "HSET takes a key and field value pairs"),
+        (("SET", "s", "v", "KEEPTTL"), "SET option KEEPTTL"),
+        (("INCR", "nothing"), "the counter's value in Redis is not known here"),
+        ((), "empty command"),
+    ],
+)
+def test_what_it_cannot_answer_is_refused(
+    clock: FakeClock, command: tuple[object, ...], reason: str
+) -> None:
+    """A command of the wrong type for its key, with malformed arguments, or about data the
+    cache does not know is refused (the caller then gets the usual error), never guessed."""
+    cache = MemoryCache(clock=clock)
+    cache.observe(("GET", "s"), b"v")
+    cache.observe(("HGETALL", "h"), {b"f": b"v"})
+    with pytest.raises(UnsupportedCommand, match=reason):
+        cache.execute(command)
+    assert cache.execute(("HGET", "missing", "f")) is None
+    assert cache.execute(("HDEL", "missing", "f")) == 0
+
+
+def test_write_through_follows_what_redis_answered(clock: FakeClock) -> None:
+    """Kept values follow Redis's answers: MGET refreshes and forgets, HMGET learns fields,
+    an EXPIRE Redis answered 0 forgets the key, a SET NX that did not happen changes
+    nothing, and a field gone from Redis is forgotten."""
+    cache = MemoryCache(clock=clock)
+    cache.observe(("GET", "gone"), b"1")
+    cache.observe(("MGET", "a", "gone"), [b"A", None])
+    assert cache.execute(("GET", "a")) == b"A"
+    assert cache.execute(("EXISTS", "gone")) == 0
+    cache.observe(("HMGET", "h", "f", "g"), [b"1", None])
+    assert cache.execute(("HGET", "h", "f")) == b"1"
+    cache.observe(("HGET", "h", "f"), None)
+    assert cache.execute(("EXISTS", "h")) == 0  # no field left that is known
+    cache.observe(("GET", "e"), b"v")
+    cache.observe(("EXPIRE", "e", 10), 0)
+    assert cache.execute(("EXISTS", "e")) == 0
+    cache.observe(("GET", "k"), b"kept")
+    cache.observe(("SET", "k", "other", "NX"), None)
+    assert cache.execute(("GET", "k")) == b"kept"
+
+
+def test_write_through_of_odd_answers(clock: FakeClock) -> None:
+    """A field read from a key kept as a string replaces it with a partial hash; a successful
+    write with an option the cache does not model forgets that key; an expired counter
+    is not incremented from memory; HEXISTS answers from known fields."""
+    cache = MemoryCache(default_ttl_seconds=10, clock=clock)
+    cache.observe(("GET", "k"), b"string")
+    cache.observe(("HGET", "k", "f"), b"1")
+    assert cache.execute(("HEXISTS", "k", "f")) is True
+    with pytest.raises(UnsupportedCommand, match="only some fields"):
+        cache.execute(("HGETALL", "k"))  # one field known, not the whole hash
+    cache.observe(("GET", "s"), b"v")
+    cache.observe(("SET", "s", "w", "KEEPTTL"), True)
+    assert cache.execute(("EXISTS", "s")) == 0
+    cache.observe(("INCR", "n"), 5)
+    assert cache.execute(("INCR", "n")) == 6
+    clock.advance(10)
+    with pytest.raises(UnsupportedCommand, match="counter"):
+        cache.execute(("INCR", "n"))
+    cache.observe((), None)  # nothing to learn from an empty command
+
+
+def test_replay_without_a_way_to_redis_keeps_the_journal(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no replay client yet, or one that cannot be made, replay keeps the journaled
+    writes for the next recovery; the second case logs a warning."""
+    cache = MemoryCache(replay_writes=True, clock=clock)
+    cache.serve([("SET", "a", "1")])
+    cache.replay()
+    assert cache.journal_length == 1
+
+    def unreachable() -> Any:
+        raise ConnectionError("pool closed")
+
+    cache.set_replay_client(unreachable)
+    cache.replay()
+    assert cache.journal_length == 1
+    assert cache.replay_counts() == {"replayed": 0, "dropped": 0}
+    assert "could not replay" in caplog.text

@@ -528,3 +528,78 @@ def test_memoised_classification_equals_the_plain_rules(spans: list[dict[str, An
     classifier = registry._classifier
     for attributes in spans * 2:  # the second pass answers from the cache
         assert registry.classify(attributes) == classifier.match(attributes)
+
+
+def test_forwarded_sdk_spans_count_like_readable_ones(registry: Registry) -> None:
+    """A span handed over as the SDK's live Span (a processor that forwards what it gets)
+    is read through its public properties: client spans count, others do not."""
+    processor = BreakerSpanProcessor(registry)
+    tracer = TracerProvider().get_tracer("test")
+    for kind in (SpanKind.CLIENT, SpanKind.INTERNAL):
+        span = tracer.start_span("GET", kind=kind, attributes={"db.system": "redis"})
+        span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        processor.on_end(span)
+    assert totals(registry, "redis") == (0, 1)
+    assert processor.force_flush() is True  # nothing is buffered
+
+
+def test_max_discovered_must_not_be_negative(registry: Registry) -> None:
+    """A negative cap on discovered dependencies is refused, naming the value."""
+    with pytest.raises(ValueError, match="max_discovered must be >= 0, got -1"):
+        BreakerSpanProcessor(registry, max_discovered=-1)
+    assert BreakerSpanProcessor(registry).registry is registry
+
+
+def test_guarded_spans_still_teach_a_health_check_its_address() -> None:
+    """A span that ends inside a guarded call of its dependency is not counted again (the
+    guard counts the call), but a health check with no address of its own learns the
+    address of the call from it."""
+    from otel_resilience._health import health_monitor
+
+    registry = Registry.from_config(
+        {
+            "dependencies": {
+                "cache": {
+                    "match": {"db.system": "redis"},
+                    "health_check": {"type": "redis"},
+                }
+            }
+        }
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    attributes = {"db.system": "redis", "server.address": "cache.internal", "server.port": 6390}
+    registry.call("cache", emit, provider, attributes)
+    learned = health_monitor(registry).addresses.get("cache")
+    assert learned is not None
+    assert (learned.host, learned.port) == ("cache.internal", 6390)
+    assert totals(registry, "cache") == (1, 0)  # the guarded call, once
+
+
+def test_no_discovery_when_both_names_are_declared(caplog: pytest.LogCaptureFixture) -> None:
+    """An unmatched span whose group name and its 'auto:' form are both declared (matching
+    other spans) is quietly left uncounted: no third name, no error."""
+    registry = Registry(
+        [
+            Dependency("redis", match={"db.system": "redis", "server.port": 6380}),
+            Dependency("auto:redis", match={"db.system": "redis", "server.port": 6381}),
+        ]
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    with caplog.at_level(logging.DEBUG, logger="otel_resilience"):
+        emit(provider, {"db.system": "redis", "server.port": 6379})
+    assert caplog.records == []
+    assert [dependency.name for dependency in registry] == ["redis", "auto:redis"]
+    assert totals(registry, "redis") == totals(registry, "auto:redis") == (0, 0)
+
+
+def test_without_auto_discovery_unmatched_spans_are_ignored(registry: Registry) -> None:
+    """With auto_discover off, a client span of no declared dependency adds none and is
+    not counted anywhere."""
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry, auto_discover=False))
+    emit(provider, {"db.system": "mysql"}, error=True)
+    assert "mysql" not in registry
+    assert [dependency.name for dependency in registry] == ["redis", "pg", "api"]

@@ -24,6 +24,7 @@ SECRET = "S3cr3t-Valu3!x"
         f"sent header Bearer {SECRET}abc",
         f"GET https://api.example.com/v1/items?key={SECRET}&page=2 failed",
         f"https://api.example.com/v1?sig={SECRET}",
+        f"GET http://api.internal?token={SECRET} failed",
         f"postgresql://app:{SECRET}@db.internal:5432/prod",
         "postgresql://app:p@ss@w0rd-S3cr3t-Valu3!x@db.internal:5432/prod",
         f"redis://:{SECRET}@cache:6379/0",

@@ -262,6 +262,39 @@ def test_replay_without_restart_keeps_newer_direct_writes_order(
 
 
 @pytest.mark.parametrize("guarded", [REPLAY], indirect=True)
+def test_a_cache_replaced_by_a_reload_still_replays(server: RedisServer, guarded: Registry) -> None:
+    """A reload that changes the memory fallback's settings gives a new cache, and writes it
+    serves while Redis is down still reach Redis when it is back, through the same client."""
+    client = client_for(server)
+    assert client.ping()  # the guard now knows how to reach this Redis for a replay
+    before = guarded["cache"].fallback
+    guarded.reload(
+        {
+            "dependencies": {
+                "cache": {
+                    "match": {"db.system": "redis", "server.port": server.port},
+                    "breaker": {"consecutive_failures": 2, "open_seconds": OPEN_SECONDS},
+                    "fallback": {**REPLAY, "max_entries": 500},
+                }
+            }
+        }
+    )
+    fallback = guarded["cache"].fallback
+    assert isinstance(fallback, MemoryCache)
+    assert fallback is not before
+    assert fallback.max_entries == 500
+    server.stop()
+    for value in ("1", "2"):
+        assert served(lambda value=value: client.set("r", value)) is True
+    assert guarded.breaker("cache").state is State.OPEN
+    server.start()
+    time.sleep(OPEN_SECONDS + 0.05)
+    assert client.ping()
+    wait_for(lambda: fallback.journal_length == 0)
+    assert raw(server, "GET", "r") == b"$1\r\n2\r\n"
+
+
+@pytest.mark.parametrize("guarded", [REPLAY], indirect=True)
 async def test_asyncio_client_writes_are_replayed(server: RedisServer, guarded: Registry) -> None:
     """redis.asyncio: writes served while Redis was down are replayed once it is back."""
     import redis.asyncio

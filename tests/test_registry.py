@@ -319,8 +319,83 @@ def test_critical_dependency_cannot_have_a_fallback() -> None:
         Dependency("db", Criticality.CRITICAL, fallback=lambda: None)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"name": " "}, "dependency name must be a non-empty string, got ' '"),
+        (
+            {"criticality": "vital"},
+            "criticality must be one of critical, important, optional, monitoring, got 'vital'",
+        ),
+        ({"criticality": 3}, "criticality must be one of .*, got 3"),
+        ({"match": "db.system=redis"}, "'d': match must be a mapping of attribute to value"),
+        ({"match": {"": "redis"}}, "'d': match key must be a string, got ''"),
+        ({"match": {"db.system": None}}, "'d': match.db.system must be a string or number"),
+        ({"match": {"server.port": [6379]}}, "'d': match.server.port must be a string or number"),
+        ({"policy": {"open_seconds": 3}}, "'d': policy must be a BreakerPolicy"),
+        ({"fallback": "no.such.module:fn"}, "'d': cannot import module 'no.such.module'"),
+        (
+            {"fallback": "tests.fallbacks_for_tests:exploding"},
+            "'d': reading 'exploding' of module 'tests.fallbacks_for_tests' raised RuntimeError",
+        ),
+        ({"fallback": "memoryy"}, "'d': unknown built-in fallback 'memoryy'; built-ins: memory,"),
+        ({"fallback": 5}, "'d': fallback must be a callable, a built-in name \\(memory, none\\)"),
+        ({"business_errors": ("NotFound",)}, "'d': business_errors must be exception types"),
+        ({"is_failure": True}, "'d': is_failure must be callable, got True"),
+        ({"limits": {"max_concurrent_calls": 4}}, "'d': limits must be a LimitPolicy"),
+        ({"retry_budget": 0.2}, "'d': retry_budget must be a RetryBudgetPolicy, got 0.2"),
+    ],
+)
+def test_dependency_refuses_bad_arguments_naming_them(
+    arguments: dict[str, object], message: str
+) -> None:
+    """Dependency(...) built in code refuses each bad argument with a ValueError that names
+    the dependency, the argument and the value given."""
+    arguments.setdefault("name", "d")
+    with pytest.raises(ValueError, match=message):
+        Dependency(**arguments)  # type: ignore[arg-type]
+
+
+async def test_registry_refuses_what_is_not_a_dependency_and_names_unknown_ones() -> None:
+    """Registry() refuses anything but Dependency objects; acall() of an unknown name raises
+    UnknownDependencyError (a KeyError) naming the known ones; the repr lists them."""
+    with pytest.raises(TypeError, match="expected a Dependency, got 'redis'"):
+        Registry(["redis"])  # type: ignore[list-item]
+    registry = Registry([Dependency("redis")], service="svc")
+    assert repr(registry) == "<Registry service='svc' dependencies=['redis']>"
+
+    async def call() -> None:
+        return None
+
+    with pytest.raises(UnknownDependencyError, match="redis") as info:
+        await registry.acall("redsi", call)
+    assert isinstance(info.value, KeyError)
+
+
+def test_memory_fallback_by_name_is_a_cache_of_its_own() -> None:
+    """fallback="memory" in code gives each dependency a memory cache of its own."""
+    from otel_resilience._memory_cache import MemoryCache
+
+    first, second = Dependency("a", fallback="memory"), Dependency("b", fallback="memory")
+    assert isinstance(first.fallback, MemoryCache)
+    assert isinstance(second.fallback, MemoryCache)
+    assert first.fallback is not second.fallback
+
+
+def test_dependency_normalises_what_it_is_given() -> None:
+    """A criticality by name in any case, a number matched as text, and one business error
+    type given alone are accepted as their normal forms."""
+    dependency = Dependency(
+        "d", criticality=" Important ", match={"net.peer.port": 6379}, business_errors=NotFound
+    )
+    assert dependency.criticality is Criticality.IMPORTANT
+    assert dependency.match == {"server.port": "6379"}
+    assert dependency.business_errors == (NotFound,)
+
+
 def test_classify_across_semconv_generations() -> None:
-    """classify matches old and new attribute names and URL hosts; first match wins."""
+    """classify matches old and new attribute names and URL hosts; first match wins; a URL
+    that does not parse matches nothing (and raises nothing)."""
     registry = Registry(
         [
             Dependency("cache", match={"db.system": "redis", "server.port": 6380}),
@@ -337,6 +412,7 @@ def test_classify_across_semconv_generations() -> None:
     assert registry.classify({"net.peer.name": "api.internal"}) == "api"
     assert registry.classify({"db.system": "mysql"}) is None
     assert registry.classify({"http.url": "not a url ::"}) is None
+    assert registry.classify({"url.full": "http://[api.internal/x"}) is None  # unparsable
 
 
 def test_registry_iterates_in_declaration_order() -> None:

@@ -29,6 +29,7 @@ from otel_resilience import (
     Criticality,
     OperatorEvent,
     State,
+    get_registry,
     load_config,
 )
 from otel_resilience._memory_cache import MemoryCache
@@ -341,6 +342,23 @@ def test_time_window_change_starts_an_empty_window(clock: FakeClock) -> None:
     assert breaker.snapshot().calls == 1
 
 
+def test_back_to_a_count_window_starts_an_empty_one(clock: FakeClock) -> None:
+    """Switching from a time window back to a count window starts an empty count window of
+    the new size; a policy that is not a BreakerPolicy is refused."""
+    timed = BreakerPolicy(consecutive_failures=None, window_seconds=10)
+    breaker = CircuitBreaker("x", timed, clock=clock)
+    breaker.record_failure()
+    counted = BreakerPolicy(consecutive_failures=None, window_size=3, minimum_calls=3)
+    breaker.apply_policy(counted)
+    assert breaker.snapshot().calls == 0
+    for _ in range(5):
+        breaker.record_success()
+    assert breaker.snapshot().calls == 3  # the new size bounds the window
+    with pytest.raises(TypeError, match="expected a BreakerPolicy, got"):
+        breaker.apply_policy({"window_size": 3})  # type: ignore[arg-type]
+    assert repr(breaker) == "<CircuitBreaker 'x' closed>"
+
+
 def test_reload_of_a_fixed_file_replaces_the_stand_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -358,6 +376,51 @@ def test_reload_of_a_fixed_file_replaces_the_stand_in(
     assert config_error_of(registry) is None
     assert registry["postgres"].criticality is Criticality.CRITICAL
     assert registry.classify({"db.system": "redis"}) == "redis"
+
+
+def test_a_failing_event_listener_never_undoes_a_reload(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator-event listener that raises is logged; the reload is applied and the
+    other listeners still hear of it."""
+    registry = load_config({"dependencies": {"api": {}}}, clock=clock)
+
+    def broken(event: OperatorEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    heard: list[OperatorEvent] = []
+    registry.add_event_listener(broken)
+    registry.add_event_listener(heard.append)
+    registry.reload({"dependencies": {"api": {"breaker": {"open_seconds": 3}}}})
+    assert registry.breaker("api").policy.open_seconds == 3
+    assert [(e.kind, e.detail) for e in heard] == [("reload", "applied")]
+    assert "event listener" in caplog.text
+    assert "listener bug" in caplog.text
+
+
+def test_reload_declares_an_auto_discovered_dependency(clock: FakeClock) -> None:
+    """A dependency first auto-discovered from its spans (observe-only, never rejecting) and
+    then declared by a reload is protected from then on: its breaker opens and rejects."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+
+    from otel_resilience import BreakerSpanProcessor
+
+    registry = load_config({}, clock=clock)
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    provider.get_tracer("test").start_span(
+        "GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}
+    ).end()
+    assert registry["redis"].observe_only
+    trip(registry.breaker("redis"), 5)
+    assert registry.breaker("redis").state is State.DISABLED  # observed, never rejecting
+    registry.reload({"dependencies": {"redis": {"breaker": {"consecutive_failures": 2}}}})
+    assert not registry["redis"].observe_only
+    assert registry.breaker("redis").state is State.CLOSED
+    trip(registry.breaker("redis"), 2)
+    with pytest.raises(CircuitOpenError):
+        registry.call("redis", lambda: None)
 
 
 # -- SIGHUP and polling under opentelemetry-instrument ---------------------------------
@@ -520,3 +583,174 @@ def test_polling_reloads_a_changed_file(tmp_path: Path) -> None:
     finally:
         stderr = app.stop()
     assert len(failure_lines(stderr)) == 1, stderr
+
+
+# -- the reload trigger in this process --------------------------------------------------
+
+
+def wait_until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Leaves no trigger running, no SIGHUP handler and no global registry behind."""
+    from otel_resilience import _reload
+    from otel_resilience._configure import reset_for_tests
+
+    monkeypatch.delenv(_reload.RELOAD_SECONDS_ENV, raising=False)
+    handler = signal.getsignal(signal.SIGHUP)
+    reset_for_tests()
+    yield _reload
+    for trigger in _reload._triggers:
+        trigger.stop()
+    _reload._triggers.clear()
+    signal.signal(signal.SIGHUP, handler)
+    reset_for_tests()
+
+
+def test_polling_waits_for_a_missing_file_and_applies_it(tmp_path: Path, clock: FakeClock) -> None:
+    """Polling a config file that is not there (being replaced) is no error and changes
+    nothing; the file is applied once it appears, and stop() ends the worker."""
+    from otel_resilience._reload import ReloadTrigger
+
+    path = tmp_path / "resilience.yaml"
+    registry = load_config({}, clock=clock)
+    events: list[OperatorEvent] = []
+    registry.add_event_listener(events.append)
+    trigger = ReloadTrigger(str(path), poll_seconds=0.02, registry=lambda: registry)
+    trigger.start()
+    try:
+        time.sleep(0.1)  # several polls of the missing file
+        assert events == []
+        write(path, BASE)
+        wait_until(lambda: "postgres" in registry)
+    finally:
+        trigger.stop()
+    assert trigger._thread is not None
+    assert not trigger._thread.is_alive()
+    assert [(e.kind, e.detail) for e in events] == [("reload", "applied")]
+
+
+def test_an_unexpected_reload_error_is_logged_and_the_worker_lives_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error other than ConfigError during a reload is logged with its traceback, never
+    raised; the worker goes on and the next request applies the file."""
+    from otel_resilience._reload import ReloadTrigger
+
+    path = write(tmp_path / "resilience.yaml", BASE)
+    registry = load_config({})
+    available = threading.Event()
+
+    def live() -> Any:
+        if not available.is_set():
+            raise RuntimeError("no registry yet")
+        return registry
+
+    trigger = ReloadTrigger(str(path), registry=live)
+    trigger.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="otel_resilience._reload"):
+            trigger.request()
+            wait_until(lambda: caplog.records)
+        available.set()
+        trigger.request()
+        wait_until(lambda: "postgres" in registry)
+    finally:
+        trigger.stop()
+    (record,) = caplog.records
+    assert record.getMessage() == "config reload (SIGHUP) failed, the old config stays"
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_no_config_file_no_trigger(monkeypatch: pytest.MonkeyPatch, installed: Any) -> None:
+    """Without OTEL_RESILIENCE_CONFIG there is nothing to reload: no worker starts and the
+    SIGHUP handler stays the application's."""
+    monkeypatch.delenv("OTEL_RESILIENCE_CONFIG", raising=False)
+    handler = signal.getsignal(signal.SIGHUP)
+    assert installed.install_reload_triggers(get_registry) is None
+    assert installed._triggers == []
+    assert signal.getsignal(signal.SIGHUP) is handler
+
+
+@pytest.mark.parametrize("raw", ["0", "-2", "soon", "nan"])
+def test_a_bad_reload_interval_is_reported_and_not_polled(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    installed: Any,
+    raw: str,
+) -> None:
+    """OTEL_RESILIENCE_RELOAD_SECONDS that is not a number of seconds > 0 is named in a
+    warning with its value; the file is then not polled (SIGHUP still reloads)."""
+    path = write(tmp_path / "resilience.yaml", BASE)
+    monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
+    monkeypatch.setenv(installed.RELOAD_SECONDS_ENV, raw)
+    with caplog.at_level(logging.WARNING, logger="otel_resilience._reload"):
+        trigger = installed.install_reload_triggers(get_registry)
+    assert trigger.poll_seconds is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"OTEL_RESILIENCE_RELOAD_SECONDS must be a number of seconds > 0, got {raw!r}; not polling"
+    ]
+
+
+def test_sighup_reloads_and_still_calls_the_apps_own_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed: Any
+) -> None:
+    """A real SIGHUP reloads the file and still reaches the SIGHUP handler the application
+    had; installing the triggers again replaces the first one instead of adding one."""
+    path = write(tmp_path / "resilience.yaml", BASE)
+    monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
+    seen: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: seen.append(signum))
+    first = installed.install_reload_triggers(get_registry)
+    second = installed.install_reload_triggers(get_registry)
+    assert not first._thread.is_alive()
+    assert installed._triggers == [second]
+    registry = get_registry()
+    assert registry.breaker("redis").policy.open_seconds == 30
+    write(path, BASE.replace("open_seconds: 30", "open_seconds: 5"))
+    os.kill(os.getpid(), signal.SIGHUP)
+    wait_until(lambda: registry.breaker("redis").policy.open_seconds == 5)
+    assert seen == [signal.SIGHUP]
+
+
+def test_forked_child_reloads_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed: Any
+) -> None:
+    """In a child of os.fork the reload worker runs again: a request there applies the
+    edited file to the child's registry, and the parent's stays as it was."""
+    path = write(tmp_path / "resilience.yaml", BASE)
+    monkeypatch.setenv("OTEL_RESILIENCE_CONFIG", str(path))
+    trigger = installed.install_reload_triggers(get_registry)
+    registry = get_registry()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running pytest's teardown
+        try:
+            os.close(read_end)
+            report: dict[str, Any] = {"alive": trigger._thread.is_alive()}
+            write(path, BASE.replace("open_seconds: 30", "open_seconds: 5"))
+            trigger.request()
+            deadline = time.monotonic() + 10
+            while registry.breaker("redis").policy.open_seconds != 5:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            report["open_seconds"] = registry.breaker("redis").policy.open_seconds
+            os.write(write_end, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert json.loads(b"".join(chunks)) == {"alive": True, "open_seconds": 5}
+    assert registry.breaker("redis").policy.open_seconds == 30

@@ -179,3 +179,74 @@ def test_otel_logs_get_the_record_with_the_trace_context(
     assert record.attributes is not None
     assert record.attributes["dependency.name"] == "cache"
     meter_provider.shutdown()
+
+
+def otel_logs_of_an_opening(monkeypatch: pytest.MonkeyPatch) -> InMemoryLogRecordExporter:
+    """Open a breaker with an OTel LoggerProvider set; the exporter of that provider."""
+    exporter = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    monkeypatch.setattr(_logs, "get_logger_provider", lambda: logger_provider)
+    monkeypatch.setattr(_logs, "get_logger", lambda name, *a, **k: logger_provider.get_logger(name))
+    return exporter
+
+
+def trip_billing() -> None:
+    registry = load_config(CONFIG)
+    for _ in range(2):
+        registry.breaker("billing").record_failure(error_type="ConnectionError")
+
+
+# The SDK's LoggingHandler is deprecated for opentelemetry-instrumentation-logging's, which
+# is not installed here; both live in "opentelemetry" modules, all the check looks at.
+@pytest.mark.filterwarnings("ignore:`LoggingHandler` in `opentelemetry-sdk` is deprecated")
+def test_std_logging_already_forwarded_to_otel_is_not_sent_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When OTel's LoggingHandler already forwards std logging to OTel logs, the opening
+    reaches OTel logs once, through that handler."""
+    from opentelemetry.sdk._logs import LoggingHandler
+
+    exporter = otel_logs_of_an_opening(monkeypatch)
+    provider = _logs.get_logger_provider()
+    handler = LoggingHandler(level=logging.WARNING, logger_provider=provider)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        trip_billing()
+    finally:
+        root.removeHandler(handler)
+    bodies = [str(log.log_record.body) for log in exporter.get_finished_logs()]
+    assert len(bodies) == 1
+    assert "'billing' opened" in bodies[0]
+
+
+@pytest.mark.filterwarnings("ignore:`LoggingHandler` in `opentelemetry-sdk` is deprecated")
+def test_not_propagated_logs_still_reach_otel_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the library's logger not propagating to a forwarding root handler, the opening
+    is sent to OTel logs directly."""
+    from opentelemetry.sdk._logs import LoggingHandler
+
+    exporter = otel_logs_of_an_opening(monkeypatch)
+    handler = LoggingHandler(level=logging.WARNING, logger_provider=_logs.get_logger_provider())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    monkeypatch.setattr(logging.getLogger("otel_resilience"), "propagate", False)
+    try:
+        trip_billing()
+    finally:
+        root.removeHandler(handler)
+    assert len(exporter.get_finished_logs()) == 1
+
+
+def test_a_silenced_logger_sends_no_otel_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Silencing the library's logger below WARNING keeps the opening out of OTel logs too."""
+    exporter = otel_logs_of_an_opening(monkeypatch)
+    logger = logging.getLogger("otel_resilience._trace_links")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        trip_billing()
+    finally:
+        logger.setLevel(level)
+    assert exporter.get_finished_logs() == ()
