@@ -1085,7 +1085,8 @@ class Guard:
     """``with registry.guard(name):`` / ``async with``: admit, time and record one block.
 
     A rejected block raises ``CircuitOpenError`` on entry. A guard has no value to replace,
-    so it applies no fallback, and no call timeout (wrap the block in ``asyncio.timeout``).
+    so it applies no fallback, and no call timeout (wrap the block in ``asyncio.timeout``,
+    or on Python 3.10 run the coroutine holding it under ``asyncio.wait_for``).
     Inside another guard of the same dependency it joins that call.
     """
 

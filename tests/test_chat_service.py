@@ -165,7 +165,8 @@ class User:
         started = time.monotonic()
         await self.ws.send(json.dumps({"type": "message", "id": message_id, "text": text}))
         events: list[dict[str, Any]] = []
-        async with asyncio.timeout(timeout):
+
+        async def receive() -> list[dict[str, Any]]:
             while True:
                 event = json.loads(await self.ws.recv())
                 if event.get("user") != self.name:
@@ -181,17 +182,23 @@ class User:
                 if event["type"] in ("agent_completed", "error"):
                     return events
 
+        # asyncio.wait_for, not asyncio.timeout: the suite also runs on Python 3.10.
+        return await asyncio.wait_for(receive(), timeout)
+
     async def wait_notice(self, kind: str, dependency: str, timeout: float) -> dict[str, Any]:
         for notice in self.notices:
             if notice["type"] == kind and notice["dependency"] == dependency:
                 return notice
-        async with asyncio.timeout(timeout):
+
+        async def receive() -> dict[str, Any]:
             while True:
                 event = json.loads(await self.ws.recv())
                 if event["type"] in ("service_degraded", "service_restored"):
                     self.notices.append(event)
                     if event["type"] == kind and event["dependency"] == dependency:
                         return event
+
+        return await asyncio.wait_for(receive(), timeout)
 
 
 async def login(env: Env, name: str) -> str:

@@ -137,7 +137,8 @@ async def say(ws: Any, text: str) -> tuple[str, float]:
     message_id = uuid.uuid4().hex
     started = time.monotonic()
     await ws.send(json.dumps({"type": "message", "id": message_id, "text": text}))
-    async with asyncio.timeout(10):
+
+    async def receive() -> tuple[str, float]:
         while True:
             event = json.loads(await ws.recv())
             if event.get("message_id") == message_id and event["type"] in (
@@ -145,6 +146,9 @@ async def say(ws: Any, text: str) -> tuple[str, float]:
                 "error",
             ):
                 return event["type"], time.monotonic() - started
+
+    # asyncio.wait_for, not asyncio.timeout: the suite also runs on Python 3.10.
+    return await asyncio.wait_for(receive(), 10)
 
 
 class HealthSampler:

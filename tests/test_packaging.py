@@ -213,16 +213,18 @@ def _floor(requirement: str) -> str:
 
 
 def test_ci_tests_the_lowest_versions_pyproject_allows() -> None:
-    """.ci/lowest-otel.txt pins exactly the floors pyproject.toml declares, so the second
+    """.ci/lowest-otel.txt pins exactly the OpenTelemetry floors pyproject.toml declares, in
+    the dependencies and in every extra (each client's instrumentation too), so the second
     venv of .ci/run tests what the package allows."""
     pins = {}
     for line in (ROOT / ".ci" / "lowest-otel.txt").read_text(encoding="utf-8").splitlines():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==")
             pins[name.strip()] = version.strip()
+    requirements = [*PYPROJECT["project"]["dependencies"], *(r for e in EXTRAS.values() for r in e)]
     floors = {
         _name(r): _floor(r)
-        for r in [*PYPROJECT["project"]["dependencies"], *EXTRAS["instrumentation"]]
+        for r in requirements
         if _name(r).startswith("opentelemetry-") and ">=" in r
     }
     from packaging.version import Version
