@@ -69,9 +69,12 @@ The rules the path keeps (the breaker's own rules are in ``_breaker.py``):
   ``CircuitOpenError`` are no outcome.
 - Durations (slow calls, timeouts) are read from the registry's injected clock, and only
   when a policy needs them.
-- The success path on a CLOSED breaker: one ``GUARDED`` set and reset, one note read, the
-  breaker's success record; nothing of ours is allocated for it (``ContextVar.set``
-  makes its token).
+- The success path on a CLOSED breaker: one ``GUARDED`` set and reset, a note read only
+  once a joined call ever left one, the success counted as ``CircuitBreaker``'s steady
+  case (one atomic count) or its record; nothing of ours is allocated for it
+  (``ContextVar.set`` makes its token; a client guard enters its span with one tuple).
+  ``protect`` runs that path in its own wrapper (``protected``/``aprotected``), without
+  the call into ``guarded_call``.
 """
 
 from __future__ import annotations
