@@ -164,6 +164,7 @@ class ReloadTrigger:
         self._stop = threading.Event()
         self._requested = False
         self._last_digest = _digest(path)
+        self._settling: bytes | None = None  # new content seen once, not yet applied
         self._thread: threading.Thread | None = None
 
     def live_registry(self) -> Reloadable:
@@ -194,11 +195,31 @@ class ReloadTrigger:
             if self._stop.is_set():
                 return
             requested, self._requested = self._requested, False
-            digest = _digest(self.path)
-            if not requested and digest == self._last_digest:
-                continue
-            self._last_digest = digest
-            self.reload("SIGHUP" if requested else "file change")
+            self.poll(requested)
+
+    def poll(self, requested: bool = False) -> bool:
+        """One look at the file (what the worker does on each wake); True when reloaded.
+
+        A SIGHUP (``requested``) reloads at once. A change seen by polling reloads once
+        the file has stopped changing, that is when two polls in a row read the same
+        new content: an editor or a deploy writing the file in several steps is never
+        caught half-way (an empty or cut-off file would load as a different config).
+        A missing file (being replaced) is waited for.
+        """
+        digest = _digest(self.path)
+        if requested:
+            self._last_digest, self._settling = digest, None
+            self.reload("SIGHUP")
+            return True
+        if digest is None or digest == self._last_digest:  # unchanged, or being replaced
+            self._settling = None
+            return False
+        if digest != self._settling:
+            self._settling = digest  # changed since the last poll: wait for it to settle
+            return False
+        self._last_digest, self._settling = digest, None
+        self.reload("file change")
+        return True
 
     def reload(self, why: str) -> bool:
         """Reload now; True when applied. Never raises."""

@@ -612,6 +612,36 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> Any:
     reset_for_tests()
 
 
+def test_polling_applies_a_file_only_once_it_stops_changing(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A file caught while it is being written (empty, then cut off) is not applied: a
+    change applies once two polls in a row read the same new content; a SIGHUP applies at
+    once."""
+    from otel_resilience._reload import ReloadTrigger
+
+    path = tmp_path / "resilience.yaml"
+    write(path, BASE)
+    registry = load_config(str(path), clock=clock)
+    events: list[OperatorEvent] = []
+    registry.add_event_listener(events.append)
+    trigger = ReloadTrigger(str(path), registry=lambda: registry)
+    write(path, "")  # truncated by the writer
+    assert trigger.poll() is False
+    write(path, "dependencies:\n  other: {match: {db.system: mysql")  # cut off
+    assert trigger.poll() is False
+    write(path, "dependencies:\n  other: {match: {db.system: mysql}}\n")
+    assert trigger.poll() is False  # new content, seen once
+    assert events == []
+    assert trigger.poll() is True  # the same content again: applied
+    assert "other" in registry
+    assert [(e.kind, e.detail) for e in events] == [("reload", "applied")]
+    assert trigger.poll() is False  # nothing new
+    write(path, BASE)
+    assert trigger.poll(requested=True) is True  # SIGHUP: at once
+    assert [(e.kind, e.detail) for e in events] == [("reload", "applied")] * 2
+
+
 def test_polling_waits_for_a_missing_file_and_applies_it(tmp_path: Path, clock: FakeClock) -> None:
     """Polling a config file that is not there (being replaced) is no error and changes
     nothing; the file is applied once it appears, and stop() ends the worker."""
