@@ -813,16 +813,19 @@ def protected(
     asked on the first call.
     """
 
-    # Bound here when the dependency is declared already, else on the first call.
+    # Bound here when the dependency is declared already, else on the first call (the
+    # breaker's success count is made once with it and never replaced).
     breaker: Any = entry.breaker if entry is not None else None
     name = entry.name if entry is not None else ""
+    count: Any = breaker._fast_successes if breaker is not None else None
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        nonlocal entry, breaker, name
+        nonlocal entry, breaker, name, count
         found = entry
         if found is None:
             found = entry_of()
             breaker, name = found.breaker, found.name
+            count = breaker._fast_successes
             entry = found  # last: another thread reading it finds the rest bound
         if not found.fast or breaker._state is not _CLOSED or _get_mark() is not None:
             return guarded_call(found, PLAIN, function, args, kwargs, fallback)
@@ -840,7 +843,7 @@ def protected(
         if _notes_used and _get_note() is not None:
             _succeeded(found, PLAIN, result, 0.0, None, fallback, args)
         elif breaker._steady_ring.steady:
-            next(breaker._fast_successes)
+            next(count)
         else:
             breaker.record_success()
         return result
@@ -857,16 +860,19 @@ def aprotected(
     """``protect``'s wrapper of a coroutine function: ``guarded_acall`` with the same
     fast lane as ``protected``."""
 
-    # Bound here when the dependency is declared already, else on the first call.
+    # Bound here when the dependency is declared already, else on the first call (the
+    # breaker's success count is made once with it and never replaced).
     breaker: Any = entry.breaker if entry is not None else None
     name = entry.name if entry is not None else ""
+    count: Any = breaker._fast_successes if breaker is not None else None
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        nonlocal entry, breaker, name
+        nonlocal entry, breaker, name, count
         found = entry
         if found is None:
             found = entry_of()
             breaker, name = found.breaker, found.name
+            count = breaker._fast_successes
             entry = found  # last: another thread reading it finds the rest bound
         if not found.fast or breaker._state is not _CLOSED or _get_mark() is not None:
             return await guarded_acall(found, PLAIN, function, args, kwargs, fallback)
@@ -883,7 +889,7 @@ def aprotected(
         if _notes_used and _get_note() is not None:
             _succeeded(found, PLAIN, result, 0.0, None, fallback, args)
         elif breaker._steady_ring.steady:
-            next(breaker._fast_successes)
+            next(count)
         else:
             breaker.record_success()
         return result
