@@ -312,8 +312,9 @@ def run_preloaded(
                     checked[answer["pid"]] = check["status"]
                 time.sleep(0.05)
         assert checked, f"no worker reported a passing check: {health}"
-        for pid in pids:
-            assert wait_for_spans(receiver, f"worker-{pid}", 1, 10), f"no span from {pid}"
+        # Generous: a loaded machine has delayed a worker's first export past 10 s (rarely);
+        # a worker whose export hangs for good still fails, with gunicorn's output.
+        missing = [pid for pid in pids if not wait_for_spans(receiver, f"worker-{pid}", 1, 30)]
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -321,6 +322,7 @@ def run_preloaded(
         except subprocess.TimeoutExpired:
             process.kill()
             output, _ = process.communicate()
+    assert not missing, f"no span from workers {missing}; gunicorn said:\n{output}"
     assert "dropping telemetry" not in output, output
 
 
