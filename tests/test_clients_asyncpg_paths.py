@@ -18,22 +18,14 @@ import sqlalchemy.dialects.postgresql.asyncpg as adapter
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from otel_resilience import CircuitOpenError, Registry, load_config
-from otel_resilience.instrumentation import install
 from otel_resilience.instrumentation._install import GuardLayer, Installer
 from otel_resilience.instrumentation._sqlalchemy import install_sqlalchemy
 from tests.support.client_servers import CountingProxy
+from tests.support.guards import guarded
 
 
 def registry_for(**match: Any) -> Registry:
     return load_config({"dependencies": {"db": {"match": {"db.system": "postgresql", **match}}}})
-
-
-def guarded(registry: Registry) -> Iterator[Registry]:
-    uninstall = install(registry)
-    try:
-        yield registry
-    finally:
-        uninstall()
 
 
 def recorded(registry: Registry) -> int:

@@ -19,6 +19,7 @@ import pytest
 from otel_resilience import CircuitOpenError, Registry, load_config
 from otel_resilience.instrumentation import install
 from tests.support.client_servers import SERVICE, GrpcServer
+from tests.support.guards import guarded
 
 
 def _identity(value: bytes) -> bytes:
@@ -44,14 +45,6 @@ def registry_for(port: int, **extra: Any) -> Registry:
     if chaos is not None:
         config["chaos"] = {"enabled": True, "dependencies": {"dep": chaos}}
     return load_config(config)
-
-
-def guarded(registry: Registry) -> Iterator[Registry]:
-    uninstall = install(registry)
-    try:
-        yield registry
-    finally:
-        uninstall()
 
 
 def method(channel: Any, name: str) -> Any:

@@ -17,10 +17,10 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_resilience import BreakerSpanProcessor, CircuitOpenError, Registry, load_config
-from otel_resilience.instrumentation import install
 from otel_resilience.instrumentation._clientcall import Dependencies, http_dependency
 from otel_resilience.instrumentation._install import Installer
 from tests.support.client_servers import HttpServer
+from tests.support.guards import guarded
 
 
 @pytest.fixture
@@ -28,14 +28,6 @@ def server() -> Iterator[HttpServer]:
     own = HttpServer().start()
     yield own
     own.stop()
-
-
-def guarded(registry: Registry) -> Iterator[Registry]:
-    uninstall = install(registry)
-    try:
-        yield registry
-    finally:
-        uninstall()
 
 
 @pytest.fixture

@@ -16,20 +16,12 @@ import redis.asyncio
 
 from otel_resilience import CircuitOpenError, Registry, load_config
 from otel_resilience._health import health_monitor
-from otel_resilience.instrumentation import install
+from tests.support.guards import guarded
 from tests.support.health_servers import need_tool
 
 
 def registry_for(**match: Any) -> Registry:
     return load_config({"dependencies": {"cache": {"match": {"db.system": "redis", **match}}}})
-
-
-def guarded(registry: Registry) -> Iterator[Registry]:
-    uninstall = install(registry)
-    try:
-        yield registry
-    finally:
-        uninstall()
 
 
 def totals(registry: Registry) -> tuple[int, int, int]:

@@ -22,6 +22,7 @@ from redis.retry import Retry
 from otel_resilience import CircuitOpenError, Registry, State, load_config
 from otel_resilience._context import GUARDED, GUARDED_SPANS
 from otel_resilience.instrumentation import install
+from tests.support.guards import guarded
 from tests.support.health_servers import FaultProxy, RedisServer, free_port, need_tool
 
 NO_RETRY = Retry(NoBackoff(), 0)
@@ -38,14 +39,6 @@ def server() -> Iterator[RedisServer]:
     own.start()
     yield own
     own.stop()
-
-
-def guarded(registry: Registry) -> Iterator[Registry]:
-    uninstall = install(registry)
-    try:
-        yield registry
-    finally:
-        uninstall()
 
 
 def redis_dependency(server: RedisServer, **extra: Any) -> dict[str, Any]:
