@@ -60,12 +60,17 @@ MAX_GUARDED_SPANS = 4096
 _CLIENT = SpanKind.CLIENT
 
 
+def _forget_oldest(spans: dict[int, tuple[object, str]]) -> None:
+    """Drop the oldest entry (the table is full)."""
+    with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # raced: gone already
+        del spans[next(iter(spans))]
+
+
 def mark_guarded_span(span_context: object, name: str) -> None:
     """Enter a client span's context in ``GUARDED_SPANS`` for dependency ``name``."""
     spans = GUARDED_SPANS
     if len(spans) >= MAX_GUARDED_SPANS:
-        with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # raced: gone already
-            del spans[next(iter(spans))]
+        _forget_oldest(spans)
     spans[id(span_context)] = (span_context, name)
 
 
@@ -87,8 +92,7 @@ def mark_current_client_span(name: str) -> None:
             return
     spans = GUARDED_SPANS
     if len(spans) >= MAX_GUARDED_SPANS:
-        with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # raced: gone already
-            del spans[next(iter(spans))]
+        _forget_oldest(spans)
     spans[id(span_context)] = (span_context, name)
 
 
