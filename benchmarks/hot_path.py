@@ -53,6 +53,30 @@ FULL_CONFIG: dict[str, Any] = {
 }
 
 
+# The attributes the OTel redis instrumentation sets on a GET's span (old conventions).
+REDIS_SPAN_ATTRIBUTES: dict[str, Any] = {
+    "db.statement": "GET ?",
+    "db.redis.args_length": 2,
+    "db.system": "redis",
+    "db.redis.database_index": 0,
+    "net.peer.name": "localhost",
+    "net.peer.port": 6379,
+    "net.transport": "ip_tcp",
+}
+
+
+def null_exporter() -> Any:
+    """A span exporter that drops every batch at once."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class NullExporter(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    return NullExporter()
+
+
 @contextlib.contextmanager
 def nothing() -> Iterator[None]:
     yield
@@ -102,18 +126,11 @@ def _spans(port: int, count: int) -> tuple[Any, Any]:
 
 
 def on_end_section(port: int, rounds: int) -> str:
-    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
     )
 
     from otel_resilience import BreakerSpanProcessor, load_config
-
-    class NullExporter(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
 
     redis_spans, http_spans = _spans(port, 2000)
 
@@ -133,7 +150,7 @@ def on_end_section(port: int, rounds: int) -> str:
             processor._discover(processor.registry, {"server.address": f"other{index}.internal"})
         return processor
 
-    batch = BatchSpanProcessor(NullExporter(), max_queue_size=1 << 22)
+    batch = BatchSpanProcessor(null_exporter(), max_queue_size=1 << 22)
     cases: dict[str, tuple[Any, Any, str]] = {
         "reference: SDK BatchSpanProcessor.on_end (redis spans)": (batch, redis_spans, ""),
         "redis span, declared (3 dependencies)": (declared(3), redis_spans, "<= 1.0"),
@@ -211,38 +228,24 @@ def on_end_section(port: int, rounds: int) -> str:
 
 def spans_section(rounds: int) -> str:
     """Span processor and sampler wrapper in the SDK's pipeline, toggled in one process."""
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
     )
     from opentelemetry.trace import SpanKind
 
     from otel_resilience import load_config
     from otel_resilience._configure import _wire_tracing
 
-    class NullExporter(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(NullExporter(), max_queue_size=1 << 16))
+    provider.add_span_processor(BatchSpanProcessor(null_exporter(), max_queue_size=1 << 16))
     # The redis instrumentation's tracer name, attributes set after start as it does.
     tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
     active = provider._active_span_processor
     plain_processors, plain_sampler = active._span_processors, provider.sampler
     _wire_tracing(load_config(SPANS_CONFIG), provider)
     ours_processors, ours_sampler = active._span_processors, provider.sampler
-    attributes = {
-        "db.statement": "GET ?",
-        "db.redis.args_length": 2,
-        "db.system": "redis",
-        "db.redis.database_index": 0,
-        "net.peer.name": "localhost",
-        "net.peer.port": 6379,
-        "net.transport": "ip_tcp",
-    }
+    attributes = REDIS_SPAN_ATTRIBUTES
 
     def work() -> int:
         for _ in range(500):
@@ -321,19 +324,13 @@ def _tracing(port: int) -> tuple[Any, Any, Any]:
     and a client (connection warmed)."""
     import redis
     from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
     )
 
-    class NullExporter(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    provider.add_span_processor(BatchSpanProcessor(null_exporter()))
     RedisInstrumentor().instrument(tracer_provider=provider)
     client = redis.Redis(port=port)
     client.set(CACHE_KEY, "x" * 64)

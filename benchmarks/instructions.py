@@ -82,25 +82,19 @@ def run_breaker(name: str, calls: int) -> None:
 
 def run_spans(setup: str, calls: int) -> None:
     import hot_path  # beside this script
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
         SimpleSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
     )
     from opentelemetry.trace import SpanKind
 
     from otel_resilience import load_config
     from otel_resilience._configure import _wire_tracing
 
-    class NullExporter(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
     provider = TracerProvider()
     # Each span is handed to the exporter as it ends (and dropped there): no queue grows
     # during the count, so no garbage collection over it is counted, and no thread runs.
-    provider.add_span_processor(SimpleSpanProcessor(NullExporter()))
+    provider.add_span_processor(SimpleSpanProcessor(hot_path.null_exporter()))
     tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
     active = provider._active_span_processor
     plain_processors, plain_sampler = active._span_processors, provider.sampler
@@ -112,18 +106,9 @@ def run_spans(setup: str, calls: int) -> None:
     provider.sampler = sampler
     for each in provider._tracers.values():
         each.sampler = sampler
-    attributes = {
-        "db.statement": "GET ?",
-        "db.redis.args_length": 2,
-        "db.system": "redis",
-        "db.redis.database_index": 0,
-        "net.peer.name": "localhost",
-        "net.peer.port": 6379,
-        "net.transport": "ip_tcp",
-    }
     for _ in range(calls):
         with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT) as span:
-            for key, value in attributes.items():
+            for key, value in hot_path.REDIS_SPAN_ATTRIBUTES.items():
                 span.set_attribute(key, value)
 
 
