@@ -355,6 +355,12 @@ def _in_a_terminal(
         env={**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color"},
     )
     os.close(terminal)
+    return _read_terminal(controller, process)
+
+
+def _read_terminal(controller: int, process: subprocess.Popen[bytes]) -> str:
+    """Everything the command wrote to the pseudo-terminal, until it closed; the command
+    has ended when this returns."""
     chunks = []
     try:
         while True:
@@ -409,20 +415,7 @@ def test_in_a_terminal_without_columns_the_terminals_width_is_used(tmp_path: Pat
         env={**env, "TERM": "dumb"},
     )
     os.close(terminal)
-    chunks = []
-    try:
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # the terminal closed: the command ended
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(controller)
-        process.wait(timeout=60)
-    lines = b"".join(chunks).decode().splitlines()
+    lines = _read_terminal(controller, process).splitlines()
     laid_out = [line for line in lines if not line.startswith("warning:")]
     assert any(line.startswith("postgres-primary-eu-west") for line in laid_out)
     too_long = [line for line in laid_out if len(line) > 50 and " " in line.strip()]
