@@ -5,6 +5,11 @@ sampler would see 1% of the calls. Where the wrapped sampler drops a client span
 belongs to a dependency, this one answers RECORD_ONLY instead: processors see the span,
 exporters do not (it is not sampled), so export volume still follows the user's sampler.
 
+Wrapping costs a call per span. Around a ``ParentBased`` sampler (the SDK's default), the
+delegates that can drop (``ALWAYS_OFF`` for unsampled parents, a ratio root) are wrapped
+instead and the ``ParentBased`` decides directly: spans that the user's sampler samples
+pass through no code of ours at all.
+
 The sampler sees only the attributes given at span start. The asyncpg and httpx
 instrumentations pass theirs there; redis-py's sets them after the span has started, so
 a client span that names no server at all at start is kept too: the processor decides
@@ -16,7 +21,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    StaticSampler,
+)
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
@@ -35,6 +46,16 @@ _CLIENT = SpanKind.CLIENT
 # Attributes that say which server a client span talks to, in either convention.
 _SERVER_KEYS = (*{key for keys in SOURCES.values() for key in keys}, "url.full", "http.url")
 
+# ParentBased's delegates, by constructor argument; each is kept as ``_`` + the name
+# (SDK 1.43, 1.45).
+_PARENT_BASED_DELEGATES = (
+    "root",
+    "remote_parent_sampled",
+    "remote_parent_not_sampled",
+    "local_parent_sampled",
+    "local_parent_not_sampled",
+)
+
 
 class ResilienceSampler(Sampler):
     """Wraps ``sampler``; dropped client spans of dependencies become RECORD_ONLY."""
@@ -45,6 +66,11 @@ class ResilienceSampler(Sampler):
         self.wrapped = sampler
         self.registry = registry
         self.include_discovered = include_discovered
+        deciding = _parent_based_with_kept_drops(sampler, self)
+        if deciding is not None:
+            # The instance attribute shadows the method below: the same decisions, without
+            # a call of ours for spans that the ParentBased samples.
+            self.should_sample = deciding.should_sample  # type: ignore[method-assign]
 
     def should_sample(  # noqa: PLR0917 - the SDK's Sampler signature
         self,
@@ -61,6 +87,10 @@ class ResilienceSampler(Sampler):
         )
         if result.decision is not _DROP or kind is not _CLIENT:
             return result
+        return self._kept(result, attributes)
+
+    def _kept(self, result: SamplingResult, attributes: Attributes) -> SamplingResult:
+        """A dropped client span's result: RECORD_ONLY when it belongs to a dependency."""
         try:
             keep = self._belongs_to_a_dependency(attributes)
         except Exception:  # a sampler must never fail span creation
@@ -85,3 +115,58 @@ class ResilienceSampler(Sampler):
 
     def get_description(self) -> str:
         return f"ResilienceSampler{{{self.wrapped.get_description()}}}"
+
+
+class _KeepingDelegate(Sampler):
+    """A delegate of a ``ParentBased`` that may drop, wrapped as ``ResilienceSampler``
+    wraps a whole sampler (``owner`` holds the registry, repointed by configure())."""
+
+    __slots__ = ("_owner", "_wrapped")
+
+    def __init__(self, wrapped: Sampler, owner: ResilienceSampler) -> None:
+        self._wrapped = wrapped
+        self._owner = owner
+
+    def should_sample(  # noqa: PLR0917 - the SDK's Sampler signature
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        result = self._wrapped.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+        if result.decision is not _DROP or kind is not _CLIENT:
+            return result
+        return self._owner._kept(result, attributes)
+
+    def get_description(self) -> str:
+        return self._wrapped.get_description()
+
+
+def _never_drops(sampler: Sampler) -> bool:
+    return type(sampler) is StaticSampler and sampler._decision is Decision.RECORD_AND_SAMPLE
+
+
+def _parent_based_with_kept_drops(sampler: Sampler, owner: ResilienceSampler) -> Sampler | None:
+    """A ``ParentBased`` deciding as ``sampler`` does, its delegates that may drop wrapped in
+    ``_KeepingDelegate``; None when ``sampler`` is not a ``ParentBased`` with its own
+    ``should_sample`` (then ``ResilienceSampler`` wraps it whole)."""
+    if type(sampler).should_sample is not ParentBased.should_sample:
+        return None
+    try:
+        delegates = {name: getattr(sampler, f"_{name}") for name in _PARENT_BASED_DELEGATES}
+    except AttributeError:  # an SDK that keeps them otherwise: wrapped whole
+        return None
+    if not all(isinstance(delegate, Sampler) for delegate in delegates.values()):
+        return None
+    return ParentBased(
+        **{
+            name: delegate if _never_drops(delegate) else _KeepingDelegate(delegate, owner)
+            for name, delegate in delegates.items()
+        }
+    )

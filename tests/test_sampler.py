@@ -109,3 +109,61 @@ def test_sampled_spans_keep_the_wrapped_decision() -> None:
     sampler = ResilienceSampler(ALWAYS_ON, make_registry())
     assert decide(sampler, SpanKind.CLIENT, {"db.system": "redis"}) is Decision.RECORD_AND_SAMPLE
     assert sampler.get_description() == "ResilienceSampler{AlwaysOnSampler}"
+
+
+def parent(sampled: bool, *, remote: bool = False) -> object:
+    """A parent context holding a span of that sampling flag."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    span = NonRecordingSpan(SpanContext(1, 2, is_remote=remote, trace_flags=flags))
+    return trace.set_span_in_context(span)
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_parent_based_sampler_keeps_unsampled_dependency_spans(remote: bool) -> None:
+    """Around the SDK's default ParentBased(ALWAYS_ON), which drops the children of an
+    unsampled parent: a dependency's client span under such a parent is RECORD_ONLY, one of
+    no dependency stays dropped, and a sampled parent's child is sampled, as before."""
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    registry = make_registry()
+    sampler = ResilienceSampler(ParentBased(ALWAYS_ON), registry, include_discovered=False)
+    unsampled, sampled = parent(False, remote=remote), parent(True, remote=remote)
+
+    def decision(context: object, kind: SpanKind, attributes: dict[str, object]) -> Decision:
+        return sampler.should_sample(context, 1, "span", kind, attributes).decision  # type: ignore[arg-type]
+
+    redis_span = {"db.system": "redis"}
+    assert decision(unsampled, SpanKind.CLIENT, redis_span) is Decision.RECORD_ONLY
+    assert decision(unsampled, SpanKind.CLIENT, {"db.system": "mysql"}) is Decision.DROP
+    assert decision(unsampled, SpanKind.INTERNAL, redis_span) is Decision.DROP
+    assert decision(sampled, SpanKind.CLIENT, redis_span) is Decision.RECORD_AND_SAMPLE
+    assert decision(None, SpanKind.CLIENT, {"db.system": "mysql"}) is Decision.RECORD_AND_SAMPLE
+    # configure() repoints the wrapper at a new registry: the delegates follow it.
+    sampler.registry = Registry([Dependency("mysql", match={"db.system": "mysql"})])
+    assert decision(unsampled, SpanKind.CLIENT, {"db.system": "mysql"}) is Decision.RECORD_ONLY
+    assert decision(unsampled, SpanKind.CLIENT, redis_span) is Decision.DROP
+    wrapped_description = ParentBased(ALWAYS_ON).get_description()
+    assert sampler.get_description() == f"ResilienceSampler{{{wrapped_description}}}"
+
+
+def test_parent_based_ratio_root_and_subclasses() -> None:
+    """A ParentBased whose root drops (a ratio of 0) keeps root dependency spans too; a
+    ParentBased subclass with its own should_sample is wrapped whole and still obeyed."""
+    from opentelemetry.sdk.trace.sampling import ParentBased, ParentBasedTraceIdRatio
+
+    ratio = ResilienceSampler(ParentBasedTraceIdRatio(0), make_registry(), include_discovered=False)
+    assert decide(ratio, SpanKind.CLIENT, {"db.system": "redis"}) is Decision.RECORD_ONLY
+    assert decide(ratio, SpanKind.CLIENT, {"db.system": "mysql"}) is Decision.DROP
+
+    class DropsClients(ParentBased):
+        def should_sample(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+            from opentelemetry.sdk.trace.sampling import SamplingResult
+
+            return SamplingResult(Decision.DROP)
+
+    own = ResilienceSampler(DropsClients(ALWAYS_ON), make_registry(), include_discovered=False)
+    assert decide(own, SpanKind.CLIENT, {"db.system": "redis"}) is Decision.RECORD_ONLY
+    assert decide(own, SpanKind.CLIENT, {"db.system": "mysql"}) is Decision.DROP
