@@ -329,9 +329,40 @@ class MemoryCache:
     # -- write-through while Redis is up --------------------------------------------
 
     def observe(self, args: Sequence[Any], result: Any) -> None:
-        """Keep what a successful command read or wrote; forget what it may have changed."""
-        if len(args) == 2 and args[0] == "GET" and self._refresh_same_get(args[1], result):
-            return
+        """Keep what a successful command read or wrote; forget what it may have changed.
+
+        The hot case of a read-mostly cache comes first, written out here (it runs for
+        every GET): a GET that returned the value already kept is refreshed in place, as
+        the general path would leave it (the entry refreshed and the most recently used, a
+        known Redis expiry keeping its deadline), without encoding the arguments again,
+        building an entry, or taking the lock. Each step is one atomic operation, and a
+        write, eviction or clear racing it is the same as coming just after this GET (a
+        refreshed entry that was replaced meanwhile is dropped with it).
+        """
+        if len(args) == 2 and args[0] == "GET":
+            key, value = args[1], result
+            if type(key) is str:
+                key = key.encode()
+            if type(value) is str:
+                value = value.encode()
+            item = self._data.get(key) if type(key) is bytes else None
+            if (
+                item is not None
+                and type(value) is bytes
+                and type(item.value) is bytes
+                and item.value == value
+                and not self._away
+            ):
+                now = self._clock()
+                expiry = item.redis_expires_at
+                if expiry is not None and expiry is not _UNKNOWN and expiry < now:
+                    item.redis_expires_at = now
+                item.expires_at = now + self.default_ttl_seconds
+                try:  # noqa: SIM105 - free when nothing is raised; contextlib.suppress is a call
+                    self._data.move_to_end(key)
+                except KeyError:
+                    pass  # forgotten meanwhile: that came after this GET
+                return
         if not args:
             return
         command = _name(args)
@@ -347,38 +378,6 @@ class MemoryCache:
                 self._observe(command, rest, result)
             except (UnsupportedCommand, ValueError, IndexError, TypeError, AttributeError):
                 self._invalidate(command, rest)
-
-    def _refresh_same_get(self, key: Any, result: Any) -> bool:
-        """The hot case of a read-mostly cache: a GET that returned the value already kept.
-
-        Done in place, as the general path would leave it (the entry refreshed and the
-        most recently used, a known Redis expiry keeping its deadline), without encoding
-        the arguments again, building an entry, or taking the lock: each step is one
-        atomic operation, and a write, eviction or clear racing it is the same as coming
-        just after this GET (a refreshed entry that was replaced meanwhile is dropped
-        with it). True when done; otherwise ``observe`` takes its general path.
-        """
-        if type(key) is str:
-            key = key.encode()
-        elif type(key) is not bytes:
-            return False
-        if type(result) is str:
-            result = result.encode()
-        elif type(result) is not bytes:
-            return False
-        item = self._data.get(key)
-        if item is None or self._away or item.value != result or type(item.value) is not bytes:
-            return False
-        now = self._clock()
-        expiry = item.redis_expires_at
-        if expiry is not None and expiry is not _UNKNOWN and expiry < now:
-            item.redis_expires_at = now
-        item.expires_at = now + self.default_ttl_seconds
-        try:  # noqa: SIM105 - free when nothing is raised; contextlib.suppress is a call
-            self._data.move_to_end(key)
-        except KeyError:
-            pass  # forgotten meanwhile: that came after this GET
-        return True
 
     def _observe(self, command: str, rest: list[bytes], result: Any) -> None:
         if command == "GET" and rest:
