@@ -191,15 +191,21 @@ def test_a_switched_off_processor_leaves_guarded_spans_to_the_live_one(
 
 
 def test_guarded_spans_waiting_are_bounded_oldest_first() -> None:
-    """Entries of spans that never reach a processor are bounded: past the cap the oldest
-    goes and the newest stay."""
+    """Entries of spans that never reach a processor are bounded: at the cap the oldest
+    half goes and the newest stay, however long spans keep not arriving."""
     GUARDED_SPANS.clear()
-    contexts = [object() for _ in range(MAX_GUARDED_SPANS + 10)]
-    for context in contexts:
+    contexts = [object() for _ in range(MAX_GUARDED_SPANS * 3 + 10)]
+    for index, context in enumerate(contexts):
         mark_guarded_span(context, "redis")
-    assert len(GUARDED_SPANS) == MAX_GUARDED_SPANS
-    assert id(contexts[0]) not in GUARDED_SPANS
-    assert all(id(c) in GUARDED_SPANS for c in contexts[-MAX_GUARDED_SPANS:])
+        assert len(GUARDED_SPANS) <= MAX_GUARDED_SPANS
+        if index == MAX_GUARDED_SPANS:  # the first time the table was full
+            assert id(contexts[0]) not in GUARDED_SPANS
+            assert id(contexts[MAX_GUARDED_SPANS // 2 - 1]) not in GUARDED_SPANS
+            kept = contexts[MAX_GUARDED_SPANS // 2 : index + 1]
+            assert all(id(c) in GUARDED_SPANS for c in kept)
+    assert len(GUARDED_SPANS) > MAX_GUARDED_SPANS // 2
+    assert all(id(c) in GUARDED_SPANS for c in contexts[-MAX_GUARDED_SPANS // 2 :])
+    assert id(contexts[-MAX_GUARDED_SPANS - 1]) not in GUARDED_SPANS
     GUARDED_SPANS.clear()
 
 
