@@ -41,6 +41,7 @@ _DISABLED = State.DISABLED
 _CLIENT = SpanKind.CLIENT
 _PRODUCER = SpanKind.PRODUCER
 _EMPTY: Mapping[str, Any] = {}
+_get_guarded = GUARDED.get
 # Seconds between two log lines about the same kind of error in on_end.
 _LOG_INTERVAL = 60.0
 MAX_DISCOVERED_NAME = 128
@@ -55,6 +56,22 @@ def _event_error_type(span: ReadableSpan) -> str | None:
             if value:
                 return str(value)
     return None
+
+
+def _other_fields(span: Any) -> tuple[Any, Mapping[str, Any], Any, Any, Any]:
+    """``readable_fields`` of a span that is not the SDK's usual ReadableSpan: a
+    ReadableSpan made by other code (a plain dict of attributes, maybe no status) through
+    its fields, any other span through the public API."""
+    if isinstance(span, ReadableSpan):
+        kind, fields, status, scope, context = span_fields(span)
+        return kind, fields if fields is not None else _EMPTY, status_code(status), scope, context
+    return (
+        span.kind,
+        span.attributes or _EMPTY,
+        status_code(span.status),
+        span.instrumentation_scope,
+        span.get_span_context(),
+    )
 
 
 def _status_is_error(status: Any) -> bool:
@@ -162,24 +179,13 @@ class BreakerSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Record the span's outcome on its dependency's breaker; never raises."""
         try:
-            if type(span) is ReadableSpan:
-                # What the SDK passes: read its fields, skipping the properties' copies.
-                try:
-                    kind, attributes, code, scope, context = readable_fields(span)
-                except AttributeError:  # made by other code: no BoundedAttributes, no status
-                    kind, fields, status, scope, context = span_fields(span)
-                    attributes = fields if fields is not None else _EMPTY
-                    code = status_code(status)
-                if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
-                    return
-            else:
-                kind = span.kind
-                if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
-                    return
-                attributes = span.attributes or _EMPTY
-                code = status_code(span.status)
-                scope = span.instrumentation_scope
-                context = span.get_span_context()
+            try:
+                # The SDK's ReadableSpan: its fields, without the properties' copies.
+                kind, attributes, code, scope, context = readable_fields(span)
+            except AttributeError:  # made by other code: no BoundedAttributes, or no status
+                kind, attributes, code, scope, context = _other_fields(span)
+            if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
+                return
             if not self.enabled:
                 return
             # A client span whose call a guard recorded (_context.GUARDED_SPANS): its
@@ -206,7 +212,7 @@ class BreakerSpanProcessor(SpanProcessor):
                 name = self._discover(registry, attributes)
                 if name is None:
                     return
-            guarded = GUARDED.get()
+            guarded = _get_guarded()
             if (
                 guarded is not None
                 and (guarded == name or (type(guarded) is tuple and name in guarded))
@@ -216,10 +222,10 @@ class BreakerSpanProcessor(SpanProcessor):
                 if self._learning:
                     self._learn(attributes, name)
                 return  # ended inside a guarded call of this dependency: counted there
-            target = self._targets.get(name)
-            if target is None:
-                target = self._target(registry, name)
-            breaker, timed, learn = target
+            try:
+                breaker, timed, learn = self._targets[name]
+            except KeyError:
+                breaker, timed, learn = self._target(registry, name)
             if learn is not None:
                 learn(attributes)  # only for a dependency whose health check has no address
             http = None
