@@ -113,3 +113,43 @@ def test_redis_on_a_unix_socket_is_guarded_by_its_socket_path(socket_redis: Path
             assert isinstance(error.value, CircuitOpenError)
         finally:
             client.close()
+
+
+def test_health_checks_own_redis_commands_pass_an_open_breaker() -> None:
+    """A health check that pings through the application's own (guarded) redis-py client
+    is not stopped by that Redis's open breaker: the check's commands bypass the guard,
+    and it passes, while the application's own command is rejected."""
+    from otel_resilience import HealthProber
+    from otel_resilience.instrumentation import install
+    from tests.support import health_checks_helpers
+
+    registry = Registry.from_config(
+        {
+            "dependencies": {
+                "cache": {"match": {"db.system": "redis", "server.port": 6379}},
+                "app": {"health_check": "tests.support.health_checks_helpers:redis_client_ping"},
+            }
+        }
+    )
+    uninstall = install(registry)
+    client = redis.Redis(port=6379, socket_timeout=5)
+    health_checks_helpers.redis_clients[:] = [client]
+    try:
+        registry.breaker("cache").force_open()
+        with pytest.raises(CircuitOpenError):
+            health_checks_helpers.redis_client_ping()
+        with HealthProber(registry, interval_seconds=0.05):
+            deadline = time.monotonic() + 10
+            while (
+                registry.health()
+                .to_dict()["dependencies"]["app"]
+                .get("health_check", {})
+                .get("status")
+                != "passing"
+            ):
+                assert time.monotonic() < deadline, registry.health().to_dict()
+                time.sleep(0.02)
+    finally:
+        health_checks_helpers.redis_clients.clear()
+        client.close()
+        uninstall()

@@ -111,8 +111,13 @@ class Installer:
         self._layers: list[tuple[Any, str, GuardLayer]] = []
         self._undo: list[Callable[[], None]] = []
 
-    def wrap(self, owner: Any, attribute: str, wrapper: Wrapper) -> None:
-        """Guard ``owner.attribute`` with ``wrapper(wrapped, instance, args, kwargs)``."""
+    def wrap(self, owner: Any, attribute: str, wrapper: Wrapper, *, gated: bool = True) -> None:
+        """Guard ``owner.attribute`` with ``wrapper(wrapped, instance, args, kwargs)``.
+
+        The wrapper runs only while the guards apply (``active()``); with ``gated=False``
+        it is called on every call and checks ``active()`` first itself (a frame less on
+        a client's busiest method).
+        """
 
         def gate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             if not self.enabled or PROBING.get():
@@ -122,7 +127,7 @@ class Installer:
         parent, original = innermost(owner, attribute)
         if original is None:
             raise AttributeError(f"{owner!r} has no attribute {attribute!r} to guard")
-        layer = GuardLayer(original, gate)
+        layer = GuardLayer(original, gate if gated else wrapper)
         layer._self_installer = self
         if parent is None:
             setattr(owner, attribute, layer)

@@ -55,3 +55,11 @@ def psycopg2_pool_select_1() -> bool:
     with psycopg2_pool[0].cursor() as cursor:
         cursor.execute("SELECT 1")
         return bool(cursor.fetchone() == (1,))
+
+
+redis_clients: list[Any] = []
+
+
+def redis_client_ping() -> bool:
+    """A check that pings through the application's own redis-py client."""
+    return bool(redis_clients[0].ping())
