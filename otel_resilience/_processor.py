@@ -228,40 +228,55 @@ class BreakerSpanProcessor(SpanProcessor):
                 breaker, timed, learn = self._target(registry, name)
             if learn is not None:
                 learn(attributes)  # only for a dependency whose health check has no address
-            http = None
             if self._plain_http or scope is not self._plain_scope:  # redis: no HTTP status
                 http = get("http.response.status_code")
                 if http is None:
                     http = get("http.status_code")
-            if http is None:
-                if get("error.type") or code is _ERROR:
-                    failed, error_type = span_outcome(span, attributes)
-                else:
-                    failed, error_type = False, None  # the common case, without the full rules
-            elif type(http) is int and 0 < http < 400:
-                failed, error_type = False, None  # an HTTP answer that is not a failure
-            else:
-                failed, error_type = span_outcome(span, attributes)
-            duration = 0.0
-            if timed:
-                start, end = span.start_time, span.end_time
-                if isinstance(start, int) and isinstance(end, int):
-                    duration = (end - start) / 1e9
-            if failed:
-                # The span is the call: a transition it causes links to it (_trace_links).
-                token = TRIPPING_SPAN.set(span.get_span_context())
-                try:
-                    breaker.record_failure(duration, error_type)
-                finally:
-                    TRIPPING_SPAN.reset(token)
-            else:
+                if http is not None:
+                    if type(http) is not int or not 0 < http < 400:  # 5xx, 429: the rules
+                        self._record(span, breaker, timed, *span_outcome(span, attributes))
+                        return
+                elif get("error.type") or code is _ERROR:
+                    self._record(span, breaker, timed, *span_outcome(span, attributes))
+                    return
+            elif get("error.type") or code is _ERROR:
+                self._record(span, breaker, timed, *span_outcome(span, attributes))
+                return
+            # A success (the common case), without the full rules.
+            if not timed:
                 state = breaker._state
                 if (state is _CLOSED or state is _DISABLED) and breaker._steady_ring.steady:
                     next(breaker._fast_successes)  # CircuitBreaker.record_success's steady case
-                else:
-                    breaker.record_success(duration)
+                    return
+            self._record(span, breaker, timed, False, None)
         except Exception as exc:
             self._log_error(exc)
+
+    @staticmethod
+    def _record(
+        span: ReadableSpan,
+        breaker: CircuitBreaker,
+        timed: bool,
+        failed: bool,
+        error_type: str | None,
+    ) -> None:
+        """Record an outcome off the steady success path (a failure, or a success that is
+        timed or not on a steady window), with the span's duration when the breaker has a
+        slow-call bound."""
+        duration = 0.0
+        if timed:
+            start, end = span.start_time, span.end_time
+            if isinstance(start, int) and isinstance(end, int):
+                duration = (end - start) / 1e9
+        if failed:
+            # The span is the call: a transition it causes links to it (_trace_links).
+            token = TRIPPING_SPAN.set(span.get_span_context())
+            try:
+                breaker.record_failure(duration, error_type)
+            finally:
+                TRIPPING_SPAN.reset(token)
+        else:
+            breaker.record_success(duration)
 
     def _special_scope(self, scope: Any) -> bool:
         """Whether ``scope`` is SQLAlchemy's or a driver's instrumentation (``_scopes``);
