@@ -107,35 +107,40 @@ class Classifier:
 
     def _compile(self, keys: tuple[str, ...], uses_url: bool) -> Callable[..., str | None]:
         # The keys are embedded with repr(), so any string (a user's match key) is safe.
-        reads = ", ".join(f"get({key!r})" for key in keys)
+        names = [f"v{index}" for index in range(len(keys))]
         lines = [
             "def classify(attributes):",
             "    get = attributes.get",
-            f"    key = ({reads},)",
+            *(f"    {name} = get({key!r})" for name, key in zip(names, keys, strict=True)),
         ]
+        values = ", ".join(names)
         if uses_url:
             # The URL is consulted only when the span names no server address.
             absent = " and ".join(
-                f"key[{keys.index(key)}] is None" for key in SOURCES["server.address"]
+                f"{names[keys.index(key)]} is None" for key in SOURCES["server.address"]
             )
-            # The URL enters the key as ``scheme://authority`` (cut with one C-level split,
-            # any other shape whole): every URL with the same prefix has the same host and
-            # port, and paths do not fill the cache.
+            # The URL enters the key cut before the first '/' after its first '//' (the end
+            # of ``scheme://authority``, or later), any other shape whole: every URL with
+            # the same prefix has the same host and port, and paths do not fill the cache.
             lines += [
                 f"    if {absent}:",
                 "        url = get('url.full')",
-                "        if not isinstance(url, str) or not url:",
+                "        if not (type(url) is str or isinstance(url, str)) or not url:",
                 "            url = get('http.url')",
-                "            if not isinstance(url, str) or not url:",
+                "            if not (type(url) is str or isinstance(url, str)) or not url:",
                 "                url = None",
                 "        if url is not None:",
-                "            parts = url.split('/', 3)",
-                "            if len(parts) > 2 and not parts[1]:",
-                "                authority = parts[2]",
-                "                if '?' not in authority and '#' not in authority:",
-                "                    url = parts[0] + '//' + authority",
-                "        key = (*key, url)",
+                "            start = url.find('//')",
+                "            if start >= 0:",
+                "                end = url.find('/', start + 2)",
+                "                if end >= 0:",
+                "                    url = url[:end]",
+                f"        key = ({values}, url)",
+                "    else:",
+                f"        key = ({values},)",
             ]
+        else:
+            lines.append(f"    key = ({values},)")
         lines += [
             "    try:",
             "        found = cache.get(key, missing)",

@@ -8,6 +8,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otel_resilience import (
     BreakerPolicy,
@@ -413,6 +415,50 @@ def test_classify_across_semconv_generations() -> None:
     assert registry.classify({"db.system": "mysql"}) is None
     assert registry.classify({"http.url": "not a url ::"}) is None
     assert registry.classify({"url.full": "http://[api.internal/x"}) is None  # unparsable
+
+
+_URL_PARTS = st.sampled_from(
+    [
+        "http:",
+        "https:",
+        "",
+        "//",
+        "/",
+        "api.internal",
+        "other.internal",
+        ":8443",
+        ":80",
+        "?q=1",
+        "#f",
+        "@",
+        "user@",
+        "[::1]",
+        "%2F",
+        "x",
+        "/v1",
+        "//api.internal",
+        "api.internal?x=/y",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_URL_PARTS, max_size=8).map("".join), min_size=1, max_size=12))
+def test_memoised_url_classification_is_the_uncached_answer(urls: list[str]) -> None:
+    """classify caches by a prefix of the URL: whatever URLs came before (sharing a prefix
+    or not), each answer is what matching the URL afresh gives."""
+    registry = Registry(
+        [
+            Dependency("api", match={"server.address": "api.internal", "server.port": 8443}),
+            Dependency("plain", match={"server.address": "api.internal"}),
+            Dependency("other", match={"server.address": "other.internal"}),
+        ]
+    )
+    classifier = registry._classifier
+    for url in urls:
+        for key in ("url.full", "http.url"):
+            attributes = {key: url}
+            assert registry.classify(attributes) == classifier.match(attributes), url
 
 
 def test_registry_iterates_in_declaration_order() -> None:
