@@ -805,43 +805,52 @@ def protected(
 ) -> Callable[..., Any]:
     """``protect``'s wrapper of a sync function: ``guarded_call(entry, PLAIN, ...)``.
 
-    The outermost call on a fast, CLOSED breaker (the common case) runs here without the
-    extra call into ``guarded_call``: the mark set and reset, the success counted as
-    ``CircuitBreaker.record_success`` counts it on a steady window. Everything else
-    (a joined or nested call, a breaker not CLOSED, hooks, a failure) takes the one path.
-    ``entry`` is None when the dependency is not declared yet: ``entry_of()`` is then
-    asked on the first call.
+    The outermost call on a fast, CLOSED breaker (the common case) runs in the wrapper
+    without the extra call into ``guarded_call``: the mark set and reset, the success
+    counted as ``CircuitBreaker.record_success`` counts it on a steady window. Everything
+    else (a joined or nested call, a breaker not CLOSED, hooks, a failure) takes the one
+    path. ``entry`` is None when the dependency is not declared yet: ``entry_of()`` is
+    then asked on the first call, and the wrapper bound to its answer from then on.
     """
+    if entry is not None:
+        return _bound_protected(entry, function, fallback)
+    bound: Callable[..., Any] | None = None
 
-    # Bound here when the dependency is declared already, else on the first call (the
-    # breaker's success count is made once with it and never replaced).
-    breaker: Any = entry.breaker if entry is not None else None
-    name = entry.name if entry is not None else ""
-    count: Any = breaker._fast_successes if breaker is not None else None
+    def late(*args: Any, **kwargs: Any) -> Any:
+        nonlocal bound
+        if bound is None:
+            bound = _bound_protected(entry_of(), function, fallback)
+        return bound(*args, **kwargs)
+
+    return late
+
+
+def _bound_protected(
+    entry: Entry, function: Callable[..., Any], fallback: Any
+) -> Callable[..., Any]:
+    """``protected``'s wrapper for a declared dependency: entry, breaker, name and the
+    breaker's success count bound here (the count is made once with the breaker and never
+    replaced)."""
+    breaker = entry.breaker
+    name = entry.name
+    count = breaker._fast_successes
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        nonlocal entry, breaker, name, count
-        found = entry
-        if found is None:
-            found = entry_of()
-            breaker, name = found.breaker, found.name
-            count = breaker._fast_successes
-            entry = found  # last: another thread reading it finds the rest bound
-        if not found.fast or breaker._state is not _CLOSED or _get_mark() is not None:
-            return guarded_call(found, PLAIN, function, args, kwargs, fallback)
+        if not entry.fast or breaker._state is not _CLOSED or _get_mark() is not None:
+            return guarded_call(entry, PLAIN, function, args, kwargs, fallback)
         token = _set_mark(name)
         try:
             # Without keywords, no empty dict is built and merged for the call.
             result = function(*args, **kwargs) if kwargs else function(*args)
         except BaseException as exc:
             _reset_mark(token)
-            served = _raised(found, PLAIN, exc, 0.0, False, None, fallback, args, kwargs)
+            served = _raised(entry, PLAIN, exc, 0.0, False, None, fallback, args, kwargs)
             if served is NOT_SERVED:
                 raise
             return served
         _reset_mark(token)
         if _notes_used and _get_note() is not None:
-            _succeeded(found, PLAIN, result, 0.0, None, fallback, args)
+            _succeeded(entry, PLAIN, result, 0.0, None, fallback, args)
         elif breaker._steady_ring.steady:
             next(count)
         else:
