@@ -1248,16 +1248,24 @@ class _Workers:
                         self._threads -= 1
                         return
                 continue  # a caller claimed this worker: its job is on the way
-            if future.set_running_or_notify_cancel():
+            running = future.set_running_or_notify_cancel()
+            result: Any = None
+            error: BaseException | None = None
+            if running:
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-            del future, fn, args, kwargs
+                    error = exc
+            # Idle again before the caller hears back, so that its next call finds this
+            # worker instead of starting another thread.
             with self._lock:
                 self._idle += 1
+            if running:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+            del future, fn, args, kwargs, result, error
 
 
 _WORKERS = _Workers()

@@ -412,10 +412,13 @@ def test_timed_calls_run_in_a_worker_and_raise_its_exception(clock: FakeClock) -
     )
     with pytest.raises(Down):
         registry.call("dep", boom)
-    first = registry.call("dep", threading.get_ident)
-    second = registry.call("dep", threading.get_ident)
-    assert first == second != threading.get_ident()
-    assert totals(registry) == (2, 1, 0)
+    # Workers left idle by earlier tests may take a call too: what counts is that the
+    # calls run off the caller's thread and that no call starts a thread while one idles.
+    threads = threading.active_count()
+    idents = {registry.call("dep", threading.get_ident) for _ in range(20)}
+    assert threading.get_ident() not in idents
+    assert threading.active_count() <= threads  # an idle worker may leave meanwhile
+    assert totals(registry) == (20, 1, 0)
 
 
 def test_an_idle_worker_leaves_after_its_idle_time() -> None:
