@@ -119,15 +119,17 @@ class Classifier:
             absent = " and ".join(
                 f"{names[keys.index(key)]} is None" for key in SOURCES["server.address"]
             )
+            # A URL attribute is a non-empty string (absent, the common case, is told first).
+            not_a_url = "url is None or not (type(url) is str or isinstance(url, str)) or not url"
             # The URL enters the key cut before the first '/' after its first '//' (the end
             # of ``scheme://authority``, or later), any other shape whole: every URL with
             # the same prefix has the same host and port, and paths do not fill the cache.
             lines += [
                 f"    if {absent}:",
                 "        url = get('url.full')",
-                "        if not (type(url) is str or isinstance(url, str)) or not url:",
+                f"        if {not_a_url}:",
                 "            url = get('http.url')",
-                "            if not (type(url) is str or isinstance(url, str)) or not url:",
+                f"            if {not_a_url}:",
                 "                url = None",
                 "        if url is not None:",
                 "            start = url.find('//')",
