@@ -233,6 +233,7 @@ class Entry:
         "is_failure",
         "measured",
         "name",
+        "observer",
         "on_fallback",
         "timed",
         "timeout",
@@ -261,6 +262,12 @@ class Entry:
         self.fast = not self.measured and self._chaos is None
         self.fallback = (
             dependency.fallback if dependency.criticality is not Criticality.CRITICAL else None
+        )
+        # A fallback that learns from the commands that worked (a memory cache): what a
+        # ``Client(observes_fallback=True)`` hands each successful call's args and result.
+        fallback = self.fallback
+        self.observer: Callable[[Any, Any], None] | None = (
+            fallback.observe if getattr(fallback, "observes_commands", False) else None  # type: ignore[union-attr]
         )
         self.business_errors = dependency.business_errors
         self.is_failure = dependency.is_failure
@@ -317,6 +324,7 @@ class Client:
         "marks_span",
         "name",
         "observe",
+        "observes_fallback",
         "on_reject",
         "open_error",
         "serve",
@@ -338,6 +346,7 @@ class Client:
         timeout_errors: tuple[type[BaseException], ...] = (),
         thread_timeout: bool = False,
         marks_span: bool = False,
+        observes_fallback: bool = False,
     ) -> None:
         self.name = name
         self.open_error = open_error
@@ -355,6 +364,7 @@ class Client:
         )
         self.thread_timeout = thread_timeout
         self.marks_span = marks_span
+        self.observes_fallback = observes_fallback
 
     def __repr__(self) -> str:
         return f"<Client {self.name}>"
@@ -479,12 +489,16 @@ def _chaos_plan(entry: Entry, client: Client) -> tuple[float, BaseException | No
 
 
 def _observe(entry: Entry, client: Client, result: Any, subject: Any, args: Any) -> None:
-    """Show a successful result to the client's observer; its errors never reach the app."""
-    observe = client.observe
-    if observe is None:
-        return
+    """Show a successful result to the client's observer, or to the fallback that learns
+    from commands (``observes_fallback``); their errors never reach the app."""
     try:
-        observe(entry, result, subject, args)
+        observe = client.observe
+        if observe is not None:
+            observe(entry, result, subject, args)
+        elif client.observes_fallback:
+            observer = entry.observer
+            if observer is not None:
+                observer(args, result)
     except Exception:
         _log.debug("observing a result of %s failed", entry.name, exc_info=True)
 
@@ -510,7 +524,7 @@ def _succeeded(  # noqa: PLR0917 - positional: the path runs per call
         entry.breaker.record_failure(duration, error_type)
     if admission is not None:
         admission.release(duration, error_type is not None)
-    if client.observe is not None and result is not _NO_RESULT:
+    if (client.observe is not None or client.observes_fallback) and result is not _NO_RESULT:
         _observe(entry, client, result, subject, args)
 
 
@@ -592,6 +606,13 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
                 observe(entry, result, subject, args)
             except Exception:
                 _log.debug("observing a result of %s failed", entry.name, exc_info=True)
+        elif client.observes_fallback:
+            observer = entry.observer
+            if observer is not None:
+                try:  # _observe, inlined: per call (a memory cache keeps what was read)
+                    observer(args, result)
+                except Exception:
+                    _log.debug("observing a result of %s failed", entry.name, exc_info=True)
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result
@@ -726,6 +747,13 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
                 observe(entry, result, subject, args)
             except Exception:
                 _log.debug("observing a result of %s failed", entry.name, exc_info=True)
+        elif client.observes_fallback:
+            observer = entry.observer
+            if observer is not None:
+                try:  # _observe, inlined: per call (a memory cache keeps what was read)
+                    observer(args, result)
+                except Exception:
+                    _log.debug("observing a result of %s failed", entry.name, exc_info=True)
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result

@@ -113,6 +113,10 @@ class MemoryCache:
     when the breaker closes.
     """
 
+    observes_commands = True
+    """Guards hand this cache each command that worked, with its result (``observe``):
+    ``Client(observes_fallback=True)`` in ``_guard``."""
+
     def __init__(
         self,
         max_entries: int = 10_000,

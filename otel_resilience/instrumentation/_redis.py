@@ -78,12 +78,6 @@ def _serve_pipeline(
     return serve(entry, commands, decode, reason)
 
 
-def _observe_command(entry: Entry, result: Any, decode: bool, args: Any) -> None:
-    fallback = entry.fallback
-    if isinstance(fallback, MemoryCache):
-        fallback.observe(args, result)
-
-
 def _observe_pipeline(
     entry: Entry, results: Any, subject: tuple[list[tuple[Any, ...]], bool], args: Any
 ) -> None:
@@ -103,12 +97,14 @@ def _client(serve: Any, observe: Any) -> Client:
         is_failure=_is_failure,
         serve=serve,
         observe=observe,
+        observes_fallback=observe is None,
         timeout_errors=(redis.exceptions.TimeoutError,),
     )
 
 
-COMMAND = _client(_serve_command, _observe_command)
-"""``execute_command``: the subject is the pool's ``decode_responses``."""
+COMMAND = _client(_serve_command, None)
+"""``execute_command``: the subject is the pool's ``decode_responses``; a memory cache
+fallback sees each command that worked (``MemoryCache.observe``)."""
 
 PIPELINE = _client(_serve_pipeline, _observe_pipeline)
 """Pipeline ``execute``: the subject is ``(queued commands, decode_responses)``."""
