@@ -18,7 +18,7 @@ import sqlalchemy.dialects.postgresql.asyncpg as adapter
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from otel_resilience import CircuitOpenError, Registry, load_config
-from otel_resilience.instrumentation._install import GuardLayer, Installer
+from otel_resilience.instrumentation._install import Installer, guard_layer
 from otel_resilience.instrumentation._sqlalchemy import install_sqlalchemy
 from tests.support.client_servers import CountingProxy
 from tests.support.guards import guarded
@@ -146,11 +146,11 @@ def test_sqlalchemy_guards_install_without_asyncpg_or_its_adapter_cursor(
     installer = Installer(registry_for())
     install_sqlalchemy(installer)
     try:
-        assert isinstance(inspect.getattr_static(sqlalchemy.engine.Engine, "connect"), GuardLayer)
+        assert guard_layer(inspect.getattr_static(sqlalchemy.engine.Engine, "connect"))
         cursor_class: Any = getattr(adapter, "AsyncAdapt_asyncpg_cursor", None)
         if cursor_class is not None:
             method = inspect.getattr_static(cursor_class, "_prepare_and_execute")
-            assert not isinstance(method, GuardLayer)
+            assert guard_layer(method) is None
     finally:
         installer.uninstall()
-    assert not isinstance(inspect.getattr_static(sqlalchemy.engine.Engine, "connect"), GuardLayer)
+    assert guard_layer(inspect.getattr_static(sqlalchemy.engine.Engine, "connect")) is None

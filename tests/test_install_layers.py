@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from otel_resilience import CircuitOpenError, load_config
 from otel_resilience.instrumentation import install
-from otel_resilience.instrumentation._install import GuardLayer, _guard_layer, _Proxy
+from otel_resilience.instrumentation._install import _Proxy, guard_layer, installer_of
 
 NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -48,18 +48,18 @@ def test_install_again_after_instrument_uninstrument_uninstall_guards() -> None:
         client = redis.Redis(port=1)
         with pytest.raises(CircuitOpenError):
             client.get("k")
-        assert isinstance(inspect.getattr_static(redis.Redis, "execute_command"), GuardLayer)
+        assert guard_layer(inspect.getattr_static(redis.Redis, "execute_command")) is not None
     finally:
         uninstall_again()
     assert inspect.getattr_static(redis.Redis, "execute_command") is original
 
 
-def _guard_layers(owner: Any, attribute: str) -> list[GuardLayer]:
-    """The guard layers in the wrapt chain of ``owner.attribute``, outermost first."""
+def _guard_layers(owner: Any, attribute: str) -> list[Any]:
+    """The guard layers in the chain of layers of ``owner.attribute``, outermost first."""
     layers = []
     node = inspect.getattr_static(owner, attribute)
-    while isinstance(node, _Proxy):
-        layer = _guard_layer(node)
+    while isinstance(node, _Proxy) or guard_layer(node) is not None:
+        layer = guard_layer(node)
         if layer is not None:
             layers.append(layer)
         node = (layer if layer is not None else node).__wrapped__
@@ -153,7 +153,7 @@ def test_two_live_installs_stack_and_come_off_in_either_order() -> None:
     client = redis.Redis(port=1, retry=NO_RETRY, socket_connect_timeout=0.5)
     try:
         layers = _guard_layers(redis.Redis, "execute_command")
-        assert [layer._self_installer.registry for layer in layers] == [second, first]
+        assert [installer_of(layer).registry for layer in layers] == [second, first]
         first.breaker("cache").force_open()
         with pytest.raises(CircuitOpenError) as by_first:
             client.get("k")
@@ -164,7 +164,7 @@ def test_two_live_installs_stack_and_come_off_in_either_order() -> None:
         assert (by_first.value.dependency, by_second.value.dependency) == ("cache", "store")
         uninstall_first()
         assert [
-            layer._self_installer.registry
+            installer_of(layer).registry
             for layer in _guard_layers(redis.Redis, "execute_command")
         ] == [second]
         with pytest.raises(CircuitOpenError):

@@ -18,12 +18,21 @@ wherever they are in the chain and takes only them out.
 Where an instrumentation does not use ``wrapt`` (requests replaces ``Session.send`` with
 a closure, grpc.aio replaces its channel factory), the guard hooks one level below the
 method the instrumentation patches instead; the client modules say where.
+
+A guarded plain (sync) function or method gets a plain function as its layer, which
+Python binds like the method it replaces, at no cost of ours per call: a ``wrapt`` layer
+is built anew for every call through an instance (about 2000 instructions). Anything
+else (a coroutine function, a classmethod, a builtin) gets a ``wrapt`` layer
+(``GuardLayer``). Either kind names its ``Installer`` and holds what it guards in
+``__wrapped__``, which the chain code below reads and repoints alike.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +42,14 @@ from .._context import PROBING
 from .._guard import Entry
 from .._registry import Registry
 
-__all__ = ["GuardLayer", "Installer", "innermost", "instrument_clients"]
+__all__ = [
+    "GuardLayer",
+    "Installer",
+    "guard_layer",
+    "innermost",
+    "installer_of",
+    "instrument_clients",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -61,8 +77,13 @@ def _stored(owner: Any, attribute: str) -> Any:
         return None
 
 
+# The attribute naming a plain guard layer's Installer.
+_INSTALLER = "_otel_resilience_installer"
+_probing = PROBING.get
+
+
 def _guard_layer(node: Any) -> GuardLayer | None:
-    """The guard layer ``node`` is, or is a binding of.
+    """The ``wrapt`` guard layer ``node`` is, or is a binding of.
 
     OpenTelemetry's ``unwrap`` stores ``getattr(owner, attribute).__wrapped__``; under
     wrapt 2 that is the inner layer bound to ``None`` (a ``BoundFunctionWrapper`` whose
@@ -74,15 +95,61 @@ def _guard_layer(node: Any) -> GuardLayer | None:
     return parent if isinstance(parent, GuardLayer) else None
 
 
+def guard_layer(node: Any) -> Any:
+    """The guard layer (either kind) ``node`` is, or is a binding of; None for anything
+    else."""
+    if type(node) is types.FunctionType:  # not isinstance: a wrapt proxy passes for one
+        return node if _INSTALLER in node.__dict__ else None
+    return _guard_layer(node)
+
+
+def installer_of(layer: Any) -> Installer:
+    """The ``Installer`` of a guard layer (``guard_layer``'s answer)."""
+    if isinstance(layer, GuardLayer):
+        return layer._self_installer
+    installer: Installer = layer.__dict__[_INSTALLER]
+    return installer
+
+
+def _plain_layer(original: Any, wrapper: Wrapper, installer: Installer, is_method: bool) -> Any:
+    """A plain function calling ``wrapper(wrapped, instance, args, kwargs)`` as a ``wrapt``
+    layer of ``original`` would while the guards apply (``Installer.active``), and
+    ``original`` itself otherwise. For a method (``is_method``), ``wrapped`` is ``original``
+    bound to the instance. What it calls is read from its ``__wrapped__``, so it is
+    repointed like a ``wrapt`` layer."""
+    if is_method:
+
+        def layer(*args: Any, **kwargs: Any) -> Any:
+            wrapped = layer.__wrapped__  # type: ignore[attr-defined]
+            if not args or not installer.enabled or _probing():
+                return wrapped(*args, **kwargs)  # (no instance: fails as the method would)
+            instance = args[0]
+            return wrapper(wrapped.__get__(instance, type(instance)), instance, args[1:], kwargs)
+
+    else:
+
+        def layer(*args: Any, **kwargs: Any) -> Any:
+            wrapped = layer.__wrapped__  # type: ignore[attr-defined]
+            if not installer.enabled or _probing():
+                return wrapped(*args, **kwargs)
+            return wrapper(wrapped, None, args, kwargs)
+
+    functools.update_wrapper(layer, original)
+    layer.__dict__[_INSTALLER] = installer
+    return layer
+
+
 def innermost(owner: Any, attribute: str) -> tuple[Any, Any]:
-    """``(parent, node)``: the innermost non-proxy under ``owner.attribute`` and the proxy
+    """``(parent, node)``: the innermost non-proxy under ``owner.attribute`` and the layer
     holding it (None when the attribute itself is not wrapped). A guard layer left by an
     uninstalled ``Installer`` is stepped over (its ``__wrapped__`` is what it guarded)."""
     parent = None
     node = _stored(owner, attribute)
-    while isinstance(node, _Proxy):
-        layer = _guard_layer(node)
-        if layer is not None and layer._self_installer.enabled:
+    while True:
+        layer = guard_layer(node)
+        if layer is None and not isinstance(node, _Proxy):
+            break  # the original
+        if layer is not None and installer_of(layer).enabled:
             break  # a live guard: the new one goes under nothing else
         inner = getattr(layer if layer is not None else node, "__wrapped__", None)
         if inner is None:
@@ -108,16 +175,12 @@ class Installer:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.enabled = True
-        self._layers: list[tuple[Any, str, GuardLayer]] = []
+        self._layers: list[tuple[Any, str, Any]] = []
         self._undo: list[Callable[[], None]] = []
 
-    def wrap(self, owner: Any, attribute: str, wrapper: Wrapper, *, gated: bool = True) -> None:
-        """Guard ``owner.attribute`` with ``wrapper(wrapped, instance, args, kwargs)``.
-
-        The wrapper runs only while the guards apply (``active()``); with ``gated=False``
-        it is called on every call and checks ``active()`` first itself (a frame less on
-        a client's busiest method).
-        """
+    def wrap(self, owner: Any, attribute: str, wrapper: Wrapper) -> None:
+        """Guard ``owner.attribute`` with ``wrapper(wrapped, instance, args, kwargs)``,
+        which runs only while the guards apply (``active()``)."""
 
         def gate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             if not self.enabled or PROBING.get():
@@ -127,8 +190,12 @@ class Installer:
         parent, original = innermost(owner, attribute)
         if original is None:
             raise AttributeError(f"{owner!r} has no attribute {attribute!r} to guard")
-        layer = GuardLayer(original, gate if gated else wrapper)
-        layer._self_installer = self
+        layer: Any
+        if _plain(original):  # the gate is the layer's own first step
+            layer = _plain_layer(original, wrapper, self, is_method=inspect.isclass(owner))
+        else:
+            layer = GuardLayer(original, gate)
+            layer._self_installer = self
         if parent is None:
             setattr(owner, attribute, layer)
         else:
@@ -163,12 +230,27 @@ class Installer:
         return self.registry._entry(name)
 
 
-def _remove(owner: Any, attribute: str, layer: GuardLayer) -> None:
+def _plain(original: Any) -> bool:
+    """Whether ``original`` gets a plain function layer: a plain sync function (a method
+    stored on a class, or a module's function), not one that makes a coroutine or a
+    generator (its layer would hide that from ``inspect``)."""
+    return (
+        type(original) is types.FunctionType
+        and not inspect.iscoroutinefunction(original)
+        and not inspect.isgeneratorfunction(original)
+        and not inspect.isasyncgenfunction(original)
+    )
+
+
+def _remove(owner: Any, attribute: str, layer: Any) -> None:
     parent = None
     node = _stored(owner, attribute)
-    while _guard_layer(node) is not layer:
-        if not isinstance(node, _Proxy):
-            return  # gone, or replaced by something that is not a wrapt chain: not ours
+    while True:
+        found = guard_layer(node)
+        if found is layer:
+            break
+        if found is None and not isinstance(node, _Proxy):
+            return  # gone, or replaced by something that is not a chain of layers: not ours
         parent, node = node, getattr(node, "__wrapped__", None)
     if parent is None:
         setattr(owner, attribute, layer.__wrapped__)

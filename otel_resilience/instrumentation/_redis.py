@@ -19,7 +19,6 @@ import redis.asyncio.client
 import redis.client
 
 from .._addresses import Address
-from .._context import PROBING
 from .._errors import CircuitOpenError
 from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
 from .._health import learn_address
@@ -32,7 +31,6 @@ __all__ = ["RedisCircuitOpenError", "install_redis"]
 # install that looked it up, so the hot path is one attribute read:
 # (patcher, entry or None, decode_responses).
 _CACHE_ATTRIBUTE = "_otel_resilience_dependency"
-_probing = PROBING.get
 
 
 class RedisCircuitOpenError(CircuitOpenError, redis.exceptions.ConnectionError):
@@ -190,8 +188,6 @@ def install_redis(patcher: Patcher) -> None:
     # -- sync ------------------------------------------------------------------------
 
     def execute_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if not patcher.enabled or _probing():  # Installer.active(), inlined (gated=False)
-            return wrapped(*args, **kwargs)
         # dependency_of, inlined: this runs for every command.
         cached = getattr(getattr(instance, "connection_pool", None), _CACHE_ATTRIBUTE, None)
         if cached is None or cached[0] is not patcher:
@@ -231,7 +227,7 @@ def install_redis(patcher: Patcher) -> None:
             if instance.command_stack:
                 await instance.reset()
 
-    patcher.wrap(redis.client.Redis, "execute_command", execute_command, gated=False)
+    patcher.wrap(redis.client.Redis, "execute_command", execute_command)
     patcher.wrap(redis.client.Pipeline, "execute", pipeline_execute)
     patcher.wrap(redis.asyncio.client.Redis, "execute_command", async_execute_command)
     patcher.wrap(redis.asyncio.client.Pipeline, "execute", async_pipeline_execute)
