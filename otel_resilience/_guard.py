@@ -741,19 +741,8 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
             next(breaker._fast_successes)
         else:
             breaker.record_success()
-        observe = client.observe
-        if observe is not None:
-            try:  # _observe, inlined: per call
-                observe(entry, result, subject, args)
-            except Exception:
-                _log.debug("observing a result of %s failed", entry.name, exc_info=True)
-        elif client.observes_fallback:
-            observer = entry.observer
-            if observer is not None:
-                try:  # _observe, inlined: per call (a memory cache keeps what was read)
-                    observer(args, result)
-                except Exception:
-                    _log.debug("observing a result of %s failed", entry.name, exc_info=True)
+        if client.observe is not None or client.observes_fallback:
+            _observe(entry, client, result, subject, args)  # a frame is little next to an await
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result

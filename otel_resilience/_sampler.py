@@ -66,11 +66,13 @@ class ResilienceSampler(Sampler):
         self.wrapped = sampler
         self.registry = registry
         self.include_discovered = include_discovered
-        deciding = _parent_based_with_kept_drops(sampler, self)
-        if deciding is not None:
-            # The instance attribute shadows the method below: the same decisions, without
-            # a call of ours for spans that the ParentBased samples.
-            self.should_sample = deciding.should_sample  # type: ignore[method-assign]
+        # Who decides: a ParentBased with its dropping delegates wrapped (no call of ours
+        # for the spans it samples), else the whole sampler wrapped. Its method is bound as
+        # an instance attribute, which shadows the class's method below: one call a span.
+        self._deciding: Sampler = _parent_based_with_kept_drops(sampler, self) or (
+            _KeepingDelegate(sampler, self)
+        )
+        self.should_sample = self._deciding.should_sample  # type: ignore[method-assign]
 
     def should_sample(  # noqa: PLR0917 - the SDK's Sampler signature
         self,
@@ -82,12 +84,11 @@ class ResilienceSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        result = self.wrapped.should_sample(
+        """The wrapped sampler's decision, a dropped client span of a dependency made
+        RECORD_ONLY (an instance's own ``should_sample`` is this, one call shorter)."""
+        return self._deciding.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
-        if result.decision is not _DROP or kind is not _CLIENT:
-            return result
-        return self._kept(result, attributes)
 
     def _kept(self, result: SamplingResult, attributes: Attributes) -> SamplingResult:
         """A dropped client span's result: RECORD_ONLY when it belongs to a dependency."""
@@ -118,8 +119,8 @@ class ResilienceSampler(Sampler):
 
 
 class _KeepingDelegate(Sampler):
-    """A delegate of a ``ParentBased`` that may drop, wrapped as ``ResilienceSampler``
-    wraps a whole sampler (``owner`` holds the registry, repointed by configure())."""
+    """A sampler that may drop, wrapped for ``owner`` (a ``ResilienceSampler``, whose
+    registry configure() repoints): the whole sampler, or a delegate of a ``ParentBased``."""
 
     __slots__ = ("_owner", "_wrapped")
 
