@@ -164,8 +164,7 @@ def test_two_live_installs_stack_and_come_off_in_either_order() -> None:
         assert (by_first.value.dependency, by_second.value.dependency) == ("cache", "store")
         uninstall_first()
         assert [
-            installer_of(layer).registry
-            for layer in _guard_layers(redis.Redis, "execute_command")
+            installer_of(layer).registry for layer in _guard_layers(redis.Redis, "execute_command")
         ] == [second]
         with pytest.raises(CircuitOpenError):
             client.get("k")
