@@ -1,8 +1,11 @@
-"""Shared fixtures: a fake clock, hypothesis profiles, and reset of global state."""
+"""Shared fixtures: a fake clock, an OTLP receiver, hypothesis profiles, and reset of global
+state."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -35,3 +38,16 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A real OTLP gRPC receiver on a free port (``tests.support.otlp_receiver``), closed
+    after the test."""
+    from tests.support.otlp_receiver import OTLPReceiver  # grpc: only for the tests using it
+
+    server = OTLPReceiver().start()
+    try:
+        yield server
+    finally:
+        server.close()

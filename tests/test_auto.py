@@ -7,14 +7,13 @@ SDK lets a process set them once).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_resilience import Registry, ResilientSpanExporter, _auto, _configure, _reload
 from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.reports import last_json_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,8 +40,7 @@ def run_python(script: str, **env: str) -> dict[str, Any]:
         cwd=ROOT,
         env={**os.environ, **env},
     )
-    assert result.returncode == 0, result.stderr
-    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = last_json_line(result)
     report["stderr"] = result.stderr
     return report
 
@@ -85,15 +84,6 @@ def test_an_exporter_that_cannot_be_wrapped_is_used_as_it_is(
     wrapped[1].shutdown()
 
 
-@pytest.fixture
-def receiver() -> Iterator[OTLPReceiver]:
-    server = OTLPReceiver().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def test_opentelemetry_instrument_wraps_the_log_exporter(
     tmp_path: Path, receiver: OTLPReceiver
 ) -> None:
@@ -135,8 +125,7 @@ def test_opentelemetry_instrument_wraps_the_log_exporter(
         env=env,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = last_json_line(result)
     assert report == {"exporters": ["ResilientLogExporter"], "flushed": True}
     assert receiver.log_bodies == ["hello from the app"]
 

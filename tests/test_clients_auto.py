@@ -9,7 +9,6 @@ client, what the test asserts.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ import sys
 from pathlib import Path
 
 from tests.support.health_servers import free_port
+from tests.support.reports import last_json_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,8 +120,7 @@ def test_opentelemetry_instrument_service_fails_fast_and_recovers(tmp_path: Path
         timeout=120,
         cwd=ROOT,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = last_json_line(result, stderr_tail=3000)
     assert report["instrumented"] == [True, True, True]
     for name in ("psycopg", "requests", "grpc"):
         outcome = report[name]

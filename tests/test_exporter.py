@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -35,13 +34,6 @@ POLICY = BreakerPolicy(
 )
 DEADLINE = 0.5
 SLACK = 2.0  # generous: only catches hangs
-
-
-@pytest.fixture
-def receiver() -> Iterator[OTLPReceiver]:
-    server = OTLPReceiver().start()
-    yield server
-    server.close()
 
 
 def drops(reader: InMemoryMetricReader) -> dict[str, float]:

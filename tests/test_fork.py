@@ -7,14 +7,12 @@ health checks, and gunicorn ``--preload`` with uvicorn workers exporting from wo
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +20,7 @@ import pytest
 
 from tests.support.health_servers import free_port
 from tests.support.otlp_receiver import OTLPReceiver
+from tests.support.reports import last_json_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,15 +100,6 @@ FORK_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def receiver() -> Iterator[OTLPReceiver]:
-    server = OTLPReceiver().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def wait_for_spans(receiver: OTLPReceiver, prefix: str, count: int, timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
@@ -137,8 +127,7 @@ def test_forked_child_exports_spans_and_runs_health_checks(receiver: OTLPReceive
         check=False,
         cwd=ROOT,
     )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = last_json_line(result)
     assert report["prober_running"] is True
     assert report["flushed"] is True
     assert report["checks"] >= 3  # the child's own prober ran the check again and again
