@@ -39,6 +39,7 @@ from ._sdk import (
     metric_exporter_preferences,
     metric_readers,
     reader_exporter,
+    renew_exporter_channel,
     set_batch_exporter,
     set_exporter_timeout,
     set_reader_exporter,
@@ -257,6 +258,7 @@ class _Resilient(Generic[R]):
         self._dropped.add(0, self._dropped_attributes)
         self._worker = _Worker(f"{_WORKER_PREFIX}-{self.signal}")
         self._shutdown = False
+        self._inherited_channel = False  # a forked child's: renewed before its first export
         # Let a stuck inner call free the worker no later than the inner exporter allows,
         # and sooner where the exporter exposes its timeout (the OTLP exporters do).
         inner_timeout = exporter_timeout(exporter)
@@ -269,6 +271,22 @@ class _Resilient(Generic[R]):
     def _after_fork_in_child(self) -> None:
         # The caller's thread in the parent may have held the breaker's lock at the fork.
         renew_breaker_locks([self.breaker])
+        # The inner exporter's connection is the parent's. It is replaced on the worker, at
+        # the first export, under the deadline: not here, where a grpc lock a parent's
+        # thread held at the fork would hang the child's start.
+        self._inherited_channel = True
+
+    def _renewing(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        """``call``, preceded by a new channel for the inner exporter while the one it has
+        is still the parent's; runs on the worker, so the channel is renewed once."""
+
+        def renewed() -> Any:
+            if self._inherited_channel:
+                self._inherited_channel = False
+                renew_exporter_channel(self.exporter)
+            return call()
+
+        return renewed
 
     def _drop(self, count: int) -> None:
         if count:
@@ -283,6 +301,8 @@ class _Resilient(Generic[R]):
         if not breaker.allow():
             self._drop(count)
             return False
+        if self._inherited_channel:
+            call = self._renewing(call)
         started = time.monotonic()
         try:
             result = self._worker.run(call, self.export_timeout_seconds)

@@ -39,6 +39,7 @@ __all__ = [
     "metric_readers",
     "readable_fields",
     "reader_exporter",
+    "renew_exporter_channel",
     "sampler_from_environment",
     "set_batch_exporter",
     "set_exporter_timeout",
@@ -175,6 +176,44 @@ def exporter_timeout(exporter: Any) -> float | None:
 def set_exporter_timeout(exporter: Any, seconds: float) -> None:
     """Lower ``exporter._timeout``; only called after :func:`exporter_timeout` found it."""
     exporter._timeout = seconds
+
+
+# grpc's channel argument for a subchannel pool of the channel's own, not the process-wide one
+# that channels to the same target share (and a forked child inherits, connected).
+_LOCAL_SUBCHANNEL_POOL = "grpc.use_local_subchannel_pool"
+# The channels a forked child replaced: kept, never closed or freed in the child, where
+# closing one could shut down the socket it shares with the parent.
+_INHERITED_CHANNELS: list[Any] = []
+
+
+def renew_exporter_channel(exporter: Any) -> bool:
+    """Give an OTLP gRPC exporter a new channel with connections of its own; True if done.
+
+    For a forked child, before its first export: the channel it inherited shares the
+    parent's connection (the same socket in two processes), and grpc refuses that socket in
+    the child ("Wrong file descriptor generation", UNAVAILABLE) or, worse, interleaves two
+    processes' frames on it. A new channel alone is not enough: channels to the same target
+    share the process-wide subchannel pool, inherited connected, so the new one gets
+    ``grpc.use_local_subchannel_pool``.
+
+    Reads and writes ``exporter._channel``, ``exporter._channel_options`` and calls
+    ``exporter._initialize_channel_and_stub()``, which the OTLP gRPC exporters (1.43, 1.45)
+    use to make their channel and to reconnect. Missing (any other exporter): nothing
+    happens and the answer is False.
+    """
+    initialize = getattr(exporter, "_initialize_channel_and_stub", None)
+    options = getattr(exporter, "_channel_options", None)
+    if not callable(initialize) or not isinstance(options, (tuple, list)):
+        return False
+    if not any(
+        isinstance(option, tuple) and option[:1] == (_LOCAL_SUBCHANNEL_POOL,) for option in options
+    ):
+        exporter._channel_options = (*options, (_LOCAL_SUBCHANNEL_POOL, 1))
+    inherited = getattr(exporter, "_channel", None)
+    if inherited is not None:
+        _INHERITED_CHANNELS.append(inherited)
+    initialize()
+    return True
 
 
 def metric_exporter_preferences(exporter: Any) -> tuple[Any, Any]:

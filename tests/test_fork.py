@@ -143,6 +143,106 @@ def test_forked_child_exports_spans_and_runs_health_checks(receiver: OTLPReceive
     assert "dropping telemetry" not in result.stderr
 
 
+CONNECTED_FORK_SCRIPT = textwrap.dedent(
+    """
+    import json, logging, os, sys, threading
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from otel_resilience import ResilientSpanExporter
+
+    endpoint, children = sys.argv[1], int(sys.argv[2])
+
+    class Complaints(logging.Filter):
+        # What the inner exporter logs at WARNING or above (a retry, a failure), counted
+        # before the wrapper's own filter keeps it quiet.
+        count = 0
+        def filter(self, record):
+            if record.levelno >= logging.WARNING:
+                Complaints.count += 1
+            return True
+
+    logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").addFilter(Complaints())
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+
+    def span(name):
+        memory.clear()
+        with provider.get_tracer("fork-test").start_as_current_span(name):
+            pass
+        return memory.get_finished_spans()
+
+    exporter = ResilientSpanExporter(  # generous: a loaded machine starts 16 children
+        OTLPSpanExporter(endpoint=endpoint, insecure=True), export_timeout_seconds=5
+    )
+    assert exporter.export(span("parent-connects")).name == "SUCCESS"
+    batches = [span(f"connected-child-{index}") for index in range(children)]
+    background, exported, stop = span("parent-background"), threading.Event(), threading.Event()
+
+    def keep_exporting():  # as a pre-fork server's master does, exporting as it forks
+        while not stop.is_set():
+            exporter.export(background)
+            exported.set()
+
+    exporting = threading.Thread(target=keep_exporting)
+    exporting.start()
+    exported.wait(10)
+    results_read, results_write = os.pipe()
+    pids = []
+    for index in range(children):
+        pid = os.fork()
+        if pid == 0:
+            result = exporter.export(batches[index]).name
+            report = {"result": result, "complaints": Complaints.count,
+                      "breaker": exporter.breaker.state.value}
+            os.write(results_write, (json.dumps(report) + "\\n").encode())
+            os._exit(0)
+        pids.append(pid)
+    os.close(results_write)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    stop.set()
+    exporting.join()
+    with os.fdopen(results_read) as lines:
+        reports = [json.loads(line) for line in lines]
+    after = exporter.export(span("parent-after-children")).name
+    print(json.dumps({"children": reports, "parent_after": after,
+                      "parent_complaints": Complaints.count}))
+    """
+)
+
+
+def test_forked_children_of_an_exporting_parent_export_on_connections_of_their_own(
+    receiver: OTLPReceiver,
+) -> None:
+    """The parent is exporting on its gRPC connection (another thread, as a pre-fork
+    server's master does) while it forks; each child's first export goes out on a channel
+    of the child's own. With the inherited channel, a call in flight at the fork made about
+    one child in three hang to the deadline, open the telemetry breaker and drop its spans;
+    and the parent's connection still works after the children used theirs."""
+    children = 16
+    result = subprocess.run(
+        [sys.executable, "-c", CONNECTED_FORK_SCRIPT, receiver.endpoint, str(children)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    report = last_json_line(result)
+    assert len(report["children"]) == children
+    for child in report["children"]:
+        assert child == {"result": "SUCCESS", "complaints": 0, "breaker": "closed"}
+    assert report["parent_after"] == "SUCCESS"
+    assert report["parent_complaints"] == 0
+    spans = wait_for_spans(receiver, "connected-child-", children, 10)
+    assert sorted(spans) == sorted(f"connected-child-{index}" for index in range(children))
+    assert wait_for_spans(receiver, "parent-after-children", 1, 10)
+    assert "dropping telemetry" not in result.stderr
+
+
 # -- gunicorn --preload ------------------------------------------------------------------
 
 PRELOAD_APP = textwrap.dedent(

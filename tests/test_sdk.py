@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from otel_resilience import BreakerSpanProcessor, Registry, State
 from otel_resilience._sdk import (
+    renew_exporter_channel,
     sampler_from_environment,
     set_batch_exporter,
     set_reader_exporter,
@@ -68,6 +69,29 @@ class DuckSpan:
 
 class DuckStatus:
     status_code = StatusCode.ERROR
+
+
+def test_only_an_otlp_grpc_exporter_gets_a_channel_of_its_own() -> None:
+    """A forked child's renewal: the OTLP gRPC exporter gets a new channel that does not
+    share the process-wide subchannel pool (asked for once however often it is renewed);
+    an exporter without a gRPC channel is left as it is."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    other = InMemorySpanExporter()
+    assert renew_exporter_channel(other) is False
+    assert renew_exporter_channel(object()) is False
+    exporter = OTLPSpanExporter(endpoint="127.0.0.1:4317", insecure=True)
+    try:
+        for _ in range(2):
+            inherited = exporter._channel
+            assert renew_exporter_channel(exporter) is True
+            assert exporter._channel is not inherited
+            pools = [
+                o for o in exporter._channel_options if o[0] == "grpc.use_local_subchannel_pool"
+            ]
+            assert pools == [("grpc.use_local_subchannel_pool", 1)]
+    finally:
+        exporter.shutdown()
 
 
 def test_span_fields_fall_back_to_the_public_properties() -> None:
