@@ -39,7 +39,7 @@ from ._sdk import (
     metric_exporter_preferences,
     metric_readers,
     reader_exporter,
-    renew_exporter_channel,
+    renew_exporter_connections,
     set_batch_exporter,
     set_exporter_timeout,
     set_reader_exporter,
@@ -258,7 +258,7 @@ class _Resilient(Generic[R]):
         self._dropped.add(0, self._dropped_attributes)
         self._worker = _Worker(f"{_WORKER_PREFIX}-{self.signal}")
         self._shutdown = False
-        self._inherited_channel = False  # a forked child's: renewed before its first export
+        self._inherited_connections = False  # a forked child's: renewed before its first export
         # Let a stuck inner call free the worker no later than the inner exporter allows,
         # and sooner where the exporter exposes its timeout (the OTLP exporters do).
         inner_timeout = exporter_timeout(exporter)
@@ -271,19 +271,20 @@ class _Resilient(Generic[R]):
     def _after_fork_in_child(self) -> None:
         # The caller's thread in the parent may have held the breaker's lock at the fork.
         renew_breaker_locks([self.breaker])
-        # The inner exporter's connection is the parent's. It is replaced on the worker, at
-        # the first export, under the deadline: not here, where a grpc lock a parent's
-        # thread held at the fork would hang the child's start.
-        self._inherited_channel = True
+        # The inner exporter's connections are the parent's. They are replaced on the
+        # worker, at the first export, under the deadline: not here, where a lock a
+        # parent's thread held at the fork (grpc's, a connection pool's) would hang the
+        # child's start.
+        self._inherited_connections = True
 
     def _renewing(self, call: Callable[[], Any]) -> Callable[[], Any]:
-        """``call``, preceded by a new channel for the inner exporter while the one it has
-        is still the parent's; runs on the worker, so the channel is renewed once."""
+        """``call``, preceded by new connections for the inner exporter while the ones it
+        has are still the parent's; runs on the worker, so they are renewed once."""
 
         def renewed() -> Any:
-            if self._inherited_channel:
-                self._inherited_channel = False
-                renew_exporter_channel(self.exporter)
+            if self._inherited_connections:
+                self._inherited_connections = False
+                renew_exporter_connections(self.exporter)
             return call()
 
         return renewed
@@ -301,7 +302,7 @@ class _Resilient(Generic[R]):
         if not breaker.allow():
             self._drop(count)
             return False
-        if self._inherited_channel:
+        if self._inherited_connections:
             call = self._renewing(call)
         started = time.monotonic()
         try:

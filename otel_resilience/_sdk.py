@@ -39,7 +39,7 @@ __all__ = [
     "metric_readers",
     "readable_fields",
     "reader_exporter",
-    "renew_exporter_channel",
+    "renew_exporter_connections",
     "sampler_from_environment",
     "set_batch_exporter",
     "set_exporter_timeout",
@@ -186,34 +186,50 @@ _LOCAL_SUBCHANNEL_POOL = "grpc.use_local_subchannel_pool"
 _INHERITED_CHANNELS: list[Any] = []
 
 
-def renew_exporter_channel(exporter: Any) -> bool:
-    """Give an OTLP gRPC exporter a new channel with connections of its own; True if done.
+def renew_exporter_connections(exporter: Any) -> bool:
+    """Give an OTLP exporter connections of its own; True if it had any to replace.
 
-    For a forked child, before its first export: the channel it inherited shares the
-    parent's connection (the same socket in two processes), and grpc refuses that socket in
-    the child ("Wrong file descriptor generation", UNAVAILABLE) or, worse, interleaves two
-    processes' frames on it. A new channel alone is not enough: channels to the same target
-    share the process-wide subchannel pool, inherited connected, so the new one gets
-    ``grpc.use_local_subchannel_pool``.
+    For a forked child, before its first export: what the exporter inherited are the
+    parent's connections (the same sockets in two processes). A child writing on one of
+    them interleaves with the parent's requests, so either side may read the other's
+    answer, or grpc refuses the socket in the child ("Wrong file descriptor generation")
+    while a call the parent had in flight hangs the child's export to its deadline.
 
-    Reads and writes ``exporter._channel``, ``exporter._channel_options`` and calls
-    ``exporter._initialize_channel_and_stub()``, which the OTLP gRPC exporters (1.43, 1.45)
-    use to make their channel and to reconnect. Missing (any other exporter): nothing
-    happens and the answer is False.
+    - OTLP gRPC (1.43, 1.45: ``exporter._channel``, ``exporter._channel_options``,
+      ``exporter._initialize_channel_and_stub()``, which the exporter itself uses to
+      reconnect): a new channel. Alone it would still share the parent's connection
+      through the process-wide subchannel pool, inherited connected, so it gets
+      ``grpc.use_local_subchannel_pool``. The inherited channel is kept, never closed.
+    - OTLP HTTP (its ``requests.Session``: ``exporter._session`` in 1.43,
+      ``exporter._client._transport._session`` in 1.45): its pooled connections are closed
+      in this process (each socket's descriptor only: the parent's connection stays up),
+      so the next request opens one of the child's own; the session and its settings are
+      kept.
+
+    Missing (any other exporter): nothing happens and the answer is False.
     """
     initialize = getattr(exporter, "_initialize_channel_and_stub", None)
     options = getattr(exporter, "_channel_options", None)
-    if not callable(initialize) or not isinstance(options, (tuple, list)):
-        return False
-    if not any(
-        isinstance(option, tuple) and option[:1] == (_LOCAL_SUBCHANNEL_POOL,) for option in options
-    ):
-        exporter._channel_options = (*options, (_LOCAL_SUBCHANNEL_POOL, 1))
-    inherited = getattr(exporter, "_channel", None)
-    if inherited is not None:
-        _INHERITED_CHANNELS.append(inherited)
-    initialize()
-    return True
+    if callable(initialize) and isinstance(options, (tuple, list)):
+        if not any(
+            isinstance(option, tuple) and option[:1] == (_LOCAL_SUBCHANNEL_POOL,)
+            for option in options
+        ):
+            exporter._channel_options = (*options, (_LOCAL_SUBCHANNEL_POOL, 1))
+        inherited = getattr(exporter, "_channel", None)
+        if inherited is not None:
+            _INHERITED_CHANNELS.append(inherited)
+        initialize()
+        return True
+    session = getattr(exporter, "_session", None)
+    if session is None:
+        transport = getattr(getattr(exporter, "_client", None), "_transport", None)
+        session = getattr(transport, "_session", None)
+    close = getattr(session, "close", None)
+    if session is not None and callable(getattr(session, "mount", None)) and callable(close):
+        close()  # requests.Session.close: its adapters drop their pools; they stay usable
+        return True
+    return False
 
 
 def metric_exporter_preferences(exporter: Any) -> tuple[Any, Any]:

@@ -12,11 +12,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.health_servers import free_port
 from tests.support.otlp_receiver import OTLPReceiver
@@ -240,6 +245,122 @@ def test_forked_children_of_an_exporting_parent_export_on_connections_of_their_o
     spans = wait_for_spans(receiver, "connected-child-", children, 10)
     assert sorted(spans) == sorted(f"connected-child-{index}" for index in range(children))
     assert wait_for_spans(receiver, "parent-after-children", 1, 10)
+    assert "dropping telemetry" not in result.stderr
+
+
+HTTP_FORK_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from otel_resilience import ResilientSpanExporter
+
+    endpoint, children = sys.argv[1], int(sys.argv[2])
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+
+    def span(name):
+        memory.clear()
+        with provider.get_tracer("fork-test").start_as_current_span(name):
+            pass
+        return memory.get_finished_spans()
+
+    exporter = ResilientSpanExporter(OTLPSpanExporter(endpoint=endpoint), export_timeout_seconds=5)
+    # Kept alive in the session's pool at the fork: the connection every child inherits.
+    assert exporter.export(span("parent-connects")).name == "SUCCESS"
+    batches = [span(f"http-child-{index}") for index in range(children)]
+    results_read, results_write = os.pipe()
+    pids = []
+    for index in range(children):
+        pid = os.fork()
+        if pid == 0:
+            result = exporter.export(batches[index]).name
+            os.write(results_write, (json.dumps(result) + "\\n").encode())
+            os._exit(0)
+        pids.append(pid)
+    os.close(results_write)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    with os.fdopen(results_read) as lines:
+        results = [json.loads(line) for line in lines]
+    after = exporter.export(span("parent-after-children")).name
+    print(json.dumps({"children": results, "parent_after": after}))
+    """
+)
+
+
+class _KeepAliveOTLP(BaseHTTPRequestHandler):
+    """An OTLP/HTTP traces endpoint over HTTP/1.1 keep-alive (as a collector serves it)
+    that notes which connection each span came on."""
+
+    protocol_version = "HTTP/1.1"
+    spans_by_connection: ClassVar[dict[int, list[str]]] = {}
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        request = ExportTraceServiceRequest.FromString(body)
+        names = [
+            span.name
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
+        port = self.client_address[1]
+        self.spans_by_connection.setdefault(port, []).extend(names)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def keep_alive_collector() -> Iterator[ThreadingHTTPServer]:
+    _KeepAliveOTLP.spans_by_connection = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveOTLP, bind_and_activate=False)
+    server.request_queue_size = 128  # every child connects at once
+    server.server_bind()
+    server.server_activate()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_forked_children_of_an_otlp_http_exporter_use_connections_of_their_own(
+    keep_alive_collector: ThreadingHTTPServer,
+) -> None:
+    """OTLP/HTTP: the parent's kept-alive connection is in the exporter's pool at the fork.
+    Each child sends on a connection of its own, never on the parent's (two processes
+    writing on one socket read each other's answers: a child then waits out its deadline
+    for an answer another process took), and the parent goes on on its own."""
+    children = 8
+    endpoint = f"http://127.0.0.1:{keep_alive_collector.server_address[1]}/v1/traces"
+    result = subprocess.run(
+        [sys.executable, "-c", HTTP_FORK_SCRIPT, endpoint, str(children)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    report = last_json_line(result)
+    assert report == {"children": ["SUCCESS"] * children, "parent_after": "SUCCESS"}
+    senders = {
+        port: {name if name.startswith("http-child-") else "parent" for name in names}
+        for port, names in _KeepAliveOTLP.spans_by_connection.items()
+    }
+    assert all(len(names) == 1 for names in senders.values()), senders
+    arrived = sorted(name for names in senders.values() for name in names)
+    assert arrived == sorted(["parent", *(f"http-child-{index}" for index in range(children))])
     assert "dropping telemetry" not in result.stderr
 
 

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from otel_resilience import BreakerSpanProcessor, Registry, State
 from otel_resilience._sdk import (
-    renew_exporter_channel,
+    renew_exporter_connections,
     sampler_from_environment,
     set_batch_exporter,
     set_reader_exporter,
@@ -71,20 +71,28 @@ class DuckStatus:
     status_code = StatusCode.ERROR
 
 
-def test_only_an_otlp_grpc_exporter_gets_a_channel_of_its_own() -> None:
+def test_only_otlp_exporters_get_connections_of_their_own() -> None:
     """A forked child's renewal: the OTLP gRPC exporter gets a new channel that does not
-    share the process-wide subchannel pool (asked for once however often it is renewed);
-    an exporter without a gRPC channel is left as it is."""
+    share the process-wide subchannel pool (asked for once however often it is renewed),
+    the OTLP/HTTP exporter's session drops its pooled connections and stays usable; an
+    exporter without connections is left as it is."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    http = HTTPSpanExporter(endpoint="http://127.0.0.1:4318/v1/traces")
+    assert renew_exporter_connections(http) is True
+    http.shutdown()
 
     other = InMemorySpanExporter()
-    assert renew_exporter_channel(other) is False
-    assert renew_exporter_channel(object()) is False
+    assert renew_exporter_connections(other) is False
+    assert renew_exporter_connections(object()) is False
     exporter = OTLPSpanExporter(endpoint="127.0.0.1:4317", insecure=True)
     try:
         for _ in range(2):
             inherited = exporter._channel
-            assert renew_exporter_channel(exporter) is True
+            assert renew_exporter_connections(exporter) is True
             assert exporter._channel is not inherited
             pools = [
                 o for o in exporter._channel_options if o[0] == "grpc.use_local_subchannel_pool"
