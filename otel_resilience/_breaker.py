@@ -123,6 +123,8 @@ class CircuitBreaker:
         "_lock",
         "_open_duration",
         "_opened_at",
+        "_pending_successes",
+        "_pending_successes_read",
         "_slow_threshold",
         "_state",
         "_steady_ring",
@@ -179,6 +181,11 @@ class CircuitBreaker:
         # itertools.count is one atomic step, where ``+= 1`` on an attribute is not.
         self._fast_successes = itertools.count()
         self._fast_successes_read = 0
+        # Successes on a full count window that still holds failures, also counted without
+        # the lock (see record_success) and entered in the window by the next call that
+        # takes the lock (_fold_pending).
+        self._pending_successes = itertools.count()
+        self._pending_successes_read = 0
         self._total_failures = 0
         self._total_slow = 0
         self._total_rejected = 0
@@ -203,6 +210,7 @@ class CircuitBreaker:
     def snapshot(self) -> BreakerSnapshot:
         """Counts, rates and timings of this breaker, read under its lock."""
         with self._lock:
+            self._fold_pending()
             now = self._clock()
             changes = self._expire_open(now)
             window = self._window
@@ -332,11 +340,22 @@ class CircuitBreaker:
                     # is the same as this success coming just before it.
                     next(self._fast_successes)
                     return
+                if ring.calls == ring.size:
+                    # A full window holding failures: a success can only lower its rates
+                    # (it takes the place of the oldest outcome), so it never trips the
+                    # breaker now. It is counted without the lock too, and entered in the
+                    # window by whoever takes the lock next (_fold_pending), before any
+                    # outcome or reading that comes after it. On CPython 3.10, which can
+                    # hand the GIL over at nearly any step, a thread preempted while
+                    # holding the lock for every success made all the others queue on it.
+                    next(self._pending_successes)
+                    return
                 # The count window's record, inlined, and no call at all while the lock is
                 # held: a call is where CPython may hand the GIL to another thread, and a
                 # thread that loses the GIL holding the lock makes every other one queue
                 # on it (a lock convoy).
                 with self._lock:
+                    self._fold_pending()  # (only after a window was cleared or resized)
                     if self._state is state:
                         self._total_successes += 1
                         self._consecutive = 0
@@ -374,6 +393,43 @@ class CircuitBreaker:
                     return
         self._record_success(duration)
 
+    def _fold_pending(self) -> None:
+        """Enter the successes counted without the lock on a full window (called with the
+        lock held): each takes the place of the oldest outcome, as ``record`` would."""
+        # The count goes on from where the last fold took it (that take included).
+        taken = next(self._pending_successes)
+        pending = taken - self._pending_successes_read
+        self._pending_successes_read = taken + 1
+        if not pending:
+            return
+        self._total_successes += pending
+        self._consecutive = 0
+        ring = self._count_window
+        size = ring.size
+        if pending >= size:
+            ring.ring = bytearray(size)  # every slot a success (0)
+            ring.failures = ring.slow = 0
+            ring.calls = size
+        else:
+            slots = ring.ring
+            index = ring.next_index
+            calls = ring.calls
+            for _ in range(pending):
+                if calls == size:
+                    evicted = slots[index]
+                    if evicted:
+                        ring.failures -= evicted & FAILURE
+                        ring.slow -= (evicted & SLOW) >> 1
+                else:  # a window cleared since (a reset, a recovery): it fills again
+                    calls += 1
+                slots[index] = SUCCESS
+                index += 1
+                if index == size:
+                    index = 0
+            ring.next_index = index
+            ring.calls = calls
+        ring.steady = ring.calls == size and not ring.failures and not ring.slow
+
     def _read_fast_successes(self) -> int:
         """Successes counted without the lock so far (called with the lock held)."""
         # Reading an itertools.count means taking a number from it: the reads are
@@ -386,6 +442,7 @@ class CircuitBreaker:
         slow_threshold = self._slow_threshold
         outcome = SLOW if slow_threshold is not None and duration >= slow_threshold else SUCCESS
         with self._lock:
+            self._fold_pending()
             state = self._state
             expired = None
             if state is _OPEN:
@@ -430,6 +487,7 @@ class CircuitBreaker:
         """Record a call that failed (``error_type`` names the error, for health reports)."""
         now = self._clock()  # read before the lock: no call while it is held (see above)
         with self._lock:
+            self._fold_pending()
             self._total_failures += 1
             self._last_failure_at = now
             if error_type is not None:
@@ -527,6 +585,7 @@ class CircuitBreaker:
             old = self.policy
             if policy == old:
                 return
+            self._fold_pending()  # into the window they were counted for
             if policy.window_seconds != old.window_seconds:
                 self._count_window = CountWindow(
                     policy.window_size if policy.window_seconds is None else 1
@@ -562,6 +621,7 @@ class CircuitBreaker:
 
     def _manual(self, target: State) -> None:
         with self._lock:
+            self._fold_pending()  # counted in the totals, then cleared with the window
             old = self._state
             self._window.clear()
             self._consecutive = 0

@@ -118,3 +118,95 @@ def test_failures_evicted_by_successes_leave_a_steady_window() -> None:
     assert (snap.calls, snap.failures, snap.consecutive_failures) == (3, 0, 0)
     assert (snap.total_successes, snap.total_failures) == (5, 1)
     assert breaker._count_window.steady
+
+
+def test_successes_on_a_full_window_with_failures_enter_it_before_the_next_failure() -> None:
+    """On a full window that holds failures, a success is counted without the lock and
+    entered in the window before the next outcome: it resets the run of failures, takes
+    the oldest outcome's place, and the next failure comes after it."""
+    breaker = CircuitBreaker(
+        "dep",
+        BreakerPolicy(
+            window_size=4, minimum_calls=4, failure_rate_threshold=0.9, consecutive_failures=None
+        ),
+    )
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_success()  # full: F F S S
+    breaker.record_success()  # without the lock; evicts the first F when entered
+    breaker.record_failure()  # evicts the second F: S S S F, oldest first
+    snap = breaker.snapshot()
+    assert (snap.calls, snap.failures, snap.consecutive_failures) == (4, 1, 1)
+    assert (snap.total_successes, snap.total_failures) == (3, 3)
+    assert snap.state is State.CLOSED
+    for _ in range(3):  # the three outcomes older than the failure give way first
+        breaker.record_success()
+    assert (breaker.snapshot().failures, breaker._count_window.steady) == (1, False)
+    breaker.record_success()  # then the failure: all successes again
+    snap = breaker.snapshot()
+    assert (snap.calls, snap.failures, snap.consecutive_failures) == (4, 0, 0)
+    assert breaker._count_window.steady
+
+
+def test_successes_not_yet_entered_count_once_across_a_reset() -> None:
+    """A reset enters the successes counted without the lock (in the totals), then clears
+    the window: none is lost, none lands in the new window."""
+    breaker = CircuitBreaker(
+        "dep", BreakerPolicy(window_size=3, minimum_calls=3, failure_rate_threshold=0.9)
+    )
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_success()
+    for _ in range(5):
+        breaker.record_success()  # a full window with a failure: without the lock
+    breaker.reset()
+    snap = breaker.snapshot()
+    assert (snap.calls, snap.failures, snap.total_successes, snap.total_failures) == (0, 0, 7, 1)
+    breaker.record_success()
+    assert breaker.snapshot().calls == 1
+
+
+def test_mixed_outcomes_from_many_threads_are_all_counted() -> None:
+    """Successes (without the lock, on a full window holding failures) and failures (under
+    the lock) from many threads, switching as often as CPython allows: every outcome is in
+    the totals, and the window stays full and consistent."""
+    breaker = CircuitBreaker(
+        "dep",
+        BreakerPolicy(
+            window_size=50, minimum_calls=50, failure_rate_threshold=1.0, consecutive_failures=None
+        ),
+    )
+    for _ in range(49):
+        breaker.record_success()
+    breaker.record_failure()
+    barrier = threading.Barrier(THREADS)
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        for call in range(CALLS):
+            if (call + index) % 20 == 0:
+                breaker.record_failure()
+            else:
+                breaker.record_success()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker, args=(index,)) for index in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    snap = breaker.snapshot()
+    failures = sum(
+        1 for index in range(THREADS) for call in range(CALLS) if (call + index) % 20 == 0
+    )
+    assert snap.total_failures == failures + 1
+    assert snap.total_successes == THREADS * CALLS - failures + 49
+    assert snap.calls == 50
+    ring = breaker._count_window
+    assert snap.failures == sum(1 for slot in ring.ring if slot) <= 50
+    assert snap.state is State.CLOSED
