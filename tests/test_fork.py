@@ -148,13 +148,30 @@ def test_forked_child_exports_spans_and_runs_health_checks(receiver: OTLPReceive
     assert "dropping telemetry" not in result.stderr
 
 
-CONNECTED_FORK_SCRIPT = textwrap.dedent(
+# The start of the scripts below: ``span(name)``, one finished span to export, as a batch.
+SPANS_IN_SCRIPT = textwrap.dedent(
     """
-    import json, logging, os, sys, threading
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+
+    def span(name):
+        memory.clear()
+        with provider.get_tracer("fork-test").start_as_current_span(name):
+            pass
+        return memory.get_finished_spans()
+    """
+)
+
+
+CONNECTED_FORK_SCRIPT = SPANS_IN_SCRIPT + textwrap.dedent(
+    """
+    import json, logging, os, sys, threading
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from otel_resilience import ResilientSpanExporter
 
     endpoint, children = sys.argv[1], int(sys.argv[2])
@@ -169,15 +186,6 @@ CONNECTED_FORK_SCRIPT = textwrap.dedent(
             return True
 
     logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").addFilter(Complaints())
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-
-    def span(name):
-        memory.clear()
-        with provider.get_tracer("fork-test").start_as_current_span(name):
-            pass
-        return memory.get_finished_spans()
 
     exporter = ResilientSpanExporter(  # generous: a loaded machine starts 16 children
         OTLPSpanExporter(endpoint=endpoint, insecure=True), export_timeout_seconds=5
@@ -248,25 +256,13 @@ def test_forked_children_of_an_exporting_parent_export_on_connections_of_their_o
     assert "dropping telemetry" not in result.stderr
 
 
-HTTP_FORK_SCRIPT = textwrap.dedent(
+HTTP_FORK_SCRIPT = SPANS_IN_SCRIPT + textwrap.dedent(
     """
     import json, os, sys
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from otel_resilience import ResilientSpanExporter
 
     endpoint, children = sys.argv[1], int(sys.argv[2])
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-
-    def span(name):
-        memory.clear()
-        with provider.get_tracer("fork-test").start_as_current_span(name):
-            pass
-        return memory.get_finished_spans()
 
     exporter = ResilientSpanExporter(OTLPSpanExporter(endpoint=endpoint), export_timeout_seconds=5)
     # Kept alive in the session's pool at the fork: the connection every child inherits.
