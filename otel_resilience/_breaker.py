@@ -395,7 +395,7 @@ class CircuitBreaker:
 
     def _fold_pending(self) -> None:
         """Enter the successes counted without the lock on a full window (called with the
-        lock held): each takes the place of the oldest outcome, as ``record`` would."""
+        lock held), each through ``CountWindow.record``: the oldest outcome gives way."""
         # The count goes on from where the last fold took it (that take included).
         taken = next(self._pending_successes)
         pending = taken - self._pending_successes_read
@@ -405,30 +405,8 @@ class CircuitBreaker:
         self._total_successes += pending
         self._consecutive = 0
         ring = self._count_window
-        size = ring.size
-        if pending >= size:
-            ring.ring = bytearray(size)  # every slot a success (0)
-            ring.failures = ring.slow = 0
-            ring.calls = size
-        else:
-            slots = ring.ring
-            index = ring.next_index
-            calls = ring.calls
-            for _ in range(pending):
-                if calls == size:
-                    evicted = slots[index]
-                    if evicted:
-                        ring.failures -= evicted & FAILURE
-                        ring.slow -= (evicted & SLOW) >> 1
-                else:  # a window cleared since (a reset, a recovery): it fills again
-                    calls += 1
-                slots[index] = SUCCESS
-                index += 1
-                if index == size:
-                    index = 0
-            ring.next_index = index
-            ring.calls = calls
-        ring.steady = ring.calls == size and not ring.failures and not ring.slow
+        for _ in range(min(pending, ring.size)):  # more than a window's worth: a full one
+            ring.record(SUCCESS)
 
     def _read_fast_successes(self) -> int:
         """Successes counted without the lock so far (called with the lock held)."""
