@@ -85,7 +85,7 @@ class Classifier:
     when full.
     """
 
-    __slots__ = ("_cache", "_matchers", "classify")
+    __slots__ = ("_cache", "_matchers", "classify", "key_lines")
 
     def __init__(self, matchers: Matchers) -> None:
         self._matchers = matchers
@@ -101,49 +101,19 @@ class Classifier:
         if uses_url:
             for key in SOURCES["server.address"]:
                 keys[key] = None
+        self.key_lines: tuple[str, ...] = _key_lines(tuple(keys), uses_url)
+        """Statements (one level of indent) that set ``key``, the cache key of the span
+        attributes, from ``get`` (their ``get`` method); the span processor's fast path
+        inlines them. ``key = ()`` when there are no matchers."""
         self.classify: Callable[[Mapping[str, Any]], str | None] = (
-            self._compile(tuple(keys), uses_url) if matchers else _nothing
+            self._compile() if matchers else _nothing
         )
 
-    def _compile(self, keys: tuple[str, ...], uses_url: bool) -> Callable[..., str | None]:
-        # The keys are embedded with repr(), so any string (a user's match key) is safe.
-        names = [f"v{index}" for index in range(len(keys))]
+    def _compile(self) -> Callable[..., str | None]:
         lines = [
             "def classify(attributes):",
             "    get = attributes.get",
-            *(f"    {name} = get({key!r})" for name, key in zip(names, keys, strict=True)),
-        ]
-        values = ", ".join(names)
-        if uses_url:
-            # The URL is consulted only when the span names no server address.
-            absent = " and ".join(
-                f"{names[keys.index(key)]} is None" for key in SOURCES["server.address"]
-            )
-            # A URL attribute is a non-empty string (absent, the common case, is told first).
-            not_a_url = "url is None or not (type(url) is str or isinstance(url, str)) or not url"
-            # The URL enters the key cut before the first '/' after its first '//' (the end
-            # of ``scheme://authority``, or later), any other shape whole: every URL with
-            # the same prefix has the same host and port, and paths do not fill the cache.
-            lines += [
-                f"    if {absent}:",
-                "        url = get('url.full')",
-                f"        if {not_a_url}:",
-                "            url = get('http.url')",
-                f"            if {not_a_url}:",
-                "                url = None",
-                "        if url is not None:",
-                "            start = url.find('//')",
-                "            if start >= 0:",
-                "                end = url.find('/', start + 2)",
-                "                if end >= 0:",
-                "                    url = url[:end]",
-                f"        key = ({values}, url)",
-                "    else:",
-                f"        key = ({values},)",
-            ]
-        else:
-            lines.append(f"    key = ({values},)")
-        lines += [
+            *self.key_lines,
             "    try:",
             "        found = cache.get(key, missing)",
             "    except TypeError:",  # an unhashable value (not from the SDK): no caching
@@ -174,6 +144,43 @@ class Classifier:
             else:
                 return name
         return None
+
+
+def _key_lines(keys: tuple[str, ...], uses_url: bool) -> tuple[str, ...]:
+    """``Classifier.key_lines`` for attribute ``keys`` (and the URL when ``uses_url``)."""
+    if not keys:
+        return ("    key = ()",)
+    # The keys are embedded with repr(), so any string (a user's match key) is safe.
+    names = [f"v{index}" for index in range(len(keys))]
+    lines = [f"    {name} = get({key!r})" for name, key in zip(names, keys, strict=True)]
+    values = ", ".join(names)
+    if not uses_url:
+        return (*lines, f"    key = ({values},)")
+    # The URL is consulted only when the span names no server address.
+    absent = " and ".join(f"{names[keys.index(key)]} is None" for key in SOURCES["server.address"])
+    # A URL attribute is a non-empty string (absent, the common case, is told first).
+    not_a_url = "url is None or not (type(url) is str or isinstance(url, str)) or not url"
+    # The URL enters the key cut before the first '/' after its first '//' (the end of
+    # ``scheme://authority``, or later), any other shape whole: every URL with the same
+    # prefix has the same host and port, and paths do not fill the cache.
+    return (
+        *lines,
+        f"    if {absent}:",
+        "        url = get('url.full')",
+        f"        if {not_a_url}:",
+        "            url = get('http.url')",
+        f"            if {not_a_url}:",
+        "                url = None",
+        "        if url is not None:",
+        "            start = url.find('//')",
+        "            if start >= 0:",
+        "                end = url.find('/', start + 2)",
+        "                if end >= 0:",
+        "                    url = url[:end]",
+        f"        key = ({values}, url)",
+        "    else:",
+        f"        key = ({values},)",
+    )
 
 
 def _nothing(attributes: Mapping[str, Any]) -> None:

@@ -1,0 +1,263 @@
+"""BreakerSpanProcessor's compiled fast path: after the first span, ``on_end`` is code
+compiled for the registry's classifier with a memo of breakers. Each test lets spans take
+that path first, then changes what the memo was built from, and checks the spans still
+count as the general rules say."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_resilience import (
+    BreakerPolicy,
+    BreakerSpanProcessor,
+    Dependency,
+    Registry,
+    State,
+    load_config,
+)
+from otel_resilience._context import GUARDED_SPANS
+
+REDIS = {"db.system": "redis", "net.peer.name": "cache.internal", "net.peer.port": 6379}
+CONFIG: dict[str, Any] = {
+    "dependencies": {
+        "cache": {"match": {"db.system": "redis"}, "breaker": {"consecutive_failures": 3}},
+        "api": {
+            "match": {"server.address": "api.internal"},
+            "breaker": {"consecutive_failures": 3},
+        },
+    }
+}
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return load_config(CONFIG)
+
+
+@pytest.fixture
+def provider(registry: Registry) -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    yield provider
+    provider.shutdown()
+
+
+def emit(
+    provider: TracerProvider,
+    attributes: dict[str, Any],
+    *,
+    scope: str = "opentelemetry.instrumentation.redis",
+    error: bool = False,
+    seconds: float = 0.0,
+) -> None:
+    """One CLIENT span; ``seconds`` long when asked (start and end times set)."""
+    tracer = provider.get_tracer(scope)
+    span = tracer.start_span("call", kind=SpanKind.CLIENT, attributes=attributes, start_time=0)
+    if error:
+        span.set_status(Status(StatusCode.ERROR))
+    span.end(end_time=int(seconds * 1e9))
+
+
+def calls(registry: Registry, name: str) -> tuple[int, int]:
+    """(calls, failures) in the window of ``name``'s breaker."""
+    snapshot = registry.breaker(name).snapshot()
+    return snapshot.calls, snapshot.failures
+
+
+def test_successes_then_failures_open_the_breaker(
+    provider: TracerProvider, registry: Registry
+) -> None:
+    for _ in range(20):
+        emit(provider, REDIS)
+    assert calls(registry, "cache") == (20, 0)
+    for _ in range(3):
+        emit(provider, REDIS, error=True)
+    assert registry.breaker("cache").state is State.OPEN
+
+
+def test_a_reload_that_bounds_durations_makes_spans_slow_calls(
+    provider: TracerProvider, registry: Registry
+) -> None:
+    for _ in range(5):
+        emit(provider, REDIS, seconds=2.0)  # no bound yet: plain successes
+    reloaded = {
+        "dependencies": {
+            **CONFIG["dependencies"],
+            "cache": {
+                "match": {"db.system": "redis"},
+                "breaker": {
+                    "slow_call_seconds": 1.0,
+                    "slow_call_rate_threshold": 0.5,
+                    "minimum_calls": 4,
+                    "window_size": 4,
+                },
+            },
+        }
+    }
+    registry.reload(reloaded)
+    for _ in range(4):
+        emit(provider, REDIS, seconds=2.0)
+    assert registry.breaker("cache").snapshot().total_slow == 4
+    assert registry.breaker("cache").state is State.OPEN
+
+
+def test_a_dependency_declared_later_gets_its_spans(registry: Registry) -> None:
+    """Spans that matched nothing (and are not discovered) count once a dependency that
+    matches them is declared, and the memoised ones keep counting where they did."""
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry, auto_discover=False))
+    search = {"server.address": "search.internal", "http.response.status_code": 200}
+    for _ in range(3):
+        emit(provider, REDIS)
+        emit(provider, search, scope="opentelemetry.instrumentation.httpx")
+    assert "search" not in registry
+    registry.add(Dependency("search", match={"server.address": "search.internal"}))
+    for _ in range(2):
+        emit(provider, search, scope="opentelemetry.instrumentation.httpx")
+        emit(provider, REDIS)
+    assert calls(registry, "search") == (2, 0)
+    assert calls(registry, "cache") == (5, 0)
+    provider.shutdown()
+
+
+def test_the_fast_path_is_compiled_again_for_discovered_dependencies(
+    registry: Registry,
+) -> None:
+    """A discovery adds a dependency (a new classifier): the next span compiles the fast
+    path for it, so the discovered dependency's spans do not stay on the general path."""
+    processor = BreakerSpanProcessor(registry)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    emit(provider, REDIS)
+    compiled = processor._fast_classifier
+    assert compiled is registry._classifier
+    pg = {"db.system": "postgresql", "net.peer.name": "db.internal"}
+    for _ in range(3):
+        emit(provider, pg)
+    assert registry._classifier is not compiled
+    assert processor._fast_classifier is registry._classifier
+    assert calls(registry, "postgresql") == (3, 0)
+    provider.shutdown()
+
+
+def test_a_repointed_processor_feeds_the_new_registry(registry: Registry) -> None:
+    processor = BreakerSpanProcessor(registry)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    for _ in range(3):
+        emit(provider, REDIS)
+    other = load_config(CONFIG)
+    processor.registry = other
+    for _ in range(2):
+        emit(provider, REDIS)
+    assert calls(registry, "cache") == (3, 0)
+    assert calls(other, "cache") == (2, 0)
+    provider.shutdown()
+
+
+def test_http_statuses_count_per_scope_when_scopes_interleave(
+    provider: TracerProvider, registry: Registry
+) -> None:
+    """An HTTP client's 503 fails; a status attribute on a redis span is not an answer."""
+    api_503 = {"server.address": "api.internal", "http.response.status_code": 503}
+    api_200 = {"server.address": "api.internal", "http.response.status_code": 200}
+    redis_with_status = {**REDIS, "http.response.status_code": 503}
+    for _ in range(2):
+        emit(provider, api_200, scope="opentelemetry.instrumentation.httpx")
+        emit(provider, redis_with_status)
+        emit(provider, api_503, scope="opentelemetry.instrumentation.httpx")
+    assert calls(registry, "api") == (4, 2)
+    assert calls(registry, "cache") == (2, 0)
+
+
+def test_a_success_span_closes_a_half_open_breaker() -> None:
+    registry = Registry(
+        [
+            Dependency(
+                "cache",
+                match={"db.system": "redis"},
+                policy=BreakerPolicy(consecutive_failures=2, open_seconds=0.05),
+            )
+        ]
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(BreakerSpanProcessor(registry))
+    for _ in range(5):
+        emit(provider, REDIS)
+    for _ in range(2):
+        emit(provider, REDIS, error=True)
+    breaker = registry.breaker("cache")
+    assert breaker.state is State.OPEN
+    threading.Event().wait(0.1)
+    assert breaker.state is State.HALF_OPEN
+    emit(provider, REDIS)
+    assert breaker.state is State.CLOSED
+    provider.shutdown()
+
+
+def test_unhashable_attribute_values_after_the_fast_path_is_compiled(
+    registry: Registry,
+) -> None:
+    """A span made by other code with a list where the SDK keeps strings still counts."""
+    processor = BreakerSpanProcessor(registry)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    emit(provider, REDIS)
+    tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
+    span = tracer.start_span("call", kind=SpanKind.CLIENT, attributes=REDIS)
+    span.end()
+    span._attributes._dict["net.peer.name"] = ["cache", "internal"]  # type: ignore[union-attr]
+    processor.on_end(span)
+    assert calls(registry, "cache") == (3, 0)  # the first, the span's own end, this one
+    provider.shutdown()
+
+
+def test_a_guarded_span_of_another_dependency_is_counted(
+    provider: TracerProvider, registry: Registry
+) -> None:
+    """A span entered in GUARDED_SPANS for another dependency is still this one's call."""
+    tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
+    for _ in range(3):
+        emit(provider, REDIS)
+    span = tracer.start_span("call", kind=SpanKind.CLIENT, attributes=REDIS)
+    GUARDED_SPANS[id(span.get_span_context())] = (span.get_span_context(), "api")
+    span.end()
+    assert id(span.get_span_context()) not in GUARDED_SPANS
+    assert calls(registry, "cache") == (4, 0)
+    span = tracer.start_span("call", kind=SpanKind.CLIENT, attributes=REDIS)
+    GUARDED_SPANS[id(span.get_span_context())] = (span.get_span_context(), "cache")
+    span.end()
+    assert calls(registry, "cache") == (4, 0)  # its guard counted it
+
+
+def test_a_subclass_keeps_its_own_on_end(registry: Registry) -> None:
+    seen: list[str] = []
+
+    class Counting(BreakerSpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            seen.append(span.name)
+            super().on_end(span)
+
+    provider = TracerProvider()
+    provider.add_span_processor(Counting(registry))
+    for _ in range(3):
+        emit(provider, REDIS)
+    assert seen == ["call"] * 3
+    assert calls(registry, "cache") == (3, 0)
+    provider.shutdown()
+
+
+def test_a_shut_down_processor_records_nothing(
+    provider: TracerProvider, registry: Registry
+) -> None:
+    emit(provider, REDIS)
+    processor = provider._active_span_processor._span_processors[0]
+    processor.shutdown()
+    emit(provider, REDIS)
+    assert calls(registry, "cache") == (1, 0)
