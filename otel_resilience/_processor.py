@@ -126,8 +126,11 @@ def span_outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> tuple[boo
 # memoised dependency: counted on a closed, steady breaker, or skipped because a guard
 # counted it. Anything else (another shape of span, a PRODUCER span, a special scope, a
 # failure, a breaker off its steady case, a dependency that is timed or learns addresses)
-# goes to ``general`` (``_end``); a span seen by another classifier than the one compiled
-# for (a dependency added, or discovered) compiles the path again.
+# goes to ``general`` (``_end``). A span of no memoised dependency also compiles the path
+# again when the registry's classifier changed meanwhile (a dependency was added, or
+# discovered from that very span). A memoised answer stays right when one is added: the
+# classifier answers the first dependency that matches, and the new one comes last (a
+# reload, which can change matches, recompiles; so do a new registry and switching off).
 # The key lines' own locals: ``get``, ``v0``..., ``url``, ``start``, ``end``, ``key``.
 _FAST_ON_END = """
 def on_end(span):
@@ -139,10 +142,8 @@ def on_end(span):
             scope = span._instrumentation_scope
         except AttributeError:
             return general(span, POP)
-        if kind is not CLIENT or not processor.enabled:
+        if kind is not CLIENT:
             return general(span, POP)
-        if registry._classifier is not classifier:  # a dependency was added (discovered)
-            return processor._end_and_compile(span)
         get = attributes.get
 {key_lines}
         try:
@@ -153,7 +154,7 @@ def on_end(span):
             target = fast_target(scope, attributes, key)
         name = target[1]
         if name is None:
-            return general(span, POP)
+            return processor._end_and_compile(span)
         if GUARDED_SPANS:
             context = span._context
             guarded_span = GUARDED_SPANS.pop(id(context), None)
@@ -216,7 +217,7 @@ class BreakerSpanProcessor(SpanProcessor):
         self.auto_discover = auto_discover
         self.max_discovered = max_discovered
         self.include_producer = include_producer
-        self.enabled = True
+        self._enabled = True
         # Dependency name -> (its breaker, whether it needs the span's duration, and the
         # function learning its calls' address for a health check that has none, or None).
         self._targets: dict[str, tuple[CircuitBreaker, bool, Any]] = {}
@@ -234,6 +235,18 @@ class BreakerSpanProcessor(SpanProcessor):
         self._fast_classifier: Classifier | None = None
         # A reloaded config may change a breaker's slow-call bound: forget the flags then.
         self._unlisten = registry.add_event_listener(self._on_registry_event)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether spans are recorded; False after ``shutdown()`` and on a provider that
+        ``configure()`` no longer wires."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, enabled: bool) -> None:
+        self._enabled = enabled
+        if not enabled:
+            self._forget_fast_path()  # the general path reads the flag
 
     @property
     def registry(self) -> Registry:
@@ -273,7 +286,7 @@ class BreakerSpanProcessor(SpanProcessor):
         """The general path for ``span``, then the fast path compiled for the registry's
         classifier as it is now, unless it was already."""
         self._end(span, _POP)
-        if self._fast_classifier is not self._registry._classifier:
+        if self._enabled and self._fast_classifier is not self._registry._classifier:
             self._compile_fast_path()
 
     def _end(self, span: ReadableSpan, guarded_span: Any) -> None:
@@ -287,7 +300,7 @@ class BreakerSpanProcessor(SpanProcessor):
                 kind, attributes, code, scope, context = _other_fields(span)
             if kind is not _CLIENT and (kind is not _PRODUCER or not self.include_producer):
                 return
-            if not self.enabled:
+            if not self._enabled:
                 return
             # A client span whose call a guard recorded (_context.GUARDED_SPANS): its
             # dependency, taken out now whatever happens next.
@@ -396,14 +409,12 @@ class BreakerSpanProcessor(SpanProcessor):
                 "ERROR": _ERROR,
                 "GUARDED_SPANS": GUARDED_SPANS,
                 "POP": _POP,
-                "classifier": classifier,
                 "general": self._end,
                 "fast_target": self._fast_target,
                 "get_guarded": _get_guarded,
                 "log_error": self._log_error,
                 "memo": memo,
                 "processor": self,
-                "registry": registry,
             }
             key_lines = "\n".join("    " + line for line in classifier.key_lines)
             # The key lines embed attribute keys with repr(): no injection (_semconv).
@@ -414,6 +425,8 @@ class BreakerSpanProcessor(SpanProcessor):
         self._memo = memo
         self._fast_classifier = classifier
         self.__dict__["on_end"] = namespace["on_end"]  # shadows the method: one call a span
+        if not self._enabled:  # switched off meanwhile: the path does not look
+            self._forget_fast_path()
 
     def _forget_fast_path(self) -> None:
         """Back to the general path: the next span compiles the fast path again (for

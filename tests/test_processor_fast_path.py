@@ -261,3 +261,18 @@ def test_a_shut_down_processor_records_nothing(
     processor.shutdown()
     emit(provider, REDIS)
     assert calls(registry, "cache") == (1, 0)
+
+
+def test_switched_off_and_on_again_the_processor_records_only_while_on(
+    provider: TracerProvider, registry: Registry
+) -> None:
+    processor = provider._active_span_processor._span_processors[0]
+    for _ in range(2):
+        emit(provider, REDIS)
+    processor.enabled = False
+    for _ in range(3):
+        emit(provider, REDIS)
+    processor.enabled = True
+    for _ in range(2):
+        emit(provider, REDIS)
+    assert calls(registry, "cache") == (4, 0)
