@@ -15,6 +15,10 @@ Sections (all by default; name some to run only those):
   fallback); each set-up in its own process, alternated, paired ratios.
 - ``layers``: the same GETs in one process, each layer toggled round by round (A/B), in
   thread CPU time: what the processor and the guard each cost per call.
+- ``cold``: each step alone (the SDK's and our ``on_end``, circuitbreaker and ``protect``
+  around a no-op, the redis guard with its memory fallback), timed right after a real
+  redis GET and in a tight loop: what a step costs between real calls, where the caches
+  hold what the call left in them.
 - ``scaling``: guarded calls from 1 to 32 threads and 1 to 1000 asyncio tasks, calls per
   CPU-second against the single-thread (single-task) figure.
 
@@ -28,6 +32,7 @@ import asyncio
 import contextlib
 import itertools
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -523,6 +528,162 @@ def layers_section(port: int, calls: int, rounds: int) -> str:
     )
 
 
+# -- between real calls ----------------------------------------------------------------
+
+
+def cold_section(port: int, rounds: int) -> str:
+    """``cold_table`` in a worker process of its own (it installs the guards), pinned."""
+    command = [
+        *harness.taskset(harness.client_cpu()),
+        sys.executable,
+        __file__,
+        "--worker",
+        "cold",
+        "--port",
+        str(port),
+        "--calls",
+        str(rounds),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800)
+    return done.stdout.strip()
+
+
+def cold_table(port: int, rounds: int) -> str:
+    """Each step timed alone right after a real redis GET, in the state the call left the
+    CPU's caches in: what the step costs between real calls (the e2e regime), against the
+    same step's cost in a tight loop."""
+    import circuitbreaker
+    import redis
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import SpanKind
+
+    from otel_resilience import BreakerSpanProcessor, configure, load_config
+    from otel_resilience._context import GUARDED_SPANS
+    from otel_resilience._guard import guarded_call
+    from otel_resilience.instrumentation._redis import COMMAND
+
+    provider, _, _ = _tracing(port)
+
+    class Last(SpanProcessor):
+        """Keeps the last ended span (the GET's), touching nothing of it."""
+
+        span: Any = None
+
+        def on_end(self, span: Any) -> None:
+            Last.span = span
+
+    provider.add_span_processor(Last())
+    ours = BreakerSpanProcessor(load_config(SPANS_CONFIG))
+    # No export while measuring: the batch processor's thread would take the CPU.
+    batch = BatchSpanProcessor(
+        null_exporter(),
+        max_queue_size=1 << 22,
+        max_export_batch_size=1 << 22,
+        schedule_delay_millis=3_600_000,
+    )
+    # The redis guard with its memory fallback, as configure() installs it; the measuring
+    # GETs go through a pool tagged as no dependency, so only the timed step is guarded.
+    registry = configure(FULL_CONFIG, tracer_provider=provider, meter_provider=MeterProvider())
+    guarded = redis.Redis(port=port)
+    guarded.get(CACHE_KEY)
+    installer, entry, decode = guarded.connection_pool._otel_resilience_dependency
+    pool = redis.ConnectionPool(port=port)
+    pool._otel_resilience_dependency = (installer, None, False)  # type: ignore[attr-defined]
+    get = redis.Redis(connection_pool=pool).get
+    value = get(CACHE_KEY)
+    command = ("GET", CACHE_KEY)
+
+    def redis_get(*args: Any) -> Any:
+        return value  # the command's answer, without the network
+
+    @circuitbreaker.circuit(failure_threshold=10**9)
+    def peer(value: int = 1) -> int:
+        return value
+
+    @registry.protect("cache")
+    def protected(value: int = 1) -> int:
+        return value
+
+    def nothing(span: Any) -> None:
+        return None
+
+    for _ in range(3):  # the processor compiles its fast path on its first spans
+        get(CACHE_KEY)
+        ours.on_end(Last.span)
+    steps: dict[str, Callable[[Any], Any]] = {
+        "the timer alone": nothing,
+        "SDK BatchSpanProcessor.on_end (reference)": batch.on_end,
+        "BreakerSpanProcessor.on_end, declared redis span": ours.on_end,
+        "circuitbreaker, closed, around a no-op (peer)": lambda span: peer(),
+        "protect, closed, around a no-op": lambda span: protected(),
+        "redis guard + memory fallback around a GET's answer (guarded_call)": (
+            lambda span: guarded_call(entry, COMMAND, redis_get, command, {}, decode)
+        ),
+    }
+    clock = time.perf_counter_ns
+    cold = harness.Samples()
+    # As in a real call, the guard runs while a CLIENT span is current and enters it in
+    # GUARDED_SPANS; that span never ends here, so its entry is dropped after each step.
+    outer = provider.get_tracer("bench").start_span("outer", kind=SpanKind.CLIENT)
+    with trace.use_span(outer, end_on_exit=True):
+        for order in harness.orders(list(steps), rounds):
+            for name in order:
+                step = steps[name]
+                total = 0
+                for _ in range(200):
+                    get(CACHE_KEY)
+                    span = Last.span
+                    start = clock()
+                    step(span)
+                    total += clock() - start
+                    GUARDED_SPANS.clear()
+                cold.add(name, total / 200 / 1000)
+        tight: dict[str, float] = {}
+        get(CACHE_KEY)
+        span = Last.span  # a GET's span, as above
+        for name, step in steps.items():
+            best = float("inf")
+            for _ in range(5):
+                start = clock()
+                for _ in range(20_000):
+                    step(span)
+                best = min(best, (clock() - start) / 20_000 / 1000)
+                GUARDED_SPANS.clear()
+            tight[name] = best
+    batch.shutdown()
+    timer = cold.median("the timer alone")
+    rows = [
+        [
+            name,
+            tight[name],
+            cold.median(name),
+            cold.median(name) - timer if name != "the timer alone" else None,
+        ]
+        for name in steps
+    ]
+    return "\n".join(
+        [
+            f"Each step timed with `perf_counter_ns` right after a real GET on loopback (200 "
+            f"GETs per block, {rounds} rounds, the steps interleaved), and in a tight loop "
+            "(best of 5 blocks of 20000). The guard row guards a function returning the "
+            "GET's value, so the network is not in it.",
+            "",
+            harness.table(
+                [
+                    "step",
+                    "tight loop µs",
+                    "after a real call, median µs",
+                    "after a real call, minus the timer, µs",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
 # -- scaling ---------------------------------------------------------------------------
 
 
@@ -658,7 +819,7 @@ def scaling_section(calls: int, rounds: int) -> str:
 
 # -- main ------------------------------------------------------------------------------
 
-SECTIONS = ("breaker", "on_end", "spans", "e2e", "layers", "scaling")
+SECTIONS = ("breaker", "on_end", "spans", "e2e", "layers", "cold", "scaling")
 
 
 def main() -> None:
@@ -667,11 +828,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument(
-        "--worker", choices=("plain", "processor", "configured", "full"), help=argparse.SUPPRESS
+        "--worker",
+        choices=("plain", "processor", "configured", "full", "cold"),
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, default=2000, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "cold":
+        print(cold_table(args.port, args.calls))
+        return
     if args.worker:
         e2e_worker(args.worker, args.port, args.calls)
         return
@@ -696,6 +862,8 @@ def main() -> None:
                 print(e2e_section(port, 250, 40 if quick else 200))
             elif section == "layers":
                 print(layers_section(port, 100, 40 if quick else 300))
+            elif section == "cold":
+                print(cold_section(port, 10 if quick else 60))
             elif section == "scaling":
                 print(scaling_section(64_000 if quick else 256_000, 3 if quick else 5))
     print(f"\n{harness.machine_line()}")
