@@ -49,6 +49,7 @@ _PRODUCER = SpanKind.PRODUCER
 _EMPTY: Mapping[str, Any] = {}
 _get_guarded = GUARDED.get
 _POP: Any = object()  # _end's guarded_span: take the span's entry out of GUARDED_SPANS
+_UNMATCHED: Any = object()  # a fast-path memo's name: spans of no declared dependency
 _MEMO_SIZE = 1024  # fast-path memo entries; emptied when full, as the classifier's cache
 # Seconds between two log lines about the same kind of error in on_end.
 _LOG_INTERVAL = 60.0
@@ -124,9 +125,11 @@ def span_outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> tuple[boo
 # than the ``attrgetter``) and finds ``(scope, name, breaker, may carry an HTTP status)``
 # in ``memo`` by the scope and the classifier's key. It handles a successful span of a
 # memoised dependency: counted on a closed, steady breaker, or skipped because a guard
-# counted it. Anything else (another shape of span, a PRODUCER span, a special scope, a
-# failure, a breaker off its steady case, a dependency that is timed or learns addresses)
-# goes to ``general`` (``_end``). A span of no memoised dependency also compiles the path
+# counted it; a span that matches no dependency is dropped here once none can be
+# discovered (discovery off, or its cap reached). Anything else (another shape of span, a
+# PRODUCER span, a special scope, a failure, a breaker off its steady case, a dependency
+# that is timed or learns addresses) goes to ``general`` (``_end``), as does a span that
+# may become a discovered dependency. A span of no memoised dependency also compiles the path
 # again when the registry's classifier changed meanwhile (a dependency was added, or
 # discovered from that very span). A memoised answer stays right when one is added: the
 # classifier answers the first dependency that matches, and the new one comes last (a
@@ -155,6 +158,15 @@ def on_end(span):
         name = target[1]
         if name is None:
             return processor._end_and_compile(span)
+        if name is UNMATCHED:
+            if registry._classifier is not classifier or (  # one was declared meanwhile
+                processor.auto_discover
+                and len(processor._discovered) < processor.max_discovered
+            ):
+                return processor._end_and_compile(span)  # may match, or be discovered
+            if GUARDED_SPANS:
+                GUARDED_SPANS.pop(id(span._context), None)
+            return  # no dependency, and none can be discovered: as the general path
         if GUARDED_SPANS:
             context = span._context
             guarded_span = GUARDED_SPANS.pop(id(context), None)
@@ -409,6 +421,9 @@ class BreakerSpanProcessor(SpanProcessor):
                 "ERROR": _ERROR,
                 "GUARDED_SPANS": GUARDED_SPANS,
                 "POP": _POP,
+                "UNMATCHED": _UNMATCHED,
+                "classifier": classifier,
+                "registry": registry,
                 "general": self._end,
                 "fast_target": self._fast_target,
                 "get_guarded": _get_guarded,
@@ -440,13 +455,16 @@ class BreakerSpanProcessor(SpanProcessor):
     ) -> tuple[Any, str | None, Any, bool]:
         """The fast path's memo entry for spans of ``scope`` whose classifier key is
         ``key``: ``(scope, dependency name, its breaker, whether the spans may carry an
-        HTTP status)``, the name None when they take the general path (a special scope,
-        no declared dependency, a timed breaker, an address to learn)."""
+        HTTP status)``, the name None when they take the general path (a special scope, a
+        timed breaker, an address to learn), ``_UNMATCHED`` when no declared dependency
+        matches (the general path discovers one while the cap allows)."""
         entry: tuple[Any, str | None, Any, bool] = (scope, None, None, True)
         if scope_role(scope) == OTHER and not self._learning:
             registry = self._registry
             name = registry._classifier.classify(attributes)
-            if name is not None:
+            if name is None:
+                entry = (scope, _UNMATCHED, None, True)
+            else:
                 target = self._targets.get(name)
                 if target is None:
                     target = self._target(registry, name)

@@ -276,3 +276,23 @@ def test_switched_off_and_on_again_the_processor_records_only_while_on(
     for _ in range(2):
         emit(provider, REDIS)
     assert calls(registry, "cache") == (4, 0)
+
+
+def test_unmatched_spans_past_the_cap_are_dropped_until_the_cap_is_raised(
+    registry: Registry,
+) -> None:
+    processor = BreakerSpanProcessor(registry, max_discovered=1)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    first = {"server.address": "one.internal", "http.response.status_code": 200}
+    second = {"server.address": "two.internal", "http.response.status_code": 200}
+    for _ in range(3):
+        emit(provider, first, scope="opentelemetry.instrumentation.httpx")
+        emit(provider, second, scope="opentelemetry.instrumentation.httpx")
+    assert calls(registry, "one.internal") == (3, 0)
+    assert "two.internal" not in registry  # the cap of one was reached
+    processor.max_discovered = 2
+    for _ in range(2):
+        emit(provider, second, scope="opentelemetry.instrumentation.httpx")
+    assert calls(registry, "two.internal") == (2, 0)
+    provider.shutdown()
