@@ -49,6 +49,8 @@ def fleet() -> Iterator[list[tuple[str, subprocess.Popen[str]]]]:
     try:
         for index in range(REPLICAS):
             port = free_port()
+            while f"127.0.0.1:{port}" in targets:  # the kernel may hand out a port twice
+                port = free_port()
             opened = [name for name, which in OPEN.items() if index in which]
             processes.append(
                 subprocess.Popen(

@@ -14,7 +14,6 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_resilience import (
-    BreakerPolicy,
     BreakerSpanProcessor,
     Dependency,
     Registry,
@@ -42,8 +41,7 @@ def registry() -> Registry:
 
 @pytest.fixture
 def provider(registry: Registry) -> Iterator[TracerProvider]:
-    provider = TracerProvider()
-    provider.add_span_processor(BreakerSpanProcessor(registry))
+    provider = traced(BreakerSpanProcessor(registry))
     yield provider
     provider.shutdown()
 
@@ -62,6 +60,13 @@ def emit(
     if error:
         span.set_status(Status(StatusCode.ERROR))
     span.end(end_time=int(seconds * 1e9))
+
+
+def traced(processor: BreakerSpanProcessor) -> TracerProvider:
+    """A tracer provider whose spans end in ``processor``."""
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    return provider
 
 
 def calls(registry: Registry, name: str) -> tuple[int, int]:
@@ -110,8 +115,7 @@ def test_a_reload_that_bounds_durations_makes_spans_slow_calls(
 def test_a_dependency_declared_later_gets_its_spans(registry: Registry) -> None:
     """Spans that matched nothing (and are not discovered) count once a dependency that
     matches them is declared, and the memoised ones keep counting where they did."""
-    provider = TracerProvider()
-    provider.add_span_processor(BreakerSpanProcessor(registry, auto_discover=False))
+    provider = traced(BreakerSpanProcessor(registry, auto_discover=False))
     search = {"server.address": "search.internal", "http.response.status_code": 200}
     for _ in range(3):
         emit(provider, REDIS)
@@ -132,8 +136,7 @@ def test_the_fast_path_is_compiled_again_for_discovered_dependencies(
     """A discovery adds a dependency (a new classifier): the next span compiles the fast
     path for it, so the discovered dependency's spans do not stay on the general path."""
     processor = BreakerSpanProcessor(registry)
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
+    provider = traced(processor)
     emit(provider, REDIS)
     compiled = processor._fast_classifier
     assert compiled is registry._classifier
@@ -148,8 +151,7 @@ def test_the_fast_path_is_compiled_again_for_discovered_dependencies(
 
 def test_a_repointed_processor_feeds_the_new_registry(registry: Registry) -> None:
     processor = BreakerSpanProcessor(registry)
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
+    provider = traced(processor)
     for _ in range(3):
         emit(provider, REDIS)
     other = load_config(CONFIG)
@@ -177,17 +179,11 @@ def test_http_statuses_count_per_scope_when_scopes_interleave(
 
 
 def test_a_success_span_closes_a_half_open_breaker() -> None:
-    registry = Registry(
-        [
-            Dependency(
-                "cache",
-                match={"db.system": "redis"},
-                policy=BreakerPolicy(consecutive_failures=2, open_seconds=0.05),
-            )
-        ]
+    breaker_policy = {"consecutive_failures": 2, "open_seconds": 0.05}
+    registry = load_config(
+        {"dependencies": {"cache": {"match": {"db.system": "redis"}, "breaker": breaker_policy}}}
     )
-    provider = TracerProvider()
-    provider.add_span_processor(BreakerSpanProcessor(registry))
+    provider = traced(BreakerSpanProcessor(registry))
     for _ in range(5):
         emit(provider, REDIS)
     for _ in range(2):
@@ -206,8 +202,7 @@ def test_unhashable_attribute_values_after_the_fast_path_is_compiled(
 ) -> None:
     """A span made by other code with a list where the SDK keeps strings still counts."""
     processor = BreakerSpanProcessor(registry)
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
+    provider = traced(processor)
     emit(provider, REDIS)
     tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
     span = tracer.start_span("call", kind=SpanKind.CLIENT, attributes=REDIS)
@@ -244,8 +239,7 @@ def test_a_subclass_keeps_its_own_on_end(registry: Registry) -> None:
             seen.append(span.name)
             super().on_end(span)
 
-    provider = TracerProvider()
-    provider.add_span_processor(Counting(registry))
+    provider = traced(Counting(registry))
     for _ in range(3):
         emit(provider, REDIS)
     assert seen == ["call"] * 3
@@ -282,8 +276,7 @@ def test_unmatched_spans_past_the_cap_are_dropped_until_the_cap_is_raised(
     registry: Registry,
 ) -> None:
     processor = BreakerSpanProcessor(registry, max_discovered=1)
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
+    provider = traced(processor)
     first = {"server.address": "one.internal", "http.response.status_code": 200}
     second = {"server.address": "two.internal", "http.response.status_code": 200}
     for _ in range(3):
