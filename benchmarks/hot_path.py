@@ -563,7 +563,7 @@ def cold_table(port: int, rounds: int) -> str:
     from otel_resilience import BreakerSpanProcessor, configure, load_config
     from otel_resilience._context import GUARDED_SPANS
     from otel_resilience._guard import guarded_call
-    from otel_resilience.instrumentation._redis import COMMAND
+    from otel_resilience.instrumentation._redis import _CACHE_ATTRIBUTE, COMMAND
 
     provider, _, _ = _tracing(port)
 
@@ -589,9 +589,9 @@ def cold_table(port: int, rounds: int) -> str:
     registry = configure(FULL_CONFIG, tracer_provider=provider, meter_provider=MeterProvider())
     guarded = redis.Redis(port=port)
     guarded.get(CACHE_KEY)
-    installer, entry, decode = guarded.connection_pool._otel_resilience_dependency
+    installer, entry, decode = getattr(guarded.connection_pool, _CACHE_ATTRIBUTE)
     pool = redis.ConnectionPool(port=port)
-    pool._otel_resilience_dependency = (installer, None, False)  # type: ignore[attr-defined]
+    setattr(pool, _CACHE_ATTRIBUTE, (installer, None, False))  # a pool of no dependency
     get = redis.Redis(connection_pool=pool).get
     value = get(CACHE_KEY)
     command = ("GET", CACHE_KEY)

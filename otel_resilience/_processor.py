@@ -51,6 +51,8 @@ _get_guarded = GUARDED.get
 _POP: Any = object()  # _end's guarded_span: take the span's entry out of GUARDED_SPANS
 _UNMATCHED: Any = object()  # a fast-path memo's name: spans of no declared dependency
 _MEMO_SIZE = 1024  # fast-path memo entries; emptied when full, as the classifier's cache
+# A fast-path memo entry: (scope, dependency name, its breaker, may carry an HTTP status).
+_MemoEntry = tuple[Any, str | None, Any, bool]
 # Seconds between two log lines about the same kind of error in on_end.
 _LOG_INTERVAL = 60.0
 MAX_DISCOVERED_NAME = 128
@@ -243,7 +245,7 @@ class BreakerSpanProcessor(SpanProcessor):
         self._learning = learning_needed(registry)
         # The fast path (_FAST_ON_END): its memo, and the classifier it was compiled for
         # (None: not compiled; the general path compiles it).
-        self._memo: dict[tuple[int, tuple[Any, ...]], tuple[Any, str | None, Any, bool]] = {}
+        self._memo: dict[tuple[int, tuple[Any, ...]], _MemoEntry] = {}
         self._fast_classifier: Classifier | None = None
         # A reloaded config may change a breaker's slow-call bound: forget the flags then.
         self._unlisten = registry.add_event_listener(self._on_registry_event)
@@ -413,7 +415,7 @@ class BreakerSpanProcessor(SpanProcessor):
         try:
             registry = self._registry
             classifier = registry._classifier
-            memo: dict[tuple[int, tuple[Any, ...]], tuple[Any, str | None, Any, bool]] = {}
+            memo: dict[tuple[int, tuple[Any, ...]], _MemoEntry] = {}
             namespace: dict[str, Any] = {
                 "CLIENT": _CLIENT,
                 "CLOSED": _CLOSED,
@@ -452,23 +454,20 @@ class BreakerSpanProcessor(SpanProcessor):
 
     def _fast_target(
         self, scope: Any, attributes: Mapping[str, Any], key: tuple[Any, ...]
-    ) -> tuple[Any, str | None, Any, bool]:
+    ) -> _MemoEntry:
         """The fast path's memo entry for spans of ``scope`` whose classifier key is
         ``key``: ``(scope, dependency name, its breaker, whether the spans may carry an
         HTTP status)``, the name None when they take the general path (a special scope, a
         timed breaker, an address to learn), ``_UNMATCHED`` when no declared dependency
         matches (the general path discovers one while the cap allows)."""
-        entry: tuple[Any, str | None, Any, bool] = (scope, None, None, True)
+        entry: _MemoEntry = (scope, None, None, True)
         if scope_role(scope) == OTHER and not self._learning:
             registry = self._registry
             name = registry._classifier.classify(attributes)
             if name is None:
                 entry = (scope, _UNMATCHED, None, True)
             else:
-                target = self._targets.get(name)
-                if target is None:
-                    target = self._target(registry, name)
-                breaker, timed, learn = target
+                breaker, timed, learn = self._target(registry, name)
                 if not timed and learn is None:
                     entry = (scope, name, breaker, answers_http(scope))
         memo = self._memo
@@ -488,7 +487,10 @@ class BreakerSpanProcessor(SpanProcessor):
 
     def _target(self, registry: Registry, name: str) -> tuple[CircuitBreaker, bool, Any]:
         """Dependency ``name``'s breaker, whether it needs span durations, and its address
-        learner (``_health.address_learner``), kept by name."""
+        learner (``_health.address_learner``), kept by name: the kept one when there is."""
+        target = self._targets.get(name)
+        if target is not None:
+            return target
         breaker = registry.breaker(name)
         target = (
             breaker,
@@ -500,10 +502,7 @@ class BreakerSpanProcessor(SpanProcessor):
 
     def _learn(self, attributes: Mapping[str, Any], name: str) -> None:
         """Teach a health check the address of a guarded call's span (nothing else)."""
-        target = self._targets.get(name)
-        if target is None:
-            target = self._target(self._registry, name)
-        learn = target[2]
+        learn = self._target(self._registry, name)[2]
         if learn is not None:
             learn(attributes)
 
