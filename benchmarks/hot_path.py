@@ -231,6 +231,22 @@ def on_end_section(port: int, rounds: int) -> str:
 # -- the span side in the span pipeline (no network) -----------------------------------
 
 
+def _skipping_hooks(active: Any) -> Callable[[bool], None]:
+    """A switch for the hooks configure() gave the provider's multi-processor (they skip
+    the breaker processor's empty ``on_start`` and ``_on_ending``): on with our processor,
+    off (the SDK's own methods, as plain OpenTelemetry has them) without it."""
+    ours = {name: vars(active)[name] for name in ("on_start", "_on_ending") if name in vars(active)}
+
+    def switch(on: bool) -> None:
+        for name, hook in ours.items():
+            if on:
+                setattr(active, name, hook)
+            else:
+                vars(active).pop(name, None)
+
+    return switch
+
+
 def spans_section(rounds: int) -> str:
     """Span processor and sampler wrapper in the SDK's pipeline, toggled in one process."""
     from opentelemetry.sdk.trace import TracerProvider
@@ -250,6 +266,7 @@ def spans_section(rounds: int) -> str:
     plain_processors, plain_sampler = active._span_processors, provider.sampler
     _wire_tracing(load_config(SPANS_CONFIG), provider)
     ours_processors, ours_sampler = active._span_processors, provider.sampler
+    hooks = _skipping_hooks(active)
     attributes = REDIS_SPAN_ATTRIBUTES
 
     def work() -> int:
@@ -265,6 +282,7 @@ def spans_section(rounds: int) -> str:
         @contextlib.contextmanager
         def switch() -> Iterator[None]:
             active._span_processors = processors
+            hooks(processors is ours_processors)
             provider.sampler = sampler
             for each in provider._tracers.values():
                 each.sampler = sampler
@@ -450,6 +468,7 @@ def layers_section(port: int, calls: int, rounds: int) -> str:
         FULL_CONFIG, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False
     )
     ours_processors, ours_sampler = active._span_processors, provider.sampler
+    hooks = _skipping_hooks(active)
 
     def setup(spans: bool, guard: bool) -> Callable[[], contextlib.AbstractContextManager[Any]]:
         """Our processor and sampler wrapper in the pipeline or not; the guard or not."""
@@ -458,6 +477,7 @@ def layers_section(port: int, calls: int, rounds: int) -> str:
         def switch() -> Iterator[None]:
             sampler = ours_sampler if spans else plain_sampler
             active._span_processors = ours_processors if spans else plain_processors
+            hooks(spans)
             provider.sampler = sampler
             for tracer in provider._tracers.values():
                 tracer.sampler = sampler

@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from ._errors import ConfigError
 from ._exporter import wrap_provider_exporters
 from ._metrics import ResilienceMetrics, install_metrics
-from ._processor import BreakerSpanProcessor
+from ._processor import BreakerSpanProcessor, idle_hook
 from ._registry import Registry, load_config
 from ._reload import Reloadable, add_reload_step
 from ._sampler import ResilienceSampler
-from ._sdk import span_processors, tracer_registry
+from ._sdk import call_busy_hooks_only, span_processors, tracer_registry
 
 __all__ = ["configure", "get_registry"]
 
@@ -142,6 +142,8 @@ def _wire_tracing(registry: Registry, provider: SDKTracerProvider) -> None:
         processor = BreakerSpanProcessor(registry)
         provider.add_span_processor(processor)
         _wiring.processors[id(provider)] = (provider, processor)
+    # The processor does nothing as a span starts or is ending: no call there per span.
+    call_busy_hooks_only(provider, idle_hook)
     _wrap_sampler(provider, registry)
 
 
@@ -247,6 +249,7 @@ def adopt(registry: Registry, processor: BreakerSpanProcessor) -> None:
         if isinstance(provider, SDKTracerProvider):
             if _attached(provider, processor):
                 _wiring.processors[id(provider)] = (provider, processor)
+                call_busy_hooks_only(provider, idle_hook)
                 _wrap_sampler(provider, registry)
             else:
                 _wire_tracing(registry, provider)

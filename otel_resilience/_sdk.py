@@ -30,6 +30,7 @@ __all__ = [
     "SPAN_KEY",
     "SUPPRESS_INSTRUMENTATION_KEY",
     "batch_exporter",
+    "call_busy_hooks_only",
     "context_span",
     "current_client_span_context",
     "exporter_timeout",
@@ -125,6 +126,67 @@ def span_processors(provider: Any) -> tuple[Any, ...]:
     active = getattr(provider, "_active_span_processor", None)
     processors = getattr(active, "_span_processors", ())
     return tuple(processors) if isinstance(processors, (tuple, list)) else ()
+
+
+def call_busy_hooks_only(provider: Any, idle: Callable[[Any, str], bool]) -> bool:
+    """Have the provider's ``SynchronousMultiSpanProcessor`` (its ``_active_span_processor``,
+    1.43, 1.45) skip the ``on_start`` and ``_on_ending`` hooks that ``idle(processor, hook)``
+    says do nothing, so a processor that only needs ``on_end`` costs no call per span where
+    it has nothing to do. Every other processor's hooks are called as the SDK calls them,
+    in the same order; a processor added later is asked about on the next span.
+
+    Installed as the multi-processor's own ``on_start`` and ``_on_ending`` (instance
+    attributes, which shadow its methods). Returns False, changing nothing, when the
+    provider's processor is not exactly the SDK's synchronous one holding a tuple (the
+    concurrent one, another SDK), or already has hooks of its own that are not these.
+    """
+    try:
+        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+    except ImportError:  # pragma: no cover - the SDK is a dependency
+        return False
+    active = getattr(provider, "_active_span_processor", None)
+    if type(active) is not SynchronousMultiSpanProcessor:
+        return False
+    if not isinstance(getattr(active, "_span_processors", None), tuple):
+        return False
+    own = vars(active)
+    if "on_start" in own or "_on_ending" in own:
+        return getattr(own.get("on_start"), "_otel_resilience_hooks", False) is True
+    # (processors seen, those whose on_start runs, those whose _on_ending runs), replaced
+    # whole, so a thread reads one consistent triple.
+    state: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]] = [(None, (), ())]
+
+    def refresh(processors: Any) -> tuple[Any, tuple[Any, ...], tuple[Any, ...]]:
+        if type(processors) is not tuple:  # replaced by a list (not the SDK): ask every time
+            return (None, tuple(processors), tuple(processors))
+        seen = (
+            processors,
+            tuple(sp for sp in processors if not idle(sp, "on_start")),
+            tuple(sp for sp in processors if not idle(sp, "_on_ending")),
+        )
+        state[0] = seen
+        return seen
+
+    def on_start(span: Any, parent_context: Any = None) -> None:
+        seen = state[0]
+        processors = active._span_processors
+        if seen[0] is not processors:
+            seen = refresh(processors)
+        for sp in seen[1]:
+            sp.on_start(span, parent_context=parent_context)
+
+    def _on_ending(span: Any) -> None:
+        seen = state[0]
+        processors = active._span_processors
+        if seen[0] is not processors:
+            seen = refresh(processors)
+        for sp in seen[2]:
+            sp._on_ending(span)
+
+    on_start._otel_resilience_hooks = True  # type: ignore[attr-defined]
+    active.on_start = on_start  # type: ignore[method-assign]
+    active._on_ending = _on_ending  # type: ignore[method-assign]
+    return True
 
 
 def batch_exporter(processor: Any) -> Any:

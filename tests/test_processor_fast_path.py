@@ -69,6 +69,12 @@ def traced(processor: BreakerSpanProcessor) -> TracerProvider:
     return provider
 
 
+def totals(registry: Registry, name: str) -> tuple[int, int]:
+    """(successes, failures) that ``name``'s breaker ever recorded."""
+    snapshot = registry.breaker(name).snapshot()
+    return snapshot.total_successes, snapshot.total_failures
+
+
 def calls(registry: Registry, name: str) -> tuple[int, int]:
     """(calls, failures) in the window of ``name``'s breaker."""
     snapshot = registry.breaker(name).snapshot()
@@ -176,6 +182,48 @@ def test_http_statuses_count_per_scope_when_scopes_interleave(
         emit(provider, api_503, scope="opentelemetry.instrumentation.httpx")
     assert calls(registry, "api") == (4, 2)
     assert calls(registry, "cache") == (2, 0)
+
+
+def test_spans_that_alternate_between_keys_and_scopes_each_reach_their_own_breaker() -> None:
+    """The last span's memo entry serves the next only for the same scope and key: two
+    Redis servers in turn, then one key from a cache client and from an HTTP client. The
+    windows are full of successes first (steady), where the fast path counts a success
+    itself."""
+    steady = {"window_size": 4, "minimum_calls": 4}
+    registry = load_config(
+        {
+            "dependencies": {
+                "sessions": {
+                    "match": {"db.system": "redis", "server.port": 6380},
+                    "breaker": steady,
+                },
+                "cache": {"match": {"db.system": "redis"}, "breaker": steady},
+                "api": {"match": {"server.address": "api.internal"}, "breaker": steady},
+            }
+        }
+    )
+    provider = traced(BreakerSpanProcessor(registry))
+    sessions = {**REDIS, "net.peer.port": 6380}
+    api = {"server.address": "api.internal", "http.response.status_code": 200}
+    for _ in range(4):
+        emit(provider, REDIS)
+        emit(provider, sessions)
+        emit(provider, api, scope="opentelemetry.instrumentation.httpx")
+    for _ in range(3):
+        emit(provider, REDIS)
+        emit(provider, REDIS)
+        emit(provider, sessions)
+    assert totals(registry, "cache") == (10, 0)
+    assert totals(registry, "sessions") == (7, 0)
+    # A status attribute on a cache client's span is no answer; on an HTTP client's, 503
+    # is a failure, even right after a span of the same key that was a success.
+    busy = {"server.address": "api.internal", "http.response.status_code": 503}
+    emit(provider, busy)
+    emit(provider, busy, scope="opentelemetry.instrumentation.httpx")
+    emit(provider, busy)
+    emit(provider, busy, scope="opentelemetry.instrumentation.httpx")
+    assert totals(registry, "api") == (6, 2)
+    provider.shutdown()
 
 
 def test_a_success_span_closes_a_half_open_breaker() -> None:

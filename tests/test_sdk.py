@@ -7,16 +7,20 @@ from typing import ClassVar
 
 import pytest
 from opentelemetry.sdk import _configuration
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
-from otel_resilience import BreakerSpanProcessor, Registry, State
+from otel_resilience import BreakerSpanProcessor, Registry, State, configure
+from otel_resilience._configure import reset_for_tests
+from otel_resilience._processor import idle_hook
 from otel_resilience._sdk import (
+    call_busy_hooks_only,
     renew_exporter_connections,
     sampler_from_environment,
     set_batch_exporter,
@@ -153,3 +157,99 @@ def test_sampler_from_environment_follows_otel_traces_sampler(
     fallback = sampler_from_environment()
     assert isinstance(fallback, ParentBased)
     assert fallback.get_description().startswith("ParentBased{root:AlwaysOnSampler")
+
+
+class Hooks(SimpleSpanProcessor):
+    """Notes every hook the SDK calls on it, by ``label``."""
+
+    def __init__(self, label: str, calls: list[str]) -> None:
+        super().__init__(InMemorySpanExporter())
+        self.label = label
+        self.calls = calls
+
+    def on_start(self, span: object, parent_context: object = None) -> None:
+        self.calls.append(f"{self.label}.on_start")
+
+    def _on_ending(self, span: object) -> None:
+        self.calls.append(f"{self.label}._on_ending")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.calls.append(f"{self.label}.on_end")
+
+
+class StartingBreakerProcessor(BreakerSpanProcessor):
+    """A breaker processor of the user's with an ``on_start`` of its own."""
+
+    starts = 0
+
+    def on_start(self, span: object, parent_context: object = None) -> None:
+        StartingBreakerProcessor.starts += 1
+
+
+def test_the_breaker_processor_gets_no_idle_hook_calls_and_every_other_processor_does(
+    request: pytest.FixtureRequest,
+) -> None:
+    """configure() has the SDK skip the breaker processor's empty on_start and _on_ending;
+    processors added before and after it get every hook, in order, and the breaker still
+    counts each span (on_end). A subclass with its own on_start gets it called."""
+    calls: list[str] = []
+    provider = TracerProvider()
+    provider.add_span_processor(Hooks("before", calls))
+    registry = configure(
+        {"dependencies": {"cache": {"match": {"db.system": "redis"}}}},
+        tracer_provider=provider,
+        meter_provider=MeterProvider(),
+        instrument=False,
+    )
+    request.addfinalizer(reset_for_tests)
+    provider.add_span_processor(Hooks("after", calls))
+    tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
+    for _ in range(2):
+        tracer.start_span("GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}).end()
+    hooks = ["on_start", "_on_ending", "on_end"]
+    assert calls == 2 * [f"{label}.{hook}" for hook in hooks for label in ("before", "after")]
+    assert registry.breaker("cache").snapshot().total_successes == 2
+    # A processor added later that starts spans itself is called too.
+    provider.add_span_processor(StartingBreakerProcessor(registry))
+    tracer.start_span("GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}).end()
+    assert StartingBreakerProcessor.starts == 1
+    provider.shutdown()
+
+
+def test_hooks_are_left_to_the_sdk_where_its_processor_is_not_the_synchronous_one() -> None:
+    """The concurrent multi-processor, or hooks someone else installed, are not touched:
+    every processor's hooks run as the SDK runs them."""
+    concurrent = TracerProvider(active_span_processor=ConcurrentMultiSpanProcessor(2))
+    assert call_busy_hooks_only(concurrent, idle_hook) is False
+    assert "on_start" not in vars(concurrent._active_span_processor)
+    assert call_busy_hooks_only(object(), idle_hook) is False
+    calls: list[str] = []
+    provider = TracerProvider()
+    provider.add_span_processor(Hooks("sdk", calls))
+    active = provider._active_span_processor
+    theirs = active.on_start
+    active.on_start = theirs  # type: ignore[method-assign]  # someone else's hook
+    assert call_busy_hooks_only(provider, idle_hook) is False
+    assert vars(active)["on_start"] is theirs
+    assert "_on_ending" not in vars(active)
+    provider.shutdown()
+    concurrent.shutdown()
+
+
+def test_hook_filtering_is_installed_once_and_follows_a_replaced_processor_list() -> None:
+    """A second call keeps the first hooks; processors set as a list (not the SDK's
+    tuple) still get every hook."""
+    calls: list[str] = []
+    registry = Registry()
+    provider = TracerProvider()
+    ours = BreakerSpanProcessor(registry)
+    provider.add_span_processor(ours)
+    assert call_busy_hooks_only(provider, idle_hook) is True
+    active = provider._active_span_processor
+    first = vars(active)["on_start"]
+    assert call_busy_hooks_only(provider, idle_hook) is True
+    assert vars(active)["on_start"] is first
+    active._span_processors = [ours, Hooks("listed", calls)]  # type: ignore[assignment]
+    provider.get_tracer("t").start_span("s").end()
+    assert calls == ["listed.on_start", "listed._on_ending", "listed.on_end"]
+    provider.shutdown()
