@@ -44,6 +44,13 @@ The API (for client guards and for features that hook into the path):
     ``return guarded_call(entry, HTTPX, wrapped, args, kwargs, request)``;
     ``instrumentation/_httpx.py`` is the smallest complete example.
 
+``KeptDependency(client, holder)`` / ``guarded_method``
+    For a method guard whose wrapper keeps the dependency it looked up on an attribute of
+    the instance (``(installer, entry, subject)`` under ``DEPENDENCY_ATTRIBUTE`` on
+    ``instance.<holder>``: the redis-py pool), ``Installer.wrap(..., kept=...)`` makes the
+    layer itself run ``guarded_call``'s success path of a closed breaker, and hand
+    everything else to the wrapper.
+
 ``guarded_iter`` / ``guarded_aiter`` (same arguments), ``Guard``
     A whole iteration as one call (``protect`` on generator functions; a streaming client
     call): no fallback once an item was yielded, and ``answer``/``observe`` are not
@@ -73,8 +80,9 @@ The rules the path keeps (the breaker's own rules are in ``_breaker.py``):
   once a joined call ever left one, the success counted as ``CircuitBreaker``'s steady
   case (one atomic count) or its record; nothing of ours is allocated for it
   (``ContextVar.set`` makes its token; a client guard enters its span with one tuple).
-  ``protect`` runs that path in its own wrapper (``protected``/``aprotected``), without
-  the call into ``guarded_call``.
+  ``protect`` runs that path in its own wrapper (``protected``/``aprotected``), and a
+  method guard that keeps its dependency on the instance in its layer
+  (``guarded_method``), without the call into ``guarded_call``.
 """
 
 from __future__ import annotations
@@ -98,6 +106,7 @@ from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError
 
 __all__ = [
+    "DEPENDENCY_ATTRIBUTE",
     "MISSING",
     "NOT_SERVED",
     "PLAIN",
@@ -108,12 +117,14 @@ __all__ = [
     "Entry",
     "FallbackCounter",
     "Guard",
+    "KeptDependency",
     "Verdict",
     "aprotected",
     "guarded_acall",
     "guarded_aiter",
     "guarded_call",
     "guarded_iter",
+    "guarded_method",
     "protected",
 ]
 
@@ -616,6 +627,97 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result
+
+
+DEPENDENCY_ATTRIBUTE = "_otel_resilience_dependency"
+"""Where a client guard keeps the dependency it looked up on a client object (a connection
+pool, a connection): ``(installer, entry or None, subject)``."""
+
+
+class KeptDependency:
+    """A method guard's declaration that its dependency is kept on the instance's
+    ``holder`` attribute under ``DEPENDENCY_ATTRIBUTE`` by the guard's wrapper, so its
+    layer can take the success path of a closed breaker itself (``guarded_method``)."""
+
+    __slots__ = ("client", "holder")
+
+    def __init__(self, client: Client, holder: str) -> None:
+        self.client = client
+        self.holder = holder
+
+
+def guarded_method(
+    kept: KeptDependency,
+    wrapper: Callable[[Any, Any, Any, Any], Any],
+    installer: Any,
+    probing: Callable[[], bool],
+) -> Callable[..., Any]:
+    """The guard layer of a method whose dependency is kept on its instance (``kept``).
+
+    Called as the method (``layer(instance, *args, **kwargs)``), it reads its original from
+    its own ``__wrapped__``, as the installer's plain layers do. The outermost call on a
+    fast, CLOSED breaker runs ``guarded_call``'s success path here, with the original
+    unbound: one frame instead of the layer, the wrapper and ``guarded_call``, and no bound
+    method or argument tuple made for them. Everything else (the guards off or probing, no
+    dependency kept yet or none at all, a joined or nested call, a breaker not CLOSED,
+    hooks, a failure) goes to ``wrapper(bound original, instance, args, kwargs)`` or the
+    same ``_raised``, so the two paths cannot disagree.
+    """
+    client = kept.client
+    holder = kept.holder
+
+    def layer(*args: Any, **kwargs: Any) -> Any:
+        wrapped = layer.__wrapped__  # type: ignore[attr-defined]
+        if not args or not installer.enabled or probing():
+            return wrapped(*args, **kwargs)  # (no instance: fails as the method would)
+        instance = args[0]
+        kept_here = getattr(getattr(instance, holder, None), DEPENDENCY_ATTRIBUTE, None)
+        entry = kept_here[1] if kept_here is not None and kept_here[0] is installer else None
+        if (
+            entry is None
+            or not entry.fast
+            or entry.breaker._state is not _CLOSED
+            or _get_mark() is not None
+        ):
+            return wrapper(wrapped.__get__(instance, type(instance)), instance, args[1:], kwargs)
+        # guarded_call's fast lane, written out (as protect's wrapper does): per call.
+        name = entry.name
+        if client.marks_span:
+            mark_current_client_span(name)
+        token = _set_mark(name)
+        try:
+            result = wrapped(*args, **kwargs) if kwargs else wrapped(*args)
+        except BaseException as exc:
+            _reset_mark(token)
+            served = _raised(entry, client, exc, 0.0, False, None, kept_here[2], args[1:], kwargs)  # type: ignore[index]
+            if served is NOT_SERVED:
+                raise
+            return served
+        _reset_mark(token)
+        if client.answer is None and not (_notes_used and _get_note() is not None):
+            breaker = entry.breaker
+            if breaker._steady_ring.steady:
+                next(breaker._fast_successes)
+            else:
+                breaker.record_success()
+            observe = client.observe
+            if observe is not None:
+                try:
+                    observe(entry, result, kept_here[2], args[1:])  # type: ignore[index]
+                except Exception:
+                    _log.debug("observing a result of %s failed", name, exc_info=True)
+            elif client.observes_fallback:
+                observer = entry.observer
+                if observer is not None:
+                    try:
+                        observer(args[1:], result)
+                    except Exception:
+                        _log.debug("observing a result of %s failed", name, exc_info=True)
+        else:
+            _succeeded(entry, client, result, 0.0, None, kept_here[2], args[1:])  # type: ignore[index]
+        return result
+
+    return layer
 
 
 def _joined_call(entry: Entry, client: Client, fn: Callable[..., T], args: Any, kwargs: Any) -> T:

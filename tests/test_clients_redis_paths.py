@@ -153,3 +153,70 @@ def test_health_checks_own_redis_commands_pass_an_open_breaker() -> None:
         health_checks_helpers.redis_clients.clear()
         client.close()
         uninstall()
+
+
+def test_sync_commands_on_a_closed_breaker_count_once_each_and_fail_into_it() -> None:
+    """The command layer takes a closed breaker's calls itself once the pool keeps its
+    dependency: successes count once each, failures there open the breaker, and the next
+    command is rejected before any I/O, then the guards of a second install count alone."""
+    registry = load_config(
+        {
+            "dependencies": {
+                "cache": {"match": {"db.system": "redis", "server.port": 6379}},
+                "down": {
+                    "match": {"db.system": "redis", "server.port": 1},
+                    "breaker": {"consecutive_failures": 2, "open_seconds": 60},
+                },
+            }
+        }
+    )
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    try:
+        for _ in guarded(registry):
+            for _ in range(3):
+                assert client.get("otel-resilience-test:absent") is None
+            for _ in range(2):
+                with pytest.raises(redis.exceptions.ConnectionError) as refused:
+                    unreachable.get("k")
+                assert not isinstance(refused.value, CircuitOpenError)
+            with pytest.raises(CircuitOpenError):
+                unreachable.get("k")
+        assert totals(registry) == (3, 0, 0)
+        down = registry.breaker("down").snapshot()
+        assert (down.total_failures, down.total_rejected) == (2, 1)
+        again = registry_for(**{"server.port": 6379})
+        for _ in guarded(again):
+            client.get("otel-resilience-test:absent")
+        assert totals(again) == (1, 0, 0)
+        assert totals(registry) == (3, 0, 0)
+    finally:
+        client.close()
+        unreachable.close()
+
+
+class _ForgetfulPool(redis.ConnectionPool):
+    """A pool on which nothing can be kept (as one with ``__slots__``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_otel_resilience_dependency":
+            raise AttributeError(name)
+        super().__setattr__(name, value)
+
+
+def test_a_pool_that_keeps_no_dependency_is_guarded_on_every_command() -> None:
+    """Each command looks the dependency up again: counted while closed, rejected open."""
+    registry = registry_for(**{"server.port": 6379})
+    pool = _ForgetfulPool(host="127.0.0.1", port=6379, socket_timeout=2)
+    client = redis.Redis(connection_pool=pool)
+    try:
+        for _ in guarded(registry):
+            for _ in range(3):
+                client.get("otel-resilience-test:absent")
+            registry.breaker("cache").force_open()
+            with pytest.raises(CircuitOpenError):
+                client.get("otel-resilience-test:absent")
+        assert not hasattr(pool, "_otel_resilience_dependency")
+        assert totals(registry) == (3, 0, 1)
+    finally:
+        client.close()

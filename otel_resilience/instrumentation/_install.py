@@ -39,7 +39,7 @@ from typing import Any
 import wrapt
 
 from .._context import PROBING
-from .._guard import Entry
+from .._guard import Entry, KeptDependency, guarded_method
 from .._registry import Registry
 
 __all__ = [
@@ -111,13 +111,23 @@ def installer_of(layer: Any) -> Installer:
     return installer
 
 
-def _plain_layer(original: Any, wrapper: Wrapper, installer: Installer, is_method: bool) -> Any:
+def _plain_layer(
+    original: Any,
+    wrapper: Wrapper,
+    installer: Installer,
+    is_method: bool,
+    kept: KeptDependency | None = None,
+) -> Any:
     """A plain function calling ``wrapper(wrapped, instance, args, kwargs)`` as a ``wrapt``
     layer of ``original`` would while the guards apply (``Installer.active``), and
     ``original`` itself otherwise. For a method (``is_method``), ``wrapped`` is ``original``
-    bound to the instance. What it calls is read from its ``__wrapped__``, so it is
+    bound to the instance; a method whose guard keeps its dependency on the instance
+    (``kept``) gets ``_guard.guarded_method``, which also runs the success path of a
+    closed breaker itself. What it calls is read from its ``__wrapped__``, so it is
     repointed like a ``wrapt`` layer."""
-    if is_method:
+    if is_method and kept is not None:
+        layer = guarded_method(kept, wrapper, installer, _probing)
+    elif is_method:
 
         def layer(*args: Any, **kwargs: Any) -> Any:
             wrapped = layer.__wrapped__  # type: ignore[attr-defined]
@@ -178,9 +188,12 @@ class Installer:
         self._layers: list[tuple[Any, str, Any]] = []
         self._undo: list[Callable[[], None]] = []
 
-    def wrap(self, owner: Any, attribute: str, wrapper: Wrapper) -> None:
+    def wrap(
+        self, owner: Any, attribute: str, wrapper: Wrapper, *, kept: KeptDependency | None = None
+    ) -> None:
         """Guard ``owner.attribute`` with ``wrapper(wrapped, instance, args, kwargs)``,
-        which runs only while the guards apply (``active()``)."""
+        which runs only while the guards apply (``active()``). ``kept``: the wrapper keeps
+        the dependency on the instance (``_guard.guarded_method``)."""
 
         def gate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             if not self.enabled or PROBING.get():
@@ -192,7 +205,7 @@ class Installer:
             raise AttributeError(f"{owner!r} has no attribute {attribute!r} to guard")
         layer: Any
         if _plain(original):  # the gate is the layer's own first step
-            layer = _plain_layer(original, wrapper, self, is_method=inspect.isclass(owner))
+            layer = _plain_layer(original, wrapper, self, inspect.isclass(owner), kept)
         else:
             layer = GuardLayer(original, gate)
             layer._self_installer = self

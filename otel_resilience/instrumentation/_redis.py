@@ -20,7 +20,15 @@ import redis.client
 
 from .._addresses import Address
 from .._errors import CircuitOpenError
-from .._guard import NOT_SERVED, Client, Entry, guarded_acall, guarded_call
+from .._guard import (
+    DEPENDENCY_ATTRIBUTE,
+    NOT_SERVED,
+    Client,
+    Entry,
+    KeptDependency,
+    guarded_acall,
+    guarded_call,
+)
 from .._health import learn_address
 from .._memory_cache import MemoryCache, UnsupportedCommand, redis_operation
 from ._common import Patcher
@@ -30,7 +38,7 @@ __all__ = ["RedisCircuitOpenError", "install_redis"]
 # The dependency of a client is kept on its connection pool itself, tagged with the
 # install that looked it up, so the hot path is one attribute read:
 # (patcher, entry or None, decode_responses).
-_CACHE_ATTRIBUTE = "_otel_resilience_dependency"
+_CACHE_ATTRIBUTE = DEPENDENCY_ATTRIBUTE
 
 
 class RedisCircuitOpenError(CircuitOpenError, redis.exceptions.ConnectionError):
@@ -103,6 +111,10 @@ def _client(serve: Any, observe: Any) -> Client:
 COMMAND = _client(_serve_command, None)
 """``execute_command``: the subject is the pool's ``decode_responses``; a memory cache
 fallback sees each command that worked (``MemoryCache.observe``)."""
+
+_COMMAND_KEPT = KeptDependency(COMMAND, "connection_pool")
+"""The sync ``execute_command``'s dependency is kept on the client's pool: its layer takes
+the success path of a closed breaker itself (``_guard.guarded_method``)."""
 
 PIPELINE = _client(_serve_pipeline, _observe_pipeline)
 """Pipeline ``execute``: the subject is ``(queued commands, decode_responses)``."""
@@ -188,14 +200,12 @@ def install_redis(patcher: Patcher) -> None:
     # -- sync ------------------------------------------------------------------------
 
     def execute_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        # dependency_of, inlined: this runs for every command.
-        cached = getattr(getattr(instance, "connection_pool", None), _CACHE_ATTRIBUTE, None)
-        if cached is None or cached[0] is not patcher:
-            cached = lookup(getattr(instance, "connection_pool", None))
-        entry = cached[1]
+        # What the layer does not take itself (_COMMAND_KEPT): a pool's first command, a
+        # joined call, a breaker that is not closed, an entry with hooks.
+        _, entry, decode = dependency_of(instance)
         if entry is None:
             return wrapped(*args, **kwargs)
-        return guarded_call(entry, COMMAND, wrapped, args, kwargs, cached[2])
+        return guarded_call(entry, COMMAND, wrapped, args, kwargs, decode)
 
     def pipeline_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         _, entry, decode = dependency_of(instance)
@@ -227,7 +237,7 @@ def install_redis(patcher: Patcher) -> None:
             if instance.command_stack:
                 await instance.reset()
 
-    patcher.wrap(redis.client.Redis, "execute_command", execute_command)
+    patcher.wrap(redis.client.Redis, "execute_command", execute_command, kept=_COMMAND_KEPT)
     patcher.wrap(redis.client.Pipeline, "execute", pipeline_execute)
     patcher.wrap(redis.asyncio.client.Redis, "execute_command", async_execute_command)
     patcher.wrap(redis.asyncio.client.Pipeline, "execute", async_pipeline_execute)
