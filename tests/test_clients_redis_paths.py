@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from otel_resilience import CircuitOpenError, Registry, load_config
 from otel_resilience._health import health_monitor
@@ -171,7 +173,9 @@ def test_sync_commands_on_a_closed_breaker_count_once_each_and_fail_into_it() ->
         }
     )
     client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2)
-    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    unreachable = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
     try:
         for _ in guarded(registry):
             for _ in range(3):
