@@ -3,11 +3,11 @@ Registry, within a second of CPU time, and never anything else."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -84,14 +84,20 @@ def test_any_dict(document: dict[str, Any]) -> None:
     check_outcome(lambda: load_config(document))
 
 
+@pytest.fixture(scope="module")
+def config_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for every example's file (tempfile's random names, made inside an example,
+    draw on the ``random`` module, which hypothesis warns about). Each example rewrites it."""
+    return tmp_path_factory.mktemp("config")
+
+
 @FUZZ
-@given(st.dictionaries(st.sampled_from(KEY_NAMES), documents, max_size=6))
-def test_any_yaml_document(document: dict[str, Any]) -> None:
+@given(document=st.dictionaries(st.sampled_from(KEY_NAMES), documents, max_size=6))
+def test_any_yaml_document(config_directory: Path, document: dict[str, Any]) -> None:
     """The same documents written as YAML files."""
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "resilience.yaml"
-        path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
-        check_outcome(lambda: load_config(path))
+    path = config_directory / "resilience.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    check_outcome(lambda: load_config(path))
 
 
 yaml_fragments = st.sampled_from(
@@ -136,16 +142,15 @@ yaml_fragments = st.sampled_from(
 
 
 @FUZZ
-@given(st.lists(st.one_of(yaml_fragments, st.text(max_size=10)), max_size=30))
-def test_any_yaml_text(parts: list[str]) -> None:
+@given(parts=st.lists(st.one_of(yaml_fragments, st.text(max_size=10)), max_size=30))
+def test_any_yaml_text(config_directory: Path, parts: list[str]) -> None:
     """Arbitrary YAML text, assembled from tricky pieces (tags, anchors, merge keys, flow
     collections, huge numbers), loads or is a ConfigError; where yaml.safe_load reads it,
     the loader reads the same document."""
     text = "".join(parts)
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "resilience.yaml"
-        path.write_text(text, encoding="utf-8")
-        check_outcome(lambda: load_config(path))
+    path = config_directory / "resilience.yaml"
+    path.write_text(text, encoding="utf-8")
+    check_outcome(lambda: load_config(path))
     try:  # the reference: safe_load on the same (libyaml) parser
         expected = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except Exception:
@@ -158,21 +163,21 @@ def test_any_yaml_text(parts: list[str]) -> None:
 
 
 @FUZZ
-@given(st.binary(max_size=2000), st.sampled_from([".yaml", ".json", ".toml", ".yml", ""]))
-def test_any_bytes(data: bytes, suffix: str) -> None:
+@given(
+    data=st.binary(max_size=2000), suffix=st.sampled_from([".yaml", ".json", ".toml", ".yml", ""])
+)
+def test_any_bytes(config_directory: Path, data: bytes, suffix: str) -> None:
     """Arbitrary bytes in a file of any suffix."""
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / f"resilience{suffix}"
-        path.write_bytes(data)
-        check_outcome(lambda: load_config(path))
+    path = config_directory / f"resilience{suffix}"
+    path.write_bytes(data)
+    check_outcome(lambda: load_config(path))
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(min_value=MAX_NESTING - 2, max_value=MAX_NESTING + 2))
-def test_nesting_around_the_cap(depth: int) -> None:
+@given(depth=st.integers(min_value=MAX_NESTING - 2, max_value=MAX_NESTING + 2))
+def test_nesting_around_the_cap(config_directory: Path, depth: int) -> None:
     """Right around the nesting cap, YAML loads or is refused cleanly."""
     text = "service: " + "[" * depth + "]" * depth
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "r.yaml"
-        path.write_text(text)
-        check_outcome(lambda: load_config(path))
+    path = config_directory / "r.yaml"
+    path.write_text(text)
+    check_outcome(lambda: load_config(path))
