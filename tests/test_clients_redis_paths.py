@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from otel_resilience import CircuitOpenError, Registry, load_config
+from otel_resilience._guard import DEPENDENCY_ATTRIBUTE
 from otel_resilience._health import health_monitor
 from tests.support.guards import guarded
 from tests.support.health_servers import need_tool
@@ -203,7 +204,7 @@ class _ForgetfulPool(redis.ConnectionPool):
     """A pool on which nothing can be kept (as one with ``__slots__``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_otel_resilience_dependency":
+        if name == DEPENDENCY_ATTRIBUTE:
             raise AttributeError(name)
         super().__setattr__(name, value)
 
@@ -220,7 +221,7 @@ def test_a_pool_that_keeps_no_dependency_is_guarded_on_every_command() -> None:
             registry.breaker("cache").force_open()
             with pytest.raises(CircuitOpenError):
                 client.get("otel-resilience-test:absent")
-        assert not hasattr(pool, "_otel_resilience_dependency")
+        assert not hasattr(pool, DEPENDENCY_ATTRIBUTE)
         assert totals(registry) == (3, 0, 1)
     finally:
         client.close()
