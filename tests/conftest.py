@@ -10,6 +10,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+import otel_resilience_demo._servers as demo_servers
+from tests.support import ports
+
+# The demo's servers that the tests start in this process (RedisProcess, FaultProxy,
+# CollectorStandIn, PostgresCluster) take their ports from this worker's block too.
+demo_servers.free_port = ports.free_port
+
 settings.register_profile(
     "ci",
     max_examples=200,
@@ -38,6 +45,18 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def lingering_receivers() -> Iterator[list[Any]]:
+    """OTLP receivers kept serving until the session ends: a module whose app set up the
+    demo's telemetry (one per process, exporting on its own threads) leaves its collector
+    here, so those exports keep succeeding instead of failing, and logging that they fail,
+    during whatever tests this process runs next."""
+    receivers: list[Any] = []
+    yield receivers
+    for server in receivers:
+        server.close()
 
 
 @pytest.fixture

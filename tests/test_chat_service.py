@@ -86,7 +86,7 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
+def env(lingering_receivers: list[OTLPReceiver]) -> Iterator[Env]:
     redis = RedisServer(need_tool("redis-server"))
     redis.start()
     postgres = FaultProxy("127.0.0.1", 5432).start()
@@ -110,7 +110,10 @@ def env() -> Iterator[Env]:
         redis.stop()
         analytics.stop()
         postgres.close()
-        collector.close()
+        # The demo's telemetry outlives the app (one per process) and keeps exporting here.
+        collector.mode = "accept"
+        collector.start()
+        lingering_receivers.append(collector)
         asyncio.run(_drop_schema())
 
 

@@ -147,7 +147,10 @@ class GrpcServer:
                 "Collect": grpc.stream_unary_rpc_method_handler(collect),
             },
         )
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        # Without SO_REUSEPORT: a port taken meanwhile fails here, where gRPC would share it.
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)]
+        )
         server.add_generic_rpc_handlers((handler,))
         server.add_insecure_port(f"127.0.0.1:{self.port}")
         server.start()

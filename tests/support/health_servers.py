@@ -1,4 +1,5 @@
-"""Test helpers for the health tests: free ports, an own redis-server, a TCP fault proxy.
+"""Test helpers for the health tests: free ports (``ports``), an own redis-server, a TCP fault
+proxy.
 
 Named for the health work so they do not collide with other helpers' support modules.
 """
@@ -14,7 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from otel_resilience_demo._servers import FaultProxy, RedisProcess, free_port
+from otel_resilience_demo._servers import FaultProxy, RedisProcess
+from tests.support.ports import free_port
 
 __all__ = [
     "REQUIRED_TOOLS",

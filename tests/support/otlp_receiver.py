@@ -54,6 +54,7 @@ class OTLPReceiver:
         return True
 
     def start(self) -> OTLPReceiver:
+        self.stop()  # a running server first: never two on the port
         self.close_blackhole()
         receiver = self
 
@@ -92,7 +93,10 @@ class OTLPReceiver:
                             )
                 return logs_service_pb2.ExportLogsServiceResponse()
 
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        # Without SO_REUSEPORT: a port taken meanwhile fails here, where gRPC would share it.
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)]
+        )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
