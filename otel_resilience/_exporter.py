@@ -131,14 +131,22 @@ class _Worker:
             self._stopped = True
             self._wake.notify()
 
+    def last_warning(self) -> str | None:
+        """What the inner exporter last logged as a warning during the current or latest
+        export on this worker, if anything."""
+        ident = self._thread.ident
+        return _worker_warnings.get(ident) if ident is not None else None
+
     def _run(self) -> None:
         while True:
             with self._lock:
                 while self._job is None and not self._stopped:
                     self._wake.wait()
                 if self._job is None:
+                    _worker_warnings.pop(threading.get_ident(), None)
                     return
                 job, self._job = self._job, None
+            _worker_warnings.pop(threading.get_ident(), None)  # this export's warnings only
             token = attach(set_value(SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 job.result = job.fn()
@@ -155,22 +163,30 @@ class _QuietInner(logging.Filter):
     """Drops what the inner exporter logs from the wrapper's worker threads.
 
     The wrapper reports export health itself, once per state change; the inner exporter's
-    per-retry warnings are kept as the last error instead of being printed.
+    last warning during the export running on a worker is kept (``_worker_warnings``, by
+    the worker thread's ident), so the line naming the failure names that exporter's own
+    error, not another's: every wrapper has its own worker.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last_message: str | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.threadName and record.threadName.startswith(_WORKER_PREFIX):
             if record.levelno >= logging.WARNING:
                 try:
-                    self.last_message = record.getMessage()
+                    message = record.getMessage()
                 except Exception:
-                    self.last_message = str(record.msg)
+                    message = str(record.msg)
+                _worker_warnings[record.thread or 0] = message
             return False
         return True
+
+
+# The inner exporter's last warning of the export running on a worker thread, by the
+# thread's ident; a worker clears its own entry before each export and when it stops.
+_worker_warnings: dict[int, str] = {}
+
+# The detail of the failure this thread is recording on a telemetry breaker, for the line
+# that the breaker's transition to OPEN logs (listeners run in the recording thread).
+_failing = threading.local()
 
 
 _quiet = _QuietInner()
@@ -200,7 +216,8 @@ def _log_transitions(breaker: CircuitBreaker) -> None:
 
     def on_transition(_: CircuitBreaker, old: State, new: State) -> None:
         if new is State.OPEN and old is State.CLOSED:
-            detail = f" ({_quiet.last_message})" if _quiet.last_message else ""
+            message = getattr(_failing, "detail", None)
+            detail = f" ({message})" if message else ""
             _log.warning(
                 "telemetry export is failing%s; dropping telemetry and "
                 "retrying every %.3gs until it works again",
@@ -309,24 +326,35 @@ class _Resilient(Generic[R]):
             result = self._worker.run(call, self.export_timeout_seconds)
         except Exception as exc:
             error_type = getattr(exc, "error_type", None) or type(exc).__name__
-            breaker.record_failure(time.monotonic() - started, error_type)
-            self._drop(count)
+            self._failed(started, count, error_type, f"{type(exc).__name__}: {exc}")
             return False
         if result is _BUSY:
             # The previous export is still stuck: this batch cannot wait behind it.
-            breaker.record_failure(time.monotonic() - started, "ExportBusy")
-            self._drop(count)
+            self._failed(started, count, "ExportBusy", "the previous export is still running")
             return False
         if result is _TIMED_OUT:
-            breaker.record_failure(time.monotonic() - started, "ExportTimeout")
-            self._drop(count)
+            self._failed(
+                started,
+                count,
+                "ExportTimeout",
+                f"no answer within {self.export_timeout_seconds:g}s",
+            )
             return False
         if not ok(result):
-            breaker.record_failure(time.monotonic() - started, "ExportFailed")
-            self._drop(count)
+            self._failed(started, count, "ExportFailed", "the exporter reported a failure")
             return False
         breaker.record_success(time.monotonic() - started)
         return True
+
+    def _failed(self, started: float, count: int, error_type: str, otherwise: str) -> None:
+        """Record a failed export; the line its breaker may log names this exporter's own
+        last warning, else ``otherwise``."""
+        _failing.detail = self._worker.last_warning() or otherwise
+        try:
+            self.breaker.record_failure(time.monotonic() - started, error_type)
+        finally:
+            _failing.detail = None
+        self._drop(count)
 
     def _bounded(self, call: Callable[[], Any], timeout_millis: float | None) -> Any:
         """Run a flush or shutdown of the inner exporter, waiting at most the deadline."""

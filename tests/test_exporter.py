@@ -18,7 +18,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from otel_resilience import BreakerPolicy, State
 from otel_resilience._exporter import (
@@ -151,6 +151,61 @@ def test_export_resumes_by_itself(receiver: OTLPReceiver, caplog: pytest.LogCapt
     assert len(lines) == 2
     assert "works again" in lines[1]
     pipeline.shutdown()
+
+
+class _RaisingExporter(SpanExporter):
+    """A span exporter of the application's that raises without logging anything."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        raise ConnectionResetError("the vendor's agent hung up")
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_each_wrapper_names_its_own_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """Two wrappers, each with its own breaker: the line each logs when its export begins to
+    fail carries its own exporter's error, never the other's (the inner exporters' warnings
+    are kept per worker); a failure that logs nothing is named by what it raised, and an
+    export cut off at the deadline says so."""
+    caplog.set_level(logging.INFO, logger="otel_resilience")
+    refused = free_port()  # nothing listens there
+    hole = OTLPReceiver()
+    hole.blackhole()
+    try:
+        pipelines = {
+            "refused": OTLPSpanExporter(endpoint=f"127.0.0.1:{refused}", insecure=True),
+            "raises": _RaisingExporter(),
+            "refused again": OTLPSpanExporter(endpoint=f"127.0.0.1:{refused}", insecure=True),
+            "black-holed": OTLPSpanExporter(endpoint=hole.endpoint, insecure=True),
+        }
+        lines = {}
+        for name, inner in pipelines.items():
+            exporter = ResilientSpanExporter(inner, export_timeout_seconds=DEADLINE, policy=POLICY)
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            caplog.clear()
+            provider.get_tracer("t").start_span(name).end()
+            assert exporter.breaker.state is State.OPEN
+            (lines[name],) = [r.getMessage() for r in own_records(caplog)]
+            provider.shutdown()
+    finally:
+        hole.close()
+    # The OTLP exporter does not log every failure: then the line says what it knows.
+    assert (
+        f"127.0.0.1:{refused}" in lines["refused"]
+        or "the exporter reported a failure" in lines["refused"]
+    )
+    assert "ConnectionResetError: the vendor's agent hung up" in lines["raises"]
+    assert f"127.0.0.1:{refused}" not in lines["raises"]
+    assert "vendor" not in lines["refused again"]
+    assert (
+        f"127.0.0.1:{refused}" in lines["refused again"]
+        or "the exporter reported a failure" in lines["refused again"]
+    )
+    assert f"127.0.0.1:{refused}" not in lines["black-holed"]
+    assert "vendor" not in lines["black-holed"]
+    assert "no answer within 0.5s" in lines["black-holed"] or hole.endpoint in lines["black-holed"]
 
 
 def test_slow_collector_within_and_past_the_deadline(receiver: OTLPReceiver) -> None:
