@@ -164,10 +164,10 @@ class _RaisingExporter(SpanExporter):
 
 
 def test_each_wrapper_names_its_own_failure(caplog: pytest.LogCaptureFixture) -> None:
-    """Two wrappers, each with its own breaker: the line each logs when its export begins to
-    fail carries its own exporter's error, never the other's (the inner exporters' warnings
-    are kept per worker); a failure that logs nothing is named by what it raised, and an
-    export cut off at the deadline says so."""
+    """Four wrappers, each with its own breaker, failing one after the other: the line each
+    logs when its export begins to fail carries its own exporter's error, never an earlier
+    one's (the inner exporters' warnings are kept per worker); a failure that logs nothing
+    is named by what it raised, and an export cut off at the deadline says so."""
     caplog.set_level(logging.INFO, logger="otel_resilience")
     refused = free_port()  # nothing listens there
     hole = OTLPReceiver()
