@@ -136,15 +136,25 @@ def _wire_tracing(registry: Registry, provider: SDKTracerProvider) -> None:
             known_processor.enabled = False
     known = _wiring.processors.get(id(provider))
     if known is not None and known[0] is provider:
-        known[1].registry = registry
-        known[1].enabled = True
+        processor = known[1]
+        processor.registry = registry
+        processor.enabled = True
     else:
         processor = BreakerSpanProcessor(registry)
         provider.add_span_processor(processor)
         _wiring.processors[id(provider)] = (provider, processor)
+    _counting(provider, processor)
     # The processor does nothing as a span starts or is ending: no call there per span.
     call_busy_hooks_only(provider, idle_hook)
     _wrap_sampler(provider, registry)
+
+
+def _counting(provider: SDKTracerProvider, processor: BreakerSpanProcessor) -> None:
+    """Let leaf guards hand their successes to the spans of ``provider``: ``processor``,
+    in its pipeline, counts them while switched on (``_context.SPAN_COUNTERS``)."""
+    pipeline = getattr(provider, "_active_span_processor", None)
+    if pipeline is not None:
+        processor.counts_handed_successes_of(pipeline)
 
 
 def _wrap_sampler(provider: SDKTracerProvider, registry: Registry) -> None:
@@ -249,6 +259,7 @@ def adopt(registry: Registry, processor: BreakerSpanProcessor) -> None:
         if isinstance(provider, SDKTracerProvider):
             if _attached(provider, processor):
                 _wiring.processors[id(provider)] = (provider, processor)
+                _counting(provider, processor)
                 call_busy_hooks_only(provider, idle_hook)
                 _wrap_sampler(provider, registry)
             else:

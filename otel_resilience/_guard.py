@@ -34,7 +34,9 @@ The API (for client guards and for features that hook into the path):
     failures are fallback reason ``"timeout"``), ``thread_timeout`` (run a sync call with
     ``call_timeout_seconds`` in a worker thread; only for ``Registry.call``/``protect``),
     ``marks_span`` (``guarded_call``/``guarded_acall`` enter the current client span, the
-    instrumentation's span of this call, in ``_context.GUARDED_SPANS`` first).
+    instrumentation's span of this call, in ``_context.GUARDED_SPANS`` first), ``leaf``
+    (no guarded call runs inside this client's call, a Redis command: the sync success
+    path may hand the success to the call's span, below).
 
 ``guarded_call(entry, client, fn, args, kwargs, subject)`` / ``await guarded_acall(...)``
     Run ``fn(*args, **kwargs)`` through the breaker. ``subject`` is handed to the client's
@@ -83,6 +85,13 @@ The rules the path keeps (the breaker's own rules are in ``_breaker.py``):
   ``protect`` runs that path in its own wrapper (``protected``/``aprotected``), and a
   method guard that keeps its dependency on the instance in its layer
   (``guarded_method``), without the call into ``guarded_call``.
+- A leaf client's outermost sync call on a fast, CLOSED breaker whose span will reach a
+  switched-on span processor does less: it hands its success to that span
+  (``_context.hand_success_to_span``: one tuple in ``GUARDED_SPANS``), sets no
+  ``GUARDED`` (nothing inside could join it) and counts nothing; the processor counts
+  the success on the guard's breaker as the span ends. A call that raises takes the
+  success back (``take_back``) and goes through ``_raised`` as any other, so the outcome
+  is still the guard's: an error reply is a success, a fallback answer none.
 """
 
 from __future__ import annotations
@@ -101,7 +110,14 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from ._breaker import TRIAL, CircuitBreaker, State
-from ._context import GUARDED, GuardedMark, mark_current_client_span
+from ._context import (
+    GUARDED,
+    GuardedMark,
+    GuardedSpan,
+    hand_success_to_span,
+    mark_current_client_span,
+    take_back,
+)
 from ._dependency import Criticality, Dependency
 from ._errors import CircuitOpenError
 
@@ -331,6 +347,7 @@ class Client:
         "answer",
         "errors",
         "fault",
+        "hands_success",
         "is_failure",
         "marks_span",
         "name",
@@ -358,6 +375,7 @@ class Client:
         thread_timeout: bool = False,
         marks_span: bool = False,
         observes_fallback: bool = False,
+        leaf: bool = False,
     ) -> None:
         self.name = name
         self.open_error = open_error
@@ -376,6 +394,10 @@ class Client:
         self.thread_timeout = thread_timeout
         self.marks_span = marks_span
         self.observes_fallback = observes_fallback
+        # A leaf call (no guarded call runs inside it) on a CLOSED breaker may hand its
+        # success to its span (_context.hand_success_to_span); not when a returned result
+        # can be a failure (answer), which only the guard sees.
+        self.hands_success = leaf and marks_span and answer is None
 
     def __repr__(self) -> str:
         return f"<Client {self.name}>"
@@ -585,7 +607,15 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
     """``fn(*args, **kwargs)`` through ``entry``'s breaker (see the module docstring)."""
     name = entry.name
     if client.marks_span:
-        mark_current_client_span(name)
+        if client.hands_success and entry.fast and entry.breaker._state is _CLOSED:
+            if _get_mark() is None:
+                handed = hand_success_to_span(name, entry.breaker)
+                if handed is not None:
+                    return _handed_call(entry, client, fn, args, kwargs, subject, handed)  # type: ignore[no-any-return]
+            else:
+                mark_current_client_span(name)
+        else:
+            mark_current_client_span(name)
     mark = _get_mark()
     if mark is None:
         mark = name
@@ -629,6 +659,30 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
     return result
 
 
+def _handed_call(  # noqa: PLR0917 - positional: the path runs per call
+    entry: Entry,
+    client: Client,
+    fn: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    subject: Any,
+    handed: GuardedSpan,
+) -> Any:
+    """A leaf call on a CLOSED breaker whose success was handed to its span (``handed``):
+    the call, and the observer; a failure is taken back and goes the usual way."""
+    try:
+        result = fn(*args, **kwargs) if kwargs else fn(*args)
+    except BaseException as exc:
+        take_back(handed)
+        served = _raised(entry, client, exc, 0.0, False, None, subject, args, kwargs)
+        if served is NOT_SERVED:
+            raise
+        return served
+    if client.observe is not None or client.observes_fallback:
+        _observe(entry, client, result, subject, args)
+    return result
+
+
 DEPENDENCY_ATTRIBUTE = "_otel_resilience_dependency"
 """Where a client guard keeps the dependency it looked up on a client object (a connection
 pool, a connection): ``(installer, entry or None, subject)``."""
@@ -665,10 +719,13 @@ def guarded_method(
     """
     client = kept.client
     holder = kept.holder
+    # The client's flags, fixed when it is made: read from the closure per call.
+    hands_success = client.hands_success
+    observes_fallback = client.observes_fallback
 
     def layer(*args: Any, **kwargs: Any) -> Any:
         wrapped = layer.__wrapped__  # type: ignore[attr-defined]
-        if not args or not installer.enabled or probing():
+        if not args or not installer.enabled:
             return wrapped(*args, **kwargs)  # (no instance: fails as the method would)
         instance = args[0]
         kept_here = getattr(getattr(instance, holder, None), DEPENDENCY_ATTRIBUTE, None)
@@ -677,12 +734,38 @@ def guarded_method(
             entry is None
             or not entry.fast
             or entry.breaker._state is not _CLOSED
-            or _get_mark() is not None
+            or _get_mark() is not None  # (a health check's own call too: PROBING)
         ):
+            if probing():
+                return wrapped(*args, **kwargs)
             return wrapper(wrapped.__get__(instance, type(instance)), instance, args[1:], kwargs)
         # guarded_call's fast lane, written out (as protect's wrapper does): per call.
         name = entry.name
-        if client.marks_span:
+        if hands_success:
+            handed = hand_success_to_span(name, entry.breaker)
+            if handed is not None:  # _handed_call, written out
+                try:
+                    result = wrapped(*args, **kwargs) if kwargs else wrapped(*args)
+                except BaseException as exc:
+                    take_back(handed)
+                    subject = kept_here[2]  # type: ignore[index]
+                    served = _raised(
+                        entry, client, exc, 0.0, False, None, subject, args[1:], kwargs
+                    )
+                    if served is NOT_SERVED:
+                        raise
+                    return served
+                if observes_fallback:
+                    observer = entry.observer
+                    if observer is not None:
+                        try:
+                            observer(args[1:], result)
+                        except Exception:
+                            _log.debug("observing a result of %s failed", name, exc_info=True)
+                elif client.observe is not None:
+                    _observe(entry, client, result, kept_here[2], args[1:])  # type: ignore[index]
+                return result
+        elif client.marks_span:
             mark_current_client_span(name)
         token = _set_mark(name)
         try:

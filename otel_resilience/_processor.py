@@ -19,9 +19,11 @@ way, ``_end``.
 
 from __future__ import annotations
 
+import dis
 import logging
 import threading
 import time
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +32,13 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from ._breaker import CircuitBreaker, State
-from ._context import GUARDED, GUARDED_SPANS, http_status_is_failure
+from ._context import (
+    GUARDED,
+    GUARDED_SPANS,
+    count_handed_successes,
+    count_success,
+    http_status_is_failure,
+)
 from ._dependency import Dependency
 from ._events import OperatorEvent
 from ._health import address_learner, learning_needed
@@ -175,12 +183,20 @@ def on_end(span):
             ):
                 return processor._end_and_compile(span)  # may match, or be discovered
             if GUARDED_SPANS:
-                GUARDED_SPANS.pop(id(span._context), None)
+                guarded_span = GUARDED_SPANS.pop(id(span._context), None)
+                if guarded_span is not None and guarded_span[2] is not None:
+                    count_success(guarded_span[2])
             return  # no dependency, and none can be discovered: as the general path
         if GUARDED_SPANS:
             context = span._context
             guarded_span = GUARDED_SPANS.pop(id(context), None)
             if guarded_span is not None:
+                handed = guarded_span[2]
+                if handed is not None:  # a guard's success, handed to the span: count it
+                    if handed._steady_ring.steady:
+                        next(handed._fast_successes)
+                    else:
+                        handed.record_success()
                 if guarded_span[1] == name and guarded_span[0] is context:
                     return
                 return general(span, guarded_span)
@@ -211,18 +227,33 @@ def on_end(span):
 """
 
 
-_BASE_ON_ENDING: Any = getattr(SpanProcessor, "_on_ending", None)
+# What a function whose body is ``pass`` (or only a docstring) compiles to, by
+# interpreter version, its no-op instructions left out: (opname, argval) pairs.
+_EMPTY_BODIES = (
+    [("LOAD_CONST", None), ("RETURN_VALUE", None)],  # 3.10, 3.11
+    [("RETURN_CONST", None)],  # 3.12 and later
+)
+_NO_OPS = frozenset({"RESUME", "NOP", "CACHE"})
 
 
 def idle_hook(processor: Any, hook: str) -> bool:
-    """Whether ``processor``'s ``hook`` (``on_start`` or ``_on_ending``) is a breaker
-    processor's that does nothing, so the SDK need not call it for every span
-    (``_sdk.call_busy_hooks_only``). A subclass's or an instance's own hook is called."""
-    if not isinstance(processor, BreakerSpanProcessor) or hook in vars(processor):
+    """Whether ``processor``'s ``hook`` (``on_start`` or ``_on_ending``) does nothing, so
+    the SDK need not call it for every span (``_sdk.call_busy_hooks_only``): the class's
+    hook is a plain function whose body is empty (``pass`` or a docstring), as the breaker
+    processor's are and the SDK's batch and simple processors' (``SpanProcessor``'s
+    own). An instance's own hook, a wrapped one (a ``wrapt`` proxy is not a plain
+    function) or one with a body is called."""
+    if hook in getattr(processor, "__dict__", ()):
         return False
-    if hook == "on_start":
-        return type(processor).on_start is BreakerSpanProcessor.on_start
-    return _BASE_ON_ENDING is not None and getattr(type(processor), hook, None) is _BASE_ON_ENDING
+    function = getattr(type(processor), hook, None)
+    if type(function) is not types.FunctionType:
+        return False
+    body = [
+        (instruction.opname, instruction.argval)
+        for instruction in dis.get_instructions(function)
+        if instruction.opname not in _NO_OPS
+    ]
+    return body in _EMPTY_BODIES
 
 
 class BreakerSpanProcessor(SpanProcessor):
@@ -232,7 +263,10 @@ class BreakerSpanProcessor(SpanProcessor):
     and each call counts once: a span that ends while ``_context.GUARDED`` names its
     dependency, or whose context a client guard entered in ``_context.GUARDED_SPANS`` (a
     span of the instrumentation around the guard, which ends after it). A span of a call
-    the guard rejected is skipped the same way. Client spans that match no
+    the guard rejected is skipped the same way. A success a leaf guard handed to its span
+    (``_context.hand_success_to_span``) is counted on the guard's breaker as the span
+    ends, while the processor is switched on in a pipeline ``configure()`` entered
+    (``counts_handed_successes_of``). Client spans that match no
     declared dependency become observe-only dependencies named by their ``db.system`` or
     server address, up to ``max_discovered`` of them; their breakers are DISABLED, which
     admits every call and still counts outcomes, so they show in metrics and health but
@@ -254,6 +288,7 @@ class BreakerSpanProcessor(SpanProcessor):
         self.max_discovered = max_discovered
         self.include_producer = include_producer
         self._enabled = True
+        self._pipelines: list[Any] = []  # counts_handed_successes_of
         # Dependency name -> (its breaker, whether it needs the span's duration, and the
         # function learning its calls' address for a health check that has none, or None).
         self._targets: dict[str, tuple[CircuitBreaker, bool, Any]] = {}
@@ -281,8 +316,18 @@ class BreakerSpanProcessor(SpanProcessor):
     @enabled.setter
     def enabled(self, enabled: bool) -> None:
         self._enabled = enabled
+        for pipeline in self._pipelines:
+            count_handed_successes(pipeline, self, counting=enabled)
         if not enabled:
             self._forget_fast_path()  # the general path reads the flag
+
+    def counts_handed_successes_of(self, pipeline: Any) -> None:
+        """Count, while switched on, the successes that leaf guards hand to the spans
+        ending through ``pipeline`` (the span processor of the provider this processor
+        was added to: ``_context.SPAN_COUNTERS``)."""
+        if all(known is not pipeline for known in self._pipelines):
+            self._pipelines.append(pipeline)
+        count_handed_successes(pipeline, self, counting=self._enabled)
 
     @property
     def registry(self) -> Registry:
@@ -339,9 +384,12 @@ class BreakerSpanProcessor(SpanProcessor):
             if not self._enabled:
                 return
             # A client span whose call a guard recorded (_context.GUARDED_SPANS): its
-            # dependency, taken out now whatever happens next.
+            # dependency, taken out now whatever happens next; a success a guard handed
+            # to it is counted (_context.hand_success_to_span).
             if guarded_span is _POP:
                 guarded_span = GUARDED_SPANS.pop(id(context), None) if GUARDED_SPANS else None
+                if guarded_span is not None and guarded_span[2] is not None:
+                    count_success(guarded_span[2])
             get = attributes.get
             # SQLAlchemy's spans and its driver's count one call once (_scopes).
             if scope is not self._plain_scope and self._special_scope(scope):
@@ -444,6 +492,7 @@ class BreakerSpanProcessor(SpanProcessor):
                 "DISABLED": _DISABLED,
                 "ERROR": _ERROR,
                 "GUARDED_SPANS": GUARDED_SPANS,
+                "count_success": count_success,
                 "POP": _POP,
                 "UNMATCHED": _UNMATCHED,
                 "classifier": classifier,

@@ -269,12 +269,12 @@ def test_a_guarded_span_of_another_dependency_is_counted(
     for _ in range(3):
         emit(provider, REDIS)
     span = tracer.start_span("call", kind=SpanKind.CLIENT, attributes=REDIS)
-    GUARDED_SPANS[id(span.get_span_context())] = (span.get_span_context(), "api")
+    GUARDED_SPANS[id(span.get_span_context())] = (span.get_span_context(), "api", None)
     span.end()
     assert id(span.get_span_context()) not in GUARDED_SPANS
     assert calls(registry, "cache") == (4, 0)
     span = tracer.start_span("call", kind=SpanKind.CLIENT, attributes=REDIS)
-    GUARDED_SPANS[id(span.get_span_context())] = (span.get_span_context(), "cache")
+    GUARDED_SPANS[id(span.get_span_context())] = (span.get_span_context(), "cache", None)
     span.end()
     assert calls(registry, "cache") == (4, 0)  # its guard counted it
 

@@ -216,6 +216,64 @@ def test_the_breaker_processor_gets_no_idle_hook_calls_and_every_other_processor
     provider.shutdown()
 
 
+class EmptyHooks(SimpleSpanProcessor):
+    """Hooks whose bodies are empty (a docstring, ``pass``, ``return None``) and an
+    ``on_end`` that notes the span."""
+
+    ends = 0
+
+    def on_start(self, span: object, parent_context: object = None) -> None:
+        """Nothing."""
+
+    def _on_ending(self, span: object) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        EmptyHooks.ends += 1
+
+
+def test_empty_hooks_of_any_processor_are_skipped_and_others_are_called(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The SDK's batch and simple processors' on_start and _on_ending are empty: configure()
+    has the SDK skip them, as any processor's empty hook; a hook with a body, an instance's
+    own hook or a wrapped one (wrapt) is called, and every on_end is."""
+    import wrapt
+
+    assert idle_hook(SimpleSpanProcessor(InMemorySpanExporter()), "on_start") is True
+    assert idle_hook(SimpleSpanProcessor(InMemorySpanExporter()), "_on_ending") is True
+    assert idle_hook(Hooks("x", []), "on_start") is False
+    empty = EmptyHooks(InMemorySpanExporter())
+    assert idle_hook(empty, "on_start") is True
+    assert idle_hook(empty, "_on_ending") is True
+    own = EmptyHooks(InMemorySpanExporter())
+    own.on_start = lambda span, parent_context=None: None  # type: ignore[method-assign]
+    assert idle_hook(own, "on_start") is False
+
+    starts: list[object] = []
+
+    class Wrapped(EmptyHooks):
+        pass
+
+    def noting(wrapped: object, instance: object, args: object, kwargs: object) -> None:
+        starts.append(args)
+
+    Wrapped.on_start = wrapt.FunctionWrapper(EmptyHooks.on_start, noting)  # type: ignore[method-assign]
+    wrapped = Wrapped(InMemorySpanExporter())
+    assert idle_hook(wrapped, "on_start") is False
+
+    provider = TracerProvider()
+    provider.add_span_processor(empty)
+    provider.add_span_processor(wrapped)
+    configure({}, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False)
+    request.addfinalizer(reset_for_tests)
+    EmptyHooks.ends = 0
+    provider.get_tracer("t").start_span("s").end()
+    assert len(starts) == 1  # the wrapped hook ran
+    assert EmptyHooks.ends == 2  # both processors' on_end
+    provider.shutdown()
+
+
 def test_hooks_are_left_to_the_sdk_where_its_processor_is_not_the_synchronous_one() -> None:
     """The concurrent multi-processor, or hooks someone else installed, are not touched:
     every processor's hooks run as the SDK runs them."""

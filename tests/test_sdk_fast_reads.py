@@ -81,6 +81,8 @@ def test_guard_current_span_enters_only_a_current_client_span() -> None:
     other = _ApiOnlySpan(SpanKind.CLIENT)
     with trace.use_span(other):
         guard_current_span("dep")
-    entered = {id(c): (c, "dep") for c in (client.get_span_context(), other.get_span_context())}
+    entered = {
+        id(c): (c, "dep", None) for c in (client.get_span_context(), other.get_span_context())
+    }
     assert entered == GUARDED_SPANS
     GUARDED_SPANS.clear()

@@ -98,6 +98,7 @@ def _client(serve: Any, observe: Any) -> Client:
     return Client(
         "redis",
         marks_span=True,
+        leaf=True,  # no guarded call inside a command: a success may be left to its span
         open_error=RedisCircuitOpenError,
         fault=redis.exceptions.ConnectionError,
         is_failure=_is_failure,

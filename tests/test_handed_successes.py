@@ -1,0 +1,211 @@
+"""A leaf guard (redis-py commands) on a CLOSED breaker hands its call's success to the
+call's client span, and the span processor counts it as the span ends: each call still
+counts exactly once, whatever the call's outcome, the span, or the wiring.
+
+Real parts: configure() on an SDK provider with the OTel redis instrumentation, an own
+redis-server (killed for the failures), the shared Redis never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from otel_resilience import Registry, State, configure
+from otel_resilience._configure import reset_for_tests
+from otel_resilience._context import GUARDED_SPANS, SPAN_COUNTERS
+from tests.support.health_servers import RedisServer, redis_server
+
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def config(*, fallback: bool = True) -> dict[str, object]:
+    cache: dict[str, object] = {
+        "criticality": "optional",
+        "match": {"db.system": "redis"},
+        "breaker": {"consecutive_failures": 3, "open_seconds": 30},
+    }
+    if fallback:
+        cache["fallback"] = "memory"
+    return {"dependencies": {"cache": cache}}
+
+
+def totals(registry: Registry) -> tuple[int, int, int]:
+    snapshot = registry.breaker("cache").snapshot()
+    return snapshot.total_successes, snapshot.total_failures, snapshot.total_rejected
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with redis_server() as own:
+        yield own
+
+
+@pytest.fixture
+def provider() -> Iterator[TracerProvider]:
+    """A provider with the OTel redis instrumentation on it; the wiring undone after."""
+    provider = TracerProvider()
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    GUARDED_SPANS.clear()
+    yield provider
+    RedisInstrumentor().uninstrument()
+    reset_for_tests()
+    provider.shutdown()
+    GUARDED_SPANS.clear()
+
+
+def client_of(server: RedisServer) -> redis.Redis:
+    return redis.Redis(port=server.port, socket_timeout=1, socket_connect_timeout=1, retry=NO_RETRY)
+
+
+def wire(provider: TracerProvider, *, fallback: bool = True) -> Registry:
+    return configure(
+        config(fallback=fallback), tracer_provider=provider, meter_provider=MeterProvider()
+    )
+
+
+def test_successes_are_counted_once_each_through_the_span(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """configure() lets the redis guard hand its successes to the spans: every command
+    counts one success on the breaker, nothing waits in GUARDED_SPANS afterwards, and the
+    memory fallback still learned what the commands read."""
+    registry = wire(provider)
+    assert provider._active_span_processor in SPAN_COUNTERS
+    client = client_of(server)
+    client.set("k", "v")
+    for _ in range(20):
+        assert client.get("k") == b"v"
+    assert totals(registry) == (21, 0, 0)
+    assert GUARDED_SPANS == {}
+    registry.breaker("cache").force_open()
+    assert client.get("k") == b"v"  # served by the memory fallback
+    assert totals(registry)[:2] == (21, 0)
+
+
+def test_an_error_reply_is_one_success_and_no_failure(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """An error reply (WRONGTYPE) raised through a handed call is the guard's to record:
+    Redis answered, one success; the span, ended with status ERROR, is not counted."""
+    registry = wire(provider)
+    client = client_of(server)
+    client.lpush("list", "x")
+    with pytest.raises(redis.exceptions.ResponseError):
+        client.get("list")
+    assert totals(registry) == (2, 0, 0)
+    assert GUARDED_SPANS == {}
+
+
+def test_a_failed_call_takes_its_success_back(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """A command to a killed Redis fails (no fallback): one failure each, no success, and
+    after three the breaker is open."""
+    registry = wire(provider, fallback=False)
+    client = client_of(server)
+    assert client.ping() is True
+    server.stop()
+    for _ in range(3):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            client.get("k")
+    assert totals(registry) == (1, 3, 0)
+    assert registry.breaker("cache").state is State.OPEN
+    assert GUARDED_SPANS == {}
+
+
+def test_without_a_recorded_span_the_guard_counts_itself(server: RedisServer) -> None:
+    """A sampler that records nothing: no span reaches the processor, so the guard counts
+    each call itself (nothing handed, nothing left waiting)."""
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    GUARDED_SPANS.clear()
+    try:
+        registry = configure(
+            config(), tracer_provider=provider, meter_provider=MeterProvider(), instrument=True
+        )
+        provider.sampler = ALWAYS_OFF  # not even the sampler wrapper's RECORD_ONLY
+        for tracer in provider._tracers.values():
+            tracer.sampler = ALWAYS_OFF
+        client = client_of(server)
+        for _ in range(5):
+            client.get("k")
+        assert totals(registry) == (5, 0, 0)
+        assert GUARDED_SPANS == {}
+    finally:
+        RedisInstrumentor().uninstrument()
+        reset_for_tests()
+        provider.shutdown()
+
+
+def test_a_switched_off_processor_is_not_handed_successes(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """configure() on another provider switches this provider's processor off: its
+    pipeline leaves SPAN_COUNTERS, and the guard counts the calls of its spans itself."""
+    registry = wire(provider)
+    other = TracerProvider()
+    try:
+        registry = configure(config(), tracer_provider=other, meter_provider=MeterProvider())
+        assert provider._active_span_processor not in SPAN_COUNTERS
+        assert other._active_span_processor in SPAN_COUNTERS
+        client = client_of(server)
+        for _ in range(4):
+            client.get("k")
+        assert totals(registry) == (4, 0, 0)
+        # The switched-off processor leaves the spans' entries (bounded), none handed.
+        assert [entry[2] for entry in GUARDED_SPANS.values()] == [None] * 4
+    finally:
+        other.shutdown()
+
+
+def test_calls_inside_one_client_span_of_the_app_count_once_each(
+    server: RedisServer,
+) -> None:
+    """Without the redis instrumentation, the current client span is the app's own, around
+    several commands: the first hands its success to that span, the next count
+    themselves (counting the handed one as they mark the span), and each command counts
+    once by the time the span ends."""
+    provider = TracerProvider()
+    GUARDED_SPANS.clear()
+    try:
+        registry = wire(provider)
+        client = client_of(server)
+        tracer = provider.get_tracer("app")
+        with tracer.start_as_current_span("batch", kind=SpanKind.CLIENT):
+            client.get("a")
+            assert totals(registry)[0] == 0  # handed to the app's span, still open
+            for key in "bcd":
+                client.get(key)
+        assert totals(registry) == (4, 0, 0)
+        assert GUARDED_SPANS == {}
+    finally:
+        reset_for_tests()
+        provider.shutdown()
+
+
+def test_a_command_inside_a_protected_function_joins_it(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """A redis command inside protect("cache") joins the outer call (it hands nothing):
+    one call, one success, recorded by the outer guard."""
+    registry = wire(provider)
+    client = client_of(server)
+
+    @registry.protect("cache")
+    def read() -> object:
+        return client.get("k")
+
+    for _ in range(3):
+        read()
+    assert totals(registry) == (3, 0, 0)
+    assert GUARDED_SPANS == {}
