@@ -14,8 +14,8 @@ from tests.conftest import FakeClock
 class GeneralPathOnly(MemoryCache):
     """The same cache with the in-place refresh switched off."""
 
-    def _refresh_same_get(self, key: Any, result: Any) -> bool:
-        return False
+    def observe(self, args: Any, result: Any) -> None:
+        self._observe_general(args, result)
 
 
 KEYS = st.sampled_from(["a", "b", "c", b"a"])
