@@ -246,24 +246,33 @@ def serve_blocks(run_block: Callable[[], Mapping[str, float]]) -> None:
 
 
 def processes(
-    command: Callable[[str], list[str]], setups: Sequence[str], *, rounds: int
+    command: Callable[[str], list[str]],
+    setups: Sequence[str],
+    *,
+    rounds: int,
+    replicas: int = 1,
 ) -> dict[str, Samples]:
-    """Run each set-up in its own pinned process; the processes take turns, block by block.
+    """Run each set-up in its own pinned processes; they take turns, block by block.
 
     ``command(setup)`` is the worker's command line; the worker calls ``serve_blocks``.
-    Every round asks each worker for one block, in alternating order, so the blocks of a
-    round run back to back and pair well even while the machine's load changes. Returns
-    one ``Samples`` per figure name.
+    Every round asks one worker of each set-up for one block, in alternating order, so the
+    blocks of a round run back to back and pair well even while the machine's load
+    changes. With ``replicas``, each set-up runs in that many processes and rounds ``2k``
+    and ``2k + 1`` (one in each order) ask replica ``k % replicas`` of every set-up: a
+    process's own luck (where its memory lies, its hash seed) is averaged over several,
+    as pyperf does with its worker processes, instead of deciding a set-up's figure.
+    Returns one ``Samples`` per figure name.
     """
     prefix = taskset(client_cpu())
     workers = {
-        setup: subprocess.Popen(
+        (setup, replica): subprocess.Popen(
             [*prefix, *command(setup)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for setup in setups
+        for replica in range(replicas)
     }
     collected: dict[str, Samples] = {}
     try:
@@ -271,9 +280,9 @@ def processes(
             assert worker.stdout is not None
             if worker.stdout.readline().strip() != "ready":
                 raise RuntimeError("a benchmark worker did not start")
-        for order in orders(setups, rounds):
+        for index, order in enumerate(orders(setups, rounds)):
             for setup in order:
-                worker = workers[setup]
+                worker = workers[setup, (index // 2) % replicas]
                 assert worker.stdin is not None
                 assert worker.stdout is not None
                 worker.stdin.write("block\n")

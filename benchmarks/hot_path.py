@@ -12,7 +12,8 @@ Sections (all by default; name some to run only those):
 - ``e2e``: redis GETs on loopback against an own redis-server (client and server pinned to
   separate CPUs): plain OTel instrumentation, + ``configure()`` without guards (span
   processor and sampler wrapper), + full ``configure()`` (processor, redis guard, memory
-  fallback); each set-up in its own process, alternated, paired ratios.
+  fallback); each set-up in its own processes (four of each, taking rounds in turn),
+  alternated, paired ratios.
 - ``layers``: the same GETs in one process, each layer toggled round by round (A/B), in
   thread CPU time: what the processor and the guard each cost per call.
 - ``cold``: each step alone (the SDK's and our ``on_end``, circuitbreaker and ``protect``
@@ -340,6 +341,7 @@ def spans_section(rounds: int) -> str:
 
 
 E2E_SETUPS = ("plain", "plain again", "processor", "configured", "full")
+E2E_REPLICAS = 4  # processes per set-up (_harness.processes)
 
 
 def _tracing(port: int) -> tuple[Any, Any, Any]:
@@ -403,7 +405,7 @@ def e2e_section(port: int, calls: int, rounds: int) -> str:
             str(calls),
         ]
 
-    collected = harness.processes(command, E2E_SETUPS, rounds=rounds)
+    collected = harness.processes(command, E2E_SETUPS, rounds=rounds, replicas=E2E_REPLICAS)
     names = {
         "plain": "OTel redis instrumentation + batch export (plain)",
         "plain again": "the same plain set-up in another process (A/A: the noise floor)",
@@ -430,10 +432,11 @@ def e2e_section(port: int, calls: int, rounds: int) -> str:
         )
     return "\n".join(
         [
-            f"Redis GET on loopback against an own redis-server; each set-up in its own "
-            f"process, the processes taking turns block by block ({rounds} rounds of "
-            f"{calls} GETs each, order alternated); ratios paired within a round. CPU is "
-            "the calling thread's CPU time.",
+            f"Redis GET on loopback against an own redis-server; each set-up in "
+            f"{E2E_REPLICAS} processes of its own, the set-ups taking turns block by block "
+            f"({rounds} rounds of {calls} GETs each, order alternated; every two rounds the "
+            "next process of each set-up); ratios paired within a round. CPU is the "
+            "calling thread's CPU time.",
             "",
             harness.table(
                 [
