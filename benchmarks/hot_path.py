@@ -12,7 +12,7 @@ Sections (all by default; name some to run only those):
 - ``e2e``: redis GETs on loopback against an own redis-server (client and server pinned to
   separate CPUs): plain OTel instrumentation, + ``configure()`` without guards (span
   processor and sampler wrapper), + full ``configure()`` (processor, redis guard, memory
-  fallback); each set-up in its own processes (four of each, taking rounds in turn),
+  fallback); each set-up in its own processes (six of each, taking rounds in turn),
   alternated, paired ratios.
 - ``layers``: the same GETs in one process, each layer toggled round by round (A/B), in
   thread CPU time: what the processor and the guard each cost per call.
@@ -341,7 +341,8 @@ def spans_section(rounds: int) -> str:
 
 
 E2E_SETUPS = ("plain", "plain again", "processor", "configured", "full")
-E2E_REPLICAS = 4  # processes per set-up (_harness.processes)
+E2E_REPLICAS = 6  # processes per set-up (_harness.processes)
+WARM_GETS = 5  # untimed GETs after each switch of the layers section
 
 
 def _tracing(port: int) -> tuple[Any, Any, Any]:
@@ -462,6 +463,7 @@ def layers_section(port: int, calls: int, rounds: int) -> str:
     from opentelemetry.sdk.metrics import MeterProvider
 
     from otel_resilience import configure
+    from otel_resilience._context import count_handed_successes
     from otel_resilience.instrumentation import install
 
     provider, client, _ = _tracing(port)
@@ -471,6 +473,7 @@ def layers_section(port: int, calls: int, rounds: int) -> str:
         FULL_CONFIG, tracer_provider=provider, meter_provider=MeterProvider(), instrument=False
     )
     ours_processors, ours_sampler = active._span_processors, provider.sampler
+    ours = ours_processors[-1]
     hooks = _skipping_hooks(active)
 
     def setup(spans: bool, guard: bool) -> Callable[[], contextlib.AbstractContextManager[Any]]:
@@ -480,12 +483,17 @@ def layers_section(port: int, calls: int, rounds: int) -> str:
         def switch() -> Iterator[None]:
             sampler = ours_sampler if spans else plain_sampler
             active._span_processors = ours_processors if spans else plain_processors
+            # Without the processor the guard counts its calls itself, as it does on a
+            # pipeline that holds none (_context.SPAN_COUNTERS).
+            count_handed_successes(active, ours, counting=spans)
             hooks(spans)
             provider.sampler = sampler
             for tracer in provider._tracers.values():
                 tracer.sampler = sampler
             uninstall = install(registry) if guard else None
             try:
+                for _ in range(WARM_GETS):  # untimed: a new install's first call looks up
+                    client.get(CACHE_KEY)
                 yield
             finally:
                 if uninstall is not None:
@@ -882,7 +890,7 @@ def main() -> None:
             elif section == "spans":
                 print(spans_section(40 if quick else 200))
             elif section == "e2e":
-                print(e2e_section(port, 250, 40 if quick else 200))
+                print(e2e_section(port, 250, 48 if quick else 240))
             elif section == "layers":
                 print(layers_section(port, 100, 40 if quick else 300))
             elif section == "cold":

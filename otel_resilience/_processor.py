@@ -20,6 +20,7 @@ way, ``_end``.
 from __future__ import annotations
 
 import dis
+import functools
 import logging
 import threading
 import time
@@ -248,9 +249,16 @@ def idle_hook(processor: Any, hook: str) -> bool:
     function = getattr(type(processor), hook, None)
     if type(function) is not types.FunctionType:
         return False
+    return _empty_body(function.__code__)
+
+
+@functools.lru_cache(maxsize=256)
+def _empty_body(code: types.CodeType) -> bool:
+    """Whether ``code`` does nothing (asked again each time a provider's list of
+    processors changes, so the answer is kept per code object)."""
     body = [
         (instruction.opname, instruction.argval)
-        for instruction in dis.get_instructions(function)
+        for instruction in dis.get_instructions(code)
         if instruction.opname not in _NO_OPS
     ]
     return body in _EMPTY_BODIES
