@@ -15,7 +15,7 @@ is called, in one process, through:
 - pybreaker and circuitbreaker, the peers, on the same function.
 
 Run through the shared harness (``_harness.py``): pinned to one CPU, each block timed in
-this thread's CPU time, rounds interleaved in alternating order; differences are paired
+this thread's CPU time, rounds interleaved in rotating order; differences are paired
 round by round and their median printed.
 
     python benchmarks/beyond_overhead.py [--calls 200000] [--rounds 11] [--baseline main]

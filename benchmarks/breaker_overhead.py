@@ -2,7 +2,7 @@
 pybreaker (sync) and aiobreaker, purgatory (async), on the same trivial function.
 
 Run through the shared harness (``_harness.py``): the process is pinned to one CPU, each
-block of calls is timed in this thread's CPU time, rounds are interleaved in alternating
+block of calls is timed in this thread's CPU time, rounds are interleaved in rotating
 order, and each contender's overhead (its time minus the bare call's in the same round)
 is divided by the fastest peer's overhead of that round; the best and the median of those
 paired ratios are printed.

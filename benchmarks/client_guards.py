@@ -4,7 +4,7 @@ For the clients of docs/clients.md (psycopg sync and async, psycopg2, SQLAlchemy
 httpx, requests, urllib3, aiohttp, grpc sync and asyncio; redis-py is measured by
 ``hot_path.py``), the same call is made on loopback, in one process, with the
 client's OpenTelemetry instrumentation on and the guard installed or not, block by block
-(``_harness.ab``: rounds interleaved, order alternated, paired ratios). The breaker stays
+(``_harness.ab``: rounds interleaved, order rotated, paired ratios). The breaker stays
 closed: this is the price of a guard on the success path. Time is this process's CPU
 time, so the servers' work does not count: PostgreSQL is the machine's own (SELECT 1),
 the HTTP and grpc servers run in a separate process pinned to the other CPU.

@@ -13,7 +13,7 @@ Sections (all by default; name some to run only those):
   separate CPUs): plain OTel instrumentation, + ``configure()`` without guards (span
   processor and sampler wrapper), + full ``configure()`` (processor, redis guard, memory
   fallback); each set-up in its own processes (six of each, taking rounds in turn),
-  alternated, paired ratios.
+  the order rotated round by round, paired ratios.
 - ``layers``: the same GETs in one process, each layer toggled round by round (A/B), in
   thread CPU time: what the processor and the guard each cost per call.
 - ``cold``: each step alone (the SDK's and our ``on_end``, circuitbreaker and ``protect``
@@ -435,9 +435,9 @@ def e2e_section(port: int, calls: int, rounds: int) -> str:
         [
             f"Redis GET on loopback against an own redis-server; each set-up in "
             f"{E2E_REPLICAS} processes of its own, the set-ups taking turns block by block "
-            f"({rounds} rounds of {calls} GETs each, order alternated; every two rounds the "
-            "next process of each set-up); ratios paired within a round. CPU is the "
-            "calling thread's CPU time.",
+            f"({rounds} rounds of {calls} GETs each, the order rotated round by round; each "
+            "round the next process of each set-up); ratios paired within a round. CPU is "
+            "the calling thread's CPU time.",
             "",
             harness.table(
                 [
