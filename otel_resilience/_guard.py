@@ -607,13 +607,15 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
     """``fn(*args, **kwargs)`` through ``entry``'s breaker (see the module docstring)."""
     name = entry.name
     if client.marks_span:
-        if client.hands_success and entry.fast and entry.breaker._state is _CLOSED:
-            if _get_mark() is None:
-                handed = hand_success_to_span(name, entry.breaker)
-                if handed is not None:
-                    return _handed_call(entry, client, fn, args, kwargs, subject, handed)  # type: ignore[no-any-return]
-            else:
-                mark_current_client_span(name)
+        if (
+            client.hands_success
+            and entry.fast
+            and entry.breaker._state is _CLOSED
+            and _get_mark() is None
+        ):
+            handed = hand_success_to_span(name, entry.breaker)  # None: it marked the span
+            if handed is not None:
+                return _handed_call(entry, client, fn, args, kwargs, subject, handed)  # type: ignore[no-any-return]
         else:
             mark_current_client_span(name)
     mark = _get_mark()

@@ -193,7 +193,7 @@ def on_end(span):
             guarded_span = GUARDED_SPANS.pop(id(context), None)
             if guarded_span is not None:
                 handed = guarded_span[2]
-                if handed is not None:  # a guard's success, handed to the span: count it
+                if handed is not None:  # a guard's success handed to the span (count_success)
                     if handed._steady_ring.steady:
                         next(handed._fast_successes)
                     else:

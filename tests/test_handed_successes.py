@@ -209,3 +209,21 @@ def test_a_command_inside_a_protected_function_joins_it(
         read()
     assert totals(registry) == (3, 0, 0)
     assert GUARDED_SPANS == {}
+
+
+def test_a_pipeline_hands_one_success_and_its_fallback_learns(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """A pipeline is one call: its success is handed to its span and counted once; the
+    memory fallback learned what it read (served once the breaker is forced open)."""
+    registry = wire(provider)
+    client = client_of(server)
+    client.set("p", "1")
+    pipeline = client.pipeline()
+    pipeline.get("p")
+    pipeline.exists("p")
+    assert pipeline.execute() == [b"1", 1]
+    assert totals(registry) == (2, 0, 0)
+    assert GUARDED_SPANS == {}
+    registry.breaker("cache").force_open()
+    assert client.get("p") == b"1"
