@@ -75,7 +75,7 @@ class InnerExporterAborted(Exception):
 class _Job:
     __slots__ = ("done", "error", "fn", "result")
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
+    def __init__(self, fn: Callable[[], Any] | None) -> None:
         self.fn = fn
         self.done = threading.Event()
         self.result: Any = None
@@ -118,13 +118,21 @@ class _Worker:
             self._wake.notify()
         if not job.done.wait(timeout):
             return _TIMED_OUT
-        if job.error is not None:
-            if isinstance(job.error, Exception):
-                raise job.error
+        error, result = job.error, job.result
+        del job
+        if error is None:
+            return result
+        try:
+            if isinstance(error, Exception):
+                raise error
             # SystemExit, KeyboardInterrupt... raised by the inner exporter on our worker
             # thread are its failure, not a request to stop the application's thread.
-            raise InnerExporterAborted(job.error)
-        return job.result
+            raise InnerExporterAborted(error)
+        finally:
+            # No local here refers to the error once it is raised: its traceback holds
+            # this frame, and a cycle through it would keep the batch (in the exporter's
+            # frame) alive until a garbage collection.
+            del error
 
     def stop(self) -> None:
         with self._lock:
@@ -148,15 +156,22 @@ class _Worker:
                 job, self._job = self._job, None
             _worker_warnings.pop(threading.get_ident(), None)  # this export's warnings only
             token = attach(set_value(SUPPRESS_INSTRUMENTATION_KEY, True))
+            fn, job.fn = job.fn, None
             try:
-                job.result = job.fn()
+                job.result = fn()  # type: ignore[misc]
             except BaseException as exc:  # handed to the caller, if it still waits
                 job.error = exc
             finally:
+                # Nothing here holds the batch once it is exported: kept until the next
+                # export, its spans outlived a few garbage collections and were moved to
+                # the older generations, whose collections the application's threads pay
+                # for (about 1 µs per traced redis GET, measured).
+                fn = None
                 detach(token)
                 with self._lock:
                     self._busy = False
                 job.done.set()
+                del job  # (an error's traceback would hold the batch too)
 
 
 class _QuietInner(logging.Filter):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -381,3 +382,44 @@ def test_configure_wraps_the_exporters_of_an_existing_setup() -> None:
     finally:
         reset_for_tests()
         hole.close()
+
+
+class _Forgetful(SpanExporter):
+    """Exports nothing and keeps nothing; fails when told to."""
+
+    fail = False
+
+    def export(self, spans: Any) -> SpanExportResult:
+        if self.fail:
+            raise ConnectionError("refused")
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+class _Item:
+    """A stand-in for an exported span that a weak reference can follow."""
+
+
+def test_an_exported_batch_is_not_kept_after_its_export() -> None:
+    """Once export() returned, nothing of the wrapper holds the batch: not the worker
+    thread until the next export (which let its spans outlive garbage collections and move
+    to the older generations, whose collections the application's threads paid), and not
+    after an export that raised."""
+    inner = _Forgetful()
+    exporter = ResilientSpanExporter(inner, export_timeout_seconds=2.0)
+    try:
+        for fail in (False, True):
+            inner.fail = fail
+            batch = [_Item() for _ in range(3)]
+            references = [weakref.ref(item) for item in batch]
+            result = exporter.export(batch)  # type: ignore[arg-type]
+            assert (result is SpanExportResult.SUCCESS) is not fail
+            del batch
+            deadline = time.monotonic() + 2
+            while any(reference() is not None for reference in references):
+                assert time.monotonic() < deadline, f"the batch is still held (fail={fail})"
+                time.sleep(0.01)
+    finally:
+        exporter.shutdown()
