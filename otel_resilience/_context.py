@@ -122,9 +122,9 @@ def _forget_oldest(spans: dict[int, GuardedSpan]) -> None:
         spans.pop(key, None)
 
 
-def _enter(span_context: object, name: str) -> None:
-    """Enter ``span_context`` in ``GUARDED_SPANS`` for dependency ``name`` (the guard
-    records the call). A success handed to the same span by an earlier call within it
+def mark_guarded_span(span_context: object, name: str) -> None:
+    """Enter a client span's context in ``GUARDED_SPANS`` for dependency ``name`` (the
+    guard records the call). A success handed to the same span by an earlier call within it
     is counted now: taken out at once, so it is counted once."""
     spans = GUARDED_SPANS
     if len(spans) >= MAX_GUARDED_SPANS:
@@ -134,11 +134,6 @@ def _enter(span_context: object, name: str) -> None:
     spans[key] = (span_context, name, None)
     if earlier is not None and earlier[2] is not None:
         count_success(earlier[2])
-
-
-def mark_guarded_span(span_context: object, name: str) -> None:
-    """Enter a client span's context in ``GUARDED_SPANS`` for dependency ``name``."""
-    _enter(span_context, name)
 
 
 def mark_current_client_span(name: str) -> None:
@@ -160,7 +155,7 @@ def mark_current_client_span(name: str) -> None:
     else:
         if kind is not _CLIENT:
             return
-    _enter(span_context, name)
+    mark_guarded_span(span_context, name)
 
 
 def hand_success_to_span(name: str, breaker: Any) -> GuardedSpan | None:
@@ -181,7 +176,7 @@ def hand_success_to_span(name: str, breaker: Any) -> GuardedSpan | None:
     except AttributeError:  # not the SDK's recording span: the public API
         span_context = current_client_span_context()
         if span_context is not None:
-            _enter(span_context, name)
+            mark_guarded_span(span_context, name)
         return None
     if kind is not _CLIENT:
         return None
@@ -192,7 +187,7 @@ def hand_success_to_span(name: str, breaker: Any) -> GuardedSpan | None:
         entry = (span_context, name, breaker)
         if spans.setdefault(id(span_context), entry) is entry:
             return entry
-    _enter(span_context, name)
+    mark_guarded_span(span_context, name)
     return None
 
 
