@@ -40,6 +40,8 @@ class UnsupportedCommand(LookupError):
 
 Value = bytes | dict[bytes, bytes]
 _UNKNOWN: Any = object()  # a key's Redis expiry when this process never saw it
+_PENDING_GETS = 64  # GETs noted by ``observe`` before they are applied
+_PENDING_VALUE_BYTES = 16_384  # a GET answering more is applied at once
 _ITEM_OVERHEAD = 64  # bytes counted per key on top of its key and value bytes
 _FIELD_OVERHEAD = 16
 
@@ -126,6 +128,7 @@ class MemoryCache:
         "_journal",
         "_journal_bytes",
         "_lock",
+        "_pending",
         "_replay_client",
         "_replayed",
         "_replaying",
@@ -176,6 +179,10 @@ class MemoryCache:
         self._replay_client: Callable[[], Callable[..., Any]] | None = None
         self._replaying = False
         self._bound: list[CircuitBreaker] = []
+        # GETs shown by ``observe`` and not applied yet: ``(key, answer, time)``, oldest
+        # first; applied in order, each at its own time, before anything reads or changes
+        # the data, and whenever ``_PENDING_GETS`` of them wait (``_apply_pending``).
+        self._pending: deque[tuple[bytes | str, bytes | str | None, float]] = deque()
 
     def __repr__(self) -> str:
         replay = ", replay_writes" if self.replay_writes else ""
@@ -185,11 +192,15 @@ class MemoryCache:
         )
 
     def __len__(self) -> int:
+        if self._pending:
+            self._settle()
         return len(self._data)
 
     @property
     def size_bytes(self) -> int:
         """Bytes of keys and values held (as counted against ``max_bytes``)."""
+        if self._pending:
+            self._settle()
         return self._bytes
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -201,6 +212,9 @@ class MemoryCache:
             self._forget_all()
 
     def _forget_all(self) -> None:
+        # The GETs not applied yet came before: applying them, then forgetting everything,
+        # leaves what dropping them does.
+        self._pending.clear()
         self._data.clear()
         self._bytes = 0
         self._away = False
@@ -234,9 +248,12 @@ class MemoryCache:
         *,
         redis_ttl: Any = _UNKNOWN,
         complete: bool = True,
+        now: float | None = None,
     ) -> None:
-        """Keep ``value``; ``redis_ttl``: seconds, None (persistent) or ``_UNKNOWN``."""
-        now = self._clock()
+        """Keep ``value``; ``redis_ttl``: seconds, None (persistent) or ``_UNKNOWN``;
+        ``now``: when it was seen (a GET applied later), else the clock's time."""
+        if now is None:
+            now = self._clock()
         self._pop(key)
         size = _size(key, value)
         if size > self.max_bytes:
@@ -295,6 +312,7 @@ class MemoryCache:
         """The result redis-py would return for command ``args`` (bytes unless ``decode``)."""
         command, rest = _parse(args)
         with self._lock:
+            self._apply_pending()
             return self._run(command, rest, decode)
 
     def _run(self, command: str, rest: list[bytes], decode: bool) -> Any:
@@ -318,6 +336,7 @@ class MemoryCache:
         self._away = True
         parsed = [_parse(args) for args in commands]
         with self._lock:
+            self._apply_pending()
             saved: dict[bytes, _Item | None] = {}
             try:
                 results = []
@@ -358,39 +377,71 @@ class MemoryCache:
     def observe(self, args: Sequence[Any], result: Any) -> None:
         """Keep what a successful command read or wrote; forget what it may have changed.
 
-        The hot case of a read-mostly cache comes first, written out here (it runs for
-        every GET): a GET that returned the value already kept is refreshed in place, as
-        the general path would leave it (the entry refreshed and the most recently used, a
-        known Redis expiry keeping its deadline), without encoding the arguments again,
-        building an entry, or taking the lock. Each step is one atomic operation, and a
-        write, eviction or clear racing it is the same as coming just after this GET (a
-        refreshed entry that was replaced meanwhile is dropped with it).
+        A GET (the hot case of a read-mostly cache: it runs for every one) is only noted
+        here, with its answer and the time: one append to a deque, which is safe from any
+        thread without the lock. The noted GETs are applied in order, each as of its own
+        time, under the lock, before anything else reads or changes the data (serving a
+        command, another command observed, ``len``) and whenever ``_PENDING_GETS`` of
+        them wait; so what the cache serves, its expiries and its LRU order are those of
+        applying every GET at once (``tests/test_memory_cache_hot_path.py``). A GET whose
+        answer is longer than ``_PENDING_VALUE_BYTES`` or whose key is neither ``str``
+        nor ``bytes`` (a ``memoryview`` may change) is applied at once, so the waiting
+        GETs hold little memory.
         """
         if len(args) == 2 and args[0] == "GET" and not self._away:
             key = args[1]
-            if type(key) is str:
-                key = key.encode()
-            item = self._data.get(key) if type(key) is bytes else None
-            # (A hash's value is a dict, never equal to bytes: it takes the general path.)
-            if item is not None and (
-                item.value == result
-                if type(result) is bytes
-                else type(result) is str and item.value == result.encode()
+            if (type(key) is str or type(key) is bytes) and (
+                (
+                    (type(result) is bytes or type(result) is str)
+                    and len(result) <= _PENDING_VALUE_BYTES
+                )
+                or result is None
             ):
-                now = self._clock()
-                expiry = item.redis_expires_at
-                if expiry is not None and expiry is not _UNKNOWN and expiry < now:
-                    item.redis_expires_at = now
-                item.expires_at = now + self.default_ttl_seconds
-                try:  # noqa: SIM105 - free when nothing is raised; contextlib.suppress is a call
-                    self._data.move_to_end(key)
-                except KeyError:
-                    pass  # forgotten meanwhile: that came after this GET
+                pending = self._pending
+                pending.append((key, result, self._clock()))
+                if len(pending) >= _PENDING_GETS:
+                    self._settle()
                 return
         self._observe_general(args, result)
 
+    def _settle(self) -> None:
+        """Apply the GETs ``observe`` noted (``_apply_pending``)."""
+        with self._lock:
+            self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        """Apply the noted GETs, oldest first, each as of the time it was noted (the lock
+        held). Taken one at a time (``popleft``), so a GET another thread notes meanwhile
+        waits for the next caller, never lost or applied twice."""
+        pending = self._pending
+        data = self._data
+        ttl = self.default_ttl_seconds
+        popleft = pending.popleft
+        # Only the lock's holder takes from the deque: the GETs counted now are all there.
+        for _ in range(len(pending)):
+            key, result, now = popleft()
+            if type(key) is str:
+                key = key.encode()
+            if result is None:
+                self._pop(key)  # type: ignore[arg-type]
+                continue
+            value = result.encode() if type(result) is str else result
+            item = data.get(key)  # type: ignore[arg-type]
+            # (A hash's value is a dict, never equal to bytes: it is replaced, as a GET of
+            # the key shows it now holds a string.)
+            if item is not None and item.value == value:
+                # The general path's refresh, in place: young again and the most recently
+                # used, a known Redis expiry keeping its deadline.
+                expiry = item.redis_expires_at
+                if expiry is not None and expiry is not _UNKNOWN and expiry < now:
+                    item.redis_expires_at = now
+                item.expires_at = now + ttl
+                data.move_to_end(key)  # type: ignore[arg-type]
+            else:
+                self._put(key, value, now=now)  # type: ignore[arg-type]
+
     def _observe_general(self, args: Sequence[Any], result: Any) -> None:
-        """``observe`` without its in-place refresh of a repeated GET."""
+        """``observe`` of a command other than a GET it notes (every one, in tests)."""
         if not args:
             return
         command = _name(args)
@@ -400,6 +451,7 @@ class MemoryCache:
             rest = []
             command = command if command in _NEUTRAL else "FLUSHALL"  # cannot tell: forget all
         with self._lock:
+            self._apply_pending()
             if self._away:
                 self._forget_all()  # the first answer after an outage: start afresh
             try:
