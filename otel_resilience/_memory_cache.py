@@ -40,7 +40,7 @@ class UnsupportedCommand(LookupError):
 
 Value = bytes | dict[bytes, bytes]
 _UNKNOWN: Any = object()  # a key's Redis expiry when this process never saw it
-_PENDING_GETS = 64  # GETs noted by ``observe`` before they are applied
+_PENDING_GETS = 32  # GETs noted by ``observe`` before they are applied (about 12 µs to apply)
 _PENDING_VALUE_BYTES = 16_384  # a GET answering more is applied at once
 _ITEM_OVERHEAD = 64  # bytes counted per key on top of its key and value bytes
 _FIELD_OVERHEAD = 16

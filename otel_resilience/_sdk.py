@@ -152,35 +152,34 @@ def call_busy_hooks_only(provider: Any, idle: Callable[[Any, str], bool]) -> boo
     own = vars(active)
     if "on_start" in own or "_on_ending" in own:
         return getattr(own.get("on_start"), "_otel_resilience_hooks", False) is True
-    # (processors seen, those whose on_start runs, those whose _on_ending runs), replaced
-    # whole, so a thread reads one consistent triple.
-    state: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]] = [(None, (), ())]
+    # The processors seen (None: a list, asked about on every span), and those of them
+    # whose on_start and whose _on_ending run. ``refresh`` sets the busy ones first and
+    # ``known`` last, so a thread that finds ``known`` current reads the busy ones made
+    # for it; the hooks read three closure cells, the least a span can cost here.
+    known: Any = None
+    starting: tuple[Any, ...] = ()
+    ending: tuple[Any, ...] = ()
 
-    def refresh(processors: Any) -> tuple[Any, tuple[Any, ...], tuple[Any, ...]]:
+    def refresh(processors: Any) -> None:
+        nonlocal known, starting, ending
         if type(processors) is not tuple:  # replaced by a list (not the SDK): ask every time
-            return (None, tuple(processors), tuple(processors))
-        seen = (
-            processors,
-            tuple(sp for sp in processors if not idle(sp, "on_start")),
-            tuple(sp for sp in processors if not idle(sp, "_on_ending")),
-        )
-        state[0] = seen
-        return seen
+            starting = ending = tuple(processors)
+            known = None
+            return
+        starting = tuple(sp for sp in processors if not idle(sp, "on_start"))
+        ending = tuple(sp for sp in processors if not idle(sp, "_on_ending"))
+        known = processors
 
     def on_start(span: Any, parent_context: Any = None) -> None:
-        seen = state[0]
-        processors = active._span_processors
-        if seen[0] is not processors:
-            seen = refresh(processors)
-        for sp in seen[1]:
+        if active._span_processors is not known:
+            refresh(active._span_processors)
+        for sp in starting:
             sp.on_start(span, parent_context=parent_context)
 
     def _on_ending(span: Any) -> None:
-        seen = state[0]
-        processors = active._span_processors
-        if seen[0] is not processors:
-            seen = refresh(processors)
-        for sp in seen[2]:
+        if active._span_processors is not known:
+            refresh(active._span_processors)
+        for sp in ending:
             sp._on_ending(span)
 
     on_start._otel_resilience_hooks = True  # type: ignore[attr-defined]
