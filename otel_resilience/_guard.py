@@ -35,8 +35,8 @@ The API (for client guards and for features that hook into the path):
     ``call_timeout_seconds`` in a worker thread; only for ``Registry.call``/``protect``),
     ``marks_span`` (``guarded_call``/``guarded_acall`` enter the current client span, the
     instrumentation's span of this call, in ``_context.GUARDED_SPANS`` first), ``leaf``
-    (no guarded call runs inside this client's call, a Redis command: the sync success
-    path may hand the success to the call's span, below).
+    (no guarded call runs inside this client's call, a Redis command: the success path
+    may hand the success to the call's span, below).
 
 ``guarded_call(entry, client, fn, args, kwargs, subject)`` / ``await guarded_acall(...)``
     Run ``fn(*args, **kwargs)`` through the breaker. ``subject`` is handed to the client's
@@ -85,8 +85,8 @@ The rules the path keeps (the breaker's own rules are in ``_breaker.py``):
   ``protect`` runs that path in its own wrapper (``protected``/``aprotected``), and a
   method guard that keeps its dependency on the instance in its layer
   (``guarded_method``), without the call into ``guarded_call``.
-- A leaf client's outermost sync call on a fast, CLOSED breaker whose span will reach a
-  switched-on span processor does less: it hands its success to that span
+- A leaf client's outermost call (sync or async) on a fast, CLOSED breaker whose span
+  will reach a switched-on span processor does less: it hands its success to that span
   (``_context.hand_success_to_span``: one tuple in ``GUARDED_SPANS``), sets no
   ``GUARDED`` (nothing inside could join it) and counts nothing; the processor counts
   the success on the guard's breaker as the span ends. A call that raises takes the
@@ -896,7 +896,27 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
     """``await fn(*args, **kwargs)`` through ``entry``'s breaker; a timeout cancels it."""
     name = entry.name
     if client.marks_span:
-        mark_current_client_span(name)
+        if (
+            client.hands_success
+            and entry.fast
+            and entry.breaker._state is _CLOSED
+            and _get_mark() is None
+        ):
+            handed = hand_success_to_span(name, entry.breaker)  # None: it marked the span
+            if handed is not None:  # guarded_call's _handed_call, written out: per call
+                try:
+                    result = await (fn(*args, **kwargs) if kwargs else fn(*args))
+                except BaseException as exc:  # a cancellation too: no outcome, as below
+                    take_back(handed)
+                    served = _raised(entry, client, exc, 0.0, False, None, subject, args, kwargs)
+                    if served is NOT_SERVED:
+                        raise
+                    return await _maybe_await(served)  # type: ignore[no-any-return]
+                if client.observe is not None or client.observes_fallback:
+                    _observe(entry, client, result, subject, args)
+                return result
+        else:
+            mark_current_client_span(name)
     mark = _get_mark()
     if mark is None:
         mark = name

@@ -8,10 +8,12 @@ redis-server (killed for the failures), the shared Redis never touched.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
@@ -227,3 +229,106 @@ def test_a_pipeline_hands_one_success_and_its_fallback_learns(
     assert GUARDED_SPANS == {}
     registry.breaker("cache").force_open()
     assert client.get("p") == b"1"
+
+
+# -- redis.asyncio -----------------------------------------------------------------------
+
+
+def async_client_of(server: RedisServer) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis(
+        port=server.port, socket_timeout=1, socket_connect_timeout=1, retry=NO_RETRY
+    )
+
+
+async def test_async_successes_are_handed_to_the_span_and_counted_once(
+    server: RedisServer,
+) -> None:
+    """redis.asyncio commands hand their successes too: inside an app's CLIENT span the
+    first command's success waits for that span (nothing counted yet), the next commands
+    count themselves, and each counts once; the memory fallback learned what they read."""
+    provider = TracerProvider()
+    GUARDED_SPANS.clear()
+    client = async_client_of(server)
+    try:
+        registry = wire(provider)
+        await client.set("ak", "v")  # no span current: the guard counts it itself
+        with provider.get_tracer("app").start_as_current_span("batch", kind=SpanKind.CLIENT):
+            assert await client.get("ak") == b"v"
+            assert totals(registry) == (1, 0, 0)  # handed to the app's span, still open
+            assert [entry[2] for entry in GUARDED_SPANS.values()] == [registry.breaker("cache")]
+            for _ in range(3):
+                await client.get("ak")
+        assert totals(registry) == (5, 0, 0)
+        assert GUARDED_SPANS == {}
+        registry.breaker("cache").force_open()
+        assert await client.get("ak") == b"v"  # served by the memory fallback
+    finally:
+        await client.aclose()
+        reset_for_tests()
+        provider.shutdown()
+
+
+async def test_async_commands_through_the_instrumentation_count_once(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """With the OTel redis instrumentation's own spans: successes, an error reply (one
+    success) and a pipeline each count once, and nothing waits in GUARDED_SPANS."""
+    registry = wire(provider)
+    client = async_client_of(server)
+    try:
+        await client.set("ak", "v")
+        for _ in range(10):
+            assert await client.get("ak") == b"v"
+        await client.lpush("alist", "x")
+        with pytest.raises(redis.exceptions.ResponseError):
+            await client.get("alist")
+        pipeline = client.pipeline()
+        pipeline.get("ak")
+        pipeline.exists("ak")
+        assert await pipeline.execute() == [b"v", 1]
+        assert totals(registry) == (14, 0, 0)
+        assert GUARDED_SPANS == {}
+    finally:
+        await client.aclose()
+
+
+async def test_an_async_failure_takes_its_success_back(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """redis.asyncio against a killed Redis, no fallback: one failure per command, no
+    success, and after three the breaker is open."""
+    registry = wire(provider, fallback=False)
+    client = async_client_of(server)
+    try:
+        assert await client.ping() is True
+        server.stop()
+        for _ in range(3):
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await client.get("k")
+        assert totals(registry) == (1, 3, 0)
+        assert registry.breaker("cache").state is State.OPEN
+        assert GUARDED_SPANS == {}
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancelled_async_command_counts_nothing(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """A command cancelled while it waits (BLPOP on an empty list, cancelled by a timeout)
+    is no outcome on a closed breaker: nothing counted, nothing left handed, the breaker
+    closed, and the next command counts as usual."""
+    registry = wire(provider)
+    client = async_client_of(server)
+    try:
+        assert await client.ping() is True
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.blpop(["empty"], timeout=5), 0.2)
+        assert totals(registry) == (1, 0, 0)
+        assert GUARDED_SPANS == {}
+        assert registry.breaker("cache").state is State.CLOSED
+        await client.connection_pool.disconnect()  # the cancelled connection's reply
+        assert await client.get("k") is None
+        assert totals(registry) == (2, 0, 0)
+    finally:
+        await client.aclose()
