@@ -607,13 +607,8 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
     """``fn(*args, **kwargs)`` through ``entry``'s breaker (see the module docstring)."""
     name = entry.name
     if client.marks_span:
-        if (
-            client.hands_success
-            and entry.fast
-            and entry.breaker._state is _CLOSED
-            and _get_mark() is None
-        ):
-            handed = hand_success_to_span(name, entry.breaker)  # None: it marked the span
+        if client.hands_success:
+            handed = _hand_or_mark(entry, name)
             if handed is not None:
                 return _handed_call(entry, client, fn, args, kwargs, subject, handed)  # type: ignore[no-any-return]
         else:
@@ -659,6 +654,17 @@ def guarded_call(  # noqa: PLR0917 - positional: the path runs per call
     else:
         _succeeded(entry, client, result, 0.0, None, subject, args)
     return result
+
+
+def _hand_or_mark(entry: Entry, name: str) -> GuardedSpan | None:
+    """A leaf client's call and its span (``guarded_call``, ``guarded_acall``): the
+    outermost call on a fast, CLOSED breaker hands its success to the span and answers
+    the entry (``_context.hand_success_to_span``, which marks the span instead when it
+    cannot take the success); any other call marks the span, and None is answered."""
+    if entry.fast and entry.breaker._state is _CLOSED and _get_mark() is None:
+        return hand_success_to_span(name, entry.breaker)
+    mark_current_client_span(name)
+    return None
 
 
 def _handed_call(  # noqa: PLR0917 - positional: the path runs per call
@@ -896,13 +902,8 @@ async def guarded_acall(  # noqa: PLR0917 - positional: the path runs per call
     """``await fn(*args, **kwargs)`` through ``entry``'s breaker; a timeout cancels it."""
     name = entry.name
     if client.marks_span:
-        if (
-            client.hands_success
-            and entry.fast
-            and entry.breaker._state is _CLOSED
-            and _get_mark() is None
-        ):
-            handed = hand_success_to_span(name, entry.breaker)  # None: it marked the span
+        if client.hands_success:
+            handed = _hand_or_mark(entry, name)
             if handed is not None:  # guarded_call's _handed_call, written out: per call
                 try:
                     result = await (fn(*args, **kwargs) if kwargs else fn(*args))
