@@ -13,7 +13,7 @@ import os
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-ACCELERATORS = ("_conend", "_cmemory")
+ACCELERATORS = ("_conend", "_cmemory", "_cguard")
 
 
 class OptionalBuildExt(build_ext):

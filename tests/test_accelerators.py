@@ -20,11 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
-from otel_resilience import BreakerSpanProcessor, Dependency, Registry, _processor, load_config
+from otel_resilience import (
+    BreakerSpanProcessor,
+    Dependency,
+    Registry,
+    _context,
+    _processor,
+    load_config,
+)
 from otel_resilience._accel import PURE_PYTHON_ENV
 from otel_resilience._context import GUARDED, GUARDED_SPANS
 
@@ -398,3 +405,102 @@ def test_every_kind_of_span_after_steady_breakers_answers_as_in_python() -> None
             assert on_c == on_python, span
             compared += 1
     assert compared == len(templates) * (len(guards) * 3 * 2 + 3 + len(OPERATIONS))
+
+
+def own(entry: Any, span_context: Any) -> Any:
+    """``entry`` (a GUARDED_SPANS entry, or None) with the span's own context named so: each
+    run makes its own span, whose ids differ."""
+    if entry is None:
+        return None
+    return tuple("own context" if item is span_context else item for item in entry)
+
+
+class PublicSpan:
+    """A span of another SDK: only the public API (``kind``, ``get_span_context``)."""
+
+    def __init__(self, kind: SpanKind, index: int) -> None:
+        self.kind = kind
+        self._span_context = SpanContext(trace_id=index + 1, span_id=index + 1, is_remote=False)
+
+    def get_span_context(self) -> SpanContext:
+        return self._span_context
+
+
+@pytest.mark.skipif(
+    PURE or _context._CGUARD is None, reason="the C path is switched off or not built"
+)
+def test_the_c_hand_off_answers_as_the_python_hand_off() -> None:
+    """Every case of ``hand_success_to_span``: no span, a span of another SDK, a CLIENT
+    span or not, ended or not, of a counted pipeline or not, already entered (marked or
+    handed) or not, the table full; the C function and the Python one answer the same and
+    leave the same table."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    breaker = load_config(CONFIG).breaker("cache")
+    provider = TracerProvider()
+    pipeline = provider._active_span_processor
+    tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
+    functions = {
+        "c": _context.hand_success_to_span,
+        "python": _context._python_hand_success_to_span,
+    }
+    compared = 0
+    for case in range(12):
+        for counted in (True, False):
+            for entered in (None, "mark", "hand", "other"):
+                for full in (False, True):
+                    answers: dict[str, Any] = {}
+                    for which, function in functions.items():
+                        GUARDED_SPANS.clear()
+                        if full:
+                            for index in range(_context.MAX_GUARDED_SPANS):
+                                GUARDED_SPANS[-index - 1] = (object(), "x", None)
+                        if counted:
+                            _context.SPAN_COUNTERS[pipeline] = [object()]
+                        if case < 4:
+                            kind = [SpanKind.CLIENT, SpanKind.INTERNAL, SpanKind.SERVER][case % 3]
+                            span: Any = tracer.start_span("call", kind=kind)
+                            span_context = span.get_span_context()
+                            if case == 3:
+                                span.end()  # ended: its success cannot be handed
+                        elif case < 6:
+                            span = PublicSpan(
+                                SpanKind.CLIENT if case == 4 else SpanKind.SERVER, case
+                            )
+                            span_context = span.get_span_context()
+                        elif case == 6:
+                            span = None  # no span at all
+                            span_context = None
+                        else:
+                            span = trace.NonRecordingSpan(
+                                SpanContext(trace_id=case, span_id=case, is_remote=False)
+                            )
+                            span_context = span.get_span_context()
+                        if entered is not None and span_context is not None:
+                            GUARDED_SPANS[id(span_context)] = (
+                                span_context,
+                                "other" if entered == "other" else "cache",
+                                breaker if entered == "hand" else None,
+                            )
+                        token = otel_context.attach(
+                            trace.set_span_in_context(span)
+                            if span is not None
+                            else otel_context.Context()
+                        )
+                        try:
+                            answer = function("cache", breaker)
+                        finally:
+                            otel_context.detach(token)
+                            _context.SPAN_COUNTERS.pop(pipeline, None)
+                        entry = GUARDED_SPANS.get(id(span_context)) if span_context else None
+                        answers[which] = (
+                            own(answer, span_context),
+                            len(GUARDED_SPANS),
+                            own(entry, span_context),
+                        )
+                    GUARDED_SPANS.clear()
+                    assert answers["c"] == answers["python"], (case, counted, entered, full)
+                    compared += 1
+    assert compared == 12 * 2 * 4 * 2
+    provider.shutdown()
