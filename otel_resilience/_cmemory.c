@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <structmember.h>
 
 /* Interned names, and the types whose methods cannot run Python code (so a shortcut that
  * skips a generic lookup changes nothing visible). Set once by the module's init. */
@@ -26,6 +27,121 @@ static PyObject *s_PENDING_GETS, *s_PENDING_VALUE_BYTES, *s_args, *s_result;
 static PyObject *kw_now; /* ("now",): the keyword names of _put(key, value, now=now) */
 static PyObject *int_zero, *int_one;
 static PyTypeObject *deque_type, *ordered_dict_type;
+/* deque.append, deque.popleft and OrderedDict.move_to_end: builtin types cannot be changed,
+ * so calling these on an exact deque or OrderedDict is what looking the method up gives. */
+static PyObject *deque_append, *deque_popleft, *ordered_dict_move_to_end;
+
+/* -- attributes kept in __slots__, read and written in place ------------------------------
+ *
+ * MemoryCache and _Item keep their attributes in __slots__: getattr finds a member
+ * descriptor on the class and reads the object at a fixed offset in the instance. A Layout
+ * remembers those offsets for one class and its version tag, which CPython changes whenever
+ * the class or a base is modified; while the tag holds, reading or writing at the offset is
+ * exactly what getattr and setattr do (an empty slot goes the generic way, to raise its
+ * AttributeError). Any other class, or a modified one, goes the generic way. */
+
+#define LAYOUT_SLOTS 3
+
+typedef struct {
+    PyTypeObject *type; /* a strong reference, or NULL: the generic way */
+    unsigned int version;
+    Py_ssize_t offset[LAYOUT_SLOTS];
+} Layout;
+
+static int version_valid(PyTypeObject *type) {
+#if PY_VERSION_HEX < 0x030C0000
+    if (!PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG)) {
+        return 0;
+    }
+#endif
+    return type->tp_version_tag != 0;
+}
+
+/* What generic getattr finds for name on type (its MRO's dicts, in order), borrowed, or
+ * NULL (not there, or an error). */
+static PyObject *class_attribute(PyTypeObject *type, PyObject *name) {
+    PyObject *mro = type->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro)) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *base = PyTuple_GET_ITEM(mro, i);
+        PyObject *dict = PyType_Check(base) ? ((PyTypeObject *)base)->tp_dict : NULL;
+        if (dict == NULL) {
+            return NULL;
+        }
+        PyObject *found = PyDict_GetItemWithError(dict, name);
+        if (found != NULL || PyErr_Occurred()) {
+            return found;
+        }
+    }
+    return NULL;
+}
+
+/* Fill layout for type with the slots names[0..count), or leave layout->type NULL when
+ * they are not all plain writable slots of a class with the generic getattr and setattr.
+ * Never fails: an error met while looking is cleared, and the generic way will meet it. */
+static void layout_learn(Layout *layout, PyTypeObject *type, PyObject *const *names,
+                         int count) {
+    Py_CLEAR(layout->type);
+    if (type->tp_getattro != PyObject_GenericGetAttr ||
+        type->tp_setattro != PyObject_GenericSetAttr || !version_valid(type)) {
+        return;
+    }
+    for (int i = 0; i < count; i++) {
+        PyObject *descriptor = class_attribute(type, names[i]);
+        if (descriptor == NULL || !Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
+            PyErr_Clear();
+            return;
+        }
+        PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY) != 0) {
+            return;
+        }
+        layout->offset[i] = member->offset;
+    }
+    Py_INCREF(type);
+    layout->type = type;
+    layout->version = type->tp_version_tag;
+}
+
+static inline PyObject **layout_slot(const Layout *layout, PyObject *obj, int index) {
+    PyTypeObject *type = layout->type;
+    if (type == NULL || !Py_IS_TYPE(obj, type) || type->tp_version_tag != layout->version ||
+        !version_valid(type)) {
+        return NULL;
+    }
+    return (PyObject **)((char *)obj + layout->offset[index]);
+}
+
+/* getattr(obj, name), a new reference: in place when layout covers obj. */
+static PyObject *slot_get(const Layout *layout, PyObject *obj, int index, PyObject *name) {
+    PyObject **slot = layout_slot(layout, obj, index);
+    if (slot != NULL && *slot != NULL) {
+        Py_INCREF(*slot);
+        return *slot;
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
+/* setattr(obj, name, value): in place when layout covers obj (as member_set does it). */
+static int slot_set(const Layout *layout, PyObject *obj, int index, PyObject *name,
+                    PyObject *value) {
+    PyObject **slot = layout_slot(layout, obj, index);
+    if (slot == NULL) {
+        return PyObject_SetAttr(obj, name, value);
+    }
+    PyObject *old = *slot;
+    Py_INCREF(value);
+    *slot = value;
+    Py_XDECREF(old);
+    return 0;
+}
+
+/* The slots of a MemoryCache that a note reads, and of an _Item that a refresh reads. */
+enum { CACHE_AWAY, CACHE_PENDING, CACHE_CLOCK };
+enum { ITEM_VALUE, ITEM_REDIS_EXPIRES_AT, ITEM_EXPIRES_AT };
+static PyObject *cache_slot_names[LAYOUT_SLOTS], *item_slot_names[LAYOUT_SLOTS];
 
 /* A global of _memory_cache as LOAD_GLOBAL finds it (builtins are not looked at: these
  * names are the module's own), a new reference, or NULL with NameError. */
@@ -103,8 +219,8 @@ static PyObject *call_method1(PyObject *self, PyObject *name, PyObject *arg) {
 
 /* Whether observe notes this GET for later (1), takes the general path (0), or failed (-1):
  * the condition of MemoryCache._observe_py, evaluated in its order. */
-static int notes(PyObject *cache, PyObject *globals, PyObject *args, PyObject *result,
-                 PyObject **key_out) {
+static int notes(const Layout *layout, PyObject *cache, PyObject *globals, PyObject *args,
+                 PyObject *result, PyObject **key_out) {
     Py_ssize_t length = PyObject_Size(args);
     if (length < 0) {
         return -1;
@@ -126,7 +242,7 @@ static int notes(PyObject *cache, PyObject *globals, PyObject *args, PyObject *r
     if (is_get <= 0) {
         return is_get;
     }
-    PyObject *away = PyObject_GetAttr(cache, s_away);
+    PyObject *away = slot_get(layout, cache, CACHE_AWAY, s_away);
     if (away == NULL) {
         return -1;
     }
@@ -170,9 +286,10 @@ static int notes(PyObject *cache, PyObject *globals, PyObject *args, PyObject *r
 }
 
 /* MemoryCache._observe_py(args, result): a new reference to None, or NULL. */
-static PyObject *observe(PyObject *cache, PyObject *globals, PyObject *args, PyObject *result) {
+static PyObject *observe(const Layout *layout, PyObject *cache, PyObject *globals,
+                         PyObject *args, PyObject *result) {
     PyObject *key = NULL;
-    int noted = notes(cache, globals, args, result, &key);
+    int noted = notes(layout, cache, globals, args, result, &key);
     if (noted < 0) {
         return NULL;
     }
@@ -188,7 +305,7 @@ static PyObject *observe(PyObject *cache, PyObject *globals, PyObject *args, PyO
     }
     PyObject *pending = NULL, *append = NULL, *clock = NULL, *now = NULL, *note = NULL;
     PyObject *limit = NULL, *outcome = NULL;
-    pending = PyObject_GetAttr(cache, s_pending);
+    pending = slot_get(layout, cache, CACHE_PENDING, s_pending);
     if (pending == NULL) {
         goto fail;
     }
@@ -200,7 +317,7 @@ static PyObject *observe(PyObject *cache, PyObject *globals, PyObject *args, PyO
             goto fail;
         }
     }
-    clock = PyObject_GetAttr(cache, s_clock);
+    clock = slot_get(layout, cache, CACHE_CLOCK, s_clock);
     if (clock == NULL) {
         goto fail;
     }
@@ -212,8 +329,12 @@ static PyObject *observe(PyObject *cache, PyObject *globals, PyObject *args, PyO
     if (note == NULL) {
         goto fail;
     }
-    outcome = append != NULL ? PyObject_CallOneArg(append, note)
-                             : call_method1(pending, s_append, note);
+    if (append != NULL) {
+        outcome = PyObject_CallOneArg(append, note);
+    } else {
+        PyObject *stack[2] = {pending, note};
+        outcome = PyObject_Vectorcall(deque_append, stack, 2, NULL);
+    }
     if (outcome == NULL) {
         goto fail;
     }
@@ -262,15 +383,17 @@ typedef struct {
     PyObject_HEAD
     PyObject *cache;
     PyObject *globals; /* the dict of otel_resilience._memory_cache */
+    Layout layout;     /* the cache's slots _away, _pending and _clock */
     vectorcallfunc vectorcall;
 } GetNoter;
+
 
 static PyObject *noter_vectorcall(PyObject *self, PyObject *const *stack, size_t nargsf,
                                   PyObject *kwnames) {
     GetNoter *noter = (GetNoter *)self;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (kwnames == NULL && nargs == 2) {
-        return observe(noter->cache, noter->globals, stack[0], stack[1]);
+        return observe(&noter->layout, noter->cache, noter->globals, stack[0], stack[1]);
     }
     /* Called as observe(args=..., result=...): bound the way Python binds the method. */
     PyObject *bound[2] = {NULL, NULL};
@@ -316,7 +439,7 @@ static PyObject *noter_vectorcall(PyObject *self, PyObject *const *stack, size_t
             return NULL;
         }
     }
-    return observe(noter->cache, noter->globals, bound[0], bound[1]);
+    return observe(&noter->layout, noter->cache, noter->globals, bound[0], bound[1]);
 }
 
 static PyObject *noter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
@@ -335,6 +458,7 @@ static PyObject *noter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     Py_INCREF(globals);
     noter->globals = globals;
     noter->vectorcall = noter_vectorcall;
+    layout_learn(&noter->layout, Py_TYPE(cache), cache_slot_names, LAYOUT_SLOTS);
     return (PyObject *)noter;
 }
 
@@ -342,6 +466,7 @@ static int noter_traverse(PyObject *self, visitproc visit, void *arg) {
     GetNoter *noter = (GetNoter *)self;
     Py_VISIT(noter->cache);
     Py_VISIT(noter->globals);
+    Py_VISIT(noter->layout.type);
     return 0;
 }
 
@@ -349,6 +474,7 @@ static int noter_clear(PyObject *self) {
     GetNoter *noter = (GetNoter *)self;
     Py_CLEAR(noter->cache);
     Py_CLEAR(noter->globals);
+    Py_CLEAR(noter->layout.type);
     return 0;
 }
 
@@ -432,15 +558,16 @@ static int unpack_note(PyObject *note, PyObject **holder, PyObject **key, PyObje
 
 /* The general path's refresh, in place: young again and the most recently used, a known
  * Redis expiry keeping its deadline. 0, or -1 with an exception. */
-static int refresh(PyObject *data, PyObject *key, PyObject *item, PyObject *now, PyObject *ttl,
-                   PyObject *unknown) {
-    PyObject *expiry = PyObject_GetAttr(item, s_redis_expires_at);
+static int refresh(const Layout *layout, PyObject *data, PyObject *key, PyObject *item,
+                   PyObject *now, PyObject *ttl, PyObject *unknown) {
+    PyObject *expiry = slot_get(layout, item, ITEM_REDIS_EXPIRES_AT, s_redis_expires_at);
     if (expiry == NULL) {
         return -1;
     }
     if (expiry != Py_None && expiry != unknown) {
         int past = compare(expiry, now, Py_LT);
-        if (past < 0 || (past && PyObject_SetAttr(item, s_redis_expires_at, now) < 0)) {
+        if (past < 0 ||
+            (past && slot_set(layout, item, ITEM_REDIS_EXPIRES_AT, s_redis_expires_at, now) < 0)) {
             Py_DECREF(expiry);
             return -1;
         }
@@ -455,12 +582,18 @@ static int refresh(PyObject *data, PyObject *key, PyObject *item, PyObject *now,
     if (expires_at == NULL) {
         return -1;
     }
-    int failed = PyObject_SetAttr(item, s_expires_at, expires_at);
+    int failed = slot_set(layout, item, ITEM_EXPIRES_AT, s_expires_at, expires_at);
     Py_DECREF(expires_at);
     if (failed < 0) {
         return -1;
     }
-    PyObject *moved = call_method1(data, s_move_to_end, key);
+    PyObject *moved;
+    if (Py_IS_TYPE(data, ordered_dict_type)) {
+        PyObject *stack[2] = {data, key};
+        moved = PyObject_Vectorcall(ordered_dict_move_to_end, stack, 2, NULL);
+    } else {
+        moved = call_method1(data, s_move_to_end, key);
+    }
     if (moved == NULL) {
         return -1;
     }
@@ -469,8 +602,8 @@ static int refresh(PyObject *data, PyObject *key, PyObject *item, PyObject *now,
 }
 
 /* One note applied, as of its own time. 0, or -1 with an exception. */
-static int apply_note(PyObject *cache, PyObject *data, PyObject *ttl, PyObject *unknown,
-                      PyObject *note) {
+static int apply_note(Layout *layout, PyObject *cache, PyObject *data, PyObject *ttl,
+                      PyObject *unknown, PyObject *note) {
     PyObject *holder, *noted_key, *result, *now;
     if (unpack_note(note, &holder, &noted_key, &result, &now) < 0) {
         return -1;
@@ -525,7 +658,10 @@ static int apply_note(PyObject *cache, PyObject *data, PyObject *ttl, PyObject *
     if (item != Py_None) {
         /* A hash's value is a dict, never equal to bytes: it is replaced, as a GET of the
          * key shows it now holds a string. */
-        PyObject *kept = PyObject_GetAttr(item, s_value);
+        if (!Py_IS_TYPE(item, layout->type)) {
+            layout_learn(layout, Py_TYPE(item), item_slot_names, LAYOUT_SLOTS);
+        }
+        PyObject *kept = slot_get(layout, item, ITEM_VALUE, s_value);
         if (kept == NULL) {
             goto done;
         }
@@ -536,7 +672,7 @@ static int apply_note(PyObject *cache, PyObject *data, PyObject *ttl, PyObject *
         }
     }
     if (same) {
-        status = refresh(data, key, item, now, ttl, unknown);
+        status = refresh(layout, data, key, item, now, ttl, unknown);
         goto done;
     }
     PyObject *stack[4] = {cache, key, value, now};
@@ -568,6 +704,7 @@ static PyObject *apply_pending(PyObject *module, PyObject *const *args, Py_ssize
     }
     PyObject *cache = args[0], *unknown = args[1];
     PyObject *pending = NULL, *data = NULL, *ttl = NULL;
+    Layout layout = {NULL, 0, {0}}; /* of the items met, learnt from the first */
     pending = PyObject_GetAttr(cache, s_pending);
     if (pending == NULL) {
         goto fail;
@@ -588,11 +725,16 @@ static PyObject *apply_pending(PyObject *module, PyObject *const *args, Py_ssize
         goto fail;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *note = call_method0(pending, s_popleft);
+        PyObject *note;
+        if (Py_IS_TYPE(pending, deque_type)) {
+            note = PyObject_Vectorcall(deque_popleft, &pending, 1, NULL);
+        } else {
+            note = call_method0(pending, s_popleft);
+        }
         if (note == NULL) {
             goto fail;
         }
-        int failed = apply_note(cache, data, ttl, unknown, note);
+        int failed = apply_note(&layout, cache, data, ttl, unknown, note);
         Py_DECREF(note);
         if (failed < 0) {
             goto fail;
@@ -601,11 +743,13 @@ static PyObject *apply_pending(PyObject *module, PyObject *const *args, Py_ssize
     Py_DECREF(pending);
     Py_DECREF(data);
     Py_DECREF(ttl);
+    Py_XDECREF(layout.type);
     Py_RETURN_NONE;
 fail:
     Py_XDECREF(pending);
     Py_XDECREF(data);
     Py_XDECREF(ttl);
+    Py_XDECREF(layout.type);
     return NULL;
 }
 
@@ -672,6 +816,18 @@ PyMODINIT_FUNC PyInit__cmemory(void) {
     if (deque_type == NULL || ordered_dict_type == NULL) {
         return NULL;
     }
+    deque_append = PyObject_GetAttr((PyObject *)deque_type, s_append);
+    deque_popleft = PyObject_GetAttr((PyObject *)deque_type, s_popleft);
+    ordered_dict_move_to_end = PyObject_GetAttr((PyObject *)ordered_dict_type, s_move_to_end);
+    if (deque_append == NULL || deque_popleft == NULL || ordered_dict_move_to_end == NULL) {
+        return NULL;
+    }
+    cache_slot_names[CACHE_AWAY] = s_away;
+    cache_slot_names[CACHE_PENDING] = s_pending;
+    cache_slot_names[CACHE_CLOCK] = s_clock;
+    item_slot_names[ITEM_VALUE] = s_value;
+    item_slot_names[ITEM_REDIS_EXPIRES_AT] = s_redis_expires_at;
+    item_slot_names[ITEM_EXPIRES_AT] = s_expires_at;
     if (PyType_Ready(&GetNoterType) < 0) {
         return NULL;
     }
