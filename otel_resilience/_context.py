@@ -198,7 +198,7 @@ _CGUARD: Any = accelerator("_cguard")
 if _CGUARD is not None:
     # The same function in C (_cguard.c), over the same tables; a span or context of
     # another shape goes to the Python function, so both answer alike.
-    hand_success_to_span = _CGUARD.HandSuccess(  # type: ignore[assignment]
+    hand_success_to_span = _CGUARD.HandSuccess(
         twin=_python_hand_success_to_span,
         get_context=get_current_context,
         context_type=Context,
