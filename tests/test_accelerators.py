@@ -61,10 +61,12 @@ def test_the_accelerators_are_built_in_ci() -> None:
     if os.environ.get("CI") != "true" and _processor._CONEND is None:
         pytest.skip("the C accelerators are not built here")
     assert _processor._CONEND is not None
-    from otel_resilience import _cmemory, _conend
+    from otel_resilience import _cguard, _cmemory, _conend
 
     assert _conend.FastOnEnd is not None
-    assert _cmemory is not None
+    assert _cguard.HandSuccess is not None
+    assert _cmemory.GetNoter is not None
+    assert _context._CGUARD is not None
 
 
 class StrSub(str):
