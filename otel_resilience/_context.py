@@ -33,10 +33,8 @@ import itertools
 from contextvars import ContextVar
 from typing import Any, TypeAlias
 
-from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
-from ._accel import accelerator
 from ._sdk import SPAN_KEY, current_client_span_context, get_current_context
 
 __all__ = [
@@ -191,25 +189,6 @@ def hand_success_to_span(name: str, breaker: Any) -> GuardedSpan | None:
             return entry
     mark_guarded_span(span_context, name)
     return None
-
-
-_python_hand_success_to_span = hand_success_to_span
-_CGUARD: Any = accelerator("_cguard")
-if _CGUARD is not None:
-    # The same function in C (_cguard.c), over the same tables; a span or context of
-    # another shape goes to the Python function, so both answer alike.
-    hand_success_to_span = _CGUARD.HandSuccess(
-        twin=_python_hand_success_to_span,
-        get_context=get_current_context,
-        context_type=Context,
-        span_key=SPAN_KEY,
-        SPAN_COUNTERS=SPAN_COUNTERS,
-        GUARDED_SPANS=GUARDED_SPANS,
-        CLIENT=_CLIENT,
-        forget_oldest=_forget_oldest,
-        mark_guarded_span=mark_guarded_span,
-        max_spans=MAX_GUARDED_SPANS,
-    )
 
 
 def take_back(entry: GuardedSpan) -> None:

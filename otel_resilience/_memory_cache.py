@@ -24,12 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import attach, detach, set_value
 
-from ._accel import accelerator
 from ._sdk import SUPPRESS_INSTRUMENTATION_KEY
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker, State
-    from ._cmemory import GetNoter
 
 __all__ = ["MemoryCache", "UnsupportedCommand", "redis_operation"]
 
@@ -46,14 +44,6 @@ _PENDING_GETS = 32  # GETs noted by ``observe`` before they are applied (about 1
 _PENDING_VALUE_BYTES = 16_384  # a GET answering more is applied at once
 _ITEM_OVERHEAD = 64  # bytes counted per key on top of its key and value bytes
 _FIELD_OVERHEAD = 16
-
-# The noted GETs in C (``_cmemory.c``: ``observe`` and ``_apply_pending``), or None: then
-# ``_observe_py`` and ``_apply_pending_py`` serve. Each cache takes the value it finds here
-# when it is made, so the tests run both twins in one process.
-_CMEMORY = accelerator("_cmemory")
-# What the C noter reads ``_PENDING_GETS`` and ``_PENDING_VALUE_BYTES`` from at each call,
-# as the Python code reads its globals (a test changes ``_PENDING_GETS``).
-_GLOBALS = globals()
 
 
 class _Item:
@@ -133,7 +123,6 @@ class MemoryCache:
         "_bound",
         "_bytes",
         "_clock",
-        "_cmemory",
         "_data",
         "_dropped",
         "_journal",
@@ -178,7 +167,6 @@ class MemoryCache:
         self.replay_writes = replay_writes
         self.max_replay_writes = max_replay_writes
         self._clock = clock
-        self._cmemory = _CMEMORY
         self._lock = threading.Lock()
         self._data: OrderedDict[bytes, _Item] = OrderedDict()
         self._bytes = 0
@@ -386,24 +374,7 @@ class MemoryCache:
 
     # -- write-through while Redis is up --------------------------------------------
 
-    @property
-    def observe(self) -> Callable[[Sequence[Any], Any], None]:
-        """``observe(args, result)``: keep what a successful command read or wrote, forget
-        what it may have changed (``_observe_py`` says how).
-
-        The guard takes this once per dependency (``Entry.observer``) and calls it for every
-        command that worked. With the C accelerator it is a ``_cmemory.GetNoter``, which
-        does what ``_observe_py`` does without a Python frame; else ``_observe_py``. A
-        property, not a slot set in ``__init__``: a subclass that defines its own
-        ``observe`` keeps it, and the cache holds no reference to its noter (no cycle).
-        """
-        cmemory = self._cmemory
-        if cmemory is None:
-            return self._observe_py
-        noter: GetNoter = cmemory.GetNoter(self, _GLOBALS)
-        return noter
-
-    def _observe_py(self, args: Sequence[Any], result: Any) -> None:
+    def observe(self, args: Sequence[Any], result: Any) -> None:
         """Keep what a successful command read or wrote; forget what it may have changed.
 
         A GET (the hot case of a read-mostly cache: it runs for every one) is only noted
@@ -439,15 +410,6 @@ class MemoryCache:
             self._apply_pending()
 
     def _apply_pending(self) -> None:
-        """Apply the noted GETs (the lock held): in C when the accelerator is there (the
-        same steps as ``_apply_pending_py``), else in Python."""
-        cmemory = self._cmemory
-        if cmemory is None:
-            self._apply_pending_py()
-        else:
-            cmemory.apply_pending(self, _UNKNOWN)
-
-    def _apply_pending_py(self) -> None:
         """Apply the noted GETs, oldest first, each as of the time it was noted (the lock
         held). Taken one at a time (``popleft``), so a GET another thread notes meanwhile
         waits for the next caller, never lost or applied twice."""

@@ -32,7 +32,6 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from ._accel import accelerator
 from ._breaker import CircuitBreaker, State
 from ._context import (
     GUARDED,
@@ -47,33 +46,12 @@ from ._health import address_learner, learning_needed
 from ._registry import Registry
 from ._scopes import DRIVER, DRIVER_STARTED, OTHER, answers_http, scope_role
 from ._sdk import readable_fields, span_fields, status_code
-from ._semconv import SOURCES, Classifier, lookup
+from ._semconv import Classifier, lookup
 from ._trace_links import TRIPPING_SPAN
 
 __all__ = ["MAX_DISCOVERED_NAME", "BreakerSpanProcessor", "idle_hook", "span_outcome"]
 
 _log = logging.getLogger(__name__)
-
-# The fast path in C (_conend.c), or None: then the Python path (_FAST_ON_END) serves.
-_CONEND: Any = accelerator("_conend")
-# The objects of the Python path's namespace the C path is made with, under the same names.
-_CONEND_NAMES = (
-    "CLIENT",
-    "CLOSED",
-    "DISABLED",
-    "ERROR",
-    "GUARDED_SPANS",
-    "POP",
-    "UNMATCHED",
-    "classifier",
-    "registry",
-    "general",
-    "fast_target",
-    "log_error",
-    "memo",
-    "last_seen",
-    "processor",
-)
 
 _ERROR = StatusCode.ERROR
 _CLOSED = State.CLOSED
@@ -540,25 +518,12 @@ class BreakerSpanProcessor(SpanProcessor):
             key_lines = "\n".join("    " + line for line in classifier.key_lines)
             # The key lines embed attribute keys with repr(): no injection (_semconv).
             exec(_FAST_ON_END.replace("{key_lines}", key_lines), namespace)
-            on_end = namespace["on_end"]
-            if _CONEND is not None:
-                # The same path in C, over the same objects; spans of another shape go to
-                # the Python path (``twin``), so both answer alike (_conend.c).
-                keys, uses_url = classifier.key_spec
-                on_end = _CONEND.FastOnEnd(
-                    twin=on_end,
-                    keys=keys,
-                    address_keys=SOURCES["server.address"],
-                    uses_url=uses_url,
-                    guarded_var=GUARDED,
-                    **{name: namespace[name] for name in _CONEND_NAMES},
-                )
         except Exception as exc:  # pragma: no cover - the template is fixed; never fail a span
             self._log_error(exc)
             return
         self._memo = memo
         self._fast_classifier = classifier
-        self.__dict__["on_end"] = on_end  # shadows the method: one call a span
+        self.__dict__["on_end"] = namespace["on_end"]  # shadows the method: one call a span
         if not self._enabled:  # switched off meanwhile: the path does not look
             self._forget_fast_path()
 

@@ -85,7 +85,7 @@ class Classifier:
     when full.
     """
 
-    __slots__ = ("_cache", "_matchers", "classify", "key_lines", "key_spec")
+    __slots__ = ("_cache", "_matchers", "classify", "key_lines")
 
     def __init__(self, matchers: Matchers) -> None:
         self._matchers = matchers
@@ -101,9 +101,6 @@ class Classifier:
         if uses_url:
             for key in SOURCES["server.address"]:
                 keys[key] = None
-        self.key_spec: tuple[tuple[str, ...], bool] = (tuple(keys), uses_url)
-        """The attribute keys the cache key is made of, and whether it takes the URL when
-        no ``server.address`` source is set: what ``key_lines`` do, for the C fast path."""
         self.key_lines: tuple[str, ...] = _key_lines(tuple(keys), uses_url)
         """Statements (one level of indent) that set ``key``, the cache key of the span
         attributes, from ``get`` (their ``get`` method); the span processor's fast path

@@ -89,10 +89,9 @@ def _observe_pipeline(
 ) -> None:
     fallback = entry.fallback
     if isinstance(fallback, MemoryCache):
-        observe = fallback.observe  # a property: taken once for the whole pipeline
         for command, result in zip(subject[0], results, strict=False):
             if not isinstance(result, Exception):
-                observe(command, result)
+                fallback.observe(command, result)
 
 
 def _client(serve: Any, observe: Any) -> Client:
