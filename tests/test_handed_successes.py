@@ -9,7 +9,7 @@ redis-server (killed for the failures), the shared Redis never touched.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
@@ -240,6 +240,14 @@ def async_client_of(server: RedisServer) -> redis.asyncio.Redis:
     )
 
 
+@pytest.fixture
+async def aclient(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    """A redis.asyncio client of the own server, closed after the test."""
+    client = async_client_of(server)
+    yield client
+    await client.aclose()
+
+
 async def test_async_successes_are_handed_to_the_span_and_counted_once(
     server: RedisServer,
 ) -> None:
@@ -269,66 +277,54 @@ async def test_async_successes_are_handed_to_the_span_and_counted_once(
 
 
 async def test_async_commands_through_the_instrumentation_count_once(
-    provider: TracerProvider, server: RedisServer
+    provider: TracerProvider, server: RedisServer, aclient: redis.asyncio.Redis
 ) -> None:
     """With the OTel redis instrumentation's own spans: successes, an error reply (one
     success) and a pipeline each count once, and nothing waits in GUARDED_SPANS."""
     registry = wire(provider)
-    client = async_client_of(server)
-    try:
-        await client.set("ak", "v")
-        for _ in range(10):
-            assert await client.get("ak") == b"v"
-        await client.lpush("alist", "x")
-        with pytest.raises(redis.exceptions.ResponseError):
-            await client.get("alist")
-        pipeline = client.pipeline()
-        pipeline.get("ak")
-        pipeline.exists("ak")
-        assert await pipeline.execute() == [b"v", 1]
-        assert totals(registry) == (14, 0, 0)
-        assert GUARDED_SPANS == {}
-    finally:
-        await client.aclose()
+    await aclient.set("ak", "v")
+    for _ in range(10):
+        assert await aclient.get("ak") == b"v"
+    await aclient.lpush("alist", "x")
+    with pytest.raises(redis.exceptions.ResponseError):
+        await aclient.get("alist")
+    pipeline = aclient.pipeline()
+    pipeline.get("ak")
+    pipeline.exists("ak")
+    assert await pipeline.execute() == [b"v", 1]
+    assert totals(registry) == (14, 0, 0)
+    assert GUARDED_SPANS == {}
 
 
 async def test_an_async_failure_takes_its_success_back(
-    provider: TracerProvider, server: RedisServer
+    provider: TracerProvider, server: RedisServer, aclient: redis.asyncio.Redis
 ) -> None:
     """redis.asyncio against a killed Redis, no fallback: one failure per command, no
     success, and after three the breaker is open."""
     registry = wire(provider, fallback=False)
-    client = async_client_of(server)
-    try:
-        assert await client.ping() is True
-        server.stop()
-        for _ in range(3):
-            with pytest.raises(redis.exceptions.ConnectionError):
-                await client.get("k")
-        assert totals(registry) == (1, 3, 0)
-        assert registry.breaker("cache").state is State.OPEN
-        assert GUARDED_SPANS == {}
-    finally:
-        await client.aclose()
+    assert await aclient.ping() is True
+    server.stop()
+    for _ in range(3):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await aclient.get("k")
+    assert totals(registry) == (1, 3, 0)
+    assert registry.breaker("cache").state is State.OPEN
+    assert GUARDED_SPANS == {}
 
 
 async def test_a_cancelled_async_command_counts_nothing(
-    provider: TracerProvider, server: RedisServer
+    provider: TracerProvider, server: RedisServer, aclient: redis.asyncio.Redis
 ) -> None:
     """A command cancelled while it waits (BLPOP on an empty list, cancelled by a timeout)
     is no outcome on a closed breaker: nothing counted, nothing left handed, the breaker
     closed, and the next command counts as usual."""
     registry = wire(provider)
-    client = async_client_of(server)
-    try:
-        assert await client.ping() is True
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(client.blpop(["empty"], timeout=5), 0.2)
-        assert totals(registry) == (1, 0, 0)
-        assert GUARDED_SPANS == {}
-        assert registry.breaker("cache").state is State.CLOSED
-        await client.connection_pool.disconnect()  # the cancelled connection's reply
-        assert await client.get("k") is None
-        assert totals(registry) == (2, 0, 0)
-    finally:
-        await client.aclose()
+    assert await aclient.ping() is True
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(aclient.blpop(["empty"], timeout=5), 0.2)
+    assert totals(registry) == (1, 0, 0)
+    assert GUARDED_SPANS == {}
+    assert registry.breaker("cache").state is State.CLOSED
+    await aclient.connection_pool.disconnect()  # the cancelled connection's reply
+    assert await aclient.get("k") is None
+    assert totals(registry) == (2, 0, 0)
