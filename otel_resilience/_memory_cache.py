@@ -40,8 +40,6 @@ class UnsupportedCommand(LookupError):
 
 Value = bytes | dict[bytes, bytes]
 _UNKNOWN: Any = object()  # a key's Redis expiry when this process never saw it
-_PENDING_GETS = 32  # GETs noted by ``observe`` before they are applied (about 12 µs to apply)
-_PENDING_VALUE_BYTES = 16_384  # a GET answering more is applied at once
 _ITEM_OVERHEAD = 64  # bytes counted per key on top of its key and value bytes
 _FIELD_OVERHEAD = 16
 
@@ -128,7 +126,6 @@ class MemoryCache:
         "_journal",
         "_journal_bytes",
         "_lock",
-        "_pending",
         "_replay_client",
         "_replayed",
         "_replaying",
@@ -179,10 +176,6 @@ class MemoryCache:
         self._replay_client: Callable[[], Callable[..., Any]] | None = None
         self._replaying = False
         self._bound: list[CircuitBreaker] = []
-        # GETs shown by ``observe`` and not applied yet: ``(key, answer, time)``, oldest
-        # first; applied in order, each at its own time, before anything reads or changes
-        # the data, and whenever ``_PENDING_GETS`` of them wait (``_apply_pending``).
-        self._pending: deque[tuple[bytes | str, bytes | str | None, float]] = deque()
 
     def __repr__(self) -> str:
         replay = ", replay_writes" if self.replay_writes else ""
@@ -192,15 +185,11 @@ class MemoryCache:
         )
 
     def __len__(self) -> int:
-        if self._pending:
-            self._settle()
         return len(self._data)
 
     @property
     def size_bytes(self) -> int:
         """Bytes of keys and values held (as counted against ``max_bytes``)."""
-        if self._pending:
-            self._settle()
         return self._bytes
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -212,9 +201,6 @@ class MemoryCache:
             self._forget_all()
 
     def _forget_all(self) -> None:
-        # The GETs not applied yet came before: applying them, then forgetting everything,
-        # leaves what dropping them does.
-        self._pending.clear()
         self._data.clear()
         self._bytes = 0
         self._away = False
@@ -312,7 +298,6 @@ class MemoryCache:
         """The result redis-py would return for command ``args`` (bytes unless ``decode``)."""
         command, rest = _parse(args)
         with self._lock:
-            self._apply_pending()
             return self._run(command, rest, decode)
 
     def _run(self, command: str, rest: list[bytes], decode: bool) -> Any:
@@ -336,7 +321,6 @@ class MemoryCache:
         self._away = True
         parsed = [_parse(args) for args in commands]
         with self._lock:
-            self._apply_pending()
             saved: dict[bytes, _Item | None] = {}
             try:
                 results = []
@@ -377,71 +361,46 @@ class MemoryCache:
     def observe(self, args: Sequence[Any], result: Any) -> None:
         """Keep what a successful command read or wrote; forget what it may have changed.
 
-        A GET (the hot case of a read-mostly cache: it runs for every one) is only noted
-        here, with its answer and the time: one append to a deque, which is safe from any
-        thread without the lock. The noted GETs are applied in order, each as of its own
-        time, under the lock, before anything else reads or changes the data (serving a
-        command, another command observed, ``len``) and whenever ``_PENDING_GETS`` of
-        them wait; so what the cache serves, its expiries and its LRU order are those of
-        applying every GET at once (``tests/test_memory_cache_hot_path.py``). A GET whose
-        answer is longer than ``_PENDING_VALUE_BYTES`` or whose key is neither ``str``
-        nor ``bytes`` (a ``memoryview`` may change) is applied at once, so the waiting
-        GETs hold little memory.
+        A GET (the hot case of a read-mostly cache: it runs for every one) that answers the
+        value already kept, or answers nothing for a key not kept, changes nothing but the
+        entry's age and recency, and is done here without the lock: the entry is made
+        young and the most recently used, a known Redis expiry keeping its deadline, as
+        ``_observe`` does it. Each step is one operation that another thread cannot split
+        (a read of the dict, a store of an attribute, ``move_to_end``); a thread holding
+        the lock may meanwhile drop or replace the entry, and then this refresh touches an
+        entry no longer kept, or finds the key gone (KeyError), and changes nothing. It
+        never adds an entry or changes a size, so the cache stays within its bounds. Every
+        other command, and a GET that changes what is kept, goes the general way under the
+        lock (``_observe_general``); the two leave the same entries, expiries, sizes and
+        LRU order (``tests/test_memory_cache_hot_path.py``).
         """
         if len(args) == 2 and args[0] == "GET" and not self._away:
             key = args[1]
-            if (type(key) is str or type(key) is bytes) and (
-                (
-                    (type(result) is bytes or type(result) is str)
-                    and len(result) <= _PENDING_VALUE_BYTES
-                )
-                or result is None
-            ):
-                pending = self._pending
-                pending.append((key, result, self._clock()))
-                if len(pending) >= _PENDING_GETS:
-                    self._settle()
-                return
-        self._observe_general(args, result)
-
-    def _settle(self) -> None:
-        """Apply the GETs ``observe`` noted (``_apply_pending``)."""
-        with self._lock:
-            self._apply_pending()
-
-    def _apply_pending(self) -> None:
-        """Apply the noted GETs, oldest first, each as of the time it was noted (the lock
-        held). Taken one at a time (``popleft``), so a GET another thread notes meanwhile
-        waits for the next caller, never lost or applied twice."""
-        pending = self._pending
-        data = self._data
-        ttl = self.default_ttl_seconds
-        popleft = pending.popleft
-        # Only the lock's holder takes from the deque: the GETs counted now are all there.
-        for _ in range(len(pending)):
-            key, result, now = popleft()
             if type(key) is str:
                 key = key.encode()
-            if result is None:
-                self._pop(key)  # type: ignore[arg-type]
-                continue
-            value = result.encode() if type(result) is str else result
-            item = data.get(key)  # type: ignore[arg-type]
-            # (A hash's value is a dict, never equal to bytes: it is replaced, as a GET of
-            # the key shows it now holds a string.)
-            if item is not None and item.value == value:
-                # The general path's refresh, in place: young again and the most recently
-                # used, a known Redis expiry keeping its deadline.
-                expiry = item.redis_expires_at
-                if expiry is not None and expiry is not _UNKNOWN and expiry < now:
-                    item.redis_expires_at = now
-                item.expires_at = now + ttl
-                data.move_to_end(key)  # type: ignore[arg-type]
-            else:
-                self._put(key, value, now=now)  # type: ignore[arg-type]
+            if type(key) is bytes:  # (a memoryview may change later: the general way)
+                data = self._data
+                item = data.get(key)
+                if item is None:
+                    if result is None:
+                        return  # nothing kept, nothing to forget
+                else:
+                    value = result.encode() if type(result) is str else result
+                    if type(value) is bytes and item.value == value:  # (a hash: a dict)
+                        now = self._clock()
+                        expiry = item.redis_expires_at
+                        if expiry is not None and expiry is not _UNKNOWN and expiry < now:
+                            item.redis_expires_at = now
+                        item.expires_at = now + self.default_ttl_seconds
+                        try:  # noqa: SIM105 - per GET: suppress() would make a context manager
+                            data.move_to_end(key)
+                        except KeyError:  # dropped meanwhile by a thread holding the lock
+                            pass
+                        return
+        self._observe_general(args, result)
 
     def _observe_general(self, args: Sequence[Any], result: Any) -> None:
-        """``observe`` of a command other than a GET it notes (every one, in tests)."""
+        """``observe`` of any command, under the lock (every one, in tests)."""
         if not args:
             return
         command = _name(args)
@@ -451,7 +410,6 @@ class MemoryCache:
             rest = []
             command = command if command in _NEUTRAL else "FLUSHALL"  # cannot tell: forget all
         with self._lock:
-            self._apply_pending()
             if self._away:
                 self._forget_all()  # the first answer after an outage: start afresh
             try:

@@ -1,11 +1,10 @@
-"""The memory cache's noted GETs, applied later, behave as its general path applied at once."""
+"""The memory cache's GETs refreshed without the lock behave as its general path under it."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -15,14 +14,14 @@ from tests.conftest import FakeClock
 
 
 class GeneralPathOnly(MemoryCache):
-    """The same cache applying every command at once (no GET noted for later)."""
+    """The same cache taking every command the general way, under the lock."""
 
     def observe(self, args: Any, result: Any) -> None:
         self._observe_general(args, result)
 
 
 KEYS = st.sampled_from(["a", "b", "c", b"a"])
-VALUES = st.sampled_from([b"1", b"2", "1", b"x" * (_memory_cache._PENDING_VALUE_BYTES + 1)])
+VALUES = st.sampled_from([b"1", b"2", "1", b"x" * 20_000])
 OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.just("observe GET"), KEYS, VALUES),
@@ -61,7 +60,6 @@ def run(cache: MemoryCache, clock: FakeClock, operations: list[tuple[str, Any, A
             except UnsupportedCommand:
                 answers.append("unsupported")
     # Every entry as kept, in LRU order (expired ones too: the clocks run alike).
-    cache._settle()
     for key, item in cache._data.items():
         expiry = item.redis_expires_at
         known = expiry is None or isinstance(expiry, (int, float))
@@ -70,7 +68,6 @@ def run(cache: MemoryCache, clock: FakeClock, operations: list[tuple[str, Any, A
     return answers
 
 
-@pytest.mark.parametrize("noted", [2, _memory_cache._PENDING_GETS])
 @settings(max_examples=300)
 @given(operations=OPERATIONS)
 @example(operations=[("observe GET", "a", b"1"), ("advance", 4.0, None), ("observe GET", "a", "1")])
@@ -88,81 +85,129 @@ def run(cache: MemoryCache, clock: FakeClock, operations: list[tuple[str, Any, A
         ("serve TTL", "a", None),
     ]
 )
-def test_noted_gets_applied_later_equal_the_general_path(
-    noted: int, operations: list[tuple[str, Any, Any]]
+def test_gets_refreshed_without_the_lock_equal_the_general_path(
+    operations: list[tuple[str, Any, Any]],
 ) -> None:
-    """Every answer, expiry, size and the LRU order match a cache that applies every GET at
-    once, whether the noted GETs are applied by what reads the cache or because ``noted``
-    of them wait."""
+    """Every answer, expiry, size and the LRU order match a cache that takes every GET the
+    general way under its lock."""
     fast_clock, general_clock = FakeClock(), FakeClock()
     fast = MemoryCache(max_entries=2, default_ttl_seconds=30, clock=fast_clock)
     general = GeneralPathOnly(max_entries=2, default_ttl_seconds=30, clock=general_clock)
-    before = _memory_cache._PENDING_GETS
-    _memory_cache._PENDING_GETS = noted
-    try:
-        assert run(fast, fast_clock, operations) == run(general, general_clock, operations)
-    finally:
-        _memory_cache._PENDING_GETS = before
+    assert run(fast, fast_clock, operations) == run(general, general_clock, operations)
 
 
-def test_noted_gets_are_bounded_in_number_and_size(clock: FakeClock) -> None:
-    """At most ``_PENDING_GETS`` GETs wait, and a long answer never waits: the cache's memory
-    stays within its bounds plus a few small answers."""
+def test_a_get_that_changes_nothing_takes_no_lock(clock: FakeClock) -> None:
+    """A GET answering the value kept, or nothing for a key not kept, is done without the
+    lock (held here by another thread); one that changes what is kept waits for it."""
     cache = MemoryCache(clock=clock)
-    for index in range(1000):
-        cache.observe(("GET", f"k{index % 7}"), b"v" * 10)
-        assert len(cache._pending) < _memory_cache._PENDING_GETS
-    long = b"L" * (_memory_cache._PENDING_VALUE_BYTES + 1)
-    waiting = len(cache._pending)
-    cache.observe(("GET", "long"), long)
-    assert len(cache._pending) == 0  # applied at once, the GETs before it first
-    assert waiting > 0
-    assert cache.execute(("GET", "long")) == long
-    cache.observe(("GET", memoryview(b"view")), b"v")  # a key that may change later
-    assert len(cache._pending) == 0
+    cache.observe(("GET", "k"), b"v")
+    refreshed = threading.Event()
+    with cache._lock:
+        worker = threading.Thread(
+            target=lambda: (
+                cache.observe(("GET", "k"), b"v"),
+                cache.observe(("GET", b"k"), "v"),
+                cache.observe(("GET", "missing"), None),
+                refreshed.set(),
+                cache.observe(("GET", "k"), b"changed"),
+            )
+        )
+        worker.start()
+        assert refreshed.wait(10)
+        worker.join(0.2)
+        assert worker.is_alive()  # the changing GET waits for the lock
+    worker.join(10)
+    assert not worker.is_alive()
+    assert cache.execute(("GET", "k")) == b"changed"
+
+
+def test_a_get_of_a_memoryview_key_is_kept_as_read(clock: FakeClock) -> None:
+    """A key that may change later (a ``memoryview``) goes the general way, as bytes."""
+    cache = MemoryCache(clock=clock)
+    key = bytearray(b"view")
+    cache.observe(("GET", memoryview(key)), b"v")
+    cache.observe(("GET", memoryview(key)), b"v")
+    key[:] = b"else"
     assert cache.execute(("GET", "view")) == b"v"
+    assert len(cache) == 1
 
 
-def test_noted_gets_from_many_threads_are_applied_once_each(clock: FakeClock) -> None:
-    """Threads noting GETs while others serve and write: every key ends with the last value
-    its thread saw, none is lost or comes back after a later write."""
-    cache = MemoryCache(max_entries=10_000, clock=clock)
-    rounds, writers = 2000, 8
+def _threads(*targets: Any) -> None:
     errors: list[BaseException] = []
-    start = threading.Barrier(writers + 1)
+    start = threading.Barrier(len(targets))
 
-    def note(thread: int) -> None:
+    def run_one(target: Any) -> None:
         try:
             start.wait()
-            for index in range(rounds):
-                cache.observe(("GET", f"t{thread}:{index % 50}"), f"{index}".encode())
-                if index % 97 == 0:
-                    cache.observe(("DEL", f"t{thread}:gone"), 1)
-                    cache.observe(("GET", f"t{thread}:gone"), b"back")
-                    cache.observe(("DEL", f"t{thread}:gone"), 1)
+            target()
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    def serve() -> None:
-        start.wait()
-        for index in range(rounds):
-            cache.execute(("GET", f"t{index % writers}:{index % 50}"))
-
-    threads = [threading.Thread(target=note, args=(n,)) for n in range(writers)]
-    threads.append(threading.Thread(target=serve))
+    threads = [threading.Thread(target=run_one, args=(target,)) for target in targets]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
     assert not errors
     assert not any(thread.is_alive() for thread in threads)
+
+
+def test_gets_from_many_threads_end_with_the_last_value_each_saw(clock: FakeClock) -> None:
+    """Threads reading keys (most GETs answering the value kept, refreshed without the
+    lock) while another serves: every key ends with the last value its thread saw, and a
+    key deleted after it was read does not come back."""
+    cache = MemoryCache(max_entries=10_000, clock=clock)
+    rounds, writers = 2000, 8
+
+    def note(thread: int) -> None:
+        for index in range(rounds):
+            cache.observe(("GET", f"t{thread}:{index % 50}"), f"{index // 200}".encode())
+            if index % 97 == 0:
+                cache.observe(("DEL", f"t{thread}:gone"), 1)
+                cache.observe(("GET", f"t{thread}:gone"), b"back")
+                cache.observe(("GET", f"t{thread}:gone"), b"back")
+                cache.observe(("DEL", f"t{thread}:gone"), 1)
+
+    def serve() -> None:
+        for index in range(rounds):
+            cache.execute(("GET", f"t{index % writers}:{index % 50}"))
+
+    _threads(*[lambda thread=thread: note(thread) for thread in range(writers)], serve)
     for thread in range(writers):
         for slot in range(50):
             last = max(index for index in range(rounds) if index % 50 == slot)
-            assert cache.execute(("GET", f"t{thread}:{slot}")) == f"{last}".encode()
+            assert cache.execute(("GET", f"t{thread}:{slot}")) == f"{last // 200}".encode()
         assert cache.execute(("GET", f"t{thread}:gone")) is None
     assert len(cache) == writers * 50
-    assert not cache._pending
+
+
+def test_refreshes_racing_evictions_keep_the_cache_within_its_bounds(clock: FakeClock) -> None:
+    """Threads refreshing keys without the lock while others write new ones, so that
+    entries are evicted under them: the cache stays within ``max_entries``, its byte count
+    is that of the entries it holds, and each key it holds has the value last read."""
+    cache = MemoryCache(max_entries=40, clock=clock)
+    rounds = 3000
+
+    def reader(thread: int) -> None:
+        for index in range(rounds):
+            cache.observe(("GET", f"r{thread}:{index % 30}"), f"{thread}:{index % 30}".encode())
+
+    def writer(thread: int) -> None:
+        for index in range(rounds):
+            cache.observe(("SET", f"w{thread}:{index}", b"x" * (index % 40)), True)
+            if index % 50 == 0:
+                cache.observe(("FLUSHALL",), True)
+
+    _threads(*[lambda n=n: reader(n) for n in range(4)], *[lambda n=n: writer(n) for n in range(2)])
+    with cache._lock:
+        held = dict(cache._data)
+        assert len(held) <= cache.max_entries
+        assert cache._bytes == sum(
+            _memory_cache._size(key, item.value) for key, item in held.items()
+        )
+    for key, item in held.items():
+        if key.startswith(b"r"):
+            assert item.value == key[1:]  # r<thread>:<slot> holds <thread>:<slot>
 
 
 def test_a_repeated_get_refreshes_age_and_recency(clock: FakeClock) -> None:
