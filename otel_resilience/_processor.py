@@ -44,7 +44,15 @@ from ._dependency import Dependency
 from ._events import OperatorEvent
 from ._health import address_learner, learning_needed
 from ._registry import Registry
-from ._scopes import DRIVER, DRIVER_STARTED, OTHER, answers_http, scope_role
+from ._scopes import (
+    DRIVER,
+    DRIVER_STARTED,
+    EXACT_CLIENT_KEYS,
+    EXACT_CLIENT_SCOPE,
+    OTHER,
+    answers_http,
+    scope_role,
+)
 from ._sdk import readable_fields, span_fields, status_code
 from ._semconv import Classifier, lookup
 from ._trace_links import TRIPPING_SPAN
@@ -148,6 +156,11 @@ def span_outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> tuple[boo
 # discovered from that very span). A memoised answer stays right when one is added: the
 # classifier answers the first dependency that matches, and the new one comes last (a
 # reload, which can change matches, recompiles; so do a new registry and switching off).
+# A span whose success a guard handed to it (_context.hand_success_to_span) is counted on
+# the guard's breaker first; when it is the span of ``EXACT_SCOPE`` (a client whose spans
+# carry the very attributes its guard classified the call by, and the classifier reads no
+# others: ``_exact_scope``) the guard's dependency is the span's, and it is not classified
+# again.
 # The key lines' own locals: ``get``, ``v0``..., ``url``, ``start``, ``end``, ``key``.
 _FAST_ON_END = """
 def on_end(span):
@@ -157,10 +170,28 @@ def on_end(span):
             attributes = span._attributes._dict
             code = span._status._status_code
             scope = span._instrumentation_scope
+            context = span._context
         except AttributeError:
             return general(span, POP)
         if kind is not CLIENT:
             return general(span, POP)
+        if GUARDED_SPANS:
+            guarded_span = GUARDED_SPANS.pop(id(context), None)
+            if guarded_span is not None:
+                handed = guarded_span[2]
+                if handed is not None:  # a guard's success handed to the span (count_success)
+                    if handed._steady_ring.steady:
+                        next(handed._fast_successes)
+                    else:
+                        handed.record_success()
+                    if (
+                        guarded_span[0] is context
+                        and scope is not None
+                        and scope._name == EXACT_SCOPE
+                    ):
+                        return
+        else:
+            guarded_span = None
         get = attributes.get
 {key_lines}
         last = last_seen[0]
@@ -170,37 +201,24 @@ def on_end(span):
             try:
                 target = memo.get((id(scope), key))
             except TypeError:
-                return general(span, POP)
+                return general(span, guarded_span)
             if target is None or target[0] is not scope:
                 target = fast_target(scope, attributes, key)
             last_seen[0] = (scope, key, target)
         name = target[1]
         if name is None:
-            return processor._end_and_compile(span)
+            return processor._end_and_compile(span, guarded_span)
         if name is UNMATCHED:
             if registry._classifier is not classifier or (  # one was declared meanwhile
                 processor.auto_discover
                 and len(processor._discovered) < processor.max_discovered
             ):
-                return processor._end_and_compile(span)  # may match, or be discovered
-            if GUARDED_SPANS:
-                guarded_span = GUARDED_SPANS.pop(id(span._context), None)
-                if guarded_span is not None and guarded_span[2] is not None:
-                    count_success(guarded_span[2])
+                return processor._end_and_compile(span, guarded_span)  # may match, or be discovered
             return  # no dependency, and none can be discovered: as the general path
-        if GUARDED_SPANS:
-            context = span._context
-            guarded_span = GUARDED_SPANS.pop(id(context), None)
-            if guarded_span is not None:
-                handed = guarded_span[2]
-                if handed is not None:  # a guard's success handed to the span (count_success)
-                    if handed._steady_ring.steady:
-                        next(handed._fast_successes)
-                    else:
-                        handed.record_success()
-                if guarded_span[1] == name and guarded_span[0] is context:
-                    return
-                return general(span, guarded_span)
+        if guarded_span is not None:
+            if guarded_span[1] == name and guarded_span[0] is context:
+                return
+            return general(span, guarded_span)
         guarded = get_guarded()
         if guarded is not None and (
             guarded == name or (type(guarded) is tuple and name in guarded)
@@ -371,10 +389,10 @@ class BreakerSpanProcessor(SpanProcessor):
         """
         self._end_and_compile(span)
 
-    def _end_and_compile(self, span: ReadableSpan) -> None:
-        """The general path for ``span``, then the fast path compiled for the registry's
-        classifier as it is now, unless it was already."""
-        self._end(span, _POP)
+    def _end_and_compile(self, span: ReadableSpan, guarded_span: Any = _POP) -> None:
+        """The general path for ``span`` (``guarded_span`` as for ``_end``), then the fast
+        path compiled for the registry's classifier as it is now, unless it was already."""
+        self._end(span, guarded_span)
         if self._enabled and self._fast_classifier is not self._registry._classifier:
             self._compile_fast_path()
 
@@ -500,7 +518,7 @@ class BreakerSpanProcessor(SpanProcessor):
                 "DISABLED": _DISABLED,
                 "ERROR": _ERROR,
                 "GUARDED_SPANS": GUARDED_SPANS,
-                "count_success": count_success,
+                "EXACT_SCOPE": self._exact_scope(classifier),
                 "POP": _POP,
                 "UNMATCHED": _UNMATCHED,
                 "classifier": classifier,
@@ -526,6 +544,17 @@ class BreakerSpanProcessor(SpanProcessor):
         self.__dict__["on_end"] = namespace["on_end"]  # shadows the method: one call a span
         if not self._enabled:  # switched off meanwhile: the path does not look
             self._forget_fast_path()
+
+    @staticmethod
+    def _exact_scope(classifier: Classifier) -> Any:
+        """The instrumentation scope whose spans a guard's handed success names exactly
+        (``_FAST_ON_END``): the leaf client's, when ``classifier`` reads only the attributes
+        its guard classified the call by; else a value no scope's name equals. (A health
+        check that learns its address from spans has it from that guard already, which
+        teaches it as it looks the client's pool up.)"""
+        if classifier.canonical_keys <= EXACT_CLIENT_KEYS:
+            return EXACT_CLIENT_SCOPE
+        return _UNMATCHED
 
     def _forget_fast_path(self) -> None:
         """Back to the general path: the next span compiles the fast path again (for

@@ -21,7 +21,16 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["DRIVER", "DRIVER_STARTED", "OTHER", "SQLALCHEMY", "answers_http", "scope_role"]
+__all__ = [
+    "DRIVER",
+    "DRIVER_STARTED",
+    "EXACT_CLIENT_KEYS",
+    "EXACT_CLIENT_SCOPE",
+    "OTHER",
+    "SQLALCHEMY",
+    "answers_http",
+    "scope_role",
+]
 
 OTHER = 0
 SQLALCHEMY = 1
@@ -51,6 +60,16 @@ _NO_HTTP_SCOPES = frozenset(
     }
     | _DRIVER_SCOPES
 )
+
+# The leaf client whose guard hands its successes to its spans (instrumentation/_redis.py):
+# its instrumentation's span of a command carries, for these canonical attributes, the very
+# values from which the guard classified the command's dependency (the pool's
+# ``connection_kwargs``: the ``path``, or ``host`` and ``port`` with redis-py's defaults).
+# A classifier reading no others answers that same dependency for the span, so the span
+# processor need not classify it again (``_processor._FAST_ON_END``);
+# tests/test_handed_successes.py holds the two to it, in both semantic conventions.
+EXACT_CLIENT_SCOPE = "opentelemetry.instrumentation.redis"
+EXACT_CLIENT_KEYS = frozenset({"db.system", "server.address", "server.port"})
 
 DRIVER_STARTED: ContextVar[int] = ContextVar("otel_resilience_driver_started", default=-1)
 """Start time (ns) of the last driver span that ended in this context."""

@@ -85,10 +85,14 @@ class Classifier:
     when full.
     """
 
-    __slots__ = ("_cache", "_matchers", "classify", "key_lines")
+    __slots__ = ("_cache", "_matchers", "canonical_keys", "classify", "key_lines")
 
     def __init__(self, matchers: Matchers) -> None:
         self._matchers = matchers
+        self.canonical_keys = frozenset(
+            canonical for _, pairs in matchers for canonical, _ in pairs
+        )
+        """The canonical attributes the matchers compare (their answer depends on no other)."""
         self._cache: dict[tuple[Any, ...], str | None] = {}
         keys: dict[str, None] = {}
         uses_url = False

@@ -9,7 +9,11 @@ redis-server (killed for the failures), the shared Redis never touched.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,6 +21,8 @@ import redis.asyncio
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 from redis.backoff import NoBackoff
@@ -25,7 +31,11 @@ from redis.retry import Retry
 from otel_resilience import Registry, State, configure
 from otel_resilience._configure import reset_for_tests
 from otel_resilience._context import GUARDED_SPANS, SPAN_COUNTERS
-from tests.support.health_servers import RedisServer, redis_server
+from otel_resilience._scopes import EXACT_CLIENT_KEYS, EXACT_CLIENT_SCOPE
+from otel_resilience._semconv import lookup
+from otel_resilience.instrumentation._redis import pool_attributes
+from tests.support.health_servers import RedisServer, need_tool, redis_server
+from tests.test_clients_outage import semconv
 
 NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -229,6 +239,133 @@ def test_a_pipeline_hands_one_success_and_its_fallback_learns(
     assert GUARDED_SPANS == {}
     registry.breaker("cache").force_open()
     assert client.get("p") == b"1"
+
+
+# -- the span of a handed success, classified or not --------------------------------------
+
+
+def successes(registry: Registry, name: str) -> int:
+    return registry.breaker(name).snapshot().total_successes
+
+
+def test_an_app_span_of_another_dependency_still_counts_its_own_call(
+    server: RedisServer,
+) -> None:
+    """Without the redis instrumentation, the current client span is the app's own call to
+    another dependency: the redis command hands its success to that span, and as the span
+    ends both count, the command on the cache and the app's call on its own dependency
+    (the span is not taken for the redis command's own)."""
+    provider = TracerProvider()
+    GUARDED_SPANS.clear()
+    try:
+        registry = configure(
+            {
+                "dependencies": {
+                    **config()["dependencies"],  # type: ignore[dict-item]
+                    "analytics": {"match": {"server.address": "analytics.internal"}},
+                }
+            },
+            tracer_provider=provider,
+            meter_provider=MeterProvider(),
+        )
+        client = client_of(server)
+        tracer = provider.get_tracer("app")
+        for _ in range(3):
+            with tracer.start_as_current_span(
+                "track",
+                kind=SpanKind.CLIENT,
+                attributes={"server.address": "analytics.internal"},
+            ):
+                client.get("a")
+        assert successes(registry, "cache") == 3
+        assert successes(registry, "analytics") == 3
+        assert GUARDED_SPANS == {}
+    finally:
+        reset_for_tests()
+        provider.shutdown()
+
+
+def test_a_match_on_attributes_the_guard_did_not_read_classifies_the_span_as_well(
+    provider: TracerProvider, server: RedisServer
+) -> None:
+    """A dependency declared first that also matches on the database index (which the
+    guard does not classify by) takes the instrumentation's span of a command the guard
+    counted for the cache: the span is classified, and its dependency counts it too."""
+    registry = configure(
+        {
+            "dependencies": {
+                "sessions": {"match": {"db.system": "redis", "db.redis.database_index": 1}},
+                **config()["dependencies"],  # type: ignore[dict-item]
+            }
+        },
+        tracer_provider=provider,
+        meter_provider=MeterProvider(),
+    )
+    client = redis.Redis(
+        port=server.port, db=1, socket_timeout=1, socket_connect_timeout=1, retry=NO_RETRY
+    )
+    for _ in range(4):
+        client.get("k")
+    assert successes(registry, "cache") == 4
+    assert successes(registry, "sessions") == 4
+    assert GUARDED_SPANS == {}
+
+
+@pytest.mark.parametrize("mode", ["spans", "spans-stable"])
+def test_the_guard_classifies_by_the_very_attributes_its_span_carries(
+    mode: str, server: RedisServer, tmp_path: Path
+) -> None:
+    """For the attributes the span processor trusts a handed success by, without
+    classifying its span again (``EXACT_CLIENT_KEYS``), the redis instrumentation's span
+    of a command carries what the guard classified the command by: over TCP with host and
+    port given, with redis-py's defaults, from a URL, and over a unix socket; in the
+    default and the stable semantic conventions."""
+    socket_path = str(tmp_path / "redis.sock")
+    unix = subprocess.Popen(
+        [
+            *(need_tool("redis-server"), "--port", "0", "--unixsocket", socket_path),
+            *("--save", "", "--appendonly", "no"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(socket_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with semconv(mode):
+            RedisInstrumentor().instrument(tracer_provider=provider)
+            try:
+                clients = [
+                    redis.Redis(host="127.0.0.1", port=server.port),
+                    redis.Redis.from_url(f"redis://localhost:{server.port}/0"),
+                    redis.Redis(unix_socket_path=socket_path),
+                ]
+                for client in clients:
+                    client.get("k")
+                default = redis.Redis()  # localhost:6379, the shared server: not reached
+                spans = exporter.get_finished_spans()
+            finally:
+                RedisInstrumentor().uninstrument()
+        assert len(spans) == len(clients)
+        for client, span in zip(clients, spans, strict=True):
+            guard = pool_attributes(client.connection_pool.connection_kwargs)
+            for key in EXACT_CLIENT_KEYS:
+                assert lookup(span.attributes or {}, key) == lookup(guard, key), (key, span)
+            assert span.instrumentation_scope is not None
+            assert span.instrumentation_scope.name == EXACT_CLIENT_SCOPE
+        assert pool_attributes(default.connection_pool.connection_kwargs) == {
+            "db.system": "redis",
+            "server.address": "localhost",
+            "server.port": 6379,
+        }
+    finally:
+        unix.kill()
+        unix.wait(5)
+        provider.shutdown()
 
 
 # -- redis.asyncio -----------------------------------------------------------------------

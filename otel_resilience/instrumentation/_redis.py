@@ -33,7 +33,7 @@ from .._health import learn_address
 from .._memory_cache import MemoryCache, UnsupportedCommand, redis_operation
 from ._common import Patcher
 
-__all__ = ["RedisCircuitOpenError", "install_redis"]
+__all__ = ["RedisCircuitOpenError", "install_redis", "pool_attributes"]
 
 # The dependency of a client is kept on its connection pool itself, tagged with the
 # install that looked it up, so the hot path is one attribute read:
@@ -145,6 +145,19 @@ def _replay_client(patcher: Patcher, pool: Any) -> Callable[..., Any]:
     return execute
 
 
+def pool_attributes(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The attributes a command's dependency is classified by, from its pool's
+    ``connection_kwargs``: those the redis instrumentation's span of the command carries,
+    with the same values (``_scopes.EXACT_CLIENT_KEYS``)."""
+    attributes: dict[str, Any] = {"db.system": "redis"}
+    if "path" in kwargs:
+        attributes["server.address"] = kwargs["path"]
+    else:
+        attributes["server.address"] = kwargs.get("host", "localhost")
+        attributes["server.port"] = kwargs.get("port", 6379)
+    return attributes
+
+
 def _pool_address(pool: Any, kwargs: dict[str, Any]) -> Address | None:
     """Where a redis-py connection pool connects, with its credentials."""
     if "path" in kwargs:
@@ -170,13 +183,7 @@ def install_redis(patcher: Patcher) -> None:
         """Classify the pool's address once; the answer is kept on the pool."""
         kwargs = getattr(pool, "connection_kwargs", {})
         decode = bool(kwargs.get("decode_responses", False))
-        attributes: dict[str, Any] = {"db.system": "redis"}
-        if "path" in kwargs:
-            attributes["server.address"] = kwargs["path"]
-        else:
-            attributes["server.address"] = kwargs.get("host", "localhost")
-            attributes["server.port"] = kwargs.get("port", 6379)
-        name = registry.classify(attributes)
+        name = registry.classify(pool_attributes(kwargs))
         if name is not None:  # once per pool: where the health check finds this Redis
             learn_address(registry, name, _pool_address(pool, kwargs))
         cached = (patcher, None if name is None else patcher.entry(name), decode)
