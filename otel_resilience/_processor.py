@@ -170,12 +170,12 @@ def on_end(span):
             attributes = span._attributes._dict
             code = span._status._status_code
             scope = span._instrumentation_scope
-            context = span._context
         except AttributeError:
             return general(span, POP)
         if kind is not CLIENT:
             return general(span, POP)
         if GUARDED_SPANS:
+            context = span._context  # (read here: a guarded span's own)
             guarded_span = GUARDED_SPANS.pop(id(context), None)
             if guarded_span is not None:
                 handed = guarded_span[2]
