@@ -234,12 +234,9 @@ class MemoryCache:
         *,
         redis_ttl: Any = _UNKNOWN,
         complete: bool = True,
-        now: float | None = None,
     ) -> None:
-        """Keep ``value``; ``redis_ttl``: seconds, None (persistent) or ``_UNKNOWN``;
-        ``now``: when it was seen (a GET applied later), else the clock's time."""
-        if now is None:
-            now = self._clock()
+        """Keep ``value``; ``redis_ttl``: seconds, None (persistent) or ``_UNKNOWN``."""
+        now = self._clock()
         self._pop(key)
         size = _size(key, value)
         if size > self.max_bytes:
