@@ -347,7 +347,13 @@ class _Resilient(Generic[R]):
             # The previous export is still stuck: this batch cannot wait behind it.
             self._failed(started, count, "ExportBusy", "the previous export is still running")
             return False
-        if result is _TIMED_OUT:
+        # A failure that came back only at the deadline is the inner exporter giving up at
+        # its own timeout, which is lowered to the deadline (__init__): no answer came, as
+        # when the deadline cut the call off first. Which of the two ends it first is a
+        # matter of thread scheduling, so both are told alike.
+        if result is _TIMED_OUT or (
+            not ok(result) and time.monotonic() - started >= self.export_timeout_seconds
+        ):
             self._failed(
                 started,
                 count,
