@@ -330,6 +330,11 @@ class BreakerSpanProcessor(SpanProcessor):
         # (None: not compiled; the general path compiles it).
         self._memo: dict[tuple[int, tuple[Any, ...]], _MemoEntry] = {}
         self._fast_classifier: Classifier | None = None
+        # What ``on_end`` is now (the compiled fast path, or the method), as an attribute
+        # that shadows no method: the hooks ``configure()`` gives the provider's
+        # multi-processor call it (``_sdk.call_busy_hooks_only``), a read the interpreter
+        # specialises, where reading ``on_end`` (a method the instance shadows) is not.
+        self._otel_resilience_on_end: Any = self.on_end
         # A reloaded config may change a breaker's slow-call bound: forget the flags then.
         self._unlisten = registry.add_event_listener(self._on_registry_event)
 
@@ -542,6 +547,7 @@ class BreakerSpanProcessor(SpanProcessor):
         self._memo = memo
         self._fast_classifier = classifier
         self.__dict__["on_end"] = namespace["on_end"]  # shadows the method: one call a span
+        self._otel_resilience_on_end = namespace["on_end"]
         if not self._enabled:  # switched off meanwhile: the path does not look
             self._forget_fast_path()
 
@@ -560,6 +566,7 @@ class BreakerSpanProcessor(SpanProcessor):
         """Back to the general path: the next span compiles the fast path again (for
         another registry, a reloaded config, a health check that learns addresses)."""
         self.__dict__.pop("on_end", None)
+        self._otel_resilience_on_end = self.on_end
         self._fast_classifier = None
         self._memo = {}
 

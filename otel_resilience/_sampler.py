@@ -58,7 +58,23 @@ _PARENT_BASED_DELEGATES = (
 
 
 class ResilienceSampler(Sampler):
-    """Wraps ``sampler``; dropped client spans of dependencies become RECORD_ONLY."""
+    """Wraps ``sampler``; dropped client spans of dependencies become RECORD_ONLY.
+
+    Around a ``ParentBased`` sampler the instance is a ``_ResilientParentBased``: it decides
+    as a ``ParentBased`` itself (the SDK's ``ParentBased.should_sample``, a method of its
+    class), from the wrapped sampler's delegates, those that may drop wrapped in
+    ``_KeepingDelegate``. The tracer's call ``sampler.should_sample(...)`` then finds a
+    method of the class, which the interpreter specialises; an instance's own function, or
+    one more frame to forward the call, would cost every span.
+    """
+
+    def __new__(
+        cls, sampler: Sampler, registry: Registry, *, include_discovered: bool = True
+    ) -> ResilienceSampler:
+        chosen = cls
+        if cls is ResilienceSampler and _parent_based_delegates(sampler) is not None:
+            chosen = _ResilientParentBased
+        return super().__new__(chosen)
 
     def __init__(
         self, sampler: Sampler, registry: Registry, *, include_discovered: bool = True
@@ -66,13 +82,6 @@ class ResilienceSampler(Sampler):
         self.wrapped = sampler
         self.registry = registry
         self.include_discovered = include_discovered
-        # Who decides: a ParentBased with its dropping delegates wrapped (no call of ours
-        # for the spans it samples), else the whole sampler wrapped. Its method is bound as
-        # an instance attribute, which shadows the class's method below: one call a span.
-        self._deciding: Sampler = _parent_based_with_kept_drops(sampler, self) or (
-            _KeepingDelegate(sampler, self)
-        )
-        self.should_sample = self._deciding.should_sample  # type: ignore[method-assign]
 
     def should_sample(  # noqa: PLR0917 - the SDK's Sampler signature
         self,
@@ -85,10 +94,13 @@ class ResilienceSampler(Sampler):
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
         """The wrapped sampler's decision, a dropped client span of a dependency made
-        RECORD_ONLY (an instance's own ``should_sample`` is this, one call shorter)."""
-        return self._deciding.should_sample(
+        RECORD_ONLY."""
+        result = self.wrapped.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
+        if result.decision is not _DROP or kind is not _CLIENT:
+            return result
+        return self._kept(result, attributes)
 
     def _kept(self, result: SamplingResult, attributes: Attributes) -> SamplingResult:
         """A dropped client span's result: RECORD_ONLY when it belongs to a dependency."""
@@ -118,9 +130,30 @@ class ResilienceSampler(Sampler):
         return f"ResilienceSampler{{{self.wrapped.get_description()}}}"
 
 
+class _ResilientParentBased(ResilienceSampler):
+    """A ``ResilienceSampler`` around a ``ParentBased``: it decides as that ``ParentBased``
+    does (its class's ``should_sample`` is the SDK's), from its delegates, each that may
+    drop wrapped in ``_KeepingDelegate``; delegates that never drop are called directly,
+    so spans the user's sampler samples pass through no code of ours at all."""
+
+    should_sample = ParentBased.should_sample
+
+    def __init__(
+        self, sampler: Sampler, registry: Registry, *, include_discovered: bool = True
+    ) -> None:
+        super().__init__(sampler, registry, include_discovered=include_discovered)
+        delegates = _parent_based_delegates(sampler) or {}
+        for name, delegate in delegates.items():
+            setattr(
+                self,
+                f"_{name}",
+                delegate if _never_drops(delegate) else _KeepingDelegate(delegate, self),
+            )
+
+
 class _KeepingDelegate(Sampler):
-    """A sampler that may drop, wrapped for ``owner`` (a ``ResilienceSampler``, whose
-    registry configure() repoints): the whole sampler, or a delegate of a ``ParentBased``."""
+    """A delegate of a ``ParentBased`` that may drop, wrapped for ``owner`` (a
+    ``ResilienceSampler``, whose registry configure() repoints)."""
 
     __slots__ = ("_owner", "_wrapped")
 
@@ -153,11 +186,13 @@ def _never_drops(sampler: Sampler) -> bool:
     return type(sampler) is StaticSampler and sampler._decision is Decision.RECORD_AND_SAMPLE
 
 
-def _parent_based_with_kept_drops(sampler: Sampler, owner: ResilienceSampler) -> Sampler | None:
-    """A ``ParentBased`` deciding as ``sampler`` does, its delegates that may drop wrapped in
-    ``_KeepingDelegate``; None when ``sampler`` is not a ``ParentBased`` with its own
-    ``should_sample`` (then ``ResilienceSampler`` wraps it whole)."""
+def _parent_based_delegates(sampler: Sampler) -> dict[str, Sampler] | None:
+    """The delegates of a ``ParentBased`` sampler that decides with the SDK's own
+    ``should_sample`` (``_PARENT_BASED_DELEGATES``), or None for any other sampler, or a
+    ``ParentBased`` whose delegates are kept otherwise (then it is wrapped whole)."""
     if type(sampler).should_sample is not ParentBased.should_sample:
+        return None
+    if isinstance(sampler, ResilienceSampler):
         return None
     try:
         delegates = {name: getattr(sampler, f"_{name}") for name in _PARENT_BASED_DELEGATES}
@@ -165,9 +200,4 @@ def _parent_based_with_kept_drops(sampler: Sampler, owner: ResilienceSampler) ->
         return None
     if not all(isinstance(delegate, Sampler) for delegate in delegates.values()):
         return None
-    return ParentBased(
-        **{
-            name: delegate if _never_drops(delegate) else _KeepingDelegate(delegate, owner)
-            for name, delegate in delegates.items()
-        }
-    )
+    return delegates

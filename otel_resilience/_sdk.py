@@ -128,6 +128,71 @@ def span_processors(provider: Any) -> tuple[Any, ...]:
     return tuple(processors) if isinstance(processors, (tuple, list)) else ()
 
 
+# The hooks ``call_busy_hooks_only`` gives a provider's multi-processor, generated for
+# the processors it holds: one line per processor, so each call site sees one processor
+# and the interpreter specialises it (a loop's one site, seeing two processor types, is
+# never specialised: a generic method look-up per processor per span). A processor that
+# keeps what its ``on_end`` is now in ``_otel_resilience_on_end`` (the breaker processor:
+# its compiled fast path is a function on the instance, which a method look-up never
+# specialises) has that attribute read and called. The multi-processor's class sees every
+# change of its processors (``_span_processors`` is a property there) and generates the
+# hooks again, so they check nothing per span.
+_HOOKS = """
+def on_start(self, span, parent_context=None):
+{on_start}
+def on_end(self, span):
+{on_end}
+def _on_ending(self, span):
+{_on_ending}
+"""
+_HOOK_NAMES = ("on_start", "_on_ending", "on_end")
+_HOOKS_MARK = "_otel_resilience_hooks"
+_PROCESSORS = "_otel_resilience_processors"  # where the hooked class keeps the processors
+_ON_END = "_otel_resilience_on_end"
+
+
+def _hook_lines(processors: Any, idle: Callable[[Any, str], bool]) -> dict[str, str]:
+    """The bodies of the generated hooks for ``processors`` (a tuple: unrolled, idle hooks
+    left out; anything else: the SDK's own loop over it, every hook called)."""
+    if type(processors) is not tuple:
+        return {
+            "on_start": "    for sp in self._span_processors:\n"
+            "        sp.on_start(span, parent_context=parent_context)",
+            "_on_ending": "    for sp in self._span_processors:\n        sp._on_ending(span)",
+            "on_end": "    for sp in self._span_processors:\n        sp.on_end(span)",
+        }
+    starts = [
+        f"    P{i}.on_start(span, parent_context=parent_context)"
+        for i, sp in enumerate(processors)
+        if not idle(sp, "on_start")
+    ]
+    endings = [
+        f"    P{i}._on_ending(span)"
+        for i, sp in enumerate(processors)
+        if not idle(sp, "_on_ending")
+    ]
+    ends = [
+        f"    end = P{i}.{_ON_END}\n    end(span)"
+        if callable(getattr(sp, _ON_END, None))
+        else f"    P{i}.on_end(span)"
+        for i, sp in enumerate(processors)
+    ]
+    return {
+        "on_start": "\n".join(starts) or "    pass",
+        "_on_ending": "\n".join(endings) or "    pass",
+        "on_end": "\n".join(ends) or "    pass",
+    }
+
+
+def _vars_of(obj: Any) -> Mapping[str, Any]:
+    """``vars(obj)``, or an empty mapping for an object without a ``__dict__``."""
+    try:
+        found: Mapping[str, Any] = vars(obj)
+    except TypeError:
+        return {}
+    return found
+
+
 def call_busy_hooks_only(provider: Any, idle: Callable[[Any, str], bool]) -> bool:
     """Have the provider's ``SynchronousMultiSpanProcessor`` (its ``_active_span_processor``,
     1.43, 1.45) skip the ``on_start`` and ``_on_ending`` hooks that ``idle(processor, hook)``
@@ -135,56 +200,61 @@ def call_busy_hooks_only(provider: Any, idle: Callable[[Any, str], bool]) -> boo
     it has nothing to do. Every other processor's hooks are called as the SDK calls them,
     in the same order; a processor added later is asked about on the next span.
 
-    Installed as the multi-processor's own ``on_start`` and ``_on_ending`` (instance
-    attributes, which shadow its methods). Returns False, changing nothing, when the
-    provider's processor is not exactly the SDK's synchronous one holding a tuple (the
-    concurrent one, another SDK), or already has hooks of its own that are not these.
+    The multi-processor becomes an instance of a subclass made for it, whose ``on_start``,
+    ``_on_ending`` and ``on_end`` are generated for the processors it holds, one call per
+    processor (``_HOOKS``), and generated again when they change. Methods of the class, not
+    of the instance: the SDK's call sites (``Span.start``, ``Span.end``) stay specialised,
+    which an instance's own function would prevent. Returns False, changing nothing, when
+    the provider's processor is not exactly the SDK's synchronous one holding a tuple (the
+    concurrent one, another SDK), or has hooks of its own on the instance (someone else's).
     """
     try:
         from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
     except ImportError:  # pragma: no cover - the SDK is a dependency
         return False
     active = getattr(provider, "_active_span_processor", None)
+    if getattr(type(active), _HOOKS_MARK, False) is True:
+        return True  # installed already
     if type(active) is not SynchronousMultiSpanProcessor:
         return False
     if not isinstance(getattr(active, "_span_processors", None), tuple):
         return False
-    own = vars(active)
-    if "on_start" in own or "_on_ending" in own:
-        return getattr(own.get("on_start"), "_otel_resilience_hooks", False) is True
-    # The processors seen (None: a list, asked about on every span), and those of them
-    # whose on_start and whose _on_ending run. ``refresh`` sets the busy ones first and
-    # ``known`` last, so a thread that finds ``known`` current reads the busy ones made
-    # for it; the hooks read three closure cells, the least a span can cost here.
-    known: Any = None
-    starting: tuple[Any, ...] = ()
-    ending: tuple[Any, ...] = ()
+    if any(name in _vars_of(active) for name in _HOOK_NAMES):
+        return False
+    has_on_ending = hasattr(SynchronousMultiSpanProcessor, "_on_ending")
 
-    def refresh(processors: Any) -> None:
-        nonlocal known, starting, ending
-        if type(processors) is not tuple:  # replaced by a list (not the SDK): ask every time
-            starting = ending = tuple(processors)
-            known = None
-            return
-        starting = tuple(sp for sp in processors if not idle(sp, "on_start"))
-        ending = tuple(sp for sp in processors if not idle(sp, "_on_ending"))
-        known = processors
+    def regenerate(multi: Any, processors: Any) -> None:
+        """Generate the hooks for ``processors``, set on ``multi``'s own class."""
+        namespace: dict[str, Any] = {}
+        if type(processors) is tuple:
+            namespace.update({f"P{i}": sp for i, sp in enumerate(processors)})
+        exec(_HOOKS.format(**_hook_lines(processors, idle)), namespace)
+        cls = type(multi)
+        for name in _HOOK_NAMES:
+            if name != "_on_ending" or has_on_ending:
+                setattr(cls, name, namespace[name])
 
-    def on_start(span: Any, parent_context: Any = None) -> None:
-        if active._span_processors is not known:
-            refresh(active._span_processors)
-        for sp in starting:
-            sp.on_start(span, parent_context=parent_context)
+    def get_processors(multi: Any) -> Any:
+        return vars(multi)[_PROCESSORS]
 
-    def _on_ending(span: Any) -> None:
-        if active._span_processors is not known:
-            refresh(active._span_processors)
-        for sp in ending:
-            sp._on_ending(span)
+    def set_processors(multi: Any, processors: Any) -> None:
+        vars(multi)[_PROCESSORS] = processors
+        regenerate(multi, processors)
 
-    on_start._otel_resilience_hooks = True  # type: ignore[attr-defined]
-    active.on_start = on_start  # type: ignore[method-assign]
-    active._on_ending = _on_ending  # type: ignore[method-assign]
+    hooked = type(
+        "SynchronousMultiSpanProcessor",
+        (SynchronousMultiSpanProcessor,),
+        {
+            _HOOKS_MARK: True,
+            "__module__": __name__,
+            "_span_processors": property(get_processors, set_processors),
+        },
+    )
+    with active._lock:  # as add_span_processor changes them
+        processors = vars(active).pop("_span_processors")
+        vars(active)[_PROCESSORS] = processors
+        active.__class__ = hooked
+        regenerate(active, processors)
     return True
 
 

@@ -167,3 +167,54 @@ def test_parent_based_ratio_root_and_subclasses() -> None:
     own = ResilienceSampler(DropsClients(ALWAYS_ON), make_registry(), include_discovered=False)
     assert decide(own, SpanKind.CLIENT, {"db.system": "redis"}) is Decision.RECORD_ONLY
     assert decide(own, SpanKind.CLIENT, {"db.system": "mysql"}) is Decision.DROP
+
+
+def test_the_tracer_calls_a_method_of_the_samplers_class() -> None:
+    """The wrapper's ``should_sample`` is its class's, never a function on the instance
+    (the SDK's call ``sampler.should_sample(...)`` stays specialised): around a
+    ParentBased it is the SDK's ``ParentBased.should_sample``, deciding from wrapped
+    delegates; the user's ParentBased is read, not changed."""
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    users = ParentBased(ALWAYS_ON)
+    before = dict(vars(users))
+    around_parent_based = ResilienceSampler(users, make_registry())
+    around_other = ResilienceSampler(ALWAYS_OFF, make_registry())
+    for sampler in (around_parent_based, around_other):
+        assert "should_sample" not in vars(sampler)
+        assert isinstance(sampler, ResilienceSampler)
+    assert type(around_parent_based).should_sample is ParentBased.should_sample
+    assert type(around_other).should_sample is ResilienceSampler.should_sample
+    assert vars(users) == before
+    # Wrapping the wrapper again (a second configure()) is not nested.
+    again = ResilienceSampler(around_parent_based, make_registry())
+    assert type(again) is ResilienceSampler
+
+
+@pytest.mark.parametrize("remote", [False, True])
+@pytest.mark.parametrize("parent_sampled", [None, False, True])
+@pytest.mark.parametrize("kind", [SpanKind.CLIENT, SpanKind.SERVER, SpanKind.INTERNAL])
+@pytest.mark.parametrize(
+    "attributes", [{"db.system": "redis"}, {"db.system": "mysql"}, {}, {"http.url": "x"}]
+)
+def test_parent_based_decisions_equal_the_users_sampler_with_drops_kept(
+    remote: bool,
+    parent_sampled: bool | None,
+    kind: SpanKind,
+    attributes: dict[str, object],
+) -> None:
+    """Every decision around a ParentBased is the user's sampler's decision, except that a
+    dropped client span that may belong to a dependency is RECORD_ONLY (as a wrapper that
+    asks the user's sampler first, then ``_belongs_to_a_dependency``, would decide)."""
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    users = ParentBased(TraceIdRatioBased(0))
+    sampler = ResilienceSampler(users, make_registry(), include_discovered=False)
+    context = None if parent_sampled is None else parent(parent_sampled, remote=remote)
+    theirs = users.should_sample(context, 1, "span", kind, attributes).decision  # type: ignore[arg-type]
+    expected = theirs
+    dropped_client = theirs is Decision.DROP and kind is SpanKind.CLIENT
+    if dropped_client and sampler._belongs_to_a_dependency(attributes):
+        expected = Decision.RECORD_ONLY
+    ours = sampler.should_sample(context, 1, "span", kind, attributes).decision  # type: ignore[arg-type]
+    assert ours is expected

@@ -9,7 +9,12 @@ import pytest
 from opentelemetry.sdk import _configuration
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import (
+    ConcurrentMultiSpanProcessor,
+    ReadableSpan,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased
@@ -304,10 +309,63 @@ def test_hook_filtering_is_installed_once_and_follows_a_replaced_processor_list(
     provider.add_span_processor(ours)
     assert call_busy_hooks_only(provider, idle_hook) is True
     active = provider._active_span_processor
-    first = vars(active)["on_start"]
+    first = type(active)
+    assert first is not SynchronousMultiSpanProcessor
+    assert isinstance(active, SynchronousMultiSpanProcessor)
+    assert not any(hook in vars(active) for hook in ("on_start", "_on_ending", "on_end"))
     assert call_busy_hooks_only(provider, idle_hook) is True
-    assert vars(active)["on_start"] is first
+    assert type(active) is first
     active._span_processors = [ours, Hooks("listed", calls)]  # type: ignore[assignment]
     provider.get_tracer("t").start_span("s").end()
     assert calls == ["listed.on_start", "listed._on_ending", "listed.on_end"]
+    provider.shutdown()
+
+
+def test_generated_hooks_follow_processors_changed_after_wiring(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The multi-processor's hooks are generated for the processors it holds, one call each,
+    and read each processor's ``on_end`` at every span: an ``on_end`` a processor gets on
+    the instance later is the one called; the breaker processor's compiled fast path is
+    used and, forgotten by a reload, its general path counts the same; a processor added
+    later gets every hook from the next span on."""
+    calls: list[str] = []
+    provider = TracerProvider()
+    first = Hooks("first", calls)
+    provider.add_span_processor(first)
+    registry = configure(
+        {"dependencies": {"cache": {"match": {"db.system": "redis"}}}},
+        tracer_provider=provider,
+        meter_provider=MeterProvider(),
+        instrument=False,
+    )
+    request.addfinalizer(reset_for_tests)
+    ours = next(sp for sp in provider._active_span_processor._span_processors if sp is not first)
+    tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
+
+    def span() -> None:
+        tracer.start_span("GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}).end()
+
+    for _ in range(3):
+        span()
+    assert "on_end" in vars(ours)  # compiled: the instance's own on_end
+    assert calls.count("first.on_end") == 3
+    first.on_end = lambda span: calls.append("patched.on_end")  # type: ignore[method-assign]
+    span()
+    assert calls[-1] == "patched.on_end"
+    ours._forget_fast_path()  # as a reload does: the general path until it compiles again
+    assert "on_end" not in vars(ours)
+    span()
+    later = Hooks("later", calls)
+    provider.add_span_processor(later)
+    span()
+    assert calls[-6:] == [
+        "first.on_start",
+        "later.on_start",
+        "first._on_ending",
+        "later._on_ending",
+        "patched.on_end",
+        "later.on_end",
+    ]
+    assert registry.breaker("cache").snapshot().total_successes == 6
     provider.shutdown()
