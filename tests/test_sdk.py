@@ -191,6 +191,19 @@ class StartingBreakerProcessor(BreakerSpanProcessor):
         StartingBreakerProcessor.starts += 1
 
 
+def configure_cache(provider: TracerProvider, request: pytest.FixtureRequest) -> Registry:
+    """configure() on ``provider`` with one dependency of redis spans, undone after the
+    test."""
+    registry = configure(
+        {"dependencies": {"cache": {"match": {"db.system": "redis"}}}},
+        tracer_provider=provider,
+        meter_provider=MeterProvider(),
+        instrument=False,
+    )
+    request.addfinalizer(reset_for_tests)
+    return registry
+
+
 def test_the_breaker_processor_gets_no_idle_hook_calls_and_every_other_processor_does(
     request: pytest.FixtureRequest,
 ) -> None:
@@ -200,13 +213,7 @@ def test_the_breaker_processor_gets_no_idle_hook_calls_and_every_other_processor
     calls: list[str] = []
     provider = TracerProvider()
     provider.add_span_processor(Hooks("before", calls))
-    registry = configure(
-        {"dependencies": {"cache": {"match": {"db.system": "redis"}}}},
-        tracer_provider=provider,
-        meter_provider=MeterProvider(),
-        instrument=False,
-    )
-    request.addfinalizer(reset_for_tests)
+    registry = configure_cache(provider, request)
     provider.add_span_processor(Hooks("after", calls))
     tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
     for _ in range(2):
@@ -333,13 +340,7 @@ def test_generated_hooks_follow_processors_changed_after_wiring(
     provider = TracerProvider()
     first = Hooks("first", calls)
     provider.add_span_processor(first)
-    registry = configure(
-        {"dependencies": {"cache": {"match": {"db.system": "redis"}}}},
-        tracer_provider=provider,
-        meter_provider=MeterProvider(),
-        instrument=False,
-    )
-    request.addfinalizer(reset_for_tests)
+    registry = configure_cache(provider, request)
     ours = next(sp for sp in provider._active_span_processor._span_processors if sp is not first)
     tracer = provider.get_tracer("opentelemetry.instrumentation.redis")
 
