@@ -17,6 +17,7 @@ Private *modules* still imported elsewhere (their public homes do not exist yet)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from operator import attrgetter
@@ -172,9 +173,11 @@ def _hook_lines(processors: Any, idle: Callable[[Any, str], bool]) -> dict[str, 
         if not idle(sp, "_on_ending")
     ]
     ends = [
-        f"    end = P{i}.{_ON_END}\n    end(span)"
-        if callable(getattr(sp, _ON_END, None))
-        else f"    P{i}.on_end(span)"
+        (
+            f"    end = P{i}.{_ON_END}\n    end(span)"
+            if _keeps_on_end(sp)
+            else f"    P{i}.on_end(span)"
+        )
         for i, sp in enumerate(processors)
     ]
     return {
@@ -182,6 +185,17 @@ def _hook_lines(processors: Any, idle: Callable[[Any, str], bool]) -> dict[str, 
         "_on_ending": "\n".join(endings) or "    pass",
         "on_end": "\n".join(ends) or "    pass",
     }
+
+
+def _keeps_on_end(processor: Any) -> bool:
+    """Whether ``processor`` keeps what its ``on_end`` is now in ``_ON_END``: it has that
+    callable attribute, and no ``on_end`` of its instance that is another function (one
+    set by someone else is called as ``on_end``, as the SDK would)."""
+    current = getattr(processor, _ON_END, None)
+    if not callable(current):
+        return False
+    own = _vars_of(processor).get("on_end", current)
+    return own is current
 
 
 def _vars_of(obj: Any) -> Mapping[str, Any]:
@@ -250,7 +264,7 @@ def call_busy_hooks_only(provider: Any, idle: Callable[[Any, str], bool]) -> boo
             "_span_processors": property(get_processors, set_processors),
         },
     )
-    with active._lock:  # as add_span_processor changes them
+    with getattr(active, "_lock", None) or contextlib.nullcontext():  # as add_span_processor
         processors = vars(active).pop("_span_processors")
         vars(active)[_PROCESSORS] = processors
         active.__class__ = hooked

@@ -370,3 +370,23 @@ def test_generated_hooks_follow_processors_changed_after_wiring(
     ]
     assert registry.breaker("cache").snapshot().total_successes == 6
     provider.shutdown()
+
+
+def test_an_on_end_set_on_a_breaker_processor_by_someone_else_is_the_one_called() -> None:
+    """A breaker processor whose instance got another ``on_end`` (a subclass's own, or
+    one patched in) before its hooks are generated has that ``on_end`` called, as the SDK
+    would call it; the processor's own bookkeeping attribute is not used for it."""
+    ends: list[object] = []
+
+    class Noting(BreakerSpanProcessor):
+        def __init__(self, registry: Registry) -> None:
+            super().__init__(registry)
+            self.on_end = ends.append  # type: ignore[method-assign]
+
+    provider = TracerProvider()
+    provider.add_span_processor(Noting(Registry()))
+    assert call_busy_hooks_only(provider, idle_hook) is True
+    span = provider.get_tracer("t").start_span("s", kind=SpanKind.CLIENT)
+    span.end()
+    assert len(ends) == 1
+    provider.shutdown()
