@@ -218,3 +218,22 @@ def test_parent_based_decisions_equal_the_users_sampler_with_drops_kept(
         expected = Decision.RECORD_ONLY
     ours = sampler.should_sample(context, 1, "span", kind, attributes).decision  # type: ignore[arg-type]
     assert ours is expected
+
+
+def test_a_parent_based_whose_delegates_cannot_be_read_is_wrapped_whole() -> None:
+    """A ParentBased missing a delegate attribute, or holding one that is not a Sampler,
+    is not taken apart: the wrapper asks it whole and keeps its drops, as around any other
+    sampler."""
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    missing = ParentBased(TraceIdRatioBased(0))
+    del missing._root  # type: ignore[attr-defined]
+    missing.should_sample = ALWAYS_OFF.should_sample  # type: ignore[method-assign]
+    odd = ParentBased(TraceIdRatioBased(0))
+    odd._local_parent_sampled = object()  # type: ignore[assignment]
+    for users in (missing, odd):
+        sampler = ResilienceSampler(users, make_registry(), include_discovered=False)
+        assert type(sampler) is ResilienceSampler
+        assert decide(sampler, SpanKind.CLIENT, {"db.system": "redis"}) is Decision.RECORD_ONLY
+        assert decide(sampler, SpanKind.CLIENT, {"db.system": "mysql"}) is Decision.DROP
+        assert decide(sampler, SpanKind.SERVER, {"db.system": "redis"}) is Decision.DROP

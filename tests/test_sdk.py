@@ -390,3 +390,39 @@ def test_an_on_end_set_on_a_breaker_processor_by_someone_else_is_the_one_called(
     span.end()
     assert len(ends) == 1
     provider.shutdown()
+
+
+class SlottedProcessor(SimpleSpanProcessor):
+    """A processor without an instance ``__dict__`` of its own (slots all the way down is
+    not possible on the SDK's classes, so ``vars`` is made to fail as it would)."""
+
+    ends = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        SlottedProcessor.ends += 1
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "__dict__":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def test_hooks_for_a_processor_without_a_dict_and_a_list_of_processors() -> None:
+    """A processor whose ``vars()`` fails still has its ``on_end`` called by the generated
+    hooks; a multi-processor that holds a list (not the SDK's tuple) before configure() is
+    left to the SDK."""
+    SlottedProcessor.ends = 0
+    provider = TracerProvider()
+    provider.add_span_processor(SlottedProcessor(InMemorySpanExporter()))
+    assert call_busy_hooks_only(provider, idle_hook) is True
+    provider.get_tracer("t").start_span("s").end()
+    assert SlottedProcessor.ends == 1
+    provider.shutdown()
+    listed = TracerProvider()
+    calls: list[str] = []
+    listed._active_span_processor._span_processors = [Hooks("listed", calls)]  # type: ignore[assignment]
+    assert call_busy_hooks_only(listed, idle_hook) is False
+    assert type(listed._active_span_processor) is SynchronousMultiSpanProcessor
+    listed.get_tracer("t").start_span("s").end()
+    assert calls == ["listed.on_start", "listed._on_ending", "listed.on_end"]
+    listed.shutdown()
