@@ -194,17 +194,8 @@ def _keeps_on_end(processor: Any) -> bool:
     current = getattr(processor, _ON_END, None)
     if not callable(current):
         return False
-    own = _vars_of(processor).get("on_end", current)
+    own = getattr(processor, "__dict__", {}).get("on_end", current)
     return own is current
-
-
-def _vars_of(obj: Any) -> Mapping[str, Any]:
-    """``vars(obj)``, or an empty mapping for an object without a ``__dict__``."""
-    try:
-        found: Mapping[str, Any] = vars(obj)
-    except TypeError:
-        return {}
-    return found
 
 
 def call_busy_hooks_only(provider: Any, idle: Callable[[Any, str], bool]) -> bool:
@@ -212,7 +203,7 @@ def call_busy_hooks_only(provider: Any, idle: Callable[[Any, str], bool]) -> boo
     1.43, 1.45) skip the ``on_start`` and ``_on_ending`` hooks that ``idle(processor, hook)``
     says do nothing, so a processor that only needs ``on_end`` costs no call per span where
     it has nothing to do. Every other processor's hooks are called as the SDK calls them,
-    in the same order; a processor added later is asked about on the next span.
+    in the same order; a processor added later is asked about as it is added.
 
     The multi-processor becomes an instance of a subclass made for it, whose ``on_start``,
     ``_on_ending`` and ``on_end`` are generated for the processors it holds, one call per
@@ -233,7 +224,7 @@ def call_busy_hooks_only(provider: Any, idle: Callable[[Any, str], bool]) -> boo
         return False
     if not isinstance(getattr(active, "_span_processors", None), tuple):
         return False
-    if any(name in _vars_of(active) for name in _HOOK_NAMES):
+    if any(name in vars(active) for name in _HOOK_NAMES):
         return False
     has_on_ending = hasattr(SynchronousMultiSpanProcessor, "_on_ending")
 
