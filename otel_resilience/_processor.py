@@ -161,7 +161,10 @@ def span_outcome(span: ReadableSpan, attributes: Mapping[str, Any]) -> tuple[boo
 # carry the very attributes its guard classified the call by, and the classifier reads no
 # others: ``_exact_scope``) the guard's dependency is the span's, and it is not classified
 # again.
-# The key lines' own locals: ``get``, ``v0``..., ``url``, ``start``, ``end``, ``key``.
+# The span's attributes are read with ``dict.get`` (no bound method made per span), so
+# only a plain dict takes the path: the SDK's, until it reaches its maximum length and
+# becomes an OrderedDict. The key lines' own locals: ``v0``..., ``url``, ``parts``,
+# ``start``, ``end``, ``key``.
 _FAST_ON_END = """
 def on_end(span):
     try:
@@ -172,7 +175,7 @@ def on_end(span):
             scope = span._instrumentation_scope
         except AttributeError:
             return general(span, POP)
-        if kind is not CLIENT:
+        if kind is not CLIENT or type(attributes) is not dict:  # (OrderedDict: at maxlen)
             return general(span, POP)
         if GUARDED_SPANS:
             context = span._context  # (read here: a guarded span's own)
@@ -192,7 +195,6 @@ def on_end(span):
                         return
         else:
             guarded_span = None
-        get = attributes.get
 {key_lines}
         last = last_seen[0]
         if last[0] is scope and last[1] == key:
@@ -225,15 +227,15 @@ def on_end(span):
         ):
             return
         if target[3]:
-            http = get("http.response.status_code")
+            http = dict_get(attributes, "http.response.status_code")
             if http is None:
-                http = get("http.status_code")
+                http = dict_get(attributes, "http.status_code")
             if http is not None:
                 if type(http) is not int or not 0 < http < 400:
                     return general(span, None)
-            elif code is ERROR or get("error.type"):
+            elif code is ERROR or dict_get(attributes, "error.type"):
                 return general(span, None)
-        elif code is ERROR or get("error.type"):
+        elif code is ERROR or dict_get(attributes, "error.type"):
             return general(span, None)
         breaker = target[2]
         state = breaker._state
@@ -527,6 +529,7 @@ class BreakerSpanProcessor(SpanProcessor):
                 "POP": _POP,
                 "UNMATCHED": _UNMATCHED,
                 "classifier": classifier,
+                "dict_get": dict.get,
                 "registry": registry,
                 "general": self._end,
                 "fast_target": self._fast_target,
@@ -538,7 +541,7 @@ class BreakerSpanProcessor(SpanProcessor):
                 "last_seen": [(_POP, None, None)],  # no scope is _POP: the first span looks
                 "processor": self,
             }
-            key_lines = "\n".join("    " + line for line in classifier.key_lines)
+            key_lines = "\n".join("    " + line for line in classifier.dict_key_lines)
             # The key lines embed attribute keys with repr(): no injection (_semconv).
             exec(_FAST_ON_END.replace("{key_lines}", key_lines), namespace)
         except Exception as exc:  # pragma: no cover - the template is fixed; never fail a span

@@ -85,7 +85,7 @@ class Classifier:
     when full.
     """
 
-    __slots__ = ("_cache", "_matchers", "canonical_keys", "classify", "key_lines")
+    __slots__ = ("_cache", "_matchers", "canonical_keys", "classify", "dict_key_lines", "key_lines")
 
     def __init__(self, matchers: Matchers) -> None:
         self._matchers = matchers
@@ -105,10 +105,16 @@ class Classifier:
         if uses_url:
             for key in SOURCES["server.address"]:
                 keys[key] = None
-        self.key_lines: tuple[str, ...] = _key_lines(tuple(keys), uses_url)
+        self.key_lines: tuple[str, ...] = _key_lines(tuple(keys), uses_url, "get({!r})")
         """Statements (one level of indent) that set ``key``, the cache key of the span
-        attributes, from ``get`` (their ``get`` method); the span processor's fast path
-        inlines them. ``key = ()`` when there are no matchers."""
+        attributes, from ``get`` (their ``get`` method). ``key = ()`` when there are no
+        matchers."""
+        self.dict_key_lines: tuple[str, ...] = _key_lines(
+            tuple(keys), uses_url, "dict_get(attributes, {!r})"
+        )
+        """The same statements for ``attributes`` that is a ``dict`` (or a subclass that
+        keeps ``dict.get``), read with ``dict_get`` (``dict.get``): no bound method is made
+        per span. The span processor's fast path inlines them."""
         self.classify: Callable[[Mapping[str, Any]], str | None] = (
             self._compile() if matchers else _nothing
         )
@@ -150,13 +156,16 @@ class Classifier:
         return None
 
 
-def _key_lines(keys: tuple[str, ...], uses_url: bool) -> tuple[str, ...]:
-    """``Classifier.key_lines`` for attribute ``keys`` (and the URL when ``uses_url``)."""
+def _key_lines(keys: tuple[str, ...], uses_url: bool, read: str) -> tuple[str, ...]:
+    """``Classifier.key_lines`` for attribute ``keys`` (and the URL when ``uses_url``),
+    each attribute read with ``read.format(key)``."""
     if not keys:
         return ("    key = ()",)
     # The keys are embedded with repr(), so any string (a user's match key) is safe.
     names = [f"v{index}" for index in range(len(keys))]
-    lines = [f"    {name} = get({key!r})" for name, key in zip(names, keys, strict=True)]
+    lines = [
+        f"    {name} = {read.format(key)}" for name, key in zip(names, keys, strict=True)
+    ]
     values = ", ".join(names)
     if not uses_url:
         return (*lines, f"    key = ({values},)")
@@ -164,23 +173,30 @@ def _key_lines(keys: tuple[str, ...], uses_url: bool) -> tuple[str, ...]:
     absent = " and ".join(f"{names[keys.index(key)]} is None" for key in SOURCES["server.address"])
     # A URL attribute is a non-empty string (absent, the common case, is told first).
     not_a_url = "url is None or not (type(url) is str or isinstance(url, str)) or not url"
-    # The URL enters the key cut before the first '/' after its first '//' (the end of
-    # ``scheme://authority``, or later), any other shape whole: every URL with the same
-    # prefix has the same host and port, and paths do not fill the cache.
+    # The URL enters the key by what comes before the first '/' after its first '//' (the
+    # end of ``scheme://authority``, or later), any other shape whole: every URL with the
+    # same part has the same host and port, and paths do not fill the cache. The usual
+    # shape (no '/' before the '//') is cut by one split, whose first and third parts are
+    # that prefix without its '//' (no '/' in either, so the pair names it alone); a
+    # 2-tuple equals no string, so the two kinds of key never meet.
     return (
         *lines,
         f"    if {absent}:",
-        "        url = get('url.full')",
+        f"        url = {read.format('url.full')}",
         f"        if {not_a_url}:",
-        "            url = get('http.url')",
+        f"            url = {read.format('http.url')}",
         f"            if {not_a_url}:",
         "                url = None",
         "        if url is not None:",
-        "            start = url.find('//')",
-        "            if start >= 0:",
-        "                end = url.find('/', start + 2)",
-        "                if end >= 0:",
-        "                    url = url[:end]",
+        "            parts = url.split('/', 3)",
+        "            if len(parts) > 2 and not parts[1]:",
+        "                url = (parts[0], parts[2])",
+        "            else:",
+        "                start = url.find('//')",
+        "                if start >= 0:",
+        "                    end = url.find('/', start + 2)",
+        "                    if end >= 0:",
+        "                        url = url[:end]",
         f"        key = ({values}, url)",
         "    else:",
         f"        key = ({values},)",

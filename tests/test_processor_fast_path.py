@@ -6,10 +6,13 @@ count as the general rules say."""
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -336,4 +339,79 @@ def test_unmatched_spans_past_the_cap_are_dropped_until_the_cap_is_raised(
     for _ in range(2):
         emit(provider, second, scope="opentelemetry.instrumentation.httpx")
     assert calls(registry, "two.internal") == (2, 0)
+    provider.shutdown()
+
+
+_URL_PARTS = st.sampled_from(
+    ["http:", "https:", "", "//", "/", "api.internal", "other.internal", ":8443", "?q=/", "x"]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(_URL_PARTS, max_size=7).map("".join), min_size=1, max_size=10))
+def test_url_spans_on_the_fast_path_reach_the_dependency_their_url_matches(
+    urls: list[str],
+) -> None:
+    """The fast path keys a URL span by part of its URL (a split, or a cut for other
+    shapes): whatever URL spans came before, each success is counted on the dependency
+    that matching its URL afresh names, or on none. The windows are full of successes
+    first (steady), where the fast path counts a success itself."""
+    steady = {"window_size": 2, "minimum_calls": 2}
+    registry = load_config(
+        {
+            "dependencies": {
+                "api": {
+                    "match": {"server.address": "api.internal", "server.port": 8443},
+                    "breaker": steady,
+                },
+                "plain": {"match": {"server.address": "api.internal"}, "breaker": steady},
+                "other": {"match": {"server.address": "other.internal"}, "breaker": steady},
+            }
+        }
+    )
+    processor = BreakerSpanProcessor(registry, auto_discover=False)
+    provider = traced(processor)
+    scope = "opentelemetry.instrumentation.httpx"
+    for name, address in (
+        ("api", "api.internal:8443"),
+        ("plain", "api.internal"),
+        ("other", "other.internal"),
+    ):
+        for _ in range(2):
+            emit(provider, {"url.full": f"https://{address}/warm"}, scope=scope)
+        assert registry.breaker(name).snapshot().total_successes == 2
+    for url in urls:
+        for key in ("url.full", "http.url"):
+            attributes = {key: url, "http.response.status_code": 200}
+            expected = registry._classifier.match(attributes)
+            before = {name: totals(registry, name)[0] for name in ("api", "plain", "other")}
+            emit(provider, attributes, scope=scope)
+            after = {name: totals(registry, name)[0] for name in ("api", "plain", "other")}
+            assert after == {name: count + (name == expected) for name, count in before.items()}, (
+                url
+            )
+    assert processor._fast_classifier is registry._classifier  # (the fast path ran)
+    provider.shutdown()
+
+
+def test_a_span_whose_attributes_are_an_ordered_dict_is_counted(registry: Registry) -> None:
+    """SDK 1.43 keeps a span's attributes in an OrderedDict once they reach their limit;
+    the fast path reads plain dicts only, and such a span goes the general way, counted."""
+    processor = BreakerSpanProcessor(registry)
+    provider = traced(processor)
+    for _ in range(3):
+        emit(provider, REDIS)  # the fast path
+    assert processor._fast_classifier is registry._classifier
+    span: Any = provider.get_tracer("opentelemetry.instrumentation.redis").start_span(
+        "GET", kind=SpanKind.CLIENT, attributes=REDIS
+    )
+    span._attributes._dict = OrderedDict(span._attributes._dict)  # as 1.43 makes it
+    span.end()
+    span = provider.get_tracer("opentelemetry.instrumentation.redis").start_span(
+        "GET", kind=SpanKind.CLIENT, attributes=REDIS
+    )
+    span._attributes._dict = OrderedDict(span._attributes._dict)
+    span.set_status(Status(StatusCode.ERROR))
+    span.end()
+    assert totals(registry, "cache") == (4, 1)
     provider.shutdown()
