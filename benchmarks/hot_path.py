@@ -797,8 +797,10 @@ def scaling_section(calls: int, rounds: int) -> str:
         "per core (CPython runs one thread at a time; a lock convoy burns CPU in hand-offs "
         "and shows as a drop); wall-clock throughput on a CPU shared with other work says "
         "nothing here. The unguarded control runs the same function without the "
-        "breaker: what the threads or the event loop cost by themselves. Guard µs is the "
-        "median of paired differences (guarded - unguarded CPU per call).",
+        "breaker: what the threads or the event loop cost by themselves. Ratios to 1 are "
+        "medians of ratios paired within a round (one thread's throughput and the level's, "
+        "measured seconds apart), so the machine's drift between rounds cancels. Guard µs "
+        "is the median of paired differences (guarded - unguarded CPU per call).",
         "",
     ]
     for title, levels, measure in (
@@ -819,13 +821,16 @@ def scaling_section(calls: int, rounds: int) -> str:
                 guard_cost = statistics.median(
                     g - c for g, c in zip(guarded.values[level], control.values[level], strict=True)
                 )
+                # Throughput ratios paired within a round (the level's CPU per call over
+                # one thread's, measured minutes apart at most): the machine's own drift
+                # between rounds cancels, as in the other sections.
                 rows.append(
                     [
                         f"{label}, {level}",
                         f"{1e3 / guarded.median(level):.0f}k",
-                        guarded.median(base) / guarded.median(level),
+                        1 / statistics.median(guarded.paired(level, base)),
                         f"{1e3 / control.median(level):.0f}k",
-                        control.median(base) / control.median(level),
+                        1 / statistics.median(control.paired(level, base)),
                         guard_cost,
                     ]
                 )
@@ -896,7 +901,7 @@ def main() -> None:
             elif section == "cold":
                 print(cold_section(port, 10 if quick else 60))
             elif section == "scaling":
-                print(scaling_section(64_000 if quick else 256_000, 3 if quick else 5))
+                print(scaling_section(64_000 if quick else 128_000, 3 if quick else 9))
     print(f"\n{harness.machine_line()}")
 
 

@@ -7,11 +7,13 @@ listeners are called after it is released, so a slow listener cannot stall calle
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,6 +72,17 @@ _NEVER_STEADY = _NeverSteady()
 Listener = Callable[["CircuitBreaker", State, State], None]
 """Called as ``fn(breaker, old_state, new_state)`` after each transition."""
 
+# An outcome left for the lock's holder (CircuitBreaker._defer): (failed, the failure's
+# duration or the success's outcome, the clock's reading, the error type, the context).
+_Deferred = tuple[bool, float, float, "str | None", "contextvars.Context | None"]
+# A success on a full count window holding failures, left behind an outcome left before it:
+# it can change no state, so it needs no time, no context and no settling.
+_PENDING_SUCCESS: _Deferred = (False, SUCCESS, 0.0, None, None)
+MAX_DEFERRED = 10_000
+"""Outcomes left for the lock's holder (``CircuitBreaker._defer``) beyond which a thread
+waits for the lock instead: the holder has waited that long for the GIL (tens of
+milliseconds of other threads' calls), and the memory they take stays bounded."""
+
 
 @dataclass(frozen=True, slots=True)
 class BreakerSnapshot:
@@ -112,6 +125,7 @@ class CircuitBreaker:
         "_clock",
         "_consecutive",
         "_count_window",
+        "_deferred",
         "_fast_success",
         "_fast_successes",
         "_fast_successes_read",
@@ -134,6 +148,7 @@ class CircuitBreaker:
         "_total_slow",
         "_total_successes",
         "_transitions",
+        "_unnotified",
         "_window",
         "name",
         "policy",
@@ -190,6 +205,11 @@ class CircuitBreaker:
         self._total_slow = 0
         self._total_rejected = 0
         self._transitions: dict[tuple[State, State], int] = {}
+        # Outcomes recorded while another thread held the lock, entered by whoever holds
+        # it next (_defer, _settle), and the transitions they made, to be told to the
+        # listeners in the recording call's context.
+        self._deferred: deque[_Deferred] = deque()
+        self._unnotified: list[tuple[list[tuple[State, State]], contextvars.Context | None]] = []
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self._state.value}>"
@@ -205,6 +225,8 @@ class CircuitBreaker:
             changes = self._expire_open(self._clock())
             state = self._state
         self._notify(changes)
+        if self._deferred or self._unnotified:
+            self._settle()
         return state
 
     def snapshot(self) -> BreakerSnapshot:
@@ -242,12 +264,17 @@ class CircuitBreaker:
                 total_rejected=self._total_rejected,
             )
         self._notify(changes)
+        if self._deferred or self._unnotified:
+            self._settle()
         return snap
 
     def transition_counts(self) -> dict[tuple[State, State], int]:
         """How many times each transition happened, as ``{(old, new): count}``."""
         with self._lock:
-            return dict(self._transitions)
+            counts = dict(self._transitions)
+        if self._deferred or self._unnotified:
+            self._settle()
+        return counts
 
     def retry_after(self) -> float:
         """Seconds until this breaker may admit a call again; always > 0.
@@ -259,11 +286,15 @@ class CircuitBreaker:
         """
         with self._lock:
             if self._state is _FORCED_OPEN:
-                return float("inf")
-            if self._state is _OPEN and self._opened_at is not None:
+                after = float("inf")
+            elif self._state is _OPEN and self._opened_at is not None:
                 left = self._opened_at + self._open_duration - self._clock()
-                return max(left, MIN_RETRY_AFTER)
-            return max(self._open_duration * HALF_OPEN_RETRY_FRACTION, MIN_RETRY_AFTER)
+                after = max(left, MIN_RETRY_AFTER)
+            else:
+                after = max(self._open_duration * HALF_OPEN_RETRY_FRACTION, MIN_RETRY_AFTER)
+        if self._deferred or self._unnotified:
+            self._settle()
+        return after
 
     # -- admitting calls -----------------------------------------------------------
 
@@ -297,6 +328,8 @@ class CircuitBreaker:
                 admitted = REJECTED
         if changes:
             self._notify(changes)
+        if self._deferred or self._unnotified:
+            self._settle()
         return admitted
 
     def release(self) -> None:
@@ -304,6 +337,8 @@ class CircuitBreaker:
         with self._lock:
             if self._state is _HALF_OPEN and self._half_open_in_flight > 0:
                 self._half_open_in_flight -= 1
+        if self._deferred or self._unnotified:
+            self._settle()
 
     def record_cancelled(self, duration: float = 0.0, trial: bool = False) -> None:
         """Record a call that was cancelled before it had an outcome.
@@ -348,13 +383,27 @@ class CircuitBreaker:
                     # outcome or reading that comes after it. On CPython 3.10, which can
                     # hand the GIL over at nearly any step, a thread preempted while
                     # holding the lock for every success made all the others queue on it.
-                    next(self._pending_successes)
+                    # After an outcome left for the lock's holder (_defer), it is left too,
+                    # so that the two are entered in the order they came.
+                    deferred = self._deferred
+                    if not deferred:
+                        next(self._pending_successes)
+                        return
+                    if len(deferred) < MAX_DEFERRED:
+                        deferred.append(_PENDING_SUCCESS)  # (it trips nothing)
+                        return
+                    self._record_success(duration)  # as many left: wait for the lock
                     return
                 # The count window's record, inlined, and no call at all while the lock is
                 # held: a call is where CPython may hand the GIL to another thread, and a
                 # thread that loses the GIL holding the lock makes every other one queue
-                # on it (a lock convoy).
-                with self._lock:
+                # on it (a lock convoy). Held elsewhere, the lock is not waited for: the
+                # success is left to its holder (_defer).
+                lock = self._lock
+                if not lock.acquire(False):
+                    self._defer(False, SUCCESS, self._clock(), None)
+                    return
+                try:
                     self._fold_pending()  # (only after a window was cleared or resized)
                     if self._state is state:
                         self._total_successes += 1
@@ -384,29 +433,37 @@ class CircuitBreaker:
                             or calls < policy.minimum_calls
                             or failures / calls < policy.failure_rate_threshold
                         ):
-                            return
-                        changes = self._trip()
+                            changes: list[tuple[State, State]] | None = []
+                        else:
+                            changes = self._trip()
                     else:
                         changes = None
+                finally:
+                    lock.release()
+                if self._deferred or self._unnotified:
+                    self._settle()
                 if changes is not None:
-                    self._notify(changes)
+                    if changes:
+                        self._notify(changes)
                     return
         self._record_success(duration)
 
     def _fold_pending(self) -> None:
         """Enter the successes counted without the lock on a full window (called with the
-        lock held), each through ``CountWindow.record``: the oldest outcome gives way."""
+        lock held), each through ``CountWindow.record``: the oldest outcome gives way; then
+        the outcomes other threads left while the lock was held (``_defer``), in order."""
         # The count goes on from where the last fold took it (that take included).
         taken = next(self._pending_successes)
         pending = taken - self._pending_successes_read
         self._pending_successes_read = taken + 1
-        if not pending:
-            return
-        self._total_successes += pending
-        self._consecutive = 0
-        ring = self._count_window
-        for _ in range(min(pending, ring.size)):  # more than a window's worth: a full one
-            ring.record(SUCCESS)
+        if pending:
+            self._total_successes += pending
+            self._consecutive = 0
+            ring = self._count_window
+            for _ in range(min(pending, ring.size)):  # more than a window's worth: a full one
+                ring.record(SUCCESS)
+        if self._deferred:
+            self._fold_deferred()
 
     def _read_fast_successes(self) -> int:
         """Successes counted without the lock so far (called with the lock held)."""
@@ -419,111 +476,203 @@ class CircuitBreaker:
     def _record_success(self, duration: float) -> None:
         slow_threshold = self._slow_threshold
         outcome = SLOW if slow_threshold is not None and duration >= slow_threshold else SUCCESS
-        with self._lock:
-            self._fold_pending()
+        self._enter(False, outcome, None, None)
+
+    def _succeeded(self, outcome: int, now: float | None) -> list[tuple[State, State]] | None:
+        """Enter a success (``outcome`` SUCCESS or SLOW) recorded at ``now`` (None: now);
+        the transitions it made. Called with the lock held."""
+        state = self._state
+        expired = None
+        if state is _OPEN:
+            # An outcome can arrive with no allow() before it (a span of an unguarded
+            # call): an OPEN breaker whose time is up takes it as a half-open probe.
+            expired = self._expire_open(self._clock() if now is None else now)
             state = self._state
-            expired = None
-            if state is _OPEN:
-                # An outcome can arrive with no allow() before it (a span of an unguarded
-                # call): an OPEN breaker whose time is up takes it as a half-open probe.
-                expired = self._expire_open(self._clock())
-                state = self._state
-            if state is _CLOSED or state is _DISABLED:
-                if outcome:
-                    self._total_slow += 1
-                else:
-                    self._total_successes += 1
-                self._consecutive = 0
-                window = self._window
-                window.record(outcome, self._clock() if self._timed_window else 0.0)
-                changes = (
-                    self._trip()
-                    if (window.failures or window.slow) and state is _CLOSED and self._tripped()
-                    else None
-                )
-            elif state is _HALF_OPEN:
-                if outcome:
-                    self._total_slow += 1
-                    # A probe that is still slow says the dependency has not recovered.
-                    changes = self._reopen()
-                else:
-                    self._total_successes += 1
-                    changes = self._half_open_success()
+        if state is _CLOSED or state is _DISABLED:
+            if outcome:
+                self._total_slow += 1
             else:
-                # A late outcome of a call admitted before the breaker opened.
-                if outcome:
-                    self._total_slow += 1
-                else:
-                    self._total_successes += 1
-                changes = None
-            if expired:
-                changes = expired + (changes or [])
-        if changes:
-            self._notify(changes)
+                self._total_successes += 1
+            self._consecutive = 0
+            window = self._window
+            if self._timed_window:
+                window.record(outcome, self._clock() if now is None else now)
+            else:
+                window.record(outcome, 0.0)
+            changes = (
+                self._trip()
+                if (window.failures or window.slow) and state is _CLOSED and self._tripped()
+                else None
+            )
+        elif state is _HALF_OPEN:
+            if outcome:
+                self._total_slow += 1
+                # A probe that is still slow says the dependency has not recovered.
+                changes = self._reopen()
+            else:
+                self._total_successes += 1
+                changes = self._half_open_success()
+        else:
+            # A late outcome of a call admitted before the breaker opened.
+            if outcome:
+                self._total_slow += 1
+            else:
+                self._total_successes += 1
+            changes = None
+        if expired:
+            changes = expired + (changes or [])
+        return changes
 
     def record_failure(self, duration: float = 0.0, error_type: str | None = None) -> None:
         """Record a call that failed (``error_type`` names the error, for health reports)."""
-        now = self._clock()  # read before the lock: no call while it is held (see above)
-        with self._lock:
+        # The clock is read before the lock: no call while it is held (see above).
+        self._enter(True, duration, self._clock(), error_type)
+
+    def _enter(
+        self,
+        failed: bool,
+        value: float,
+        now: float | None,
+        error_type: str | None,
+        wait: bool = False,
+    ) -> None:
+        """Enter an outcome under the lock: a failure (``failed``, ``value`` its duration)
+        or a success (``value`` its outcome, SUCCESS or SLOW), recorded at ``now`` (None:
+        read when needed). Held by another thread, the lock is not waited for (unless
+        ``wait``): the outcome is left to the holder (``_defer``)."""
+        lock = self._lock
+        if not lock.acquire(wait):
+            self._defer(failed, value, self._clock() if now is None else now, error_type)
+            return
+        try:
             self._fold_pending()
-            self._total_failures += 1
-            self._last_failure_at = now
-            if error_type is not None:
-                self._last_error_type = error_type
-            expired = self._expire_open(now) if self._state is _OPEN else None
-            state = self._state
-            changes = None
-            if state is _CLOSED or state is _DISABLED:
-                consecutive = self._consecutive + 1
-                self._consecutive = consecutive
-                outcome = FAILURE
-                slow_threshold = self._slow_threshold
-                if slow_threshold is not None and duration >= slow_threshold:
-                    outcome |= SLOW
-                if self._timed_window:
-                    window: Window = self._window
-                    window.record(outcome, now)
-                else:
-                    # CountWindow.record, inlined (no call under the lock).
-                    window = ring = self._count_window
-                    size = ring.size
-                    index = ring.next_index
-                    if ring.calls == size:
-                        evicted = ring.ring[index]
-                        if evicted:
-                            ring.failures -= evicted & FAILURE
-                            ring.slow -= (evicted & SLOW) >> 1
-                    else:
-                        ring.calls += 1
-                    ring.ring[index] = outcome
-                    ring.failures += 1
-                    ring.slow += outcome >> 1
-                    index += 1
-                    ring.next_index = 0 if index == size else index
-                    ring.steady = False
-                if state is _CLOSED:
-                    # The rule of _tripped, inlined for the same reason.
-                    policy = self.policy
-                    calls = window.calls
-                    limit = policy.consecutive_failures
-                    if (limit is not None and consecutive >= limit) or (
-                        calls >= policy.minimum_calls
-                        and (
-                            window.failures / calls >= policy.failure_rate_threshold
-                            or (
-                                slow_threshold is not None
-                                and window.slow / calls >= policy.slow_call_rate_threshold
-                            )
-                        )
-                    ):
-                        changes = self._trip()
-            elif state is _HALF_OPEN:
-                self._consecutive += 1
-                changes = self._reopen()
-            if expired:
-                changes = expired + (changes or [])
+            if failed:
+                changes = self._failed(now, value, error_type)
+            else:
+                changes = self._succeeded(int(value), now)
+        finally:
+            lock.release()
         if changes:
             self._notify(changes)
+        if self._deferred or self._unnotified:
+            self._settle()
+
+    def _failed(
+        self, now: float | None, duration: float, error_type: str | None
+    ) -> list[tuple[State, State]] | None:
+        """Enter a failure recorded at ``now`` (None: now); the transitions it made.
+        Called with the lock held."""
+        if now is None:
+            now = self._clock()
+        self._total_failures += 1
+        self._last_failure_at = now
+        if error_type is not None:
+            self._last_error_type = error_type
+        expired = self._expire_open(now) if self._state is _OPEN else None
+        state = self._state
+        changes = None
+        if state is _CLOSED or state is _DISABLED:
+            consecutive = self._consecutive + 1
+            self._consecutive = consecutive
+            outcome = FAILURE
+            slow_threshold = self._slow_threshold
+            if slow_threshold is not None and duration >= slow_threshold:
+                outcome |= SLOW
+            if self._timed_window:
+                window: Window = self._window
+                window.record(outcome, now)
+            else:
+                # CountWindow.record, inlined (no call under the lock).
+                window = ring = self._count_window
+                size = ring.size
+                index = ring.next_index
+                if ring.calls == size:
+                    evicted = ring.ring[index]
+                    if evicted:
+                        ring.failures -= evicted & FAILURE
+                        ring.slow -= (evicted & SLOW) >> 1
+                else:
+                    ring.calls += 1
+                ring.ring[index] = outcome
+                ring.failures += 1
+                ring.slow += outcome >> 1
+                index += 1
+                ring.next_index = 0 if index == size else index
+                ring.steady = False
+            if state is _CLOSED:
+                # The rule of _tripped, inlined for the same reason.
+                policy = self.policy
+                calls = window.calls
+                limit = policy.consecutive_failures
+                if (limit is not None and consecutive >= limit) or (
+                    calls >= policy.minimum_calls
+                    and (
+                        window.failures / calls >= policy.failure_rate_threshold
+                        or (
+                            slow_threshold is not None
+                            and window.slow / calls >= policy.slow_call_rate_threshold
+                        )
+                    )
+                ):
+                    changes = self._trip()
+        elif state is _HALF_OPEN:
+            self._consecutive += 1
+            changes = self._reopen()
+        if expired:
+            changes = expired + (changes or [])
+        return changes
+
+    def _defer(self, failed: bool, value: float, now: float, error_type: str | None) -> None:
+        """Leave an outcome to the thread that holds the lock, instead of waiting for it:
+        a failure (``failed``, ``value`` its duration) or a success (``value`` its outcome,
+        SUCCESS or SLOW), recorded at ``now``.
+
+        Waiting is what makes a lock convoy under the GIL: a thread that waits gets the
+        lock when it is let go but must then wait for the GIL too, holding the lock, so
+        the next thread to record an outcome waits in turn, and from then on every
+        outcome hands both over between threads (with a slow-call bound, where every
+        success takes the lock, a guarded call cost 3 to 5 times more CPU from two
+        threads up). The holder enters what was left before it lets go, or just after
+        (``_settle``), in the recording call's context, where the listeners of the
+        transitions it makes are called (a trace link reads the tripping span there).
+        """
+        deferred = self._deferred
+        if len(deferred) < MAX_DEFERRED:
+            deferred.append((failed, value, now, error_type, contextvars.copy_context()))
+            self._settle()  # let go meanwhile: entered here
+        else:  # the holder is starved of the GIL: wait for it, as before
+            self._enter(failed, value, now, error_type, wait=True)
+
+    def _fold_deferred(self) -> None:
+        """Enter the outcomes left by ``_defer`` (called with the lock held); the
+        transitions they make wait in ``_unnotified`` for ``_settle``."""
+        deferred = self._deferred
+        while deferred:
+            failed, value, now, error_type, context = deferred.popleft()
+            if failed:
+                changes = self._failed(now, value, error_type)
+            else:
+                changes = self._succeeded(int(value), now)
+            if changes:
+                self._unnotified.append((changes, context))
+
+    def _settle(self) -> None:
+        """After the lock is let go: enter the outcomes other threads left meanwhile and
+        tell the listeners about the transitions they made, each in the context of the
+        call that recorded it. Never waits: if another thread holds the lock again, it
+        settles when it lets go."""
+        lock = self._lock
+        while (self._deferred or self._unnotified) and lock.acquire(False):
+            try:
+                self._fold_pending()
+                unnotified, self._unnotified = self._unnotified, []
+            finally:
+                lock.release()
+            for changes, context in unnotified:
+                if context is None:
+                    self._notify(changes)
+                else:
+                    context.run(self._notify, changes)
 
     # -- manual control ------------------------------------------------------------
 
@@ -546,6 +695,8 @@ class CircuitBreaker:
                 return False
             changes = [self._set_state(_HALF_OPEN)]
         self._notify(changes)
+        if self._deferred or self._unnotified:
+            self._settle()
         return True
 
     def apply_policy(self, policy: BreakerPolicy) -> None:
@@ -561,30 +712,31 @@ class CircuitBreaker:
             raise TypeError(f"expected a BreakerPolicy, got {policy!r}")
         with self._lock:
             old = self.policy
-            if policy == old:
-                return
-            self._fold_pending()  # into the window they were counted for
-            if policy.window_seconds != old.window_seconds:
-                self._count_window = CountWindow(
-                    policy.window_size if policy.window_seconds is None else 1
-                )
-                if policy.window_seconds is None:
+            if policy != old:
+                self._fold_pending()  # into the window they were counted for
+                if policy.window_seconds != old.window_seconds:
+                    self._count_window = CountWindow(
+                        policy.window_size if policy.window_seconds is None else 1
+                    )
+                    if policy.window_seconds is None:
+                        self._window = self._count_window
+                    else:
+                        self._window = TimeWindow(policy.window_seconds)
+                elif policy.window_seconds is None and policy.window_size != old.window_size:
+                    self._count_window = self._count_window.resized(policy.window_size)
                     self._window = self._count_window
+                self._timed_window = policy.window_seconds is not None
+                self._slow_threshold = policy.slow_call_seconds
+                self._fast_success = not self._timed_window and self._slow_threshold is None
+                self._steady_ring = self._count_window if self._fast_success else _NEVER_STEADY
+                if self._state is _OPEN:
+                    step = self._open_duration / old.open_seconds
+                    self._open_duration = min(policy.open_seconds * step, policy.max_open_seconds)
                 else:
-                    self._window = TimeWindow(policy.window_seconds)
-            elif policy.window_seconds is None and policy.window_size != old.window_size:
-                self._count_window = self._count_window.resized(policy.window_size)
-                self._window = self._count_window
-            self._timed_window = policy.window_seconds is not None
-            self._slow_threshold = policy.slow_call_seconds
-            self._fast_success = not self._timed_window and self._slow_threshold is None
-            self._steady_ring = self._count_window if self._fast_success else _NEVER_STEADY
-            if self._state is _OPEN:
-                step = self._open_duration / old.open_seconds
-                self._open_duration = min(policy.open_seconds * step, policy.max_open_seconds)
-            else:
-                self._open_duration = policy.open_seconds
-            self.policy = policy
+                    self._open_duration = policy.open_seconds
+                self.policy = policy
+        if self._deferred or self._unnotified:
+            self._settle()
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(breaker, old_state, new_state)`` after each transition."""
@@ -612,6 +764,8 @@ class CircuitBreaker:
                 self._transitions[(old, target)] = self._transitions.get((old, target), 0) + 1
         if old is not target:
             self._notify([(old, target)])
+        if self._deferred or self._unnotified:
+            self._settle()
 
     def _set_state(self, new: State) -> tuple[State, State]:
         old = self._state

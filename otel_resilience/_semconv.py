@@ -163,9 +163,7 @@ def _key_lines(keys: tuple[str, ...], uses_url: bool, read: str) -> tuple[str, .
         return ("    key = ()",)
     # The keys are embedded with repr(), so any string (a user's match key) is safe.
     names = [f"v{index}" for index in range(len(keys))]
-    lines = [
-        f"    {name} = {read.format(key)}" for name, key in zip(names, keys, strict=True)
-    ]
+    lines = [f"    {name} = {read.format(key)}" for name, key in zip(names, keys, strict=True)]
     values = ", ".join(names)
     if not uses_url:
         return (*lines, f"    key = ({values},)")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
+import resource
 import sys
 import threading
 
-from otel_resilience import BreakerPolicy, CircuitBreaker, State
+import pytest
+
+from otel_resilience import BreakerPolicy, CircuitBreaker, State, _breaker
 
 THREADS = 8
 CALLS = 5_000
@@ -210,3 +214,94 @@ def test_mixed_outcomes_from_many_threads_are_all_counted() -> None:
     ring = breaker._count_window
     assert snap.failures == sum(1 for slot in ring.ring if slot) <= 50
     assert snap.state is State.CLOSED
+
+
+def test_outcomes_recorded_while_another_thread_holds_the_lock_are_entered_after() -> None:
+    """A thread that finds the lock held (by a thread the GIL was taken from) does not wait
+    for it: its outcomes are left to whoever takes the lock next, entered in order, and the
+    listeners of the transition they make run in the recording call's context."""
+    who: contextvars.ContextVar[str | None] = contextvars.ContextVar("who", default=None)
+    seen: list[tuple[State, State, str | None]] = []
+    breaker = CircuitBreaker(
+        "dep", BreakerPolicy(consecutive_failures=3, slow_call_seconds=1.0, minimum_calls=100)
+    )
+    breaker.add_listener(lambda _, old, new: seen.append((old, new, who.get())))
+    recorded = threading.Event()
+
+    def record() -> None:
+        who.set("recorder")
+        breaker.record_success(0.1)
+        for _ in range(3):
+            breaker.record_failure(0.1, "TimeoutError")
+        recorded.set()
+
+    recorder = threading.Thread(target=record)
+    with breaker._lock:  # held elsewhere, as by a thread waiting for the GIL
+        recorder.start()
+        assert recorded.wait(10), "the recording thread waited for the lock"
+        assert breaker._state is State.CLOSED  # nothing entered yet
+        assert not seen
+    recorder.join(10)
+    snap = breaker.snapshot()  # takes the lock: enters what was left
+    assert (snap.total_successes, snap.total_failures, snap.state) == (1, 3, State.OPEN)
+    assert snap.last_error_type == "TimeoutError"
+    assert seen == [(State.CLOSED, State.OPEN, "recorder")]
+
+
+def test_threads_recording_outcomes_under_the_lock_do_not_queue_on_it() -> None:
+    """With a slow-call bound every success takes the lock. Threads that waited for it
+    formed a convoy (each outcome handing the lock and the GIL over between threads, more
+    than one context switch per call); now a thread never waits for a lock held by one
+    that lost the GIL, and every outcome is still counted."""
+    breaker = CircuitBreaker(
+        "dep", BreakerPolicy(slow_call_seconds=1.0, consecutive_failures=None, window_size=20)
+    )
+    calls = 20_000
+    switches: list[int] = []
+    barrier = threading.Barrier(THREADS)
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        for call in range(calls // THREADS):
+            if (call + index) % 25 == 0:
+                breaker.record_failure(0.01)
+            else:
+                breaker.record_success(0.01)
+        switches.append(resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - before)
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    snap = breaker.snapshot()
+    assert snap.total_successes + snap.total_failures == calls
+    assert snap.total_failures == calls // 25
+    assert snap.state is State.CLOSED
+    assert sum(switches) < calls // 20, switches  # a convoy: more than one per call
+
+
+def test_past_the_bound_of_outcomes_left_a_thread_waits_for_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A holder starved of the GIL for long (MAX_DEFERRED outcomes left behind it): the next
+    thread waits for the lock, as before, and nothing is lost."""
+    monkeypatch.setattr(_breaker, "MAX_DEFERRED", 3)
+    breaker = CircuitBreaker("dep", BreakerPolicy(consecutive_failures=None, minimum_calls=100))
+    done = threading.Event()
+
+    def record() -> None:
+        for _ in range(4):
+            breaker.record_failure()
+        done.set()
+
+    recorder = threading.Thread(target=record)
+    with breaker._lock:
+        recorder.start()
+        assert not done.wait(0.3)  # three left, the fourth waits
+        assert len(breaker._deferred) == 3
+    assert done.wait(10)
+    recorder.join(10)
+    assert breaker.snapshot().total_failures == 4
+    assert not breaker._deferred
