@@ -737,12 +737,17 @@ def scaling_section(calls: int, rounds: int) -> str:
         await asyncio.sleep(0)  # yield, so the tasks interleave
         return sync_fn(index, flaky)
 
-    def registry_of() -> Registry:
-        return Registry([Dependency("dep", policy=BreakerPolicy(consecutive_failures=None))])
+    def registry_of(slow: bool) -> Registry:
+        """A registry of one dependency; ``slow``: with a slow-call bound (every success
+        then takes the breaker's lock)."""
+        bound = {"slow_call_seconds": 1.0} if slow else {}
+        return Registry(
+            [Dependency("dep", policy=BreakerPolicy(consecutive_failures=None, **bound))]
+        )
 
-    def threaded(threads: int, flaky: bool, guarded: bool) -> tuple[float, float]:
+    def threaded(threads: int, flaky: bool, slow: bool, guarded: bool) -> tuple[float, float]:
         """(calls per CPU-second, per wall-second) with ``threads`` threads."""
-        call = registry_of().call
+        call = registry_of(slow).call
         per_thread = max(1, calls // threads)
         barrier = threading.Barrier(threads + 1)
 
@@ -768,8 +773,8 @@ def scaling_section(calls: int, rounds: int) -> str:
         wall = (time.perf_counter_ns() - start_wall) / 1e9
         return per_thread * threads / cpu, per_thread * threads / wall
 
-    def tasks(count: int, flaky: bool, guarded: bool) -> tuple[float, float]:
-        acall = registry_of().acall
+    def tasks(count: int, flaky: bool, slow: bool, guarded: bool) -> tuple[float, float]:
+        acall = registry_of(slow).acall
         per_task = max(1, calls // count)
 
         async def one_task() -> None:
@@ -808,14 +813,18 @@ def scaling_section(calls: int, rounds: int) -> str:
         ("asyncio tasks, `registry.acall`", (1, 10, 100, 1000), tasks),
     ):
         rows = []
-        for flaky, label in ((False, "all successes"), (True, "2% failures")):
+        for flaky, slow, label in (
+            (False, False, "all successes"),
+            (True, False, "2% failures"),
+            (False, True, "all successes, slow-call bound"),
+        ):
             guarded = harness.Samples()  # µs of CPU per call, by level
             control = harness.Samples()
             for order in harness.orders(list(levels), rounds):
                 for level in order:
-                    per_cpu, _ = measure(level, flaky, True)
+                    per_cpu, _ = measure(level, flaky, slow, True)
                     guarded.add(str(level), 1e6 / per_cpu)
-                    control.add(str(level), 1e6 / measure(level, flaky, False)[0])
+                    control.add(str(level), 1e6 / measure(level, flaky, slow, False)[0])
             base = str(levels[0])
             for level in map(str, levels):
                 guard_cost = statistics.median(

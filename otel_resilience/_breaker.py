@@ -76,7 +76,8 @@ Listener = Callable[["CircuitBreaker", State, State], None]
 # duration or the success's outcome, the clock's reading, the error type, the context).
 _Deferred = tuple[bool, float, float, "str | None", "contextvars.Context | None"]
 # A success on a full count window holding failures, left behind an outcome left before it:
-# it can change no state, so it needs no time, no context and no settling.
+# it can change no state, so it needs no time, no context and no settling; a run of them
+# is entered at once (_fold_deferred).
 _PENDING_SUCCESS: _Deferred = (False, SUCCESS, 0.0, None, None)
 MAX_DEFERRED = 10_000
 """Outcomes left for the lock's holder (``CircuitBreaker._defer``) beyond which a thread
@@ -122,6 +123,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
+        "_bounded_ring",
         "_clock",
         "_consecutive",
         "_count_window",
@@ -183,6 +185,9 @@ class CircuitBreaker:
         self._steady_ring: CountWindow | _NeverSteady = (
             self._count_window if self._fast_success else _NEVER_STEADY
         )
+        # The count window of a breaker with a slow-call bound (whose successes are
+        # counted without the lock while it is steady and they are under the bound).
+        self._bounded_ring: CountWindow | _NeverSteady = self._bounded_ring_of(self.policy)
         self._state = _CLOSED
         self._consecutive = 0
         self._opened_at: float | None = None
@@ -446,7 +451,21 @@ class CircuitBreaker:
                     if changes:
                         self._notify(changes)
                     return
+        elif self._bounded_ring.steady and duration < self._slow_threshold:  # type: ignore[operator]
+            # A count window with a slow-call bound, full of calls neither failed nor slow:
+            # a call under the bound changes nothing but the total, as in the steady case
+            # above, and is counted without the lock (one at the bound takes it).
+            state = self._state
+            if state is _CLOSED or state is _DISABLED:
+                next(self._fast_successes)
+                return
         self._record_success(duration)
+
+    def _bounded_ring_of(self, policy: BreakerPolicy) -> CountWindow | _NeverSteady:
+        """``_bounded_ring`` for ``policy``: the count window when it bounds slow calls."""
+        if policy.window_seconds is None and policy.slow_call_seconds is not None:
+            return self._count_window
+        return _NEVER_STEADY
 
     def _fold_pending(self) -> None:
         """Enter the successes counted without the lock on a full window (called with the
@@ -547,7 +566,7 @@ class CircuitBreaker:
         try:
             self._fold_pending()
             if failed:
-                changes = self._failed(now, value, error_type)
+                changes = self._failed(self._clock() if now is None else now, value, error_type)
             else:
                 changes = self._succeeded(int(value), now)
         finally:
@@ -558,12 +577,10 @@ class CircuitBreaker:
             self._settle()
 
     def _failed(
-        self, now: float | None, duration: float, error_type: str | None
+        self, now: float, duration: float, error_type: str | None
     ) -> list[tuple[State, State]] | None:
-        """Enter a failure recorded at ``now`` (None: now); the transitions it made.
-        Called with the lock held."""
-        if now is None:
-            now = self._clock()
+        """Enter a failure recorded at ``now``; the transitions it made. Called with the
+        lock held."""
         self._total_failures += 1
         self._last_failure_at = now
         if error_type is not None:
@@ -631,11 +648,16 @@ class CircuitBreaker:
         lock when it is let go but must then wait for the GIL too, holding the lock, so
         the next thread to record an outcome waits in turn, and from then on every
         outcome hands both over between threads (with a slow-call bound, where every
-        success takes the lock, a guarded call cost 3 to 5 times more CPU from two
+        success took the lock, a guarded call cost 3 to 6 times more CPU from two
         threads up). The holder enters what was left before it lets go, or just after
         (``_settle``), in the recording call's context, where the listeners of the
         transitions it makes are called (a trace link reads the tripping span there).
         """
+        # Until it is entered, no success skips the lock as one on a steady window does
+        # (here, in the guards, in the span processor): they queue behind it, in order.
+        # (The holder may set the flag again before it lets go: those successes count as
+        # coming before this outcome.)
+        self._count_window.steady = False
         deferred = self._deferred
         if len(deferred) < MAX_DEFERRED:
             deferred.append((failed, value, now, error_type, contextvars.copy_context()))
@@ -648,7 +670,32 @@ class CircuitBreaker:
         transitions they make wait in ``_unnotified`` for ``_settle``."""
         deferred = self._deferred
         while deferred:
-            failed, value, now, error_type, context = deferred.popleft()
+            item = deferred.popleft()
+            if item is _PENDING_SUCCESS:
+                # A run of successes on a full count window, entered as the lock-free
+                # count of them is (_fold_pending): a window's worth at most.
+                count = 1
+                while deferred and deferred[0] is _PENDING_SUCCESS:
+                    deferred.popleft()
+                    count += 1
+                state = self._state
+                if (state is _CLOSED or state is _DISABLED) and not self._timed_window:
+                    self._total_successes += count
+                    self._consecutive = 0
+                    ring = self._count_window
+                    for _ in range(min(count, ring.size)):
+                        ring.record(SUCCESS)
+                    # (On a full window they trip nothing; one cleared meanwhile can be
+                    # brought up to minimum_calls.)
+                    if ring.failures and state is _CLOSED and self._tripped():
+                        self._unnotified.append((self._trip(), None))
+                    continue
+                for _ in range(count):  # the state changed meanwhile: one by one
+                    changes = self._succeeded(SUCCESS, None)
+                    if changes:
+                        self._unnotified.append((changes, None))
+                continue
+            failed, value, now, error_type, context = item
             if failed:
                 changes = self._failed(now, value, error_type)
             else:
@@ -691,13 +738,11 @@ class CircuitBreaker:
     def half_open(self) -> bool:
         """Move an OPEN breaker to HALF_OPEN now (a health probe passed); True if it moved."""
         with self._lock:
-            if self._state is not _OPEN:
-                return False
-            changes = [self._set_state(_HALF_OPEN)]
+            changes = [self._set_state(_HALF_OPEN)] if self._state is _OPEN else None
         self._notify(changes)
         if self._deferred or self._unnotified:
             self._settle()
-        return True
+        return changes is not None
 
     def apply_policy(self, policy: BreakerPolicy) -> None:
         """Take ``policy`` in place (a config reload): the state and the window's outcomes stay.
@@ -729,6 +774,7 @@ class CircuitBreaker:
                 self._slow_threshold = policy.slow_call_seconds
                 self._fast_success = not self._timed_window and self._slow_threshold is None
                 self._steady_ring = self._count_window if self._fast_success else _NEVER_STEADY
+                self._bounded_ring = self._bounded_ring_of(policy)
                 if self._state is _OPEN:
                     step = self._open_duration / old.open_seconds
                     self._open_duration = min(policy.open_seconds * step, policy.max_open_seconds)

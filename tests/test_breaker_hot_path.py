@@ -6,6 +6,7 @@ import contextvars
 import resource
 import sys
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -305,3 +306,135 @@ def test_past_the_bound_of_outcomes_left_a_thread_waits_for_the_lock(
     recorder.join(10)
     assert breaker.snapshot().total_failures == 4
     assert not breaker._deferred
+
+
+def _left_while_held(breaker: CircuitBreaker, record: Callable[[], None]) -> None:
+    """Run ``record`` in another thread while this one holds the breaker's lock (as a
+    thread the GIL was taken from would): what it records is left to the holder."""
+    recorder = threading.Thread(target=record)
+    with breaker._lock:
+        recorder.start()
+        recorder.join(10)
+        assert not recorder.is_alive(), "the recording thread waited for the lock"
+
+
+def test_successes_behind_a_left_failure_are_entered_after_it() -> None:
+    """On a full window holding failures, successes that come after a failure left for the
+    lock's holder are left behind it, so the window ends with the successes (entered
+    before it, the failure would still be in the window)."""
+    breaker = CircuitBreaker("dep", BreakerPolicy(window_size=10, consecutive_failures=None))
+    for _ in range(9):
+        breaker.record_success()
+    breaker.record_failure()
+
+    def record() -> None:
+        breaker.record_failure()
+        for _ in range(25):
+            breaker.record_success()
+
+    _left_while_held(breaker, record)
+    assert len(breaker._deferred) == 26
+    snap = breaker.snapshot()
+    assert (snap.total_successes, snap.total_failures) == (34, 2)
+    assert (snap.calls, snap.failures) == (10, 0)
+    assert not breaker._deferred
+
+
+def test_successes_behind_a_left_failure_that_trips_count_as_late_outcomes() -> None:
+    """The left failures open the breaker as they are entered; the successes left behind
+    them are then late outcomes of calls admitted before it opened: counted, and the
+    breaker stays open."""
+    breaker = CircuitBreaker("dep", BreakerPolicy(window_size=10, consecutive_failures=3))
+    for _ in range(9):
+        breaker.record_success()
+    breaker.record_failure()
+
+    def record() -> None:
+        breaker.record_failure()
+        breaker.record_failure()
+        for _ in range(5):
+            breaker.record_success()
+
+    _left_while_held(breaker, record)
+    snap = breaker.snapshot()
+    assert snap.state is State.OPEN
+    assert (snap.total_successes, snap.total_failures) == (14, 3)
+
+
+@pytest.mark.parametrize(
+    "take_the_lock",
+    [
+        lambda breaker: breaker.snapshot(),
+        lambda breaker: breaker.transition_counts(),
+        lambda breaker: breaker.retry_after(),
+        lambda breaker: breaker.release(),
+        lambda breaker: breaker.half_open(),
+        lambda breaker: breaker.apply_policy(BreakerPolicy(consecutive_failures=2)),
+        lambda breaker: breaker.record_success(),
+        lambda breaker: breaker.record_failure(),
+    ],
+    ids=[
+        "snapshot",
+        "transition_counts",
+        "retry_after",
+        "release",
+        "half_open",
+        "apply_policy",
+        "record_success",
+        "record_failure",
+    ],
+)
+def test_whatever_takes_the_lock_next_enters_what_was_left(
+    take_the_lock: Callable[[CircuitBreaker], object],
+) -> None:
+    """A failure left while the lock was held, and a success left while the window was
+    not yet full, are entered by the next use of the lock, whatever it is, and the
+    transition the failure makes is told. (``state`` of a CLOSED breaker takes no lock;
+    in the library every use of the lock enters what was left as it lets go.)"""
+    opened: list[State] = []
+    breaker = CircuitBreaker("dep", BreakerPolicy(consecutive_failures=1, window_size=10))
+    breaker.add_listener(lambda _, old, new: opened.append(new))
+
+    def record() -> None:
+        breaker.record_success()
+        breaker.record_failure()
+
+    _left_while_held(breaker, record)
+    assert breaker._state is State.CLOSED
+    take_the_lock(breaker)
+    assert breaker._state is State.OPEN
+    assert opened[0] is State.OPEN
+    assert not breaker._deferred
+    assert breaker.snapshot().total_successes >= 1
+
+
+def test_with_a_slow_call_bound_successes_under_it_on_a_steady_window_take_no_lock() -> None:
+    """A count window with a slow-call bound, full of calls neither failed nor slow: a
+    success under the bound is counted without the lock (a thread finds nothing to wait
+    for and leaves nothing behind); one at the bound is a slow call, entered under it, and
+    a run of them still opens the breaker."""
+    breaker = CircuitBreaker(
+        "dep",
+        BreakerPolicy(
+            slow_call_seconds=1.0,
+            slow_call_rate_threshold=0.5,
+            window_size=4,
+            minimum_calls=4,
+            consecutive_failures=None,
+        ),
+    )
+    for _ in range(4):
+        breaker.record_success(0.1)
+
+    _left_while_held(breaker, lambda: [breaker.record_success(0.1) for _ in range(10)])
+    assert not breaker._deferred  # counted without the lock
+    assert breaker.snapshot().total_successes == 14
+    _left_while_held(breaker, lambda: breaker.record_success(1.0))
+    assert len(breaker._deferred) == 1  # a slow call needs the lock
+    snap = breaker.snapshot()
+    assert (snap.total_slow, snap.slow_calls, snap.state) == (1, 1, State.CLOSED)
+    breaker.record_success(0.1)  # the window holds a slow call: under the lock
+    assert breaker.snapshot().total_successes == 15
+    for _ in range(2):
+        breaker.record_success(2.0)
+    assert breaker.state is State.OPEN
