@@ -229,9 +229,9 @@ class CircuitBreaker:
         with self._lock:
             changes = self._expire_open(self._clock())
             state = self._state
-        self._notify(changes)
         if self._deferred or self._unnotified:
-            self._settle()
+            self._settle()  # (first: what was left came before)
+        self._notify(changes)
         return state
 
     def snapshot(self) -> BreakerSnapshot:
@@ -268,9 +268,9 @@ class CircuitBreaker:
                 total_slow=self._total_slow,
                 total_rejected=self._total_rejected,
             )
-        self._notify(changes)
         if self._deferred or self._unnotified:
-            self._settle()
+            self._settle()  # (first: what was left came before)
+        self._notify(changes)
         return snap
 
     def transition_counts(self) -> dict[tuple[State, State], int]:
@@ -331,10 +331,10 @@ class CircuitBreaker:
             else:
                 self._total_rejected += 1
                 admitted = REJECTED
+        if self._deferred or self._unnotified:
+            self._settle()  # (first: what was left came before)
         if changes:
             self._notify(changes)
-        if self._deferred or self._unnotified:
-            self._settle()
         return admitted
 
     def release(self) -> None:
@@ -571,10 +571,10 @@ class CircuitBreaker:
                 changes = self._succeeded(int(value), now)
         finally:
             lock.release()
+        if self._deferred or self._unnotified:
+            self._settle()  # (first: what was left came before)
         if changes:
             self._notify(changes)
-        if self._deferred or self._unnotified:
-            self._settle()
 
     def _failed(
         self, now: float, duration: float, error_type: str | None
@@ -739,9 +739,9 @@ class CircuitBreaker:
         """Move an OPEN breaker to HALF_OPEN now (a health probe passed); True if it moved."""
         with self._lock:
             changes = [self._set_state(_HALF_OPEN)] if self._state is _OPEN else None
-        self._notify(changes)
         if self._deferred or self._unnotified:
-            self._settle()
+            self._settle()  # (first: what was left came before)
+        self._notify(changes)
         return changes is not None
 
     def apply_policy(self, policy: BreakerPolicy) -> None:
@@ -808,10 +808,10 @@ class CircuitBreaker:
             self._state = target
             if old is not target:
                 self._transitions[(old, target)] = self._transitions.get((old, target), 0) + 1
+        if self._deferred or self._unnotified:
+            self._settle()  # (first: what was left came before)
         if old is not target:
             self._notify([(old, target)])
-        if self._deferred or self._unnotified:
-            self._settle()
 
     def _set_state(self, new: State) -> tuple[State, State]:
         old = self._state

@@ -438,3 +438,16 @@ def test_with_a_slow_call_bound_successes_under_it_on_a_steady_window_take_no_lo
     for _ in range(2):
         breaker.record_success(2.0)
     assert breaker.state is State.OPEN
+
+
+def test_a_reset_after_a_left_failure_that_trips_is_told_after_the_trip() -> None:
+    """A failure left while the lock was held opens the breaker as ``reset()`` enters it;
+    the listeners hear of the opening first and of the reset last, so a state kept from
+    them ends where the breaker is."""
+    heard: list[tuple[State, State]] = []
+    breaker = CircuitBreaker("dep", BreakerPolicy(consecutive_failures=1))
+    breaker.add_listener(lambda _, old, new: heard.append((old, new)))
+    _left_while_held(breaker, breaker.record_failure)
+    breaker.reset()
+    assert heard == [(State.CLOSED, State.OPEN), (State.OPEN, State.CLOSED)]
+    assert breaker.state is State.CLOSED
