@@ -128,6 +128,8 @@ class CircuitBreaker:
         "_consecutive",
         "_count_window",
         "_deferred",
+        "_fast_rejections",
+        "_fast_rejections_read",
         "_fast_success",
         "_fast_successes",
         "_fast_successes_read",
@@ -209,6 +211,9 @@ class CircuitBreaker:
         self._total_failures = 0
         self._total_slow = 0
         self._total_rejected = 0
+        # Rejections by an OPEN or FORCED_OPEN breaker, counted without the lock (admit).
+        self._fast_rejections = itertools.count()
+        self._fast_rejections_read = 0
         self._transitions: dict[tuple[State, State], int] = {}
         # Outcomes recorded while another thread held the lock, entered by whoever holds
         # it next (_defer, _settle), and the transitions they made, to be told to the
@@ -266,7 +271,7 @@ class CircuitBreaker:
                 total_successes=self._total_successes + self._read_fast_successes(),
                 total_failures=self._total_failures,
                 total_slow=self._total_slow,
-                total_rejected=self._total_rejected,
+                total_rejected=self._total_rejected + self._read_fast_rejections(),
             )
         if self._deferred or self._unnotified:
             self._settle()  # (first: what was left came before)
@@ -289,6 +294,13 @@ class CircuitBreaker:
         concurrency limit): a tenth of the current open time, so a client that sleeps
         ``retry_after`` before retrying never spins.
         """
+        state = self._state  # OPEN or FORCED_OPEN (a rejected call's): without the lock
+        if state is _FORCED_OPEN:
+            return float("inf")
+        if state is _OPEN:
+            opened_at = self._opened_at
+            if opened_at is not None:
+                return max(opened_at + self._open_duration - self._clock(), MIN_RETRY_AFTER)
         with self._lock:
             if self._state is _FORCED_OPEN:
                 after = float("inf")
@@ -320,6 +332,18 @@ class CircuitBreaker:
         state = self._state
         if state is _CLOSED or state is _DISABLED:
             return ADMITTED
+        # Rejected while open, without the lock: every call fails fast during an outage,
+        # and threads that each took the lock for it queued on it (a lock convoy, 5 to 8
+        # times the CPU per rejected call from two threads up). A read racing a change of
+        # state rejects as the call would have just before it.
+        if state is _OPEN:
+            opened_at = self._opened_at
+            if opened_at is not None and self._clock() - opened_at < self._open_duration:
+                next(self._fast_rejections)
+                return REJECTED
+        elif state is _FORCED_OPEN:
+            next(self._fast_rejections)
+            return REJECTED
         with self._lock:
             changes = self._expire_open(self._clock()) if state is _OPEN else None
             state = self._state
@@ -490,6 +514,13 @@ class CircuitBreaker:
         # counted and subtracted.
         value = next(self._fast_successes) - self._fast_successes_read
         self._fast_successes_read += 1
+        return value
+
+    def _read_fast_rejections(self) -> int:
+        """Rejections counted without the lock so far (called with the lock held); read
+        as ``_read_fast_successes`` reads its count."""
+        value = next(self._fast_rejections) - self._fast_rejections_read
+        self._fast_rejections_read += 1
         return value
 
     def _record_success(self, duration: float) -> None:

@@ -451,3 +451,40 @@ def test_a_reset_after_a_left_failure_that_trips_is_told_after_the_trip() -> Non
     breaker.reset()
     assert heard == [(State.CLOSED, State.OPEN), (State.OPEN, State.CLOSED)]
     assert breaker.state is State.CLOSED
+
+
+@pytest.mark.parametrize("state", [State.OPEN, State.FORCED_OPEN])
+def test_threads_failing_fast_on_an_open_breaker_do_not_queue_on_its_lock(state: State) -> None:
+    """During an outage every call is rejected at once. Threads that each took the
+    breaker's lock to be rejected (and again for ``retry_after``) queued on it, more than
+    one context switch per call; now an open breaker rejects without the lock, and every
+    rejection is counted."""
+    breaker = CircuitBreaker(
+        "dep", BreakerPolicy(consecutive_failures=1, open_seconds=3600, max_open_seconds=3600)
+    )
+    if state is State.OPEN:
+        breaker.record_failure()
+    else:
+        breaker.force_open()
+    assert breaker.state is state
+    calls = 20_000
+    switches: list[int] = []
+    waits: list[float] = []
+    barrier = threading.Barrier(THREADS)
+
+    def worker() -> None:
+        barrier.wait()
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        for _ in range(calls // THREADS):
+            assert not breaker.allow()
+            waits.append(breaker.retry_after())
+        switches.append(resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - before)
+
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert breaker.snapshot().total_rejected == calls
+    assert min(waits) > 3000
+    assert sum(switches) < calls // 20, switches
