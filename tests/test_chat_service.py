@@ -620,7 +620,13 @@ async def test_live_page_first_paint_and_the_observe_only_row_in_words(env: Env)
         )
         return result.stdout
 
-    first = await dom(200)  # one poll: the rate needs two samples
+    # One poll: the rate needs two samples. Under load the first poll's answer can miss
+    # the 200 ms budget, and the page has painted no stats yet: that dump says nothing
+    # either way, so it is taken again (at most three times).
+    for _ in range(3):
+        first = await dom(200)
+        if 'id="rate"' in first:
+            break
     assert '<b id="rate">measuring</b>' in first, first[-2000:]
     later = await dom(1500)
     assert re.search(r'<b id="rate">\d+\.\d</b>', later), later[-2000:]
