@@ -370,8 +370,14 @@ class ChatService:
         )
         if self.memory is None:
             # min_size 0: the service starts (and fails fast) while PostgreSQL is down.
+            # Connecting, as waiting for a free connection (_execute), is bounded by the
+            # store's deadline: 30 first messages at once open 9 connections together.
             self.pool = await asyncpg.create_pool(
-                self.postgres_dsn, min_size=0, max_size=10, timeout=1.0, command_timeout=2.0
+                self.postgres_dsn,
+                min_size=0,
+                max_size=10,
+                timeout=_STORE_DEADLINE_SECONDS,
+                command_timeout=2.0,
             )
             with contextlib.suppress(Exception):
                 await self._ensure_schema()
@@ -415,7 +421,10 @@ class ChatService:
         self._schema_ready = True
 
     async def _execute(self, sql: str, *args: Any) -> None:
-        connection = await self.pool.acquire(timeout=1.0)
+        # Waiting for a free connection is bounded by the store's own deadline, not a
+        # shorter one: 30 users' first messages at once queue on the 10 connections (a
+        # wait of 1 s failed one of them on a loaded machine while PostgreSQL was fine).
+        connection = await self.pool.acquire(timeout=_STORE_DEADLINE_SECONDS)
         try:
             await connection.execute(sql, *args)
         except BaseException:

@@ -401,7 +401,7 @@ async def test_many_concurrent_users_get_exactly_their_own_events(env: Env) -> N
         replies = results[chat_user.name]
         assert len(replies) == 4
         for index, events in enumerate(replies):
-            assert types(events) == list(AGENT_EVENTS)
+            assert types(events) == list(AGENT_EVENTS), events
             assert {event["user"] for event in events} == {chat_user.name}
             assert events[-1]["reply"].startswith(f"{chat_user.name},")
             assert len({event["message_id"] for event in events}) == 1, index
