@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._breaker import CircuitBreaker, State
 from ._config import TELEMETRY_DEPENDENCY, TELEMETRY_POLICY
-from ._fork import after_fork_in_child, renew_breaker_locks
+from ._fork import after_fork_in_child, around_fork, renew_breaker_locks
 from ._metrics import METER_NAME, SPECS, TELEMETRY_DROPPED
 from ._policy import BreakerPolicy
 from ._registry import Registry
@@ -61,6 +61,8 @@ R = TypeVar("R")
 _WORKER_PREFIX = "otel-resilience-export"
 _TIMED_OUT = object()
 _BUSY = object()
+FORK_WAIT_SECONDS = 0.1
+"""How long a fork waits for an export in flight on a worker to end (``_Worker``)."""
 
 
 class InnerExporterAborted(Exception):
@@ -88,18 +90,46 @@ class _Worker:
     def __init__(self, name: str) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
         self._job: _Job | None = None
         self._busy = False
         self._stopped = False
         self._name = name
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        around_fork(self._before_fork, self._after_fork_in_parent)
         after_fork_in_child(self._after_fork_in_child)
+
+    def _before_fork(self) -> None:
+        """Let an export in flight end before the process forks (for at most
+        ``FORK_WAIT_SECONDS``), and start none until the fork is done: the lock is held
+        across it (let go in the parent, new in the child).
+
+        grpc makes a forked child whole (its own poller, no inherited calls) only when no
+        other thread is inside grpc at the fork; otherwise it logs "Other threads are
+        currently calling into gRPC, skipping fork() handlers", and the child's poller
+        shares the parent's: either process could take the other's socket events, and a
+        child's first export or the parent's next one waited to its deadline (1 fork in
+        about 50 while the parent exported in a loop, on a loaded machine).
+        """
+        self._lock.acquire()
+        if not self._busy:
+            return
+        deadline = time.monotonic() + FORK_WAIT_SECONDS
+        while self._busy:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # a stuck export: the fork goes on without it
+            self._idle.wait(left)
+
+    def _after_fork_in_parent(self) -> None:
+        self._lock.release()
 
     def _after_fork_in_child(self) -> None:
         """A forked child has no worker thread: start a fresh one (a pending job is lost)."""
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
         self._job = None
         self._busy = False
         if not self._stopped:
@@ -170,6 +200,7 @@ class _Worker:
                 detach(token)
                 with self._lock:
                     self._busy = False
+                    self._idle.notify_all()
                 job.done.set()
                 del job  # (an error's traceback would hold the batch too)
 

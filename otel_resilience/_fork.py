@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["after_fork_in_child", "renew_breaker_locks"]
+__all__ = ["after_fork_in_child", "around_fork", "renew_breaker_locks"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +43,42 @@ def after_fork_in_child(method: Callable[[], Any]) -> None:
             _log.exception("could not restart %r after fork", bound)
 
     register(after_in_child=run)
+
+
+def around_fork(before: Callable[[], Any], after_in_parent: Callable[[], Any]) -> None:
+    """Call the bound ``before`` in the forking thread just before each ``os.fork`` from
+    now on, and the bound ``after_in_parent`` in the parent just after it, while their
+    object lives (held weakly, as by ``after_fork_in_child``). ``after_in_parent`` runs
+    only after a ``before`` that returned; what either raises is logged, never raised
+    into the forking code."""
+    register = getattr(os, "register_at_fork", None)
+    if register is None:  # pragma: no cover - not on this platform (Windows)
+        return
+    first, then = weakref.WeakMethod(before), weakref.WeakMethod(after_in_parent)
+    done = threading.local()
+
+    def run_before() -> None:
+        done.ran = False
+        bound = first()
+        if bound is None:
+            return
+        try:
+            bound()
+            done.ran = True
+        except Exception:  # pragma: no cover - a bug; the fork must still happen
+            _log.exception("could not prepare %r for a fork", bound)
+
+    def run_after() -> None:
+        bound = then()
+        if bound is None or not getattr(done, "ran", False):
+            return
+        done.ran = False
+        try:
+            bound()
+        except Exception:  # pragma: no cover - a bug; the parent must still run
+            _log.exception("could not resume %r after fork", bound)
+
+    register(before=run_before, after_in_parent=run_after)
 
 
 def renew_breaker_locks(breakers: Iterable[Any]) -> None:
