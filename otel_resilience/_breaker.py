@@ -500,13 +500,19 @@ class CircuitBreaker:
         pending = taken - self._pending_successes_read
         self._pending_successes_read = taken + 1
         if pending:
-            self._total_successes += pending
-            self._consecutive = 0
-            ring = self._count_window
-            for _ in range(min(pending, ring.size)):  # more than a window's worth: a full one
-                ring.record(SUCCESS)
+            self._enter_successes(pending)
         if self._deferred:
             self._fold_deferred()
+
+    def _enter_successes(self, count: int) -> None:
+        """Enter ``count`` successes counted on a full count window (called with the lock
+        held), each through ``CountWindow.record``: the oldest outcome gives way, and more
+        than a window's worth leave a full window of successes."""
+        self._total_successes += count
+        self._consecutive = 0
+        ring = self._count_window
+        for _ in range(min(count, ring.size)):
+            ring.record(SUCCESS)
 
     def _read_fast_successes(self) -> int:
         """Successes counted without the lock so far (called with the lock held)."""
@@ -711,14 +717,10 @@ class CircuitBreaker:
                     count += 1
                 state = self._state
                 if (state is _CLOSED or state is _DISABLED) and not self._timed_window:
-                    self._total_successes += count
-                    self._consecutive = 0
-                    ring = self._count_window
-                    for _ in range(min(count, ring.size)):
-                        ring.record(SUCCESS)
+                    self._enter_successes(count)
                     # (On a full window they trip nothing; one cleared meanwhile can be
                     # brought up to minimum_calls.)
-                    if ring.failures and state is _CLOSED and self._tripped():
+                    if self._count_window.failures and state is _CLOSED and self._tripped():
                         self._unnotified.append((self._trip(), None))
                     continue
                 for _ in range(count):  # the state changed meanwhile: one by one
