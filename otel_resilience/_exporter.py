@@ -115,12 +115,18 @@ class _Worker:
         self._lock.acquire()
         if not self._busy:
             return
-        deadline = time.monotonic() + FORK_WAIT_SECONDS
-        while self._busy:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return  # a stuck export: the fork goes on without it
-            self._idle.wait(left)
+        try:
+            deadline = time.monotonic() + FORK_WAIT_SECONDS
+            while self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return  # a stuck export: the fork goes on without it
+                self._idle.wait(left)
+        except BaseException:
+            # (KeyboardInterrupt while waiting): the fork goes on, and _after_fork_in_parent
+            # is not called after a hook that raised, so the lock is let go here.
+            self._lock.release()
+            raise
 
     def _after_fork_in_parent(self) -> None:
         self._lock.release()

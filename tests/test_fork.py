@@ -308,6 +308,59 @@ def test_a_fork_waits_briefly_for_an_export_in_flight() -> None:
     assert report["stuck"]["next"] == "SUCCESS"
 
 
+INTERRUPTED_FORK_SCRIPT = SPANS_IN_SCRIPT + textwrap.dedent(
+    """
+    import json, os, signal, threading, time
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from otel_resilience import ResilientSpanExporter
+
+    class Slow(SpanExporter):  # an exporter whose answer takes a second
+        def __init__(self):
+            self.started = threading.Event()
+        def export(self, spans):
+            self.started.set()
+            time.sleep(1.0)
+            return SpanExportResult.SUCCESS
+
+    inner = Slow()
+    exporter = ResilientSpanExporter(inner, export_timeout_seconds=10)
+    exporting = threading.Thread(target=exporter.export, args=(span("slow"),))
+    exporting.start()
+    inner.started.wait(5)
+    # Ctrl-C while the fork waits for the export in flight (FORK_WAIT_SECONDS, 0.1 s).
+    threading.Timer(0.03, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        pid = os.fork()
+    except KeyboardInterrupt:  # (it came before the fork: nothing was tested)
+        pid = None
+    if pid == 0:
+        os._exit(0)
+    if pid is not None:
+        os.waitpid(pid, 0)
+    exporting.join(10)
+    results = []
+    after = threading.Thread(target=lambda: results.append(exporter.export(span("after")).name))
+    after.start()
+    after.join(5)  # with the worker's lock left held, this export would wait forever
+    print(json.dumps({"forked": pid is not None, "after": results}))
+    """
+)
+
+
+def test_a_fork_interrupted_while_waiting_for_an_export_leaves_the_exporter_usable() -> None:
+    """Ctrl-C while a fork waits for an export in flight: the fork goes on (Python ignores
+    what a fork hook raises), and the exporter's worker is not left locked: the next export
+    goes through instead of waiting forever."""
+    for _ in range(3):  # the signal must land while the fork waits (within 0.1 s)
+        result = run_script(INTERRUPTED_FORK_SCRIPT)
+        report = last_json_line(result)
+        if report["forked"] and "KeyboardInterrupt" in result.stderr:
+            break
+    assert report["forked"], result.stderr
+    assert "KeyboardInterrupt" in result.stderr  # raised in the fork's hook, and ignored
+    assert report["after"] == ["SUCCESS"]
+
+
 HTTP_FORK_SCRIPT = SPANS_IN_SCRIPT + textwrap.dedent(
     """
     import json, os, sys
