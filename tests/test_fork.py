@@ -269,7 +269,7 @@ WAIT_FORK_SCRIPT = SPANS_IN_SCRIPT + textwrap.dedent(
             return SpanExportResult.SUCCESS
 
     report = {"wait": FORK_WAIT_SECONDS}
-    for case, seconds in (("in_flight", 0.05), ("stuck", 3.0)):
+    for case, seconds in (("in_flight", 0.02), ("stuck", 3.0)):
         inner = Slow(seconds)
         exporter = ResilientSpanExporter(inner, export_timeout_seconds=10)
         batch = span(case)
