@@ -227,22 +227,16 @@ def test_outcomes_recorded_while_another_thread_holds_the_lock_are_entered_after
         "dep", BreakerPolicy(consecutive_failures=3, slow_call_seconds=1.0, minimum_calls=100)
     )
     breaker.add_listener(lambda _, old, new: seen.append((old, new, who.get())))
-    recorded = threading.Event()
 
     def record() -> None:
         who.set("recorder")
         breaker.record_success(0.1)
         for _ in range(3):
             breaker.record_failure(0.1, "TimeoutError")
-        recorded.set()
 
-    recorder = threading.Thread(target=record)
-    with breaker._lock:  # held elsewhere, as by a thread waiting for the GIL
-        recorder.start()
-        assert recorded.wait(10), "the recording thread waited for the lock"
-        assert breaker._state is State.CLOSED  # nothing entered yet
-        assert not seen
-    recorder.join(10)
+    _left_while_held(breaker, record)  # (the lock let go without settling: a bare lock)
+    assert breaker._state is State.CLOSED  # nothing entered yet
+    assert not seen
     snap = breaker.snapshot()  # takes the lock: enters what was left
     assert (snap.total_successes, snap.total_failures, snap.state) == (1, 3, State.OPEN)
     assert snap.last_error_type == "TimeoutError"
