@@ -252,14 +252,14 @@ def test_forked_children_of_an_exporting_parent_export_on_connections_of_their_o
     assert "skipping fork() handlers" not in result.stderr
 
 
-WAIT_FORK_SCRIPT = SPANS_IN_SCRIPT + textwrap.dedent(
+# Then ``Slow(seconds)``: an exporter whose answer takes ``seconds``; ``started`` is set
+# when an export begins, ``ended_at`` is when the last one ended.
+SLOW_EXPORTER_IN_SCRIPT = SPANS_IN_SCRIPT + textwrap.dedent(
     """
-    import json, os, sys, threading, time
+    import threading, time
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-    from otel_resilience import ResilientSpanExporter
-    from otel_resilience._exporter import FORK_WAIT_SECONDS
 
-    class Slow(SpanExporter):  # an exporter whose answer takes `seconds`
+    class Slow(SpanExporter):
         def __init__(self, seconds):
             self.seconds, self.started, self.ended_at = seconds, threading.Event(), None
         def export(self, spans):
@@ -267,6 +267,15 @@ WAIT_FORK_SCRIPT = SPANS_IN_SCRIPT + textwrap.dedent(
             time.sleep(self.seconds)
             self.ended_at = time.monotonic()
             return SpanExportResult.SUCCESS
+    """
+)
+
+
+WAIT_FORK_SCRIPT = SLOW_EXPORTER_IN_SCRIPT + textwrap.dedent(
+    """
+    import json, os, threading, time
+    from otel_resilience import ResilientSpanExporter
+    from otel_resilience._exporter import FORK_WAIT_SECONDS
 
     report = {"wait": FORK_WAIT_SECONDS}
     for case, seconds in (("in_flight", 0.02), ("stuck", 3.0)):
@@ -308,21 +317,12 @@ def test_a_fork_waits_briefly_for_an_export_in_flight() -> None:
     assert report["stuck"]["next"] == "SUCCESS"
 
 
-INTERRUPTED_FORK_SCRIPT = SPANS_IN_SCRIPT + textwrap.dedent(
+INTERRUPTED_FORK_SCRIPT = SLOW_EXPORTER_IN_SCRIPT + textwrap.dedent(
     """
     import json, os, signal, threading, time
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from otel_resilience import ResilientSpanExporter
 
-    class Slow(SpanExporter):  # an exporter whose answer takes a second
-        def __init__(self):
-            self.started = threading.Event()
-        def export(self, spans):
-            self.started.set()
-            time.sleep(1.0)
-            return SpanExportResult.SUCCESS
-
-    inner = Slow()
+    inner = Slow(1.0)
     exporter = ResilientSpanExporter(inner, export_timeout_seconds=10)
     exporting = threading.Thread(target=exporter.export, args=(span("slow"),))
     exporting.start()
