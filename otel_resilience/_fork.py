@@ -34,15 +34,24 @@ def after_fork_in_child(method: Callable[[], Any]) -> None:
     reference = weakref.WeakMethod(method)
 
     def run() -> None:
-        bound = reference()
-        if bound is None:
-            return
-        try:
-            bound()
-        except Exception:  # pragma: no cover - a bug; the child must still run
-            _log.exception("could not restart %r after fork", bound)
+        _call_weakly(reference, "could not restart %r after fork")
 
     register(after_in_child=run)
+
+
+def _call_weakly(reference: weakref.WeakMethod[Callable[[], Any]], failure: str) -> bool:
+    """Call the method ``reference`` holds, if its object lives; True if it was called
+    and returned. What it raises is logged with ``failure`` (``%r``: the method), never
+    raised into the forking code, which must go on."""
+    bound = reference()
+    if bound is None:
+        return False
+    try:
+        bound()
+    except Exception:  # pragma: no cover - a bug
+        _log.exception(failure, bound)
+        return False
+    return True
 
 
 def around_fork(before: Callable[[], Any], after_in_parent: Callable[[], Any]) -> None:
@@ -58,25 +67,13 @@ def around_fork(before: Callable[[], Any], after_in_parent: Callable[[], Any]) -
     done = threading.local()
 
     def run_before() -> None:
-        done.ran = False
-        bound = first()
-        if bound is None:
-            return
-        try:
-            bound()
-            done.ran = True
-        except Exception:  # pragma: no cover - a bug; the fork must still happen
-            _log.exception("could not prepare %r for a fork", bound)
+        done.ran = False  # (first: a before that raises leaves it so)
+        done.ran = _call_weakly(first, "could not prepare %r for a fork")
 
     def run_after() -> None:
-        bound = then()
-        if bound is None or not getattr(done, "ran", False):
-            return
-        done.ran = False
-        try:
-            bound()
-        except Exception:  # pragma: no cover - a bug; the parent must still run
-            _log.exception("could not resume %r after fork", bound)
+        if getattr(done, "ran", False):
+            done.ran = False
+            _call_weakly(then, "could not resume %r after fork")
 
     register(before=run_before, after_in_parent=run_after)
 
